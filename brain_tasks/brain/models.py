@@ -1,0 +1,287 @@
+"""The Brain schema: SQLAlchemy 2 typed models of every Brain table.
+
+Every table's primary key *is* its natural key, so writing the same fact twice leaves one row and no
+key column can be NULL (a NULL in a unique key would let duplicates through).  Prices, rates and
+scores are double precision: the original Brain's NUMERIC(10, 4) columns overflowed or rounded away
+funding rates on basis-point scales.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Date, DateTime, Double, Integer, LargeBinary, MetaData, String, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# Constraint names that Alembic can reproduce on every backend.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timezone-aware UTC timestamp on every backend.
+
+    PostgreSQL stores ``timestamptz``; SQLite has no time zones, so values are stored as naive UTC
+    and given their zone back on read.  Naive datetimes are refused: guessing their zone is how
+    time series get shifted by hours.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if hasattr(value, "to_pydatetime"):
+            value = value.to_pydatetime()
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: Brain timestamps must be timezone-aware UTC")
+        value = value.astimezone(dt.timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+Float = Double()  # double precision everywhere: basis points and 1e12 notionals both fit
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dt.datetime: UTCDateTime(), float: Double(), dict[str, Any]: JSONType,
+                           list[Any]: JSONType}
+
+
+def _key(length: int = 64) -> Any:
+    return mapped_column(String(length), primary_key=True)
+
+
+# --- market data ---------------------------------------------------------------------------------
+
+class Candle(Base):
+    __tablename__ = "candles"
+    exchange: Mapped[str] = _key(32)
+    symbol: Mapped[str] = _key()
+    timeframe: Mapped[str] = _key(8)
+    ts: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    open: Mapped[float]
+    high: Mapped[float]
+    low: Mapped[float]
+    close: Mapped[float]
+    volume: Mapped[float]
+
+
+class FundingRate(Base):
+    __tablename__ = "funding_rates"
+    exchange: Mapped[str] = _key(32)
+    symbol: Mapped[str] = _key()
+    ts: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    rate: Mapped[float]
+    mark_price: Mapped[float | None]
+
+
+class OpenInterest(Base):
+    __tablename__ = "open_interest"
+    exchange: Mapped[str] = _key(32)
+    symbol: Mapped[str] = _key()
+    ts: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    open_interest: Mapped[float]
+    open_interest_value: Mapped[float | None]
+
+
+class Liquidation(Base):
+    __tablename__ = "liquidations"
+    exchange: Mapped[str] = _key(32)
+    symbol: Mapped[str] = _key()
+    ts: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    # The exchange's own id when it has one, else a digest of the event's fields (never NULL).
+    liq_id: Mapped[str] = _key(128)
+    side: Mapped[str] = mapped_column(String(8))  # 'long' = a long was liquidated (forced sell)
+    price: Mapped[float]
+    amount: Mapped[float]
+    value: Mapped[float | None]
+
+
+class SentimentScore(Base):
+    __tablename__ = "sentiment_scores"
+    source: Mapped[str] = _key(64)
+    symbol: Mapped[str] = _key()
+    ts: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    score: Mapped[float]
+    magnitude: Mapped[float | None]
+    n_items: Mapped[int | None] = mapped_column(Integer)
+
+
+class DataQualityLog(Base):
+    __tablename__ = "data_quality_logs"
+    source: Mapped[str] = _key(32)       # exchange id or file source name
+    symbol: Mapped[str] = _key()
+    timeframe: Mapped[str] = _key(8)     # '' for data without bars (funding, liquidations)
+    data_kind: Mapped[str] = _key(16)    # candles | funding | open_interest | liquidations | ...
+    check: Mapped[str] = _key(32)        # gap | duplicate | nan | ...
+    ts_start: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    ts_end: Mapped[dt.datetime | None]
+    severity: Mapped[str] = mapped_column(String(16))  # info | warning | error
+    details: Mapped[dict[str, Any]]
+    first_seen: Mapped[dt.datetime]
+    last_seen: Mapped[dt.datetime]
+    resolved: Mapped[bool] = mapped_column(Boolean, default=False)
+    resolved_at: Mapped[dt.datetime | None]
+
+
+# --- models --------------------------------------------------------------------------------------
+
+class ModelArtifact(Base):
+    """Model bytes in the library's own format, addressed by their sha256 (never pickle)."""
+
+    __tablename__ = "model_artifacts"
+    sha256: Mapped[str] = _key(64)
+    artifact_format: Mapped[str] = mapped_column(String(32))  # lightgbm-text | xgboost-ubj | linear-json
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime]
+
+
+class ModelManifest(Base):
+    """Everything needed to reproduce one trained version."""
+
+    __tablename__ = "model_manifests"
+    symbol: Mapped[str] = _key()
+    model_type: Mapped[str] = _key(32)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    as_of: Mapped[dt.date] = mapped_column(Date)
+    config_hash: Mapped[str] = mapped_column(String(64))
+    artifact_sha256: Mapped[str] = mapped_column(String(64))
+    hyperparameters: Mapped[dict[str, Any]]
+    config: Mapped[dict[str, Any]]
+    feature_names: Mapped[list[Any]]
+    feature_hash: Mapped[str] = mapped_column(String(64))
+    dataset_digest: Mapped[str] = mapped_column(String(64))
+    data_start: Mapped[dt.datetime]
+    data_end: Mapped[dt.datetime]
+    n_rows: Mapped[int] = mapped_column(Integer)
+    code_version: Mapped[str] = mapped_column(String(32))
+    seed: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime]
+
+
+class ModelRegistry(Base):
+    """One row per trained version; status says its role, selected_regimes the regimes it trades."""
+
+    __tablename__ = "model_registry"
+    symbol: Mapped[str] = _key()
+    model_type: Mapped[str] = _key(32)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    as_of: Mapped[dt.date] = mapped_column(Date)
+    config_hash: Mapped[str] = mapped_column(String(64))
+    artifact_sha256: Mapped[str] = mapped_column(String(64))
+    # candidate -> champion | rejected; champion -> previous (superseded) | rolled_back
+    status: Mapped[str] = mapped_column(String(16))
+    composite_score: Mapped[float | None]
+    # {regime: {"confidence": float, "score": float, "reason": str}} for the regimes this version trades
+    selected_regimes: Mapped[dict[str, Any]]
+    created_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
+
+
+class ModelMetric(Base):
+    """Out-of-sample metrics, long format: one row per (version, evaluation, regime, metric)."""
+
+    __tablename__ = "model_metrics"
+    symbol: Mapped[str] = _key()
+    model_type: Mapped[str] = _key(32)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    evaluation: Mapped[str] = _key(32)  # walk_forward | recent
+    regime: Mapped[str] = _key(16)      # all | low | normal | high | extreme
+    metric: Mapped[str] = _key(32)
+    value: Mapped[float]
+    as_of: Mapped[dt.date] = mapped_column(Date)
+
+
+class ModelComparison(Base):
+    __tablename__ = "model_comparisons"
+    symbol: Mapped[str] = _key()
+    as_of: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    config_hash: Mapped[str] = _key(64)
+    model_type: Mapped[str] = _key(32)
+    version: Mapped[int] = mapped_column(Integer)
+    composite_score: Mapped[float]
+    rank: Mapped[int] = mapped_column(Integer)
+    is_best: Mapped[bool] = mapped_column(Boolean)
+    metrics: Mapped[dict[str, Any]]
+
+
+class FeatureImportance(Base):
+    __tablename__ = "feature_importance"
+    symbol: Mapped[str] = _key()
+    model_type: Mapped[str] = _key(32)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    method: Mapped[str] = _key(32)      # shap | permutation | correlation | variance
+    feature: Mapped[str] = _key(128)
+    importance: Mapped[float]
+    rank: Mapped[int] = mapped_column(Integer)
+    as_of: Mapped[dt.date] = mapped_column(Date)
+
+
+class RollbackLog(Base):
+    __tablename__ = "rollback_logs"
+    symbol: Mapped[str] = _key()
+    as_of: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    config_hash: Mapped[str] = _key(64)
+    action: Mapped[str] = mapped_column(String(24))  # promote | keep | rollback | insufficient_evidence
+    model_type: Mapped[str] = mapped_column(String(32))
+    from_version: Mapped[int | None] = mapped_column(Integer)
+    to_version: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    stats: Mapped[dict[str, Any]]
+    created_at: Mapped[dt.datetime]
+
+
+class TrainingRun(Base):
+    """One row per (fan-out run, symbol); symbol '*' is the run's own summary row."""
+
+    __tablename__ = "training_runs"
+    run_id: Mapped[str] = _key(96)
+    symbol: Mapped[str] = _key()
+    as_of: Mapped[dt.date] = mapped_column(Date)
+    state: Mapped[str] = mapped_column(String(16))  # pending | running | succeeded | failed | skipped
+    models: Mapped[list[Any]]
+    error: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]]
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+
+
+class FeatureDrift(Base):
+    __tablename__ = "feature_drift"
+    symbol: Mapped[str] = _key()
+    as_of: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    feature: Mapped[str] = _key(128)
+    psi: Mapped[float]
+    psi_threshold: Mapped[float]
+    ks_stat: Mapped[float]
+    ks_pvalue: Mapped[float]
+    drifted: Mapped[bool] = mapped_column(Boolean)
+    reference_start: Mapped[dt.datetime]
+    reference_end: Mapped[dt.datetime]
+    current_start: Mapped[dt.datetime]
+    current_end: Mapped[dt.datetime]
+    n_reference: Mapped[int] = mapped_column(Integer)
+    n_current: Mapped[int] = mapped_column(Integer)
+
+
+TABLES = tuple(Base.metadata.sorted_tables)
+TABLE_NAMES = tuple(sorted(t.name for t in TABLES))

@@ -1,0 +1,22 @@
+"""The two kinds of failure the tasks treat differently.
+
+A `DataError` is a domain error: the input is bad, retrying cannot help, so it is recorded (a
+data-quality or task-failure row) and the fan-out goes on.  A `TransientError` is a fault of the world
+(exchange, database, broker) that a retry with backoff may clear.
+"""
+
+
+class BrainError(Exception):
+    """Base class of brain_tasks' own errors."""
+
+
+class DataError(BrainError, ValueError):
+    """Bad or insufficient input data; recorded, never retried."""
+
+
+class TransientError(BrainError):
+    """A fault that may clear on retry (network, exchange rate limit, database restart)."""
+
+
+class IntegrityError(BrainError):
+    """Stored bytes do not match their recorded sha256 (a corrupted or tampered artifact)."""
