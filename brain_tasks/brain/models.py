@@ -11,7 +11,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, DateTime, Double, Integer, LargeBinary, MetaData, String, Text
+from sqlalchemy import (JSON, Boolean, Date, DateTime, Double, Integer, LargeBinary, MetaData, String, Text,
+                        UniqueConstraint)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -159,6 +160,9 @@ class ModelManifest(Base):
     """Everything needed to reproduce one trained version."""
 
     __tablename__ = "model_manifests"
+    # A training task's identity: the same (symbol, model type, as-of date, config) is trained once.
+    __table_args__ = (UniqueConstraint("symbol", "model_type", "as_of", "config_hash",
+                                       name="uq_model_manifests_identity"),)
     symbol: Mapped[str] = _key()
     model_type: Mapped[str] = _key(32)
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -182,6 +186,8 @@ class ModelRegistry(Base):
     """One row per trained version; status says its role, selected_regimes the regimes it trades."""
 
     __tablename__ = "model_registry"
+    __table_args__ = (UniqueConstraint("symbol", "model_type", "as_of", "config_hash",
+                                       name="uq_model_registry_identity"),)
     symbol: Mapped[str] = _key()
     model_type: Mapped[str] = _key(32)
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
