@@ -1,0 +1,85 @@
+"""Engines for the Brain database: one per URL per process, tuned per backend."""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+_engines: dict[str, sa.Engine] = {}
+_lock = threading.Lock()
+_SECRET_QUERY_KEYS = re.compile(r"(pass|secret|token|key)", re.IGNORECASE)
+
+
+def redact_url(url: str | sa.URL) -> str:
+    """`url` with its password (and secret-looking query values) replaced by ``***``."""
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - an unparsable URL must still be safe to print
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
+    query = {k: ("***" if _SECRET_QUERY_KEYS.search(k) else v) for k, v in parsed.query.items()}
+    return parsed.set(query=query).render_as_string(hide_password=True)
+
+
+def make_engine(url: str) -> sa.Engine:
+    """The process-wide engine for `url` (created on first use).
+
+    SQLite gets WAL, a busy timeout, foreign keys and real transactions (so migrations are
+    transactional); PostgreSQL gets pre-ping so a restarted server costs one retry, not an error.
+    """
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _create(url)
+            _engines[url] = engine
+        return engine
+
+
+def dispose_engine(url: str) -> None:
+    """Close the pooled connections of `url`'s engine and forget it (e.g. before dropping a database)."""
+    with _lock:
+        engine = _engines.pop(url, None)
+    if engine is not None:
+        engine.dispose()
+
+
+def _create(url: str) -> sa.Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed)
+    return sa.create_engine(parsed, pool_pre_ping=True, future=True)
+
+
+def _sqlite_engine(parsed: sa.URL) -> sa.Engine:
+    in_memory = parsed.database in (None, "", ":memory:")
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
+    if in_memory:
+        # Every connection to ':memory:' is a new empty database: share one.
+        kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+    engine = sa.create_engine(parsed, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module, which otherwise never wraps DDL
+        # in a transaction (SQLAlchemy's documented pysqlite recipe).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        if not in_memory:
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+    return engine

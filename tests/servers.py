@@ -1,0 +1,184 @@
+"""Throwaway PostgreSQL 15 and Redis servers for tests, benchmarks and end-to-end runs.
+
+Usable outside pytest::
+
+    from tests.servers import postgres_server, redis_server
+    with postgres_server() as pg_url, redis_server() as redis_url:
+        ...
+
+Each server lives in its own temporary directory, listens on a free port of 127.0.0.1 and is stopped
+and removed when the context exits.  Nothing here skips: a missing binary is a clear error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+PG_BIN = Path(os.environ.get("BRAIN_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+PG_USER = "postgres"
+STARTUP_TIMEOUT_S = 60.0
+
+
+class ServerError(RuntimeError):
+    """A throwaway server could not be started."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _as_pg_user(cmd: list[str]) -> list[str]:
+    # initdb and postgres refuse to run as root.
+    return ["runuser", "-u", PG_USER, "--", *cmd] if _is_root() else cmd
+
+
+def _run(cmd: list[str], what: str, cwd: Path) -> None:
+    # cwd: the postgres user may not be allowed into the caller's working directory.
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_clean_env(), cwd=cwd)
+    if proc.returncode != 0:
+        raise ServerError(f"{what} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+
+
+def _clean_env() -> dict[str, str]:
+    # A developer's PG* variables must not redirect the throwaway server's tools.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.setdefault("LC_ALL", "C.UTF-8")
+    return env
+
+
+def _make_tempdir(prefix: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    if _is_root():
+        shutil.chown(path, user=PG_USER, group=None)
+    return path
+
+
+def create_database(server_url: str, name: str | None = None) -> str:
+    """Create a new empty database on the server of `server_url`; return the URL that points at it."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server_url)
+    name = name or f"t_{uuid.uuid4().hex}"
+    with psycopg.connect(host=url.host, port=url.port, user=url.username, dbname="postgres",
+                         autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(db_url: str) -> None:
+    """Drop the database of `db_url`, closing its remaining connections."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url)
+    with psycopg.connect(host=url.host, port=url.port, user=url.username, dbname="postgres",
+                         autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            psycopg.sql.Identifier(url.database)))
+
+
+@contextlib.contextmanager
+def postgres_server(database: str = "brain", settings: dict[str, str] | None = None) -> Iterator[str]:
+    """Run a throwaway PostgreSQL 15; yield `postgresql+psycopg://postgres@127.0.0.1:PORT/<database>`."""
+    for tool in ("initdb", "pg_ctl", "postgres"):
+        if not (PG_BIN / tool).exists():
+            raise ServerError(f"{PG_BIN / tool} not found: install postgresql-15 (or set BRAIN_TEST_PG_BIN)")
+    if _is_root() and shutil.which("runuser") is None:
+        raise ServerError("running as root needs `runuser` to start PostgreSQL as the postgres user")
+    tmp = _make_tempdir("brain-pg-")
+    data = tmp / "data"
+    port = free_port()
+    options = {
+        "listen_addresses": "127.0.0.1",
+        "port": str(port),
+        "unix_socket_directories": str(tmp),
+        # A throwaway server: durability buys nothing and costs most of the test time.
+        "fsync": "off",
+        "synchronous_commit": "off",
+        "full_page_writes": "off",
+        "max_connections": "300",
+        "shared_buffers": "256MB",
+        "max_wal_size": "4GB",
+        "logging_collector": "off",
+    }
+    options.update(settings or {})
+    started = False
+    try:
+        try:
+            _run(_as_pg_user([str(PG_BIN / "initdb"), "-D", str(data), "-U", PG_USER, "-A", "trust",
+                              "-E", "UTF8", "--no-sync", "--locale=C.UTF-8"]), "initdb", tmp)
+            opts = " ".join(f"-c {k}={v}" for k, v in options.items())
+            _run(_as_pg_user([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(tmp / "postgres.log"),
+                              "-o", opts, "-w", "-t", str(int(STARTUP_TIMEOUT_S)), "start"]),
+                 "pg_ctl start", tmp)
+            started = True
+            url = create_database(f"postgresql+psycopg://{PG_USER}@127.0.0.1:{port}/postgres", database)
+        except ServerError as exc:
+            log = tmp / "postgres.log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise ServerError(f"{exc}\n{tail}") from None
+        yield url
+    finally:
+        if started:
+            subprocess.run(_as_pg_user([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate",
+                                        "-w", "stop"]), capture_output=True, env=_clean_env(), cwd=tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _redis_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """Run a throwaway redis-server without persistence; yield `redis://127.0.0.1:PORT/0`."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ServerError("redis-server is not on PATH: run `make test` (installs it as root) "
+                          "or `apt-get install -y redis-server`")
+    tmp = Path(tempfile.mkdtemp(prefix="brain-redis-"))
+    port = free_port()
+    log = open(tmp / "redis.log", "wb")  # noqa: SIM115 - closed in finally, outlives this block
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp), "--save", "",
+         "--appendonly", "no", "--maxmemory-policy", "noeviction", "--daemonize", "no"],
+        stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not _redis_ping(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                raise ServerError(f"redis-server did not start: {(tmp / 'redis.log').read_text()[-2000:]}")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
