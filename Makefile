@@ -1,0 +1,42 @@
+# The two commands: `make demo` and `make test`. Both set up everything they need on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PGBIN  ?= /usr/lib/postgresql/15/bin
+PYTEST_ARGS ?=
+
+.PHONY: install demo test servers bench clean
+
+$(BIN)/brain-tasks: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test,bench]"
+	@touch $@
+
+install: $(BIN)/brain-tasks
+
+demo: install
+	$(BIN)/brain-tasks demo
+
+# Tests start their own throwaway PostgreSQL and Redis; this only makes sure the binaries exist.
+servers:
+	@if ! command -v redis-server >/dev/null 2>&1 || [ ! -x $(PGBIN)/postgres ]; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo "installing redis-server / postgresql with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server postgresql >/dev/null; \
+	  else \
+	    echo "The tests need redis-server and PostgreSQL 15 ($(PGBIN)): install them, e.g." \
+	         "'sudo apt-get install redis-server postgresql', then run 'make test' again."; exit 1; \
+	  fi; \
+	fi
+
+test: install servers
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: install servers
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/train.py
+	$(BIN)/python bench/fanout.py
+
+clean:
+	rm -rf .brain brain.db report .pytest_cache

@@ -1,0 +1,31 @@
+"""Identities of runs, shared by the client, the CLI and the tasks (no heavy imports here).
+
+A run's id is derived from what it does, not drawn at random: the same daily retrain enqueued twice
+is the same run, so re-running it rewrites the same training_runs rows instead of adding new ones.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from typing import Iterable
+
+RUN_SUMMARY_SYMBOL = "*"
+
+
+def as_of_date(value: str | dt.date | dt.datetime | None) -> dt.date:
+    """Parse an as-of date (ISO string or date); default: today in UTC."""
+    if value is None:
+        return dt.datetime.now(dt.timezone.utc).date()
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.timezone.utc).date() if value.tzinfo else value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])
+
+
+def run_id_for(kind: str, as_of: dt.date, symbols: Iterable[str] = (), models: Iterable[str] = ()) -> str:
+    digest = hashlib.sha256(
+        json.dumps({"symbols": sorted(symbols), "models": sorted(models)}).encode()).hexdigest()[:12]
+    return f"{kind}-{as_of.isoformat()}-{digest}"

@@ -1,0 +1,136 @@
+"""The one place configuration is read.
+
+Everything configurable comes from the environment (secrets included: never from files in the repo),
+is read once into a frozen `Settings`, and is passed down from there.  Nothing else in the package
+calls `os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Mapping
+
+from sqlalchemy.engine import make_url
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODELS = ("lightgbm", "xgboost", "baseline")
+
+
+def redact(url: str | None) -> str:
+    """A URL with its password replaced by ***, safe for logs and error messages."""
+    if not url:
+        return ""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not an SQLAlchemy-style URL (e.g. filesystem://): strip user info by hand
+        scheme, sep, rest = url.partition("://")
+        if "@" in rest:
+            rest = "***@" + rest.split("@", 1)[1]
+        return scheme + sep + rest
+
+
+def _csv(value: str | None, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    if not value:
+        return default
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _hhmm(value: str) -> tuple[int, int]:
+    hour, _, minute = value.partition(":")
+    h, m = int(hour), int(minute or 0)
+    if not (0 <= h < 24 and 0 <= m < 60):
+        raise ValueError(f"not a UTC time of day (HH:MM): {value!r}")
+    return h, m
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///brain.db"
+    broker_url: str | None = None          # None: embedded mode
+    result_backend: str | None = None
+    home: Path = Path(".brain")            # embedded broker folders, results and beat state
+    exchange: str = "freqtrade"            # the source key candles are read from when training
+    timeframe: str = "5m"
+    symbols: tuple[str, ...] = ()          # the universe beat retrains daily
+    models: tuple[str, ...] = DEFAULT_MODELS
+    retrain_at: tuple[int, int] = (2, 0)   # UTC
+    nightly_at: tuple[int, int] = (3, 30)  # UTC, after the retrain
+    train_soft_time_limit: int = 1500
+    train_time_limit: int = 1800
+    task_time_limit: int = 600             # collect / analysis tasks
+    visibility_timeout: int = 7200         # > every hard time limit and countdown (Redis re-delivery)
+    concurrency: int = field(default_factory=lambda: os.cpu_count() or 2)
+    sample_dir: Path = REPO_ROOT / "sample" / "freqtrade-testdata"
+    seed: int = 42
+
+    @property
+    def embedded(self) -> bool:
+        return not self.broker_url
+
+    @property
+    def effective_broker_url(self) -> str:
+        if self.broker_url:
+            return self.broker_url
+        return "filesystem://"
+
+    @property
+    def effective_result_backend(self) -> str:
+        if self.result_backend:
+            return self.result_backend
+        if self.broker_url and self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return f"db+sqlite:///{(self.home / 'results.db').resolve()}"
+
+    @property
+    def broker_folder(self) -> Path:
+        return (self.home / "broker").resolve()
+
+    def describe(self) -> dict[str, str]:
+        """The settings with every password redacted, for logs and `--help` output."""
+        return {
+            "database": redact(self.database_url),
+            "broker": redact(self.broker_url) if self.broker_url else "embedded (filesystem transport)",
+            "result_backend": redact(self.effective_result_backend),
+        }
+
+    def with_overrides(self, **changes: object) -> "Settings":
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def from_environ(env: Mapping[str, str]) -> Settings:
+    """Build settings from an environment mapping (tests pass their own)."""
+    base = Settings()
+    get = env.get
+    return Settings(
+        database_url=get("BRAIN_DATABASE_URL") or base.database_url,
+        broker_url=get("BRAIN_BROKER_URL") or None,
+        result_backend=get("BRAIN_RESULT_BACKEND") or None,
+        home=Path(get("BRAIN_HOME") or base.home),
+        exchange=get("BRAIN_EXCHANGE") or base.exchange,
+        timeframe=get("BRAIN_TIMEFRAME") or base.timeframe,
+        symbols=_csv(get("BRAIN_SYMBOLS")),
+        models=_csv(get("BRAIN_MODELS"), DEFAULT_MODELS),
+        retrain_at=_hhmm(get("BRAIN_RETRAIN_AT") or "02:00"),
+        nightly_at=_hhmm(get("BRAIN_NIGHTLY_AT") or "03:30"),
+        train_soft_time_limit=int(get("BRAIN_TRAIN_SOFT_TIME_LIMIT") or base.train_soft_time_limit),
+        train_time_limit=int(get("BRAIN_TRAIN_TIME_LIMIT") or base.train_time_limit),
+        task_time_limit=int(get("BRAIN_TASK_TIME_LIMIT") or base.task_time_limit),
+        visibility_timeout=int(get("BRAIN_VISIBILITY_TIMEOUT") or base.visibility_timeout),
+        concurrency=int(get("BRAIN_CONCURRENCY") or base.concurrency),
+        sample_dir=Path(get("BRAIN_SAMPLE_DIR") or base.sample_dir),
+        seed=int(get("BRAIN_SEED") or base.seed),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    s = from_environ(os.environ)
+    if s.visibility_timeout <= max(s.train_time_limit, s.task_time_limit):
+        raise ValueError(
+            "BRAIN_VISIBILITY_TIMEOUT must exceed every hard time limit, or Redis re-delivers a task "
+            "that is still running")
+    return s

@@ -1,0 +1,80 @@
+"""Celery settings for brain_tasks, built from the environment through `brain_tasks.settings`.
+
+Why each non-default is here (see FIELD-NOTES.md):
+- JSON only: a worker never unpickles what a broker hands it.
+- late acks + reject on worker lost + idempotent tasks = at-least-once delivery that survives a
+  worker killed mid-task; the Redis visibility timeout must exceed the longest task, or a task that
+  is still running gets delivered a second time.
+- spawn, not fork: LightGBM / XGBoost hang in a forked child once OpenMP ran in the parent.
+- prefetch 1: training tasks are long; a prefetched one would wait behind its sibling.
+"""
+
+from kombu import Queue
+
+from brain_tasks.settings import get_settings
+
+_s = get_settings()
+
+broker_url = _s.effective_broker_url
+result_backend = _s.effective_result_backend
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+event_serializer = "json"
+
+timezone = "UTC"
+enable_utc = True
+
+task_acks_late = True
+task_reject_on_worker_lost = True
+task_acks_on_failure_or_timeout = True
+worker_prefetch_multiplier = 1
+worker_pool_start_method = "spawn"
+worker_cancel_long_running_tasks_on_connection_loss = True
+worker_concurrency = _s.concurrency
+# A leaking native library cannot grow a worker process forever.
+worker_max_tasks_per_child = 200
+broker_connection_retry_on_startup = True
+
+task_time_limit = _s.task_time_limit
+task_soft_time_limit = max(1, _s.task_time_limit - 30)
+result_expires = 7 * 24 * 3600
+result_extended = True
+task_track_started = True
+task_send_sent_event = True
+worker_send_task_events = True
+
+task_default_queue = "collect"
+task_queues = (Queue("collect"), Queue("train"), Queue("analysis"))
+task_routes = {
+    "brain_tasks.collect_*": {"queue": "collect"},
+    "brain_tasks.data_quality_check": {"queue": "collect"},
+    "brain_tasks.train_symbol": {"queue": "train"},
+    "brain_tasks.compute_importance": {"queue": "train"},
+    "brain_tasks.*": {"queue": "analysis"},
+}
+
+if _s.embedded:
+    # Folders shared by the CLI and the worker process it starts; the loop polls quickly because
+    # the default one-second poll made chains of short tasks crawl (FIELD-NOTES: ~1 task/s).
+    _folder = str(_s.broker_folder)
+    broker_transport_options = {
+        "data_folder_in": _folder,
+        "data_folder_out": _folder,
+        "processed_folder": str(_s.broker_folder.parent / "processed"),
+        "store_processed": False,
+        "polling_interval": 0.05,
+    }
+    # The database backend has no chord counter: chords are joined by polling chord_unlock.
+    result_chord_join_timeout = 3.0
+    beat_scheduler = "celery.beat:PersistentScheduler"
+    beat_schedule_filename = str((_s.home / "celerybeat-schedule").resolve())
+else:
+    broker_transport_options = {"visibility_timeout": _s.visibility_timeout}
+    result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout}
+    # One beat at a time: RedBeat holds a lock in Redis, a second beat waits for it.
+    beat_scheduler = "redbeat.RedBeatScheduler"
+    redbeat_redis_url = _s.broker_url
+    redbeat_lock_timeout = 5 * 60
