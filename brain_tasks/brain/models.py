@@ -169,6 +169,9 @@ class ModelManifest(Base):
     as_of: Mapped[dt.date] = mapped_column(Date)
     config_hash: Mapped[str] = mapped_column(String(64))
     artifact_sha256: Mapped[str] = mapped_column(String(64))
+    # The walk-forward out-of-sample predictions (Parquet, in model_artifacts): rollback checks and
+    # the report's equity curves read them instead of re-running the folds.
+    oos_sha256: Mapped[str] = mapped_column(String(64))
     hyperparameters: Mapped[dict[str, Any]]
     config: Mapped[dict[str, Any]]
     feature_names: Mapped[list[Any]]
