@@ -80,6 +80,9 @@ def _sqlite_engine(parsed: sa.URL) -> sa.Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
+        # execution_options(sqlite_begin="IMMEDIATE") takes the write lock at BEGIN, for
+        # read-then-write transactions that must not fail on a lock upgrade.
+        mode = conn.get_execution_options().get("sqlite_begin", "")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if mode == "IMMEDIATE" else "BEGIN")
 
     return engine
