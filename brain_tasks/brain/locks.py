@@ -1,0 +1,57 @@
+"""Claims: at most one process works on a given task identity at a time.
+
+PostgreSQL: a session-level advisory lock on a dedicated connection.  The server releases it when the
+connection closes, so a worker killed with SIGKILL cannot leave a stale claim behind.
+SQLite (embedded mode, one machine): an exclusive `flock` on a file beside the database, which the
+kernel likewise releases when the process dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import time
+from pathlib import Path
+from typing import Iterator
+
+import sqlalchemy as sa
+
+
+def _key64(name: str) -> int:
+    # Advisory locks take a signed 64-bit key.
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def claim(engine: sa.Engine, name: str, *, timeout: float = 3600.0) -> Iterator[None]:
+    """Hold the claim on `name` for the duration of the block (blocking until it is free)."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(sa.text("SET lock_timeout = :ms"), {"ms": f"{int(timeout * 1000)}ms"})
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _key64(name)})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _key64(name)})
+                conn.commit()
+        return
+    database = engine.url.database
+    folder = Path(database).resolve().parent if database and database != ":memory:" else Path("/tmp")
+    path = folder / f".brain-locks-{hashlib.sha256(str(engine.url).encode()).hexdigest()[:12]}"
+    path.mkdir(exist_ok=True)
+    with open(path / hashlib.sha256(name.encode()).hexdigest()[:32], "w") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"claim {name!r} still held after {timeout:.0f} s") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,235 @@
+"""The `brain-tasks` command line."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import click
+
+from brain_tasks.settings import Settings, get_settings
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def _engine(settings: Settings) -> Any:
+    from brain_tasks.brain.db import make_engine
+
+    return make_engine(settings.database_url)
+
+
+@click.group()
+def main() -> None:
+    """brain_tasks: per-symbol ML for crypto trading on Celery workers."""
+
+
+@main.group()
+def db() -> None:
+    """The Brain schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the Brain schema at BRAIN_DATABASE_URL."""
+    from brain_tasks.brain.migrate import current_revision, upgrade
+
+    s = get_settings()
+    upgrade(s.database_url)
+    click.echo(f"{s.describe()['database']}: schema at revision {current_revision(s.database_url)}")
+
+
+@main.command()
+@click.option("--source", type=click.Choice(["freqtrade"]), default="freqtrade", show_default=True)
+@click.option("--path", "path", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--symbols", default=None, help="comma-separated pairs, e.g. ETH/BTC,LTC/BTC (default: all)")
+@click.option("--timeframe", default="5m", show_default=True)
+def ingest(source: str, path: Path, symbols: str | None, timeframe: str) -> None:
+    """Load candles / funding rates from files into the Brain (idempotent)."""
+    from brain_tasks.brain.migrate import upgrade
+    from brain_tasks.collect import ingest_freqtrade
+
+    s = get_settings()
+    upgrade(s.database_url)
+    summary = ingest_freqtrade(_engine(s), path, symbols=_csv(symbols) or None, timeframe=timeframe,
+                               exchange=s.exchange)
+    click.echo(json.dumps(summary, indent=2, default=str))
+
+
+@contextlib.contextmanager
+def _workers(settings: Settings) -> Iterator[None]:
+    """Embedded: a local worker process for the duration of the command; production: nothing."""
+    if not settings.embedded:
+        yield
+        return
+    from brain_tasks.embedded import CRASH_WARNING, embedded_worker
+
+    click.secho(CRASH_WARNING, fg="yellow", err=True)
+    with embedded_worker(settings):
+        yield
+
+
+def _follow(client: Any, run_id: str, symbols: list[str], timeout: float) -> dict[str, Any]:
+    """A progress bar of symbols done / failed until the run's summary is written."""
+    deadline = time.monotonic() + timeout
+    shown = 0
+    with click.progressbar(length=max(1, len(symbols)), label=f"run {run_id}", show_pos=True,
+                           item_show_func=lambda s: s) as bar:
+        while True:
+            status = client.run_status(run_id)
+            counts = status["counts"]
+            done = counts.get("succeeded", 0) + counts.get("failed", 0)
+            if done > shown:
+                bar.update(done - shown, f"{counts.get('succeeded', 0)} done, {counts.get('failed', 0)} failed")
+                shown = done
+            if status["state"] not in ("pending", "unknown"):
+                return status
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"run {run_id} still running after {timeout:.0f} s")
+            time.sleep(0.5)
+
+
+def _print_run(status: dict[str, Any]) -> None:
+    click.echo(f"run {status['run_id']}: {status['state']}  {status['counts']}")
+    for symbol, info in sorted(status["symbols"].items()):
+        if info["state"] != "succeeded":
+            click.echo(f"  {symbol}: {info['state']}  {info.get('error') or ''}")
+
+
+def _client(settings: Settings) -> Any:
+    from brain_tasks.client import BrainClient
+
+    return BrainClient(settings)
+
+
+def run_retrain(client: Any, symbols: list[str], models: list[str] | None, as_of: str | None,
+                wait: bool, timeout: float = 6 * 3600) -> dict[str, Any] | None:
+    """Enqueue the retrain; with `wait`, follow it and print its outcome (workers must be running)."""
+    handle = client.retrain(symbols, models=models, as_of=as_of)
+    click.echo(f"enqueued brain_tasks.daily_retrain: run {handle.run_id} (task {handle.task_id})")
+    if not wait:
+        return None
+    status = _follow(client, handle.run_id, symbols, timeout)
+    _print_run(status)
+    return status
+
+
+@main.command()
+@click.option("--symbols", required=True, help="comma-separated pairs")
+@click.option("--models", default=None, help="comma-separated: lightgbm,xgboost,baseline (default: all)")
+@click.option("--as-of", "as_of", default=None, help="YYYY-MM-DD (default: today, UTC)")
+@click.option("--wait/--no-wait", default=False, help="follow the run (always, in embedded mode)")
+def retrain(symbols: str, models: str | None, as_of: str | None, wait: bool) -> None:
+    """Enqueue (or, embedded, run) the daily retrain fan-out."""
+    s = get_settings()
+    with _workers(s):
+        status = run_retrain(_client(s), _csv(symbols), _csv(models) or None, as_of, wait or s.embedded)
+    if status and status["state"] == "failed":
+        raise SystemExit(1)
+
+
+def run_nightly(client: Any, as_of: str | None, wait: bool, timeout: float = 3600) -> dict | None:
+    handle = client.nightly(as_of=as_of)
+    click.echo(f"enqueued brain_tasks.nightly_analysis: run {handle.run_id}")
+    if not wait:
+        return None
+    status = client.wait(handle.run_id, timeout=timeout, poll=0.5)
+    click.echo(f"nightly {status['run_id']}: {status['state']}")
+    details = status.get("details") or {}
+    for symbol, drifted in sorted((details.get("drifted") or {}).items()):
+        click.echo(f"  {symbol}: {len(drifted)} drifted features {', '.join(drifted[:5])}")
+    return status
+
+
+@main.command()
+@click.option("--as-of", "as_of", default=None)
+@click.option("--wait/--no-wait", default=False)
+def nightly(as_of: str | None, wait: bool) -> None:
+    """Enqueue (or run) the nightly feature analysis."""
+    s = get_settings()
+    with _workers(s):
+        run_nightly(_client(s), as_of, wait or s.embedded)
+
+
+def models_table(settings: Settings, symbol: str | None = None) -> str:
+    """The registry as a readable table: versions, status, per-regime choice, key metrics."""
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from brain_tasks.brain.models import ModelMetric, ModelRegistry
+
+    engine = _engine(settings)
+    with engine.connect() as conn:
+        stmt = sa.select(ModelRegistry).order_by(ModelRegistry.symbol, ModelRegistry.as_of, ModelRegistry.model_type)
+        if symbol:
+            stmt = stmt.where(ModelRegistry.symbol == symbol)
+        reg = pd.DataFrame(conn.execute(stmt).mappings().all())
+        metrics = pd.DataFrame(conn.execute(sa.select(ModelMetric).where(
+            ModelMetric.regime == "all", ModelMetric.evaluation == "walk_forward",
+            ModelMetric.metric.in_(["sharpe", "max_drawdown", "hit_ratio", "psr"]))).mappings().all())
+    if reg.empty:
+        return "no models in the registry yet"
+    if not metrics.empty:
+        wide = metrics.pivot_table(index=["symbol", "model_type", "version"], columns="metric", values="value")
+        reg = reg.join(wide, on=["symbol", "model_type", "version"])
+    reg["regimes"] = reg["selected_regimes"].map(
+        lambda d: ", ".join(f"{k}({v.get('confidence', 0):.2f})" for k, v in sorted((d or {}).items())) or "-")
+    cols = [c for c in ["symbol", "model_type", "version", "as_of", "status", "composite_score", "sharpe",
+                        "max_drawdown", "hit_ratio", "psr", "regimes"] if c in reg]
+    return reg[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}")
+
+
+@main.command()
+@click.option("--symbol", default=None)
+def models(symbol: str | None) -> None:
+    """Show the registry: versions, champion, per-regime choice, metrics."""
+    click.echo(models_table(get_settings(), symbol))
+
+
+@main.command()
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True)
+def report(out: Path) -> None:
+    """Write an HTML report with plots."""
+    from brain_tasks.report import write_report
+
+    path = write_report(_engine(get_settings()), out)
+    click.echo(f"report written to {path}")
+
+
+@main.command()
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("report"),
+              show_default=True)
+@click.option("--symbols", default=None, help="a subset of the sample's pairs (default: all ten)")
+@click.option("--models", default=None, help="default: every model type")
+def demo(out: Path, symbols: str | None, models: str | None) -> None:
+    """Ingest the bundled real sample, retrain every symbol, run the nightly analysis, print a summary
+    and write the report (embedded default)."""
+    from brain_tasks.brain.migrate import upgrade
+    from brain_tasks.collect import ingest_freqtrade
+    from brain_tasks.report import write_report
+
+    s = get_settings()
+    click.echo(f"database {s.describe()['database']}; broker {s.describe()['broker']}")
+    upgrade(s.database_url)
+    engine = _engine(s)
+    wanted = _csv(symbols) or None
+    summary = ingest_freqtrade(engine, s.sample_dir, symbols=wanted, timeframe=s.timeframe, exchange=s.exchange)
+    pairs = sorted(wanted or summary.get("symbols") or [])
+    click.echo(f"ingested {len(pairs)} pairs from {s.sample_dir}")
+    # The sample ends on 2018-01-30: retrain as of its last day, then analyse as of the same day.
+    as_of = dt.date(2018, 1, 30).isoformat()
+    client = _client(s)
+    with _workers(s):
+        status = run_retrain(client, pairs, _csv(models) or None, as_of, wait=True)
+        run_nightly(client, as_of, wait=True)
+    click.echo("")
+    click.echo(models_table(s))
+    path = write_report(engine, out)
+    click.echo(f"\nreport written to {path}")
+    if status and status["state"] == "failed":
+        raise SystemExit(1)

@@ -1,0 +1,137 @@
+"""What Engine code imports: enqueue work by task name and read the active model.
+
+Importing this module pulls in Celery and SQLAlchemy, not LightGBM or XGBoost: enqueueing uses
+task names only, and a model library is loaded only when `active_model` is asked for the model.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import sqlalchemy as sa
+
+from brain_tasks.brain.db import make_engine
+from brain_tasks.brain.models import ModelManifest, ModelRegistry
+from brain_tasks.runs import as_of_date, run_id_for
+from brain_tasks.settings import Settings, get_settings
+
+
+@dataclass(frozen=True)
+class RunHandle:
+    run_id: str
+    task_id: str
+
+
+@dataclass(frozen=True)
+class ActiveModel:
+    symbol: str
+    model_type: str
+    version: int
+    regime: str | None
+    manifest: dict[str, Any]
+    model: Any  # has .predict(X); X columns = manifest["feature_names"]
+
+
+class BrainClient:
+    """Enqueue retrains and nightly analyses by name; read runs, models and the current choice."""
+
+    def __init__(self, settings: Settings | None = None, app: Any = None) -> None:
+        self.settings = settings or get_settings()
+        if app is None:
+            from brain_tasks.app import app as default_app
+
+            app = default_app
+        self.app = app
+        self.engine = make_engine(self.settings.database_url)
+
+    # --- enqueue ---------------------------------------------------------------------------------
+    def retrain(self, symbols: Sequence[str], models: Sequence[str] | None = None,
+                as_of: str | dt.date | None = None) -> RunHandle:
+        day = as_of_date(as_of)
+        models = list(models or self.settings.models)
+        result = self.app.send_task("brain_tasks.daily_retrain", kwargs={
+            "symbols": list(symbols), "models": models, "as_of": day.isoformat()})
+        return RunHandle(run_id_for("retrain", day, symbols, models), result.id)
+
+    def nightly(self, as_of: str | dt.date | None = None, symbols: Sequence[str] | None = None) -> RunHandle:
+        day = as_of_date(as_of)
+        symbols = list(symbols or self.settings.symbols or self._stored_symbols())
+        result = self.app.send_task("brain_tasks.nightly_analysis",
+                                    kwargs={"symbols": symbols, "as_of": day.isoformat()})
+        return RunHandle(run_id_for("nightly", day, symbols), result.id)
+
+    def _stored_symbols(self) -> list[str]:
+        from brain_tasks.brain import store
+
+        return store.list_symbols(self.engine, self.settings.exchange, self.settings.timeframe)
+
+    # --- read ------------------------------------------------------------------------------------
+    def run_status(self, run_id: str) -> dict[str, Any]:
+        from brain_tasks.jobs import run_status
+
+        return run_status(self.engine, run_id)
+
+    def wait(self, run_id: str, timeout: float = 3600.0, poll: float = 1.0) -> dict[str, Any]:
+        """Block until the run's summary row is written (or raise TimeoutError)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.run_status(run_id)
+            if status["state"] not in ("pending", "unknown"):
+                return status
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"run {run_id} not finished after {timeout:.0f} s: {status['counts']}")
+            time.sleep(poll)
+
+    def active_model(self, symbol: str, regime: str | None = None) -> ActiveModel:
+        """The model to trade: the one selected for `regime`, else the champion (sha256 checked)."""
+        from brain_tasks.jobs import get_artifact
+        from brain_tasks.ml.models import load_model
+
+        row = self._selected(symbol, regime) if regime else None
+        if row is None:
+            row = self._latest(symbol, ModelRegistry.status == "champion")
+        if row is None:
+            raise LookupError(f"no champion model for {symbol!r}")
+        with sa.orm.Session(self.engine) as session:
+            manifest = session.get_one(ModelManifest, (row.symbol, row.model_type, row.version))
+            info = {c.name: getattr(manifest, c.name) for c in ModelManifest.__table__.columns}
+        fmt, data = get_artifact(self.engine, row.artifact_sha256)
+        return ActiveModel(symbol, row.model_type, row.version, regime, info, load_model(fmt, data))
+
+    def current_choice(self, symbol: str) -> dict[str, Any]:
+        """The current volatility regime (from the latest stored candles), the model chosen for it and
+        the confidence of that choice."""
+        from brain_tasks.brain import store
+        from brain_tasks.ml.regimes import volatility_regimes
+
+        s = self.settings
+        last = store.last_timestamp(self.engine, "candles", exchange=s.exchange, symbol=symbol,
+                                    timeframe=s.timeframe)
+        if last is None:
+            raise LookupError(f"no candles stored for {symbol!r}")
+        candles = store.read_candles(self.engine, s.exchange, symbol, s.timeframe,
+                                     start=last - dt.timedelta(days=30))
+        regimes = volatility_regimes(candles, window=48, lookback=2016)
+        regime = str(regimes.dropna().iloc[-1]) if regimes.notna().any() else "normal"
+        row = self._selected(symbol, regime) or self._latest(symbol, ModelRegistry.status == "champion")
+        if row is None:
+            raise LookupError(f"no model selected for {symbol!r}")
+        choice = (row.selected_regimes or {}).get(regime, {})
+        return {"symbol": symbol, "regime": regime, "as_of_bar": last.isoformat(), "model_type": row.model_type,
+                "version": row.version, "confidence": choice.get("confidence"),
+                "reason": choice.get("reason", "champion (no per-regime choice for this regime)")}
+
+    def _latest(self, symbol: str, *where: Any) -> ModelRegistry | None:
+        with sa.orm.Session(self.engine) as session:
+            return session.scalars(sa.select(ModelRegistry).where(ModelRegistry.symbol == symbol, *where)
+                                   .order_by(ModelRegistry.as_of.desc(), ModelRegistry.updated_at.desc())).first()
+
+    def _selected(self, symbol: str, regime: str) -> ModelRegistry | None:
+        with sa.orm.Session(self.engine) as session:
+            rows = session.scalars(sa.select(ModelRegistry).where(ModelRegistry.symbol == symbol)
+                                   .order_by(ModelRegistry.as_of.desc())).all()
+        latest = rows[0].as_of if rows else None
+        return next((r for r in rows if r.as_of == latest and regime in (r.selected_regimes or {})), None)

@@ -1,0 +1,226 @@
+"""Thin Celery tasks: parse JSON arguments, call `jobs` (which reads the Brain and calls ml/ or
+market/), return a small JSON dict.
+
+Failure policy, the same for every task:
+- a `DataError` (bad input) is recorded as a data-quality row and returned as a failed status, never
+  retried and never raised, so one broken symbol does not fail its fan-out's chord;
+- a transient fault (exchange, database, lock wait) is retried with exponential backoff and full
+  jitter; after the last retry it is returned as a failed status as well;
+- anything else is a bug: it raises, and Celery records the traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import sqlalchemy.exc
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.utils.log import get_task_logger
+from celery.utils.time import get_exponential_backoff_interval
+
+from brain_tasks import jobs, workflows
+from brain_tasks.app import app
+from brain_tasks.brain.db import make_engine
+from brain_tasks.errors import DataError, TransientError
+from brain_tasks.runs import as_of_date, run_id_for
+from brain_tasks.settings import get_settings
+
+log = get_task_logger(__name__)
+
+TRANSIENT = (TransientError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, TimeoutError,
+             ConnectionError)
+MAX_RETRIES = 5
+
+
+def _engine() -> Any:
+    return make_engine(get_settings().database_url)
+
+
+def guarded(data_kind: str, symbol_index: int = 0) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
+    """The failure policy above, around a task body; `symbol_index` says which argument is the symbol
+    (chain steps receive the previous step's status first)."""
+
+    def wrap(body: Callable[..., dict]) -> Callable[..., dict]:
+        @functools.wraps(body)
+        def run(self: Task, *args: Any, **kwargs: Any) -> dict:
+            symbol = str(args[symbol_index]) if len(args) > symbol_index else str(kwargs.get("symbol", "*"))
+            prev = args[0] if symbol_index and isinstance(args[0], dict) else {}
+            step = self.name.rsplit(".", 1)[-1]
+            try:
+                return body(self, *args, **kwargs)
+            except (DataError, SoftTimeLimitExceeded) as exc:
+                log.warning("%s %s: %s", step, symbol, exc)
+                jobs.record_task_failure(_engine(), get_settings(), symbol, data_kind, step, exc)
+                failed = {**prev, "symbol": symbol, "status": jobs.FAILED, "step": step, "error": str(exc)}
+            except TRANSIENT as exc:
+                if self.request.retries < MAX_RETRIES and not self.request.is_eager:
+                    countdown = get_exponential_backoff_interval(
+                        factor=2, retries=self.request.retries, maximum=300, full_jitter=True)
+                    raise self.retry(exc=exc, countdown=countdown, max_retries=MAX_RETRIES)
+                log.error("%s %s gave up after %d retries: %s", step, symbol, self.request.retries, exc)
+                failed = {**prev, "symbol": symbol, "status": jobs.FAILED, "step": step,
+                          "error": f"transient fault persisted: {type(exc).__name__}: {exc}"}
+            if kwargs.get("run_id") and symbol_index:
+                # A chain step that fails ends its symbol's chain here: say so in training_runs.
+                as_of = args[2] if len(args) > 2 else kwargs.get("as_of")
+                jobs.record_symbol_state(_engine(), kwargs["run_id"], symbol, as_of_date(as_of), failed)
+            return failed
+        return run
+
+    return wrap
+
+
+def _limits(kind: str) -> dict[str, int]:
+    s = get_settings()
+    if kind == "train":
+        return {"soft_time_limit": s.train_soft_time_limit, "time_limit": s.train_time_limit}
+    return {"soft_time_limit": max(1, s.task_time_limit - 30), "time_limit": s.task_time_limit}
+
+
+# --- plumbing ------------------------------------------------------------------------------------
+
+@app.task(name="brain_tasks.ping")
+def ping(value: Any = None) -> dict:
+    """A trivial task: proves a worker is up and the JSON round trip works."""
+    return {"pong": value, "worker": app.conf.broker_url.split("://", 1)[0]}
+
+
+# --- collection ----------------------------------------------------------------------------------
+
+def _collect(kind: str, symbol: str) -> dict:
+    from brain_tasks.collect import collect, source_for
+
+    s = get_settings()
+    timeframe = s.timeframe if kind in ("candles", "open_interest") else None
+    summary = collect(_engine(), source_for(s), kind, symbol, timeframe=timeframe)
+    return {"symbol": symbol, "status": jobs.OK, "kind": kind, **summary}
+
+
+@app.task(name="brain_tasks.collect_candles", bind=True, **_limits("collect"))
+@guarded("candles")
+def collect_candles(self: Task, symbol: str, run_id: str | None = None) -> dict:
+    return _collect("candles", symbol)
+
+
+@app.task(name="brain_tasks.collect_funding", bind=True, **_limits("collect"))
+@guarded("funding")
+def collect_funding(self: Task, symbol: str) -> dict:
+    return _collect("funding", symbol)
+
+
+@app.task(name="brain_tasks.collect_open_interest", bind=True, **_limits("collect"))
+@guarded("open_interest")
+def collect_open_interest(self: Task, symbol: str) -> dict:
+    return _collect("open_interest", symbol)
+
+
+@app.task(name="brain_tasks.collect_liquidations", bind=True, **_limits("collect"))
+@guarded("liquidations")
+def collect_liquidations(self: Task, symbol: str) -> dict:
+    return _collect("liquidations", symbol)
+
+
+@app.task(name="brain_tasks.collect_universe", bind=True)
+def collect_universe(self: Task, kind: str = "candles", symbols: list[str] | None = None) -> Any:
+    symbols = symbols or list(get_settings().symbols)
+    return self.replace(workflows.collect_canvas(kind, symbols))
+
+
+@app.task(name="brain_tasks.data_quality_check", bind=True, **_limits("collect"))
+def data_quality_check(self: Task, symbols: list[str] | None = None) -> dict:
+    from brain_tasks.collect import check_stored
+
+    s = get_settings()
+    return check_stored(_engine(), s.exchange, list(symbols or s.symbols), s.timeframe)
+
+
+# --- the per-symbol chain ------------------------------------------------------------------------
+
+@app.task(name="brain_tasks.train_symbol", bind=True, **_limits("train"))
+@guarded("candles")
+def train_symbol(self: Task, symbol: str, model_type: str, as_of: str | None = None,
+                 run_id: str | None = None) -> dict:
+    return jobs.train_symbol(_engine(), get_settings(), symbol, model_type, as_of_date(as_of))
+
+
+@app.task(name="brain_tasks.compare_models", bind=True, **_limits("analysis"))
+@guarded("models", symbol_index=1)
+def compare_models(self: Task, train_results: Any, symbol: str, as_of: str | None = None,
+                   run_id: str | None = None) -> dict:
+    return jobs.compare_models(_engine(), get_settings(), train_results, symbol, as_of_date(as_of))
+
+
+@app.task(name="brain_tasks.compute_importance", bind=True, **_limits("train"))
+@guarded("models", symbol_index=1)
+def compute_importance(self: Task, prev: dict, symbol: str, as_of: str | None = None) -> dict:
+    return jobs.compute_importance(_engine(), get_settings(), prev, symbol, as_of_date(as_of))
+
+
+@app.task(name="brain_tasks.check_rollback", bind=True, **_limits("analysis"))
+@guarded("models", symbol_index=1)
+def check_rollback(self: Task, prev: dict, symbol: str, as_of: str | None = None) -> dict:
+    return jobs.check_rollback(_engine(), get_settings(), prev, symbol, as_of_date(as_of))
+
+
+@app.task(name="brain_tasks.select_model", bind=True, **_limits("analysis"))
+@guarded("models", symbol_index=1)
+def select_model(self: Task, prev: dict, symbol: str, as_of: str | None = None,
+                 run_id: str | None = None) -> dict:
+    return jobs.select_model(_engine(), get_settings(), prev, symbol, as_of_date(as_of), run_id)
+
+
+# --- fan-outs ------------------------------------------------------------------------------------
+
+def _fan_out(task: Task, symbols: list[str] | None, as_of: str | None, models: list[str] | None) -> Any:
+    """Replace `task` by the fan-out canvas; its result becomes the run's summary."""
+    s = get_settings()
+    day = as_of_date(as_of)
+    symbols = list(symbols or s.symbols)
+    models = list(models or s.models)
+    run_id = run_id_for("retrain", day, symbols, models)
+    jobs.start_run(_engine(), run_id, day, symbols, models)
+    return task.replace(workflows.daily_retrain_canvas(symbols, day, models, run_id))
+
+
+@app.task(name="brain_tasks.daily_retrain", bind=True)
+def daily_retrain(self: Task, symbols: list[str] | None = None, as_of: str | None = None,
+                  models: list[str] | None = None) -> Any:
+    return _fan_out(self, symbols, as_of, models)
+
+
+@app.task(name="brain_tasks.retrain_symbol", bind=True)
+def retrain_symbol(self: Task, symbol: str, as_of: str | None = None, models: list[str] | None = None) -> Any:
+    """One symbol's whole chain, as a run of its own."""
+    return _fan_out(self, [symbol], as_of, models)
+
+
+@app.task(name="brain_tasks.summarize_run", bind=True, autoretry_for=TRANSIENT, retry_backoff=True,
+          retry_jitter=True, max_retries=MAX_RETRIES)
+def summarize_run(self: Task, results: Any, run_id: str) -> dict:
+    return jobs.summarize_run(_engine(), results, run_id)
+
+
+@app.task(name="brain_tasks.nightly_analysis", bind=True)
+def nightly_analysis(self: Task, symbols: list[str] | None = None, as_of: str | None = None) -> Any:
+    from brain_tasks.brain import store
+
+    s = get_settings()
+    day = as_of_date(as_of)
+    symbols = list(symbols or s.symbols or store.list_symbols(_engine(), s.exchange, s.timeframe))
+    run_id = run_id_for("nightly", day, symbols)
+    jobs.start_run(_engine(), run_id, day, [], [])
+    return self.replace(workflows.nightly_canvas(symbols, day, run_id))
+
+
+@app.task(name="brain_tasks.analyse_symbol", bind=True, **_limits("analysis"))
+@guarded("features")
+def analyse_symbol(self: Task, symbol: str, as_of: str | None = None) -> dict:
+    return jobs.analyse_symbol(_engine(), get_settings(), symbol, as_of_date(as_of))
+
+
+@app.task(name="brain_tasks.summarize_nightly", bind=True, autoretry_for=TRANSIENT, retry_backoff=True,
+          retry_jitter=True, max_retries=MAX_RETRIES)
+def summarize_nightly(self: Task, results: Any, run_id: str, as_of: str | None = None) -> dict:
+    return jobs.summarize_nightly(_engine(), results, run_id, as_of_date(as_of))
