@@ -29,7 +29,6 @@ enable_utc = True
 
 task_acks_late = True
 task_reject_on_worker_lost = True
-task_acks_on_failure_or_timeout = True
 worker_prefetch_multiplier = 1
 worker_pool_start_method = "spawn"
 worker_cancel_long_running_tasks_on_connection_loss = True

@@ -13,23 +13,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
 
-from sqlalchemy.engine import make_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = ("lightgbm", "xgboost", "baseline")
-
-
-def redact(url: str | None) -> str:
-    """A URL with its password replaced by ***, safe for logs and error messages."""
-    if not url:
-        return ""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not an SQLAlchemy-style URL (e.g. filesystem://): strip user info by hand
-        scheme, sep, rest = url.partition("://")
-        if "@" in rest:
-            rest = "***@" + rest.split("@", 1)[1]
-        return scheme + sep + rest
 
 
 def _csv(value: str | None, default: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -90,6 +76,8 @@ class Settings:
 
     def describe(self) -> dict[str, str]:
         """The settings with every password redacted, for logs and `--help` output."""
+        from brain_tasks.brain.db import redact_url as redact
+
         return {
             "database": redact(self.database_url),
             "broker": redact(self.broker_url) if self.broker_url else "embedded (filesystem transport)",

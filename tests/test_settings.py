@@ -1,0 +1,82 @@
+"""Configuration: one place reads it, embedded defaults, secrets never printed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from brain_tasks.settings import Settings, from_environ
+from tests.workers import REPO
+
+
+def test_embedded_defaults_follow_the_design_card():
+    s = from_environ({})
+    assert s.database_url == "sqlite:///brain.db"
+    assert s.embedded and s.effective_broker_url == "filesystem://"
+    assert s.effective_result_backend.startswith("db+sqlite:///")
+
+
+def test_result_backend_is_derived_from_a_redis_broker():
+    s = from_environ({"BRAIN_BROKER_URL": "redis://:pw@127.0.0.1:6379/0"})
+    assert not s.embedded
+    assert s.effective_result_backend == "redis://:pw@127.0.0.1:6379/0"
+    explicit = from_environ({"BRAIN_BROKER_URL": "redis://h/0", "BRAIN_RESULT_BACKEND": "redis://h/1"})
+    assert explicit.effective_result_backend == "redis://h/1"
+
+
+def test_describe_never_shows_a_password():
+    s = from_environ({"BRAIN_DATABASE_URL": "postgresql+psycopg://brain:hunter2@db:5432/brain",
+                      "BRAIN_BROKER_URL": "redis://:hunter2@redis:6379/0"})
+    text = repr(s.describe())
+    assert "hunter2" not in text and "***" in text
+
+
+def test_bad_time_of_day_is_a_clear_error():
+    with pytest.raises(ValueError, match="HH:MM"):
+        from_environ({"BRAIN_RETRAIN_AT": "25:00"})
+
+
+def _celery_conf(env: dict[str, str]) -> dict:
+    code = ("import json, celeryconfig as c; print(json.dumps({k: getattr(c, k) for k in dir(c) "
+            "if not k.startswith('_') and isinstance(getattr(c, k), (str, int, float, bool, list, dict))}))")
+    base = {k: v for k, v in __import__("os").environ.items() if not k.startswith("BRAIN_")}
+    out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True,
+                         cwd=REPO, check=True)
+    import json
+
+    return json.loads(out.stdout)
+
+
+def test_celery_config_is_json_only_at_least_once_and_spawned():
+    conf = _celery_conf({"BRAIN_BROKER_URL": "redis://127.0.0.1:6379/0"})
+    assert conf["accept_content"] == ["json"] and conf["result_accept_content"] == ["json"]
+    assert conf["task_serializer"] == conf["result_serializer"] == "json"
+    assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
+    assert conf["worker_prefetch_multiplier"] == 1
+    assert conf["worker_pool_start_method"] == "spawn"
+    vt = conf["broker_transport_options"]["visibility_timeout"]
+    assert vt == conf["result_backend_transport_options"]["visibility_timeout"]
+    assert vt > Settings().train_time_limit and vt > conf["task_time_limit"]
+    assert conf["beat_scheduler"] == "redbeat.RedBeatScheduler"
+
+
+def test_visibility_timeout_below_a_time_limit_is_refused():
+    with pytest.raises(subprocess.CalledProcessError):
+        _celery_conf({"BRAIN_BROKER_URL": "redis://h/0", "BRAIN_VISIBILITY_TIMEOUT": "60"})
+
+
+def test_task_routes_send_training_to_its_own_queue():
+    from brain_tasks.app import app
+
+    router = app.amqp.router
+    assert router.route({}, "brain_tasks.train_symbol")["queue"].name == "train"
+    assert router.route({}, "brain_tasks.collect_candles")["queue"].name == "collect"
+    assert router.route({}, "brain_tasks.compare_models")["queue"].name == "analysis"
+
+
+def test_importing_the_app_does_not_load_model_libraries():
+    code = "import sys, brain_tasks.client; print(any(m in sys.modules for m in ('lightgbm', 'xgboost', 'shap')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "False"
