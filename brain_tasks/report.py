@@ -1,0 +1,525 @@
+"""The HTML report: one self-contained page over the Brain tables, with plots embedded as PNGs.
+
+Everything shown comes from the database, so every string is passed through `html.escape` before it
+reaches the page, and every text drawn by matplotlib has its `$` escaped (a feature name with a
+dollar sign would otherwise be parsed as mathtext).  The page loads nothing from the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import html
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from brain_tasks.brain.models import (Candle, DataQualityLog, FeatureDrift, FeatureImportance, ModelArtifact,
+                                      ModelComparison, ModelManifest, ModelRegistry, RollbackLog, TrainingRun)
+from brain_tasks.errors import IntegrityError
+from brain_tasks.ml.regimes import REGIMES
+
+OOS_FORMAT = "oos-parquet"
+OOS_COLUMNS = ("ts", "fold", "pred", "label", "bar_return", "strategy_return", "regime")
+TOP_FEATURES = 15
+MAX_RUN_ROWS = 20
+# Methods in order of preference; any other stored method comes after these, alphabetically.
+IMPORTANCE_METHODS = ("shap", "permutation", "correlation", "variance")
+COMPARISON_METRICS = ("sharpe", "sortino", "max_drawdown", "calmar", "profit_factor", "hit_ratio", "n_trades")
+REGIME_COLOURS = {"low": "#4c78a8", "normal": "#72b7b2", "high": "#f58518", "extreme": "#e45756"}
+RUN_SUMMARY_SYMBOL = "*"  # the fan-out's own row in training_runs (brain_tasks.runs)
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1100px;
+padding:1rem 1.5rem;color:#1f2328;background:#fff}
+h1{font-size:1.6rem;margin:.2rem 0}h2{font-size:1.3rem;border-bottom:2px solid #d0d7de;padding-top:1rem}
+h3{font-size:1.05rem;margin:1.1rem 0 .3rem}
+table{border-collapse:collapse;margin:.3rem 0 .8rem;font-size:13px}
+th,td{border:1px solid #d0d7de;padding:.2rem .5rem;text-align:left;vertical-align:top}
+th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.best td{background:#eef7ee}.muted{color:#656d76}.bad{color:#b42318}.good{color:#1a7f37}
+img{max-width:100%;height:auto;display:block;margin:.3rem 0}
+nav ul{columns:3;margin:.3rem 0}code{background:#f6f8fa;padding:0 .2rem}
+"""
+
+
+# --- public API ----------------------------------------------------------------------------------
+
+def write_report(engine: sa.Engine, out_dir: Path, *, symbols: list[str] | None = None) -> Path:
+    """Write `out_dir/index.html` (plots embedded, no network assets) and return its path.
+
+    `symbols` limits the report to those symbols (a symbol without a model gets a short section);
+    by default every symbol the Brain knows of is shown.  Raises `IntegrityError` when a stored
+    out-of-sample artifact does not match its sha256.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "index.html"
+    path.write_text(render_report(engine, symbols=symbols), encoding="utf-8")
+    return path
+
+
+def render_report(engine: sa.Engine, *, symbols: list[str] | None = None) -> str:
+    """The report page as an HTML string."""
+    generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    if not _has_schema(engine):
+        body = ("<p class='bad'>This database has no Brain schema yet: run "
+                "<code>brain-tasks db upgrade</code>, then ingest data and retrain.</p>")
+        return _page(generated, body, [])
+    names = sorted(set(symbols)) if symbols is not None else known_symbols(engine)
+    if not names:
+        body = ("<p class='muted'>The Brain is empty: no market data, models or runs yet. "
+                "Run <code>brain-tasks demo</code>, or <code>brain-tasks ingest</code> and "
+                "<code>brain-tasks retrain</code>.</p>")
+        return _page(generated, body + _runs_section(engine), [])
+    views = [load_symbol(engine, s) for s in names]
+    sections = [_overview(views), *(_symbol_section(i, v) for i, v in enumerate(views)), _runs_section(engine)]
+    return _page(generated, "\n".join(sections), views)
+
+
+def known_symbols(engine: sa.Engine) -> list[str]:
+    """Every symbol with candles, models, runs, drift or data-quality findings, sorted."""
+    queries = [sa.select(Candle.symbol).distinct(), sa.select(ModelManifest.symbol).distinct(),
+               sa.select(TrainingRun.symbol).where(TrainingRun.symbol != RUN_SUMMARY_SYMBOL).distinct(),
+               sa.select(FeatureDrift.symbol).distinct(), sa.select(DataQualityLog.symbol).distinct()]
+    found: set[str] = set()
+    with engine.connect() as conn:
+        for query in queries:
+            found.update(conn.execute(query).scalars())
+    return sorted(found)
+
+
+def load_oos(engine: sa.Engine, digest: str) -> pd.DataFrame:
+    """The out-of-sample predictions stored under `digest`, after checking the bytes' sha256."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(ModelArtifact.artifact_format, ModelArtifact.data)
+                           .where(ModelArtifact.sha256 == digest)).first()
+    if row is None:
+        raise IntegrityError(f"out-of-sample artifact {digest} is missing from model_artifacts")
+    data = bytes(row.data)
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != digest:
+        raise IntegrityError(f"out-of-sample artifact {digest} is corrupted: its bytes hash to {actual}")
+    if row.artifact_format != OOS_FORMAT:
+        raise IntegrityError(f"artifact {digest} is {row.artifact_format!r}, not {OOS_FORMAT!r}")
+    frame = pd.read_parquet(io.BytesIO(data))
+    missing = [c for c in ("ts", "strategy_return", "regime") if c not in frame.columns]
+    if missing:
+        raise IntegrityError(f"out-of-sample artifact {digest} lacks the columns {missing}")
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    # Walk-forward folds do not overlap; sorting and de-duplicating only guards the plot.
+    return frame.sort_values("ts", kind="stable").drop_duplicates("ts", keep="last").reset_index(drop=True)
+
+
+def equity_curve(strategy_return: pd.Series) -> pd.Series:
+    """Compounded equity of a strategy's per-bar returns, starting from 1 (missing bars are flat)."""
+    return (1.0 + pd.to_numeric(strategy_return, errors="coerce").fillna(0.0)).cumprod()
+
+
+# --- reading one symbol --------------------------------------------------------------------------
+
+@dataclass
+class Curve:
+    """One version's out-of-sample equity, for the plot."""
+
+    model_type: str
+    version: int
+    as_of: dt.date
+    champion: bool
+    ts: pd.Series
+    equity: pd.Series
+    regime: pd.Series
+
+
+@dataclass
+class SymbolView:
+    """Everything the report shows of one symbol, read once."""
+
+    symbol: str
+    latest_as_of: dt.date | None = None
+    champion: Any = None                # model_registry row
+    focus: Any = None                   # the version whose importance and regimes are shown
+    curves: list[Curve] = field(default_factory=list)
+    importance_method: str | None = None
+    importance: list[Any] = field(default_factory=list)
+    comparisons: list[Any] = field(default_factory=list)
+    selection: list[tuple[str, Any, dict[str, Any]]] = field(default_factory=list)
+    rollbacks: list[Any] = field(default_factory=list)
+    drift_as_of: dt.date | None = None
+    drift: list[Any] = field(default_factory=list)
+    quality: list[tuple[str, str, int]] = field(default_factory=list)
+    runs: list[Any] = field(default_factory=list)
+
+    @property
+    def has_model(self) -> bool:
+        return self.latest_as_of is not None
+
+
+def _rows(conn: sa.Connection, stmt: Any) -> list[Any]:
+    return list(conn.execute(stmt))
+
+
+def load_symbol(engine: sa.Engine, symbol: str) -> SymbolView:
+    """Read everything the report shows of `symbol` (OOS artifacts are sha256-checked)."""
+    view = SymbolView(symbol)
+    with engine.connect() as conn:
+        view.latest_as_of = conn.execute(sa.select(sa.func.max(ModelManifest.as_of))
+                                         .where(ModelManifest.symbol == symbol)).scalar()
+        view.rollbacks = _rows(conn, sa.select(RollbackLog).where(RollbackLog.symbol == symbol)
+                               .order_by(RollbackLog.as_of.desc(), RollbackLog.created_at.desc()))
+        view.drift_as_of = conn.execute(sa.select(sa.func.max(FeatureDrift.as_of))
+                                        .where(FeatureDrift.symbol == symbol)).scalar()
+        if view.drift_as_of is not None:
+            view.drift = _rows(conn, sa.select(FeatureDrift).where(
+                FeatureDrift.symbol == symbol, FeatureDrift.as_of == view.drift_as_of)
+                .order_by(FeatureDrift.psi.desc(), FeatureDrift.feature))
+        view.quality = [(r.check, r.severity, int(r.n)) for r in _rows(conn, sa.select(
+            DataQualityLog.check, DataQualityLog.severity, sa.func.count().label("n"))
+            .where(DataQualityLog.symbol == symbol, DataQualityLog.resolved.is_(False))
+            .group_by(DataQualityLog.check, DataQualityLog.severity)
+            .order_by(DataQualityLog.check, DataQualityLog.severity))]
+        view.runs = _rows(conn, sa.select(TrainingRun).where(TrainingRun.symbol == symbol)
+                          .order_by(TrainingRun.as_of.desc(), TrainingRun.run_id.desc()).limit(MAX_RUN_ROWS))
+        if view.latest_as_of is None:
+            return view
+        registry = _rows(conn, sa.select(ModelRegistry).where(ModelRegistry.symbol == symbol)
+                         .order_by(ModelRegistry.as_of, ModelRegistry.updated_at, ModelRegistry.model_type))
+        champions = [r for r in registry if r.status == "champion"]
+        view.champion = champions[-1] if champions else None
+        manifests = _rows(conn, sa.select(ModelManifest).where(
+            ModelManifest.symbol == symbol, ModelManifest.as_of == view.latest_as_of)
+            .order_by(ModelManifest.model_type, ModelManifest.version))
+        view.comparisons = _rows(conn, sa.select(ModelComparison).where(
+            ModelComparison.symbol == symbol, ModelComparison.as_of == view.latest_as_of)
+            .order_by(ModelComparison.config_hash, ModelComparison.rank))
+        view.selection = _selection(registry)
+        view.focus = _focus(view, manifests)
+        champion_key = _key(view.champion)
+        if view.champion is not None and champion_key not in {_key(m) for m in manifests}:
+            # A champion kept from an earlier day is still what trades: show its curve too.
+            older = conn.execute(sa.select(ModelManifest).where(
+                ModelManifest.symbol == symbol, ModelManifest.model_type == view.champion.model_type,
+                ModelManifest.version == view.champion.version)).first()
+            manifests = manifests + ([older] if older is not None else [])
+        view.importance_method, view.importance = _importance(conn, symbol, view.focus)
+    for m in manifests:
+        oos = load_oos(engine, m.oos_sha256)
+        view.curves.append(Curve(m.model_type, m.version, m.as_of, _key(m) == champion_key, oos["ts"],
+                                 equity_curve(oos["strategy_return"]), oos["regime"].astype(str)))
+    return view
+
+
+def _key(row: Any) -> tuple[str, int] | None:
+    return None if row is None else (row.model_type, int(row.version))
+
+
+def _focus(view: SymbolView, manifests: Sequence[Any]) -> Any:
+    """The champion, else this run's best-ranked version, else the first version of the latest run."""
+    if view.champion is not None:
+        return view.champion
+    best = [c for c in view.comparisons if c.is_best] or list(view.comparisons)
+    if best:
+        return best[0]
+    return manifests[0] if manifests else None
+
+
+def _selection(registry: Sequence[Any]) -> list[tuple[str, Any, dict[str, Any]]]:
+    """(regime, registry row, choice) of the latest selection of each regime."""
+    latest: dict[str, tuple[Any, dict[str, Any]]] = {}
+    for row in registry:  # ordered by as_of, so later choices overwrite earlier ones
+        for regime, choice in (row.selected_regimes or {}).items():
+            latest[str(regime)] = (row, choice if isinstance(choice, dict) else {"confidence": choice})
+    order = {r: i for i, r in enumerate(REGIMES)}
+    return [(regime, *latest[regime]) for regime in sorted(latest, key=lambda r: (order.get(r, 99), r))]
+
+
+def _importance(conn: sa.Connection, symbol: str, focus: Any) -> tuple[str | None, list[Any]]:
+    if focus is None:
+        return None, []
+    where = (FeatureImportance.symbol == symbol, FeatureImportance.model_type == focus.model_type,
+             FeatureImportance.version == focus.version)
+    methods = set(conn.execute(sa.select(FeatureImportance.method).where(*where).distinct()).scalars())
+    if not methods:
+        return None, []
+    order = {m: i for i, m in enumerate(IMPORTANCE_METHODS)}
+    method = min(methods, key=lambda m: (order.get(m, len(order)), m))
+    rows = _rows(conn, sa.select(FeatureImportance).where(*where, FeatureImportance.method == method)
+                 .order_by(FeatureImportance.rank, FeatureImportance.feature).limit(TOP_FEATURES))
+    return method, rows
+
+
+# --- plots ---------------------------------------------------------------------------------------
+
+def _mpl(text: object) -> str:
+    """Text safe for matplotlib: a `$` from the database must not start mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+def _naive_utc(ts: pd.Series) -> np.ndarray:
+    return pd.DatetimeIndex(ts).tz_convert("UTC").tz_localize(None).to_numpy()
+
+
+def _png(fig: Figure, alt: str) -> str:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def equity_plot(view: SymbolView) -> str:
+    """Out-of-sample equity per version, the champion drawn thick and labelled."""
+    fig = Figure(figsize=(10, 3.4), layout="constrained")
+    ax = fig.subplots()
+    for curve in sorted(view.curves, key=lambda c: (c.champion, c.model_type, c.version)):
+        label = f"{curve.model_type} v{curve.version}"
+        if curve.as_of != view.latest_as_of:
+            label += f" ({curve.as_of:%Y-%m-%d})"
+        if curve.champion:
+            label = "\u2605 " + label + " \u2014 champion"
+        ax.plot(_naive_utc(curve.ts), curve.equity.to_numpy(), label=_mpl(label),
+                linewidth=2.4 if curve.champion else 1.1, alpha=1.0 if curve.champion else 0.8,
+                zorder=3 if curve.champion else 2)
+    ax.axhline(1.0, color="#888", linewidth=0.6, linestyle=":")
+    ax.margins(x=0.01)
+    ax.set_ylabel("equity (start = 1)")
+    ax.set_xlabel("UTC")
+    ax.set_title(_mpl(f"{view.symbol}: out-of-sample equity, walk-forward folds"), fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    return _png(fig, f"{view.symbol} out-of-sample equity curves")
+
+
+def _segments(ts: np.ndarray, regime: np.ndarray) -> dict[str, list[tuple[float, float]]]:
+    """(start, width) runs of each regime, in matplotlib date units, for broken_barh."""
+    from matplotlib.dates import date2num
+
+    x = date2num(ts)
+    # Each bar lasts until the next; the last one gets the median bar length.
+    step = float(np.median(np.diff(x))) if len(x) > 1 else 1.0 / 24
+    ends = np.append(x[1:], x[-1] + step)
+    change = np.flatnonzero(np.r_[True, regime[1:] != regime[:-1]])
+    stops = np.append(change[1:], len(x)) - 1
+    out: dict[str, list[tuple[float, float]]] = {}
+    for a, b in zip(change, stops):
+        out.setdefault(str(regime[a]), []).append((x[a], ends[b] - x[a]))
+    return out
+
+
+def regime_plot(view: SymbolView, curve: Curve) -> str:
+    """The volatility regime of each out-of-sample bar of `curve`, as a coloured band."""
+    fig = Figure(figsize=(10, 1.5), layout="constrained")
+    ax = fig.subplots()
+    segments = _segments(_naive_utc(curve.ts), curve.regime.to_numpy(dtype=object))
+    names = [r for r in REGIMES if r in segments] + sorted(set(segments) - set(REGIMES))
+    for name in names:
+        ax.broken_barh(segments[name], (0, 1), facecolors=REGIME_COLOURS.get(name, "#bab0ac"))
+    spans = [s for runs in segments.values() for s in runs]
+    ax.set_xlim(min(a for a, _ in spans), max(a + w for a, w in spans))
+    ax.xaxis_date()
+    ax.set_yticks([])
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("UTC")
+    ax.set_title(_mpl(f"{view.symbol}: volatility regime ({curve.model_type} v{curve.version} "
+                      "out-of-sample bars)"), fontsize=10)
+    ax.legend(handles=[Patch(color=REGIME_COLOURS.get(n, "#bab0ac"), label=_mpl(n)) for n in names],
+              fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    return _png(fig, f"{view.symbol} regime timeline")
+
+
+def importance_plot(view: SymbolView) -> str:
+    """Horizontal bars of the focus version's top features, the most important on top."""
+    rows = list(reversed(view.importance))
+    fig = Figure(figsize=(10, 0.24 * len(rows) + 1.0), layout="constrained")
+    ax = fig.subplots()
+    values = [float(r.importance) for r in rows]
+    ax.barh(range(len(rows)), values, color=["#4c78a8" if v >= 0 else "#e45756" for v in values])
+    ax.set_yticks(range(len(rows)), [_mpl(r.feature) for r in rows], fontsize=8)
+    ax.axvline(0, color="#888", linewidth=0.6)
+    ax.set_xlabel(_mpl(f"importance ({view.importance_method})"))
+    focus = view.focus
+    ax.set_title(_mpl(f"{view.symbol}: top {len(rows)} features of {focus.model_type} v{focus.version}"),
+                 fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig, f"{view.symbol} feature importance")
+
+
+# --- HTML ----------------------------------------------------------------------------------------
+
+def _e(value: object) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None or isinstance(value, bool):
+        return "\u2013" if value is None else str(value)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return _e(value)
+    if not math.isfinite(v):
+        return "\u2013"
+    if v.is_integer() and abs(v) < 1e9:
+        return str(int(v))
+    return f"{v:.{digits}f}"
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[str]], numeric: Iterable[int] = (),
+           row_class: Sequence[str] | None = None) -> str:
+    """A table of already-escaped cells; `numeric` are the right-aligned column indexes."""
+    nums = set(numeric)
+    out = ["<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"]
+    for i, row in enumerate(rows):
+        cls = f' class="{row_class[i]}"' if row_class and row_class[i] else ""
+        cells = "".join(f'<td class="num">{c}</td>' if j in nums else f"<td>{c}</td>"
+                        for j, c in enumerate(row))
+        out.append(f"<tr{cls}>{cells}</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def _anchor(index: int) -> str:
+    return f"sym-{index}"
+
+
+def _page(generated: str, body: str, views: Sequence[SymbolView]) -> str:
+    toc = ""
+    if views:
+        items = "".join(f'<li><a href="#{_anchor(i)}">{_e(v.symbol)}</a></li>' for i, v in enumerate(views))
+        toc = (f'<nav><b>Contents</b><ul><li><a href="#overview">Overview</a></li>{items}'
+               '<li><a href="#runs">Runs</a></li></ul></nav>')
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>Brain report</title><style>{CSS}</style></head><body>"
+            f"<h1>Brain report</h1><p class=\"muted\">Generated {_e(generated)}. Every metric and curve "
+            "is out-of-sample (walk-forward folds with an embargo).</p>"
+            f"{toc}{body}</body></html>\n")
+
+
+def _overview(views: Sequence[SymbolView]) -> str:
+    rows = []
+    for i, v in enumerate(views):
+        champ = v.champion
+        last = v.rollbacks[0] if v.rollbacks else None
+        rows.append([
+            f'<a href="#{_anchor(i)}">{_e(v.symbol)}</a>',
+            _e(v.latest_as_of) if v.latest_as_of else '<span class="muted">no model yet</span>',
+            f"{_e(champ.model_type)} v{_e(champ.version)}" if champ is not None else "\u2013",
+            f"{_e(last.action)} ({_e(last.as_of)})" if last is not None else "\u2013",
+            f"{sum(1 for d in v.drift if d.drifted)} / {len(v.drift)}" if v.drift else "\u2013",
+            _e(sum(n for _c, _s, n in v.quality)),
+        ])
+    return ('<h2 id="overview">Overview</h2>'
+            + _table(["symbol", "latest training", "champion", "last rollback check", "drifted features",
+                      "open quality findings"], rows, numeric=[5]))
+
+
+def _symbol_section(index: int, view: SymbolView) -> str:
+    parts = [f'<section><h2 id="{_anchor(index)}">{_e(view.symbol)}</h2>']
+    if not view.has_model:
+        parts.append('<p class="muted">No model yet: nothing has been trained for this symbol.</p>')
+    else:
+        champ = view.champion
+        parts.append(f"<p>Latest training {_e(view.latest_as_of)}; champion: "
+                     + (f"<b>{_e(champ.model_type)} v{_e(champ.version)}</b> (trained {_e(champ.as_of)})"
+                        if champ is not None else '<span class="muted">none promoted</span>') + ".</p>")
+        parts.append("<h3>Out-of-sample equity</h3>")
+        parts.append(equity_plot(view) if view.curves else '<p class="muted">No out-of-sample predictions.</p>')
+        focus_curve = next((c for c in view.curves if _key(c) == _key(view.focus)), None)
+        if focus_curve is not None and len(focus_curve.ts):
+            parts.append("<h3>Regime timeline</h3>" + regime_plot(view, focus_curve))
+        parts.append("<h3>Feature importance</h3>")
+        parts.append(importance_plot(view) if view.importance
+                     else '<p class="muted">No feature importance stored for this version.</p>')
+        parts.append(_comparison_table(view))
+        parts.append(_selection_table(view))
+    tables = [(view.rollbacks, _rollback_table), (view.drift, _drift_table), (view.quality, _quality_table),
+              (view.runs, _runs_table)]
+    # A symbol without a model keeps its section short: only what the Brain holds for it.
+    parts.extend(render(view) for rows, render in tables if rows or view.has_model)
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _comparison_table(view: SymbolView) -> str:
+    if not view.comparisons:
+        return '<h3>Model comparison</h3><p class="muted">No comparison for the latest training.</p>'
+    shown = [m for m in COMPARISON_METRICS
+             if m != "n_trades" or any("n_trades" in (c.metrics or {}) for c in view.comparisons)]
+    rows = [[_e(c.rank), f"{_e(c.model_type)} v{_e(c.version)}", _num(c.composite_score),
+             *(_num((c.metrics or {}).get(m)) for m in shown)] for c in view.comparisons]
+    classes = ["best" if c.is_best else "" for c in view.comparisons]
+    return (f"<h3>Model comparison ({_e(view.latest_as_of)})</h3>"
+            + _table(["rank", "model", "composite", *shown], rows, numeric=range(2, 3 + len(shown)),
+                     row_class=classes))
+
+
+def _selection_table(view: SymbolView) -> str:
+    if not view.selection:
+        return '<h3>Model per regime</h3><p class="muted">No per-regime selection yet.</p>'
+    rows = [[_e(regime), f"{_e(row.model_type)} v{_e(row.version)}", _num(choice.get("confidence")),
+             _e(choice.get("reason", ""))] for regime, row, choice in view.selection]
+    return "<h3>Model per regime</h3>" + _table(["regime", "model", "confidence", "why"], rows, numeric=[2])
+
+
+def _rollback_table(view: SymbolView) -> str:
+    if not view.rollbacks:
+        return '<h3>Rollback history</h3><p class="muted">No rollback checks yet.</p>'
+    rows = [[_e(r.as_of), _e(r.action), _e(r.model_type),
+             f"v{_e(r.from_version)}" if r.from_version is not None else "\u2013",
+             f"v{_e(r.to_version)}" if r.to_version is not None else "\u2013", _e(r.reason)]
+            for r in view.rollbacks]
+    return "<h3>Rollback history</h3>" + _table(["as of", "action", "model", "from", "to", "reason"], rows)
+
+
+def _drift_table(view: SymbolView) -> str:
+    if not view.drift:
+        return '<h3>Feature drift</h3><p class="muted">No drift analysis yet.</p>'
+    drifted = [d for d in view.drift if d.drifted]
+    head = f"<h3>Feature drift ({_e(view.drift_as_of)})</h3><p>{len(drifted)} of {len(view.drift)} features drifted"
+    if not drifted:
+        return head + ".</p>"
+    rows = [[_e(d.feature), _num(d.psi), _num(d.psi_threshold), _num(d.ks_stat), _num(d.ks_pvalue, 4)]
+            for d in drifted]
+    return head + ":</p>" + _table(["feature", "PSI", "PSI threshold", "KS", "KS p-value"], rows,
+                                    numeric=[1, 2, 3, 4])
+
+
+def _quality_table(view: SymbolView) -> str:
+    if not view.quality:
+        return '<h3>Open data-quality findings</h3><p class="muted">None.</p>'
+    rows = [[_e(check), _e(severity), _e(n)] for check, severity, n in view.quality]
+    return "<h3>Open data-quality findings</h3>" + _table(["check", "severity", "count"], rows, numeric=[2])
+
+
+def _runs_table(view: SymbolView) -> str:
+    if not view.runs:
+        return '<h3>Training runs</h3><p class="muted">No runs recorded.</p>'
+    rows = [[_e(r.run_id), _e(r.as_of), _e(r.state), _e(r.error or "")] for r in view.runs]
+    return "<h3>Training runs</h3>" + _table(["run", "as of", "state", "error"], rows)
+
+
+def _runs_section(engine: sa.Engine) -> str:
+    """The fan-out runs' own summary rows, newest first."""
+    with engine.connect() as conn:
+        runs = _rows(conn, sa.select(TrainingRun).where(TrainingRun.symbol == RUN_SUMMARY_SYMBOL)
+                     .order_by(TrainingRun.as_of.desc(), TrainingRun.run_id.desc()).limit(MAX_RUN_ROWS))
+    if not runs:
+        return '<h2 id="runs">Runs</h2><p class="muted">No fan-out runs recorded.</p>'
+    rows = [[_e(r.run_id), _e(r.as_of), _e(r.state), _e(r.error or ""),
+             _e(r.finished_at.strftime("%Y-%m-%d %H:%M") if r.finished_at else "")] for r in runs]
+    return '<h2 id="runs">Runs</h2>' + _table(["run", "as of", "state", "error", "finished (UTC)"], rows)
+
+
+def _has_schema(engine: sa.Engine) -> bool:
+    return sa.inspect(engine).has_table(ModelManifest.__tablename__)
