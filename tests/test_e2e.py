@@ -1,0 +1,221 @@
+"""End to end on real Redis and PostgreSQL with real worker processes.
+
+An "engine" process that knows nothing but the broker URL and task names enqueues the daily retrain;
+workers collect the real sample, train every model type, compare, explain, check rollback and select.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import signal
+import time
+import urllib.request
+from base64 import b64encode
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from brain_tasks.brain import store
+from brain_tasks.brain.db import dispose_engine, make_engine
+from brain_tasks.brain.migrate import upgrade
+from tests import servers
+from tests.workers import brain_env, run_python, wait_for, worker
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
+
+SYMBOLS = ["ETH/BTC", "LTC/BTC", "ADA/BTC", "TRX/BTC", "XMR/BTC"]  # ADA, TRX, XMR have real gaps
+MODELS = ["lightgbm", "xgboost", "baseline"]
+AS_OF = "2018-01-30"
+BROKEN = "BROKEN/BTC"
+# Wall-clock columns: the only ones allowed to differ between two runs of the same work.
+WALL_CLOCK = {
+    "model_artifacts": ["created_at"], "model_manifests": ["created_at"],
+    "model_registry": ["created_at", "updated_at"], "rollback_logs": ["created_at"],
+    "training_runs": ["started_at", "finished_at"], "data_quality_logs": ["first_seen", "last_seen", "resolved_at"],
+}
+
+ENGINE = """
+import json, sys
+from celery import Celery
+app = Celery(broker={broker!r}, backend={broker!r})
+app.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"])
+result = app.send_task("brain_tasks.daily_retrain", queue="analysis",
+                       kwargs={{"symbols": {symbols!r}, "models": {models!r}, "as_of": {as_of!r}}})
+print(json.dumps(result.get(timeout=900)))
+"""
+
+
+def _redis_db(redis_url: str, n: int) -> str:
+    return re.sub(r"/\d+$", f"/{n}", redis_url)
+
+
+def _fresh_brain(pg_url: str) -> str:
+    url = servers.create_database(pg_url)
+    upgrade(url)
+    return url
+
+
+def _insert_broken_symbol(url: str) -> None:
+    """A symbol whose stored data cannot support training: 60 bars of a frozen price."""
+    ts = pd.date_range("2018-01-29", periods=60, freq="5min", tz="UTC")
+    store.upsert(make_engine(url), "candles", pd.DataFrame({
+        "exchange": "freqtrade", "symbol": BROKEN, "timeframe": "5m", "ts": ts,
+        "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 0.0}))
+
+
+def _retrain(broker: str, symbols: list[str], models: list[str], env: dict) -> dict:
+    code = ENGINE.format(broker=broker, symbols=symbols, models=models, as_of=AS_OF)
+    return json.loads(run_python(code, env, timeout=900).strip().splitlines()[-1])
+
+
+def _count(url: str, table: str, **where: object) -> int:
+    return len(store.read_table(make_engine(url), table, where=where or None))
+
+
+def _flower_get(port: int, path: str, auth: str | None) -> tuple[int, object]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if auth:
+        req.add_header("Authorization", "Basic " + b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+
+
+@pytest.fixture
+def flower(tmp_path, redis_url):
+    """Flower with basic auth on the test broker (started before the workers so it sees every event)."""
+    import subprocess
+    import sys
+
+    port = servers.free_port()
+    broker = _redis_db(redis_url, 3)
+    env = brain_env("sqlite:///unused.db", broker, tmp_path, FLOWER_UNAUTHENTICATED_API="false")
+    log = open(tmp_path / "flower.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "brain_tasks.app", "flower", f"--port={port}",
+                             "--address=127.0.0.1", "--basic-auth=operator:s3cret-test"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_for(lambda: _flower_get(port, "/healthcheck", None)[0] in (200, 401), 60, what="flower")
+    yield port, broker
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+    log.close()
+
+
+def test_daily_retrain_end_to_end_twice_with_a_broken_symbol(tmp_path, pg_url, flower):
+    port, broker = flower
+    url = _fresh_brain(pg_url)
+    _insert_broken_symbol(url)
+    env = brain_env(url, broker, tmp_path)
+    symbols = SYMBOLS + [BROKEN]
+    with worker(env, name="train", queues="train", concurrency=2, log_dir=tmp_path), \
+         worker(env, name="rest", queues="collect,analysis", concurrency=1, log_dir=tmp_path):
+        summary = _retrain(broker, symbols, MODELS, env)
+        nightly = run_python(
+            "import json; from celery import Celery; app = Celery(broker=%r, backend=%r);"
+            "app.conf.update(accept_content=['json'], result_accept_content=['json']);"
+            "print(json.dumps(app.send_task('brain_tasks.nightly_analysis', queue='analysis',"
+            " kwargs={'symbols': %r, 'as_of': %r}).get(timeout=600)))" % (broker, broker, SYMBOLS, AS_OF),
+            env).strip().splitlines()[-1]
+        first = store.snapshot(make_engine(url))
+        status, workers = _flower_get(port, "/api/workers?refresh=1", "operator:s3cret-test")
+        _, tasks = _flower_get(port, "/api/tasks?taskname=brain_tasks.train_symbol&state=SUCCESS",
+                               "operator:s3cret-test")
+        unauthenticated, _ = _flower_get(port, "/api/workers", None)
+        second_summary = _retrain(broker, symbols, MODELS, env)
+
+    # The summary names the broken symbol and only it.
+    assert summary["state"] == "partial"
+    assert sorted(summary["succeeded"]) == sorted(SYMBOLS)
+    assert list(summary["failed"]) == [BROKEN] and summary["failed"][BROKEN]
+
+    engine = make_engine(url)
+    n = len(SYMBOLS) * len(MODELS)
+    assert _count(url, "model_manifests") == n
+    assert _count(url, "model_registry") == n
+    assert _count(url, "model_comparisons") == n
+    assert _count(url, "model_artifacts") == 2 * n  # model + out-of-sample predictions, each by sha256
+    assert _count(url, "rollback_logs") == len(SYMBOLS)
+    registry = store.read_table(engine, "model_registry")
+    assert (registry[registry.status == "champion"].groupby("symbol").size() == 1).all()
+    assert set(registry[registry.status == "champion"].symbol) == set(SYMBOLS)
+    assert registry.groupby("symbol")["selected_regimes"].apply(lambda s: sum(len(d) for d in s)).min() >= 1
+    metrics = store.read_table(engine, "model_metrics")
+    assert {"all", "low", "normal", "high"} <= set(metrics.regime)
+    assert {"sharpe", "sortino", "max_drawdown", "calmar", "hit_ratio"} <= set(metrics.metric)
+    importance = store.read_table(engine, "feature_importance")
+    assert {"shap", "permutation", "correlation"} <= set(importance.method)
+    assert importance.groupby(["symbol", "model_type"]).ngroups == n
+    runs = store.read_table(engine, "training_runs")
+    states = runs[runs.symbol != "*"].set_index("symbol")["state"].to_dict()
+    assert states == {**{s: "succeeded" for s in SYMBOLS}, BROKEN: "failed"}
+    candles = store.read_table(engine, "candles", where={"symbol": "ADA/BTC"})
+    assert len(candles) == 5720  # collected from the real file by the chain's first step
+    quality = store.read_table(engine, "data_quality_logs")
+    assert {"ADA/BTC", BROKEN} <= set(quality.symbol)  # real gaps, and the failed training
+    assert len(store.read_table(engine, "feature_drift")) > 0
+    assert json.loads(nightly)["state"] in ("succeeded", "partial")
+
+    # Flower: authenticated API lists the workers and the finished train tasks; anonymous is refused.
+    assert status == 200 and len(workers) == 2
+    # The broken symbol's trainings finish too: they return a failed status instead of raising.
+    assert len(tasks) == (len(SYMBOLS) + 1) * len(MODELS)
+    assert unauthenticated == 401
+
+    # The second identical run trains nothing and leaves the database identical (wall clock aside).
+    assert second_summary == summary
+    again = store.snapshot(engine)
+    # Retrained models would have new created_at stamps: compare artifacts and manifests *with* them.
+    for table in ("model_artifacts", "model_manifests"):
+        pd.testing.assert_frame_equal(first[table], again[table])
+    store.assert_same_database(_without(first), _without(again))
+    dispose_engine(url)
+
+
+def _without(snap: dict) -> dict:
+    return {t: f.drop(columns=[c for c in WALL_CLOCK.get(t, []) if c in f.columns]) for t, f in snap.items()}
+
+
+def test_kill_9_mid_training_reruns_on_another_worker(tmp_path, pg_url, redis_url):
+    symbols, models = ["ETH/BTC", "LTC/BTC"], ["lightgbm", "xgboost"]
+    limits = {"BRAIN_VISIBILITY_TIMEOUT": "20", "BRAIN_TRAIN_TIME_LIMIT": "18", "BRAIN_TRAIN_SOFT_TIME_LIMIT": "15",
+              "BRAIN_TASK_TIME_LIMIT": "18"}
+
+    # Reference: an undisturbed run.
+    ref_url, ref_broker = _fresh_brain(pg_url), _redis_db(redis_url, 4)
+    ref_env = brain_env(ref_url, ref_broker, tmp_path / "ref", **limits)
+    with worker(ref_env, name="ref", concurrency=2, log_dir=tmp_path / "ref"):
+        reference = _retrain(ref_broker, symbols, models, ref_env)
+
+    url, broker = _fresh_brain(pg_url), _redis_db(redis_url, 5)
+    env = brain_env(url, broker, tmp_path, **limits)
+    import subprocess
+    import sys
+
+    code = ENGINE.format(broker=broker, symbols=symbols, models=models, as_of=AS_OF)
+    with worker(env, name="rest", queues="collect,analysis", log_dir=tmp_path):
+        engine_proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+        with worker(env, name="victim", queues="train", concurrency=1, log_dir=tmp_path) as victim:
+            log = tmp_path / "victim.log"
+            pattern = re.compile(r"Task brain_tasks\.train_symbol\[([0-9a-f-]+)\] received")
+            wait_for(lambda: pattern.search(log.read_text()), 120, interval=0.02, what="a train task")
+            task_id = pattern.search(log.read_text()).group(1)
+            os.killpg(victim.pid, signal.SIGKILL)  # the worker and its pool child, mid-task
+            victim.wait()
+        assert f"{task_id}] succeeded" not in log.read_text()
+        with worker(env, name="rescuer", queues="train", concurrency=1, log_dir=tmp_path):
+            out, _ = engine_proc.communicate(timeout=600)
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["state"] == "succeeded" and sorted(summary["succeeded"]) == symbols
+    assert task_id in (tmp_path / "rescuer.log").read_text()  # the same message, re-delivered
+    store.assert_same_database(_without(store.snapshot(make_engine(ref_url))),
+                               _without(store.snapshot(make_engine(url))))
+    assert reference["state"] == "succeeded"
+    dispose_engine(url)
+    dispose_engine(ref_url)
