@@ -1,0 +1,245 @@
+"""The whole per-symbol computation: features -> labels -> walk-forward -> metrics -> final model.
+
+Every metric comes from out-of-sample walk-forward predictions (purged, embargoed); the final model
+is trained on the full window only to be stored and explained, never to be scored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from brain_tasks.errors import DataError
+from brain_tasks.ml.features import (
+    CANDLE_FEATURES,
+    FEATURE_SET_VERSION,
+    feature_set_hash,
+    make_features,
+    timeframe_seconds,
+)
+from brain_tasks.ml.importance import compute_importance
+from brain_tasks.ml.labels import bar_returns, forward_return
+from brain_tasks.ml.metrics import bars_per_year, evaluate, strategy_returns
+from brain_tasks.ml.models import MODEL_TYPES, make_trainer
+from brain_tasks.ml.regimes import metrics_by_regime, volatility_regimes
+from brain_tasks.ml.validation import SCHEMES, walk_forward_splits
+
+
+def _frozen(params: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((params or {}).items()))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that changes a training result; its hash is part of a run's identity.
+
+    ``embargo`` defaults to the label horizon (bars dropped before each test block on top of the
+    ``horizon`` purged ones).  Model params override the defaults of ``brain_tasks.ml.models``.
+    """
+
+    timeframe: str = "5m"
+    horizon: int = 12
+    cost_bps: float = 5.0
+    n_folds: int = 5
+    embargo: int | None = None
+    scheme: str = "expanding"
+    min_train: int | None = None
+    threshold: float | None = None
+    seed: int = 0
+    n_threads: int = 1
+    lightgbm_params: tuple[tuple[str, Any], ...] = ()
+    xgboost_params: tuple[tuple[str, Any], ...] = ()
+    baseline_params: tuple[tuple[str, Any], ...] = ()
+    regime_window: int = 48
+    regime_lookback: int = 2016
+    importance_rows: int = 2000
+    min_rows: int = 1000
+    extra: tuple[tuple[str, Any], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        # Accept plain dicts for params but store sorted tuples so the config stays hashable.
+        for name in ("lightgbm_params", "xgboost_params", "baseline_params", "extra"):
+            value = getattr(self, name)
+            if isinstance(value, Mapping):
+                object.__setattr__(self, name, _frozen(value))
+        if self.embargo is None:
+            object.__setattr__(self, "embargo", self.horizon)
+        timeframe_seconds(self.timeframe)
+        if self.horizon < 1 or self.n_folds < 1 or self.embargo < 0 or self.n_threads < 1:
+            raise ValueError("need horizon >= 1, n_folds >= 1, embargo >= 0, n_threads >= 1")
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"scheme must be one of {SCHEMES}")
+        if self.cost_bps < 0:
+            raise ValueError("cost_bps must be >= 0")
+
+    def model_params(self, model_type: str) -> dict[str, Any]:
+        """Param overrides for one model type."""
+        if model_type not in MODEL_TYPES:
+            raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
+        return dict(getattr(self, f"{model_type}_params"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (params as dicts)."""
+        d = asdict(self)
+        for name in ("lightgbm_params", "xgboost_params", "baseline_params", "extra"):
+            d[name] = dict(getattr(self, name))
+        return d
+
+    def config_hash(self) -> str:
+        """sha256 hex of the config and the feature-set version."""
+        payload = json.dumps(
+            {"config": self.to_dict(), "feature_set_version": FEATURE_SET_VERSION},
+            sort_keys=True,
+            separators=(",", ":"),
+            default=str,
+        )
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class TrainResult:
+    """Out-of-sample evaluation plus the final model of one symbol and model type."""
+
+    model_type: str
+    oos: pd.DataFrame
+    metrics: dict[str, float]
+    regime_metrics: dict[str, dict[str, float]]
+    artifact: bytes
+    artifact_format: str
+    feature_names: list[str]
+    feature_hash: str
+    dataset_digest: str
+    data_start: pd.Timestamp
+    data_end: pd.Timestamp
+    n_rows: int
+    params: dict[str, Any]
+    importance: pd.DataFrame
+    folds: list[dict[str, Any]] = field(default_factory=list)
+
+
+def dataset_digest(X: pd.DataFrame, y: pd.Series) -> str:
+    """sha256 of the training matrix: column names, timestamps, feature values and labels."""
+    h = hashlib.sha256()
+    h.update(json.dumps(list(X.columns)).encode("utf-8"))
+    h.update(np.ascontiguousarray(X.index.asi8).tobytes())
+    h.update(np.ascontiguousarray(X.to_numpy(dtype="float64", na_value=np.nan)).tobytes())
+    h.update(np.ascontiguousarray(y.to_numpy(dtype="float64")).tobytes())
+    return h.hexdigest()
+
+
+def build_dataset(
+    candles: pd.DataFrame,
+    config: TrainConfig,
+    *,
+    funding: pd.DataFrame | None = None,
+    open_interest: pd.DataFrame | None = None,
+    liquidations: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, pd.Series, pd.Series, pd.Series]:
+    """(X, label, bar_return, regime) on the rows usable for training, indexed by ts."""
+    X = make_features(
+        candles, timeframe=config.timeframe, funding=funding, open_interest=open_interest, liquidations=liquidations
+    )
+    y = forward_return(candles, config.horizon, config.cost_bps)
+    br = bar_returns(candles)
+    regimes = volatility_regimes(candles, window=config.regime_window, lookback=config.regime_lookback)
+    # Candle features are NaN only during warm-up; external-source columns may stay NaN (trees route
+    # missing values, the baseline imputes them).
+    usable = X[list(CANDLE_FEATURES)].notna().all(axis=1).to_numpy() & y.notna().to_numpy()
+    if usable.sum() < config.min_rows:
+        raise DataError(
+            f"only {int(usable.sum())} usable rows after feature warm-up and the {config.horizon}-bar label "
+            f"horizon (from {len(candles)} candles); need at least {config.min_rows}"
+        )
+    return X[usable], y[usable], br[usable], regimes[usable]
+
+
+def train_and_evaluate(
+    candles: pd.DataFrame,
+    model_type: str,
+    config: TrainConfig,
+    *,
+    funding: pd.DataFrame | None = None,
+    open_interest: pd.DataFrame | None = None,
+    liquidations: pd.DataFrame | None = None,
+) -> TrainResult:
+    """Walk-forward OOS evaluation, metrics overall and per regime, final model and its importance."""
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
+    X, y, br, regimes = build_dataset(
+        candles, config, funding=funding, open_interest=open_interest, liquidations=liquidations
+    )
+    n = len(X)
+    try:
+        splits = walk_forward_splits(n, config.n_folds, config.horizon, config.embargo, config.scheme, config.min_train)
+    except ValueError as exc:
+        raise DataError(f"cannot split {n} rows for walk-forward: {exc}") from exc
+    params = config.model_params(model_type)
+    preds, folds = [], []
+    for k, (train_idx, test_idx) in enumerate(splits):
+        trainer = make_trainer(model_type, params, seed=config.seed, n_threads=config.n_threads)
+        trainer.fit(X.iloc[train_idx], y.iloc[train_idx])
+        preds.append(trainer.predict(X.iloc[test_idx]))
+        folds.append(
+            {
+                "fold": k,
+                "train_start": X.index[train_idx[0]],
+                "train_end": X.index[train_idx[-1]],
+                "test_start": X.index[test_idx[0]],
+                "test_end": X.index[test_idx[-1]],
+                "n_train": len(train_idx),
+                "n_test": len(test_idx),
+            }
+        )
+    test_rows = np.concatenate([t for _, t in splits])
+    pred = np.concatenate(preds)
+    label = y.to_numpy()[test_rows]
+    bar_ret = br.to_numpy()[test_rows]
+    regime = regimes.to_numpy()[test_rows]
+    ppy = bars_per_year(config.timeframe)
+    # Test blocks are consecutive, so one strategy runs across them and pays for every position change.
+    strat = strategy_returns(pred, bar_ret, config.cost_bps, config.threshold).to_numpy()
+    oos = pd.DataFrame(
+        {
+            "ts": X.index[test_rows],
+            "fold": np.concatenate([np.full(len(t), k) for k, (_, t) in enumerate(splits)]),
+            "pred": pred,
+            "label": label,
+            "bar_return": bar_ret,
+            "strategy_return": strat,
+            "regime": pd.Series(regime, dtype="str"),
+        }
+    )
+    metrics = evaluate(pred, label, bar_ret, ppy, config.cost_bps, config.threshold)
+    regime_metrics = metrics_by_regime(pred, label, bar_ret, regime, ppy, config.cost_bps, config.threshold)
+
+    final = make_trainer(model_type, params, seed=config.seed, n_threads=config.n_threads).fit(X, y)
+    methods = ("shap", "permutation", "correlation") if model_type != "baseline" else ("variance", "permutation", "correlation")
+    # Explain the model on its most recent rows: that is the behaviour that will trade next.
+    recent = slice(max(0, n - 4 * config.importance_rows), n)
+    importance = compute_importance(
+        final, X.iloc[recent], y.iloc[recent], methods=methods, sample_rows=config.importance_rows, seed=config.seed
+    )
+    names = list(X.columns)
+    return TrainResult(
+        model_type=model_type,
+        oos=oos,
+        metrics=metrics,
+        regime_metrics=regime_metrics,
+        artifact=final.to_bytes(),
+        artifact_format=final.artifact_format,
+        feature_names=names,
+        feature_hash=feature_set_hash(names),
+        dataset_digest=dataset_digest(X, y),
+        data_start=X.index[0],
+        data_end=X.index[-1],
+        n_rows=n,
+        params={**final.params, "seed": config.seed, "n_threads": config.n_threads},
+        importance=importance,
+        folds=folds,
+    )
