@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import time
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -141,6 +142,7 @@ def train_symbol(engine: sa.Engine, settings: Settings, symbol: str, model_type:
     """
     from brain_tasks.ml.pipeline import train_and_evaluate
 
+    started = time.perf_counter()
     config = train_config(settings)
     chash = config.config_hash()
     base = {"symbol": symbol, "model_type": model_type, "as_of": as_of.isoformat(), "config_hash": chash}
@@ -156,8 +158,10 @@ def train_symbol(engine: sa.Engine, settings: Settings, symbol: str, model_type:
                                             liquidations=market["liquidations"])
                 _register(engine, symbol, model_type, as_of, config, result)
                 done = find_version(engine, symbol, model_type, as_of, chash)
-                return {**base, "status": OK, "version": done.version, "trained": True}
-    return {**base, "status": OK, "version": done.version, "trained": False}
+                return {**base, "status": OK, "version": done.version, "trained": True,
+                        "seconds": round(time.perf_counter() - started, 4)}
+    return {**base, "status": OK, "version": done.version, "trained": False,
+            "seconds": round(time.perf_counter() - started, 4)}
 
 
 def _register(engine: sa.Engine, symbol: str, model_type: str, as_of: dt.date, config: Any,

@@ -21,6 +21,7 @@ from celery.utils.log import get_task_logger
 from celery.utils.time import get_exponential_backoff_interval
 
 from brain_tasks import jobs, workflows
+from brain_tasks.ml import pipeline  # noqa: F401  (workers load the ML stack at start-up, not in a task)
 from brain_tasks.app import app
 from brain_tasks.brain.db import make_engine
 from brain_tasks.errors import DataError, TransientError
