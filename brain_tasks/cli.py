@@ -233,3 +233,7 @@ def demo(out: Path, symbols: str | None, models: str | None) -> None:
     click.echo(f"\nreport written to {path}")
     if status and status["state"] == "failed":
         raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
