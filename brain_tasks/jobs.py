@@ -514,28 +514,36 @@ def champion_of(engine: sa.Engine, symbol: str) -> ModelManifest | None:
     return _manifest(engine, symbol, rows[-1].model_type, rows[-1].version) if rows else None
 
 
-def analyse_symbol(engine: sa.Engine, settings: Settings, symbol: str, as_of: dt.date,
-                   recent_bars: int = 288) -> dict[str, Any]:
-    """Feature drift of the champion's features (training window vs the most recent bars) and
+# Calendar features are uniform over a week by construction: a recent window shorter than a week
+# "drifts" in them whatever the market does, so they are not tested.
+CALENDAR_FEATURES = ("tod_sin", "tod_cos", "dow_sin", "dow_cos")
+RECENT_WINDOW = dt.timedelta(days=7)
+
+
+def analyse_symbol(engine: sa.Engine, settings: Settings, symbol: str, as_of: dt.date) -> dict[str, Any]:
+    """Feature drift of the champion's features (its training window vs the most recent week) and
     the importance trend of its model type over the last runs."""
     from brain_tasks.ml.drift import feature_drift
+    from brain_tasks.ml.features import make_features
     from brain_tasks.ml.importance import rank_changes
 
     champion = champion_of(engine, symbol)
     if champion is None:
         return {"symbol": symbol, "status": SKIPPED, "reason": "no champion model yet"}
     market = load_market(engine, settings, symbol, end=_day_end(as_of))
-    from brain_tasks.ml.features import make_features
-
     feats = make_features(market["candles"], timeframe=settings.timeframe, funding=market["funding"],
                           open_interest=market["open_interest"], liquidations=market["liquidations"])
-    feats = feats.reindex(columns=champion.feature_names).dropna()
-    current = feats.iloc[-recent_bars:]
-    reference = feats[(feats.index >= pd.Timestamp(champion.data_start))
-                      & (feats.index < current.index[0])] if len(current) else feats.iloc[:0]
+    names = [f for f in champion.feature_names if f in feats.columns and f not in CALENDAR_FEATURES]
+    feats = feats[names].dropna(axis=1, how="all").dropna()
+    if feats.empty:
+        raise DataError(f"{symbol}: no complete feature rows to test for drift")
+    recent_start = feats.index[-1] - RECENT_WINDOW
+    current = feats[feats.index > recent_start]
+    reference = feats[(feats.index >= pd.Timestamp(champion.data_start)) & (feats.index <= recent_start)]
     if len(current) < 50 or len(reference) < 100:
         raise DataError(f"{symbol}: not enough bars for drift ({len(reference)} reference, {len(current)} recent)")
     drift = feature_drift(reference, current, seed=settings.seed)
+    drift = drift[np.isfinite(drift["psi_threshold"].astype(float))]  # a constant feature has nothing to test
     rows = [dict(symbol=symbol, as_of=as_of, feature=r.feature, psi=float(r.psi),
                  psi_threshold=float(r.psi_threshold), ks_stat=float(r.ks_stat), ks_pvalue=float(r.ks_pvalue),
                  drifted=bool(r.drifted), reference_start=reference.index[0].to_pydatetime(),
@@ -545,11 +553,12 @@ def analyse_symbol(engine: sa.Engine, settings: Settings, symbol: str, as_of: dt
     store.upsert(engine, FeatureDrift.__table__, rows)
     history = store.read_table(engine, FeatureImportance.__table__, where={"symbol": symbol,
                                                                            "model_type": champion.model_type})
-    trend = rank_changes(history) if len(history) else pd.DataFrame()
-    movers = []
-    if len(trend) and "rank_change" in trend:
-        top = trend.reindex(trend["rank_change"].abs().sort_values(ascending=False).index).head(5)
-        movers = _jsonable(top.to_dict("records"))
+    movers: list[dict[str, Any]] = []
+    if len(history):
+        trend = rank_changes(history)
+        moved = trend[trend["rank_change"] != 0]
+        movers = _jsonable(moved.reindex(moved["rank_change"].abs().sort_values(ascending=False).index)
+                           .head(5).to_dict("records"))
     return {"symbol": symbol, "status": OK, "drifted": sorted(r["feature"] for r in rows if r["drifted"]),
             "n_features": len(rows), "importance_movers": movers}
 
