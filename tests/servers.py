@@ -123,7 +123,7 @@ def postgres_server(database: str = "brain", settings: dict[str, str] | None = N
     try:
         try:
             _run(_as_pg_user([str(PG_BIN / "initdb"), "-D", str(data), "-U", PG_USER, "-A", "trust",
-                              "-E", "UTF8", "--no-sync", "--locale=C.UTF-8"]), "initdb", tmp)
+                              "-E", "UTF8", "--no-sync", "--no-locale"]), "initdb", tmp)
             opts = " ".join(f"-c {k}={v}" for k, v in options.items())
             _run(_as_pg_user([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(tmp / "postgres.log"),
                               "-o", opts, "-w", "-t", str(int(STARTUP_TIMEOUT_S)), "start"]),

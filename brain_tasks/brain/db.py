@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 import threading
 from typing import Any
@@ -12,6 +14,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Sorted keys: SQLite compares JSON as text, so the same dict must always serialise the same way.
+_json_dumps = functools.partial(json.dumps, sort_keys=True)
 
 _engines: dict[str, sa.Engine] = {}
 _lock = threading.Lock()
@@ -54,12 +58,13 @@ def _create(url: str) -> sa.Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
-    return sa.create_engine(parsed, pool_pre_ping=True, future=True)
+    return sa.create_engine(parsed, pool_pre_ping=True, json_serializer=_json_dumps)
 
 
 def _sqlite_engine(parsed: sa.URL) -> sa.Engine:
     in_memory = parsed.database in (None, "", ":memory:")
-    kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+                              "json_serializer": _json_dumps}
     if in_memory:
         # Every connection to ':memory:' is a new empty database: share one.
         kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
