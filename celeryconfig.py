@@ -76,4 +76,6 @@ else:
     # One beat at a time: RedBeat holds a lock in Redis, a second beat waits for it.
     beat_scheduler = "redbeat.RedBeatScheduler"
     redbeat_redis_url = _s.broker_url
-    redbeat_lock_timeout = 5 * 60
+    redbeat_lock_timeout = _s.beat_lock_timeout
+    # The lock is extended on every tick: tick at least five times per lock lifetime.
+    beat_max_loop_interval = max(1, _s.beat_lock_timeout // 5)

@@ -48,6 +48,7 @@ class Settings:
     train_time_limit: int = 1800
     task_time_limit: int = 600             # collect / analysis tasks
     visibility_timeout: int = 7200         # > every hard time limit and countdown (Redis re-delivery)
+    beat_lock_timeout: int = 300          # RedBeat: a dead beat's lock expires after this
     concurrency: int = field(default_factory=lambda: os.cpu_count() or 2)
     sample_dir: Path = REPO_ROOT / "sample" / "freqtrade-testdata"
     seed: int = 42
@@ -107,6 +108,7 @@ def from_environ(env: Mapping[str, str]) -> Settings:
         train_time_limit=int(get("BRAIN_TRAIN_TIME_LIMIT") or base.train_time_limit),
         task_time_limit=int(get("BRAIN_TASK_TIME_LIMIT") or base.task_time_limit),
         visibility_timeout=int(get("BRAIN_VISIBILITY_TIMEOUT") or base.visibility_timeout),
+        beat_lock_timeout=int(get("BRAIN_BEAT_LOCK_TIMEOUT") or base.beat_lock_timeout),
         concurrency=int(get("BRAIN_CONCURRENCY") or base.concurrency),
         sample_dir=Path(get("BRAIN_SAMPLE_DIR") or base.sample_dir),
         seed=int(get("BRAIN_SEED") or base.seed),
