@@ -385,6 +385,8 @@ class FileSource(_NoKind):
 
     def _select(self, kind: str, symbol: str, timeframe: str | None, since: Any, until: Any) -> pd.DataFrame:
         validate_symbol(symbol)
+        if not self._frames[kind]:
+            raise self._unsupported(kind)
         parts = [df[df["symbol"] == symbol] for df in self._frames[kind]]
         parts = [p for p in parts if len(p)]
         if timeframe is not None:

@@ -1,0 +1,310 @@
+"""The collection service: source -> quality checks -> Brain, what the collect tasks and `brain-tasks ingest` run.
+
+A collection resumes from the last stored timestamp (and reaches back to re-fetch open gaps), writes
+with idempotent upserts, records every finding in data_quality_logs and resolves the ones it no longer
+sees.  Bad input raises `DataError` only after its findings are recorded; a batch with defects may add
+rows but never rewrites rows already stored.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from brain_tasks.brain import models, store
+from brain_tasks.brain.quality import open_findings, record_findings, resolve_findings
+from brain_tasks.errors import DataError
+from brain_tasks.market.frames import BadRequest, timeframe_delta, to_utc, utcnow, validate_symbol
+from brain_tasks.market.quality import (VALIDATORS, Finding, Validated, coverage, find_gaps, stale_finding,
+                                        validate_candles)
+from brain_tasks.market.sources import CcxtSource, FreqtradeSource, MarketSource, SyntheticSource
+
+
+class BadBatch(DataError):
+    """A batch with defects: its findings are recorded and its fit rows stored; ``summary`` says what."""
+
+    check = "bad_batch"
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+@dataclass(frozen=True)
+class _Kind:
+    table: sa.Table
+    source_col: str        # 'exchange' or 'source'
+    bars: bool             # sampled on a grid (gaps, staleness, resume at last + step)
+    has_timeframe: bool    # the table's key has a timeframe column
+
+
+KINDS: dict[str, _Kind] = {
+    "candles": _Kind(models.Candle.__table__, "exchange", True, True),
+    "funding": _Kind(models.FundingRate.__table__, "exchange", True, False),
+    "open_interest": _Kind(models.OpenInterest.__table__, "exchange", True, False),
+    "liquidations": _Kind(models.Liquidation.__table__, "exchange", False, False),
+    "sentiment": _Kind(models.SentimentScore.__table__, "source", False, False),
+}
+_EVENT_LOOKBACK = pd.Timedelta(days=7)
+
+
+def _iso(ts: pd.Timestamp | None) -> str | None:
+    return None if ts is None else ts.isoformat()
+
+
+def _key(spec: _Kind, source: MarketSource, symbol: str, timeframe: str | None) -> dict[str, str]:
+    key = {spec.source_col: source.name, "symbol": symbol}
+    if spec.has_timeframe:
+        key["timeframe"] = timeframe or ""
+    return key
+
+
+def _stored_ts(engine: sa.Engine, spec: _Kind, key: dict[str, str], start: pd.Timestamp | None,
+               end: pd.Timestamp | None) -> pd.Series:
+    t = spec.table
+    stmt = sa.select(t.c.ts).where(*(t.c[c] == v for c, v in key.items()))
+    if start is not None:
+        stmt = stmt.where(t.c.ts >= start.to_pydatetime())
+    if end is not None:
+        stmt = stmt.where(t.c.ts < end.to_pydatetime())
+    with engine.connect() as conn:
+        values = [r[0] for r in conn.execute(stmt.order_by(t.c.ts))]
+    return pd.Series(pd.to_datetime(values, utc=True), dtype="datetime64[ns, UTC]")
+
+
+def _records(df: pd.DataFrame, key: dict[str, str]) -> list[dict[str, Any]]:
+    out = []
+    for rec in df.to_dict("records"):
+        row = {**key}
+        for col, value in rec.items():
+            if col == "ts":
+                row[col] = pd.Timestamp(value).to_pydatetime()
+            elif isinstance(value, (float, np.floating)) and not np.isfinite(value):
+                row[col] = None  # optional columns: NaN is "not reported"
+            elif isinstance(value, np.floating):
+                row[col] = float(value)
+            elif col == "n_items" and value is not None:
+                row[col] = int(value)
+            else:
+                row[col] = value
+        out.append(row)
+    return out
+
+
+def _fetch(source: MarketSource, kind: str, symbol: str, timeframe: str | None, since: Any, until: Any) -> pd.DataFrame:
+    if kind == "candles":
+        return source.fetch_candles(symbol, timeframe, since, until)
+    if kind == "open_interest":
+        return source.fetch_open_interest(symbol, timeframe, since, until)
+    return getattr(source, f"fetch_{kind}")(symbol, since, until)
+
+
+def _validate(kind: str, df: pd.DataFrame, step_tf: str | None, now: pd.Timestamp, fallback: pd.Timestamp) -> Validated:
+    if kind == "candles":
+        return validate_candles(df, step_tf, now=now, fallback_ts=fallback)
+    if kind == "funding":
+        return VALIDATORS[kind](df, interval=step_tf, now=now, fallback_ts=fallback)
+    return VALIDATORS[kind](df, now=now, fallback_ts=fallback)
+
+
+def collect(engine: sa.Engine, source: MarketSource, kind: str, symbol: str, *, timeframe: str | None = None,
+            since: Any = None, until: Any = None, now: Any = None, max_rows: int = 500_000,
+            lookback_bars: int = 1000, backfill_bars: int = 5000) -> dict[str, Any]:
+    """Collect one kind of data of one symbol into the Brain and return a JSON-safe summary.
+
+    ``since=None`` resumes after the last stored row (reaching back to the oldest open gap within
+    ``backfill_bars``); ``timeframe`` is the bar of candles / open interest and the settlement
+    interval of funding (default: the source's, else 8h).  Collecting the same window twice
+    changes nothing.
+    """
+    now_ts = to_utc(now) if now is not None else utcnow()
+    dq_tf = timeframe if kind in ("candles", "open_interest") else None
+    explicit_since = since is not None
+    fallback = now_ts.floor("D")
+    try:
+        if kind not in KINDS:
+            raise BadRequest(f"unknown data kind {kind!r}; expected one of {sorted(KINDS)}", check="unknown_kind")
+        spec = KINDS[kind]
+        validate_symbol(symbol)
+        since_ts, until_ts = to_utc(since), to_utc(until)
+        if since_ts is not None:
+            fallback = since_ts
+        if since_ts is not None and until_ts is not None and since_ts >= until_ts:
+            raise BadRequest(f"empty window: since {since_ts} is not before until {until_ts}", check="bad_window")
+        step_tf = _step_timeframe(source, kind, symbol, timeframe)
+        step = timeframe_delta(step_tf) if step_tf else None
+        key = _key(spec, source, symbol, timeframe)
+        start, stored_before = _resume(engine, spec, source, kind, symbol, key, dq_tf, since_ts, step, now_ts,
+                                       lookback_bars, backfill_bars)
+        end = until_ts if until_ts is not None else now_ts
+        # A file source ends where its data ends; only an open-ended request to a live source is unbounded.
+        bounded = until_ts is not None or source.live
+        if step is not None and start is not None and bounded and (end - start) / step > max_rows:
+            raise BadRequest(f"{kind} {symbol} {step_tf}: {int((end - start) / step)} rows from {start} to {end} "
+                             f"exceed the limit of {max_rows}; collect a shorter window", check="too_large")
+        df = _fetch(source, kind, symbol, timeframe if kind in ("candles", "open_interest") else None,
+                    start, until_ts)
+        if df.empty and spec.bars and step is not None:
+            expected = None if start is None else int((end - start) / step)  # bars that could have closed
+            if expected is None or (explicit_since and expected >= 1) or (source.live and expected >= 2):
+                raise BadRequest(f"{source.name} returned no {kind} for {symbol} from {_iso(start)} to {_iso(end)}",
+                                 check="empty")
+        validated = _validate(kind, df, step_tf, now_ts, fallback)
+    except DataError as exc:
+        check = getattr(exc, "check", "data_error")
+        finding = Finding(kind[:16], check, "error", fallback, None,
+                          {"message": str(exc)[:2000], "error": type(exc).__name__, "timeframe": timeframe,
+                           "since": _iso(to_utc(since)) if _readable(since) else repr(since),
+                           "until": _iso(to_utc(until)) if _readable(until) else repr(until)})
+        record_findings(engine, getattr(source, "name", "?"), symbol if isinstance(symbol, str) else repr(symbol),
+                        dq_tf, [finding], now=now_ts)
+        raise
+
+    clean = validated.clean
+    defects = validated.defects
+    # A defective batch may add rows but must not rewrite what is stored.
+    stored = (store.upsert(engine, spec.table, _records(clean, key), conflict="nothing" if defects else "update")
+              if len(clean) else 0)
+
+    findings = list(validated.findings)
+    if spec.bars and step is not None:
+        lo = (start - step) if start is not None else None
+        series = _stored_ts(engine, spec, key, lo, until_ts)
+        findings += find_gaps(series, step, kind)
+        if source.live and until_ts is None and len(series):
+            findings += stale_finding(series.iloc[-1], step, kind, now=now_ts)
+    recorded = record_findings(engine, source.name, symbol, dq_tf, findings, now=now_ts)
+    resolved = resolve_findings(engine, source.name, symbol, dq_tf, kind, window_start=start, window_end=until_ts,
+                                still_open=findings, now=now_ts)
+    summary = {
+        "source": source.name, "kind": kind, "symbol": symbol, "timeframe": dq_tf or "",
+        "window": {"since": _iso(start), "until": _iso(until_ts)},
+        "fetched": int(len(df)), "stored": int(stored), "rejected": int(len(validated.rejected)),
+        "withheld": int(validated.withheld),
+        "first": _iso(validated.clean["ts"].min()) if len(validated.clean) else None,
+        "last": _iso(validated.clean["ts"].max()) if len(validated.clean) else None,
+        "findings": dict(Counter(f.check for f in findings)), "recorded": recorded, "resolved": resolved,
+    }
+    if defects:
+        rows: Counter[str] = Counter()
+        for f in defects:
+            rows[f.check] += int(f.details.get("rows", 1))
+        what = ", ".join(f"{c}: {n}" for c, n in rows.items())
+        raise BadBatch(f"{source.name} {kind} {symbol}: bad input (rows per check: {what}); {summary['rejected']} rejected, "
+                       f"{summary['stored']} stored, details in data_quality_logs", summary)
+    return summary
+
+
+def _readable(value: Any) -> bool:
+    try:
+        to_utc(value)
+        return True
+    except DataError:
+        return False
+
+
+def _step_timeframe(source: MarketSource, kind: str, symbol: str, timeframe: str | None) -> str | None:
+    if kind in ("candles", "open_interest"):
+        if timeframe is None:
+            raise BadRequest(f"{kind} need a timeframe", check="invalid_timeframe")
+        timeframe_delta(timeframe)
+        return timeframe
+    if kind == "funding":
+        interval = timeframe or (source.funding_interval(symbol) if hasattr(source, "funding_interval") and
+                                 callable(source.funding_interval) else "8h")
+        timeframe_delta(interval)
+        return interval
+    return None
+
+
+def _resume(engine: sa.Engine, spec: _Kind, source: MarketSource, kind: str, symbol: str, key: dict[str, str],
+            dq_tf: str | None, since: pd.Timestamp | None, step: pd.Timedelta | None, now: pd.Timestamp,
+            lookback_bars: int, backfill_bars: int) -> tuple[pd.Timestamp | None, bool]:
+    """Where to start: the caller's ``since``, else after the last stored row or at the oldest open gap."""
+    last = store.last_timestamp(engine, spec.table.name, **key)
+    last = to_utc(last)
+    if since is not None:
+        return since, last is not None
+    if last is None:
+        if not source.live:
+            return None, False
+        return (now - step * lookback_bars if step is not None else now - _EVENT_LOOKBACK), False
+    if step is None:
+        return last, True  # events: re-read the last instant, the upsert makes the overlap harmless
+    start = last + step
+    horizon = last - step * backfill_bars
+    gaps = [to_utc(g[0]) for g in open_findings(engine, source.name, symbol, dq_tf, kind, "gap")]
+    gaps = [g for g in gaps if g >= horizon]
+    if gaps:
+        start = min(start, min(gaps) - step)
+    return start, True
+
+
+def ingest_freqtrade(engine: sa.Engine, path: str | Path, *, symbols: list[str] | None = None, timeframe: str = "5m",
+                     exchange: str = "freqtrade", now: Any = None) -> dict[str, Any]:
+    """Load a freqtrade directory's candles (``timeframe``) and funding files into the Brain (idempotent).
+
+    One bad pair does not stop the others: its error is in ``failed`` (and in data_quality_logs).
+    """
+    source = FreqtradeSource(path, name=exchange)
+    wanted = list(symbols) if symbols else source.symbols(timeframe)
+    funding = [s for s in source.funding_symbols() if not symbols or s in symbols]
+    out: dict[str, Any] = {"source": exchange, "path": str(path), "timeframe": timeframe, "symbols": [],
+                           "candles": {}, "funding": {}, "failed": {}, "stored": 0}
+    for kind, pairs in (("candles", wanted), ("funding", funding)):
+        for symbol in pairs:
+            try:
+                s = collect(engine, source, kind, symbol, timeframe=timeframe if kind == "candles" else None, now=now)
+            except BadBatch as exc:
+                s = exc.summary
+                out["failed"][f"{kind}:{symbol}"] = str(exc)
+            except DataError as exc:
+                out["failed"][f"{kind}:{symbol}"] = str(exc)
+                continue
+            out[kind][symbol] = {k: s[k] for k in ("fetched", "stored", "rejected", "first", "last", "findings")}
+            out["stored"] += s["stored"]
+            if kind == "candles" and f"candles:{symbol}" not in out["failed"]:
+                out["symbols"].append(symbol)
+    return out
+
+
+def source_for(settings: Any) -> MarketSource:
+    """The source the collect tasks use for ``settings.exchange``: the freqtrade sample directory,
+    the synthetic market (seeded by ``settings.seed``) or a ccxt exchange id."""
+    exchange = settings.exchange
+    if exchange == "freqtrade":
+        return FreqtradeSource(settings.sample_dir, name="freqtrade")
+    if exchange == "synthetic":
+        return SyntheticSource(settings.seed)
+    return CcxtSource(exchange)
+
+
+def check_stored(engine: sa.Engine, exchange: str, symbols: list[str], timeframe: str, *,
+                 now: Any = None) -> dict[str, Any]:
+    """Re-check the stored candles of ``symbols``: gaps and per-day coverage, recorded as findings."""
+    now_ts = to_utc(now) if now is not None else utcnow()
+    out: dict[str, Any] = {"exchange": exchange, "timeframe": timeframe, "symbols": {}}
+    for symbol in symbols:
+        candles = store.read_candles(engine, exchange, symbol, timeframe)
+        if candles.empty:
+            out["symbols"][symbol] = {"rows": 0, "status": "no data"}
+            continue
+        candles = candles.copy()
+        candles["ts"] = pd.to_datetime(candles["ts"], utc=True)
+        gaps = find_gaps(candles["ts"], timeframe, "candles")
+        record_findings(engine, exchange, symbol, timeframe, gaps, now=now_ts)
+        resolved = resolve_findings(engine, exchange, symbol, timeframe, "candles", window_start=candles["ts"].min(),
+                                    window_end=None, still_open=gaps, now=now_ts, checks=("gap",))
+        cov = coverage(candles, timeframe)
+        out["symbols"][symbol] = {
+            "rows": int(len(candles)), "first": _iso(candles["ts"].min()), "last": _iso(candles["ts"].max()),
+            "gaps": len(gaps), "missing_bars": int(sum(g.details["missing"] for g in gaps)),
+            "min_day_coverage": float(cov["ratio"].min()), "mean_day_coverage": float(cov["ratio"].mean()),
+            "resolved": resolved}
+    return out

@@ -1,0 +1,139 @@
+"""File sources on the real freqtrade sample (every file) and on CSV / Parquet / JSON written here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from brain_tasks.errors import DataError
+from brain_tasks.market.quality import find_gaps, validate_candles, validate_funding
+from brain_tasks.market.sources import (CcxtSource, FileSource, FreqtradeSource, Malformed, SyntheticSource,
+                                        UnknownSymbol, Unsupported, make_source)
+
+SAMPLE = Path(__file__).resolve().parents[2] / "sample" / "freqtrade-testdata"
+
+# From sample/freqtrade-testdata/SOURCE.md: file, pair, timeframe, first, last, rows, gaps.
+FILES = [
+    ("ADA_BTC-5m.feather", "ADA/BTC", "5m", "2018-01-10 04:55", "2018-01-30 04:50", 5720, 5),
+    ("DASH_BTC-5m.feather", "DASH/BTC", "5m", "2018-01-10 04:55", "2018-01-30 04:50", 5758, 2),
+    ("ETC_BTC-5m.feather", "ETC/BTC", "5m", "2018-01-10 04:55", "2018-01-30 04:45", 5759, 0),
+    ("ETH_BTC-5m.feather", "ETH/BTC", "5m", "2018-01-10 04:55", "2018-01-30 04:50", 5760, 0),
+    ("LTC_BTC-5m.feather", "LTC/BTC", "5m", "2018-01-10 04:55", "2018-01-30 04:50", 5760, 0),
+    ("NXT_BTC-5m.feather", "NXT/BTC", "5m", "2018-01-10 04:55", "2018-01-30 04:50", 5760, 0),
+    ("TRX_BTC-5m.feather", "TRX/BTC", "5m", "2018-01-10 04:55", "2018-01-30 04:50", 5754, 6),
+    ("XLM_BTC-5m.feather", "XLM/BTC", "5m", "2018-01-10 04:55", "2018-01-30 04:50", 5760, 0),
+    ("XMR_BTC-5m.feather", "XMR/BTC", "5m", "2018-01-10 04:55", "2018-01-30 04:50", 5758, 2),
+    ("ZEC_BTC-5m.feather", "ZEC/BTC", "5m", "2018-01-10 04:55", "2018-01-30 04:45", 5757, 2),
+    ("futures/XRP_USDT_USDT-1h-futures.feather", "XRP/USDT:USDT", "1h", "2021-11-17 01:00", "2021-11-21 04:00", 100, 0),
+    ("futures/XRP_USDT_USDT-5m-futures.feather", "XRP/USDT:USDT", "5m", "2021-11-15 00:00", "2021-11-21 22:30", 1999, 0),
+]
+
+
+@pytest.fixture(scope="module")
+def freqtrade() -> FreqtradeSource:
+    return FreqtradeSource(SAMPLE)
+
+
+def test_every_sample_file_is_covered() -> None:
+    on_disk = {str(p.relative_to(SAMPLE)) for p in SAMPLE.rglob("*.feather")}
+    assert on_disk == {f[0] for f in FILES} | {"futures/XRP_USDT_USDT-8h-funding_rate.feather"}
+
+
+@pytest.mark.parametrize(("file", "symbol", "timeframe", "first", "last", "rows", "gaps"), FILES,
+                         ids=[f[0] for f in FILES])
+def test_sample_candles_load_with_documented_rows_and_range(freqtrade: FreqtradeSource, file: str, symbol: str,
+                                                            timeframe: str, first: str, last: str, rows: int,
+                                                            gaps: int) -> None:
+    df = freqtrade.fetch_candles(symbol, timeframe)
+    assert len(df) == rows
+    assert df["ts"].iloc[0] == pd.Timestamp(first, tz="UTC") and df["ts"].iloc[-1] == pd.Timestamp(last, tz="UTC")
+    assert str(df["ts"].dtype) == "datetime64[ns, UTC]"
+    v = validate_candles(df, timeframe)
+    assert v.findings == [] and len(v.clean) == rows  # real data: nothing to reject or repair
+    assert len(find_gaps(v.clean["ts"], timeframe, "candles")) == gaps
+
+
+def test_funding_file_lands_91_settlements_on_8h_boundaries(freqtrade: FreqtradeSource) -> None:
+    raw = freqtrade.fetch_funding("XRP/USDT:USDT")
+    assert len(raw) == 91 and (raw["ts"].dt.microsecond > 0).any()  # the stored ms jitter
+    v = validate_funding(raw, interval=freqtrade.funding_interval("XRP/USDT:USDT"))
+    ts = v.clean["ts"]
+    assert v.findings == [] and len(ts) == 91
+    assert ((ts - pd.Timestamp(0, tz="UTC")) % pd.Timedelta(hours=8) == pd.Timedelta(0)).all()
+    assert ts.iloc[0] == pd.Timestamp("2021-11-18", tz="UTC") and ts.iloc[-1] == pd.Timestamp("2021-12-18", tz="UTC")
+    assert (ts.diff().dropna() == pd.Timedelta(hours=8)).all()
+    assert int((v.clean["rate"] == 0.0001).sum()) == 70
+    assert v.clean["rate"].min() == pytest.approx(-0.002193, abs=5e-7)
+    assert v.clean["rate"].max() == pytest.approx(0.000583, abs=5e-7)
+
+
+def test_symbols_windows_and_missing_data(freqtrade: FreqtradeSource) -> None:
+    assert freqtrade.symbols("5m") == sorted([f[1] for f in FILES if f[2] == "5m"])
+    assert freqtrade.symbols("1h") == ["XRP/USDT:USDT"]
+    assert freqtrade.funding_symbols() == ["XRP/USDT:USDT"]
+    part = freqtrade.fetch_candles("ETH/BTC", "5m", since="2018-01-20", until="2018-01-20 01:00")
+    assert len(part) == 12 and part["ts"].iloc[0] == pd.Timestamp("2018-01-20", tz="UTC")
+    with pytest.raises(UnknownSymbol, match="BTC/EUR"):
+        freqtrade.fetch_candles("BTC/EUR", "5m")
+    with pytest.raises(UnknownSymbol):
+        freqtrade.fetch_funding("ETH/BTC")
+    with pytest.raises(Unsupported, match="open_interest"):
+        freqtrade.fetch_open_interest("ETH/BTC", "5m")
+    with pytest.raises(DataError, match="invalid symbol"):
+        freqtrade.fetch_candles("ETH/BTC'; DROP TABLE candles; --", "5m")
+
+
+def test_freqtrade_json_and_parquet_layouts(tmp_path: Path) -> None:
+    ts = pd.date_range("2024-01-01", periods=4, freq="1h", tz="UTC")
+    values = [[int(t.value // 1_000_000), 1.0 + i, 2.0 + i, 0.5 + i, 1.5 + i, 10.0] for i, t in enumerate(ts)]
+    (tmp_path / "BTC_USDT-1h.json").write_text(json.dumps(values))
+    frame = pd.DataFrame(values, columns=["date", "open", "high", "low", "close", "volume"])
+    frame["date"] = ts
+    (tmp_path / "futures").mkdir()
+    frame.to_parquet(tmp_path / "futures" / "ETH_USDT_USDT-1h-futures.parquet")
+    src = FreqtradeSource(tmp_path)
+    assert src.symbols("1h") == ["BTC/USDT", "ETH/USDT:USDT"]
+    for symbol in src.symbols("1h"):
+        df = src.fetch_candles(symbol, "1h")
+        assert df["ts"].tolist() == list(ts) and df["close"].tolist() == [1.5, 2.5, 3.5, 4.5]
+
+
+def test_file_source_reads_csv_and_parquet_by_columns(tmp_path: Path) -> None:
+    ts = pd.date_range("2024-01-01", periods=3, freq="1h", tz="UTC")
+    candles = pd.DataFrame({"date": [t.isoformat() for t in ts], "open": [1.0, 2, 3], "high": [2.0, 3, 4],
+                            "low": [0.5, 1, 2], "close": [1.5, 2.5, 3.5], "volume": [1.0, 1, 1]})
+    candles.to_csv(tmp_path / "SOL_USDT-1h.csv", index=False)
+    many = pd.DataFrame({"timestamp": [int(t.value // 1_000_000) for t in ts] * 2,
+                         "symbol": ["BTC/USDT:USDT"] * 3 + ["ETH/USDT:USDT"] * 3,
+                         "rate": [0.0001, 0.0002, -0.0001, 0.0003, 0.0, 0.0001]})
+    many.to_parquet(tmp_path / "funding.parquet")
+    pd.DataFrame({"ts": ts, "symbol": "BTC/USDT", "score": [0.1, -0.2, 0.3], "n_items": [3, 4, 5]}).to_csv(
+        tmp_path / "news.csv", index=False)
+    src = make_source("file", path=tmp_path)
+    df = src.fetch_candles("SOL/USDT", "1h")
+    assert df["ts"].tolist() == list(ts) and df["close"].tolist() == [1.5, 2.5, 3.5]
+    assert src.fetch_funding("ETH/USDT:USDT")["rate"].tolist() == [0.0003, 0.0, 0.0001]
+    sent = src.fetch_sentiment("BTC/USDT", since=ts[1])
+    assert sent["score"].tolist() == [-0.2, 0.3] and sent["magnitude"].isna().all()
+    with pytest.raises(UnknownSymbol):
+        src.fetch_candles("SOL/USDT", "5m")
+    with pytest.raises(Unsupported):
+        src.fetch_liquidations("BTC/USDT")
+    (tmp_path / "junk.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(Malformed):
+        FileSource(tmp_path)
+
+
+def test_make_source_builds_each_kind() -> None:
+    assert isinstance(make_source("freqtrade", path=SAMPLE), FreqtradeSource)
+    assert isinstance(make_source("synthetic", seed=1), SyntheticSource)
+    assert isinstance(make_source("ccxt", exchange_id="bybit"), CcxtSource)
+    with pytest.raises(DataError, match="unknown source kind"):
+        make_source("telepathy")
+    with pytest.raises(DataError, match="does not exist"):
+        make_source("freqtrade", path=SAMPLE / "nope")
+    assert np.isfinite(make_source("synthetic", seed=1).fetch_candles("BTC/USDT", "1h")["close"]).all()
