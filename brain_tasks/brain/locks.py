@@ -28,7 +28,7 @@ def claim(engine: sa.Engine, name: str, *, timeout: float = 3600.0) -> Iterator[
     """Hold the claim on `name` for the duration of the block (blocking until it is free)."""
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
-            conn.execute(sa.text("SET lock_timeout = :ms"), {"ms": f"{int(timeout * 1000)}ms"})
+            conn.execute(sa.text("SELECT set_config('lock_timeout', :ms, false)"), {"ms": f"{int(timeout * 1000)}ms"})
             conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _key64(name)})
             conn.commit()
             try:

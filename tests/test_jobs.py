@@ -1,0 +1,142 @@
+"""The work behind the tasks, without Celery, on SQLite and real PostgreSQL: idempotency, claims,
+rollback, failure recording."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pandas as pd
+import pytest
+
+from brain_tasks import jobs
+from brain_tasks.brain import store
+from brain_tasks.brain.db import make_engine
+from brain_tasks.errors import DataError, IntegrityError
+from brain_tasks.settings import from_environ
+from tests.workers import REPO
+
+DAY = dt.date(2018, 1, 30)
+WALL_CLOCK = {"model_artifacts": ["created_at"], "model_manifests": ["created_at"],
+              "model_registry": ["created_at", "updated_at"], "rollback_logs": ["created_at"],
+              "training_runs": ["started_at", "finished_at"],
+              "data_quality_logs": ["first_seen", "last_seen", "resolved_at"]}
+
+
+def _load(engine, symbol: str, end: str | None = None) -> None:  # noqa: ANN001
+    df = pd.read_feather(REPO / "sample" / "freqtrade-testdata" / f"{symbol.replace('/', '_')}-5m.feather")
+    df = df.rename(columns={"date": "ts"}).assign(exchange="freqtrade", symbol=symbol, timeframe="5m")
+    if end:
+        df = df[df.ts < pd.Timestamp(end, tz="UTC")]
+    store.upsert(engine, "candles", df)
+
+
+def _chain(engine, settings, symbol: str, models: list[str], day: dt.date, run_id: str) -> dict:  # noqa: ANN001
+    trained = [jobs.train_symbol(engine, settings, symbol, m, day) for m in models]
+    out = jobs.compare_models(engine, settings, trained, symbol, day)
+    out = jobs.compute_importance(engine, settings, out, symbol, day)
+    out = jobs.check_rollback(engine, settings, out, symbol, day)
+    return jobs.select_model(engine, settings, out, symbol, day, run_id)
+
+
+def _strip(snap: dict) -> dict:
+    return {t: f.drop(columns=[c for c in WALL_CLOCK.get(t, []) if c in f]) for t, f in snap.items()}
+
+
+@pytest.fixture
+def brain(brain_db_url):  # noqa: ANN001
+    engine = make_engine(brain_db_url)
+    _load(engine, "ETH/BTC")
+    return engine, from_environ({"BRAIN_DATABASE_URL": brain_db_url})
+
+
+def test_the_chain_twice_leaves_the_same_database_and_trains_nothing(brain):
+    engine, settings = brain
+    jobs.start_run(engine, "r1", DAY, ["ETH/BTC"], ["lightgbm", "baseline"])
+    first = _chain(engine, settings, "ETH/BTC", ["lightgbm", "baseline"], DAY, "r1")
+    jobs.summarize_run(engine, [first], "r1")
+    before = store.snapshot(engine)
+    again = [jobs.train_symbol(engine, settings, "ETH/BTC", m, DAY) for m in ("lightgbm", "baseline")]
+    assert [r["trained"] for r in again] == [False, False]
+    second = _chain(engine, settings, "ETH/BTC", ["lightgbm", "baseline"], DAY, "r1")
+    jobs.summarize_run(engine, [second], "r1")
+    after = store.snapshot(engine)
+    for table in ("model_artifacts", "model_manifests"):  # created_at included: nothing was rewritten
+        pd.testing.assert_frame_equal(before[table], after[table])
+    store.assert_same_database(_strip(before), _strip(after))
+    assert first["status"] == "succeeded" and first["rollback"]["action"] == "promote"
+    assert jobs.run_status(engine, "r1")["state"] == "succeeded"
+
+
+def test_two_copies_of_one_training_at_once_give_one_result(brain):
+    engine, settings = brain
+    results: list[dict] = []
+    threads = [threading.Thread(target=lambda: results.append(
+        jobs.train_symbol(engine, settings, "ETH/BTC", "baseline", DAY))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r["trained"] for r in results) == [False, True]
+    assert {r["version"] for r in results} == {1}
+    assert len(store.read_table(engine, "model_manifests")) == 1
+    assert len(store.read_table(engine, "model_registry")) == 1
+
+
+def test_a_later_retrain_is_checked_against_the_champion_out_of_time(brain_db_url):
+    """Train as of the 25th, then as of the 30th: the second check compares both on the five days the
+    first champion never saw, and logs a readable decision."""
+    engine = make_engine(brain_db_url)
+    settings = from_environ({"BRAIN_DATABASE_URL": brain_db_url})
+    _load(engine, "LTC/BTC")
+    early = _chain(engine, settings, "LTC/BTC", ["baseline"], dt.date(2018, 1, 25), "early")
+    late = _chain(engine, settings, "LTC/BTC", ["baseline"], dt.date(2018, 1, 30), "late")
+    assert early["rollback"]["action"] == "promote"
+    logs = store.read_table(engine, "rollback_logs").sort_values("as_of")
+    assert len(logs) == 2
+    second = logs.iloc[1]
+    assert second.action in ("promote", "rollback")
+    assert second.stats["n"] >= 288 and "v1" in second.reason
+    registry = store.read_table(engine, "model_registry").set_index("version")
+    if second.action == "promote":
+        assert registry.loc[2, "status"] == "champion" and registry.loc[1, "status"] == "previous"
+    else:
+        assert registry.loc[1, "status"] == "champion" and registry.loc[2, "status"] == "rejected"
+    assert late["status"] == "succeeded"
+
+
+def test_bad_data_is_a_data_error_and_a_failed_status_downstream(brain_db_url):
+    engine = make_engine(brain_db_url)
+    settings = from_environ({"BRAIN_DATABASE_URL": brain_db_url})
+    with pytest.raises(DataError, match="no 5m candles"):
+        jobs.train_symbol(engine, settings, "NOPE/BTC", "lightgbm", DAY)
+    _load(engine, "ETH/BTC", end="2018-01-11")  # about a day of bars: too few to train on
+    with pytest.raises(DataError, match="usable rows"):
+        jobs.train_symbol(engine, settings, "ETH/BTC", "lightgbm", DAY)
+    failed = {"symbol": "ETH/BTC", "model_type": "lightgbm", "status": "failed", "error": "too few rows"}
+    out = jobs.compare_models(engine, settings, [failed], "ETH/BTC", DAY)
+    assert out["status"] == "failed" and "too few rows" in out["error"]
+    for step in (jobs.compute_importance, jobs.check_rollback):
+        assert step(engine, settings, out, "ETH/BTC", DAY) == out
+    jobs.start_run(engine, "bad", DAY, ["ETH/BTC"], ["lightgbm"])
+    jobs.select_model(engine, settings, out, "ETH/BTC", DAY, "bad")
+    summary = jobs.summarize_run(engine, [out], "bad")
+    assert summary["state"] == "failed" and "ETH/BTC" in summary["failed"]
+    jobs.record_task_failure(engine, settings, "ETH/BTC", "candles", "train_symbol", DataError("x"), DAY)
+    jobs.record_task_failure(engine, settings, "ETH/BTC", "candles", "train_symbol", DataError("x"), DAY)
+    assert len(store.read_table(engine, "data_quality_logs", where={"check": "train_symbol"})) == 1
+
+
+def test_a_corrupted_artifact_is_refused(brain):
+    engine, settings = brain
+    r = jobs.train_symbol(engine, settings, "ETH/BTC", "baseline", DAY)
+    manifest = jobs.find_version(engine, "ETH/BTC", "baseline", DAY, r["config_hash"])
+    import sqlalchemy as sa
+
+    from brain_tasks.brain.models import ModelArtifact
+
+    with engine.begin() as conn:
+        conn.execute(sa.update(ModelArtifact).where(ModelArtifact.sha256 == manifest.artifact_sha256)
+                     .values(data=b'{"tampered": true}'))
+    with pytest.raises(IntegrityError, match="corrupted"):
+        jobs.load_version(engine, manifest)
