@@ -1,8 +1,9 @@
 """Causal features from candles, optionally joined with funding, open interest and liquidations.
 
 A feature at the bar stamped ``ts`` may use anything known at that bar's close (``ts + timeframe``):
-the bar's own OHLCV and any external event stamped at or before the close.  External series are joined
-as-of on the close time, backward only, so millisecond jitter on settlement stamps needs no rounding.
+the bar's own OHLCV and any external event stamped strictly before the close (a snapshot stamped at
+the close itself may be published after it).  External series are joined as-of on the close time,
+backward only, so millisecond jitter on settlement stamps needs no rounding.
 Windows are counted in bars.
 """
 
@@ -103,9 +104,9 @@ def validate_candles(candles: pd.DataFrame) -> None:
         raise DataError("candles: constant close price, nothing to learn")
 
 
-def _zscore(x: pd.Series, window: int) -> pd.Series:
-    mean = x.rolling(window, min_periods=window).mean()
-    std = x.rolling(window, min_periods=window).std()
+def _zscore(x: pd.Series, window: int, min_periods: int | None = None) -> pd.Series:
+    roll = x.rolling(window, min_periods=min_periods or window)
+    mean, std = roll.mean(), roll.std()
     z = (x - mean) / std.where(std > 0)
     # A flat window carries no surprise: z = 0 rather than NaN keeps warm-up rows the only NaNs.
     return z.where(std.isna() | (std > 0), 0.0)
@@ -144,7 +145,7 @@ def _candle_features(c: pd.DataFrame, ts: pd.DatetimeIndex) -> dict[str, pd.Seri
         out[f"vol_z_{w}"] = _zscore(logv, w)
     seconds = (ts.hour * 3600 + ts.minute * 60 + ts.second).to_numpy(dtype="float64")
     day_angle = 2 * np.pi * seconds / 86400.0
-    week_angle = 2 * np.pi * (ts.dayofweek.to_numpy(dtype="float64") * 86400.0 + seconds) / (7 * 86400.0)
+    week_angle = 2 * np.pi * (ts.day_of_week.to_numpy(dtype="float64") * 86400.0 + seconds) / (7 * 86400.0)
     out["tod_sin"] = pd.Series(np.sin(day_angle), index=c.index)
     out["tod_cos"] = pd.Series(np.cos(day_angle), index=c.index)
     out["dow_sin"] = pd.Series(np.sin(week_angle), index=c.index)
@@ -157,7 +158,7 @@ def _asof(close_time: pd.Series, right: pd.DataFrame, columns: list[str]) -> pd.
     left = pd.DataFrame({"_t": close_time.to_numpy()})
     r = right[["ts", *columns]].rename(columns={"ts": "_t"})
     r["_t"] = r["_t"].astype(left["_t"].dtype)
-    joined = pd.merge_asof(left, r, on="_t", direction="backward", allow_exact_matches=True)
+    joined = pd.merge_asof(left, r, on="_t", direction="backward", allow_exact_matches=False)
     return joined[columns]
 
 
@@ -178,7 +179,7 @@ def _funding_features(funding: pd.DataFrame, close_time: pd.Series) -> dict[str,
             "funding_rate": rate,
             "funding_change": rate.diff(),
             "funding_mean_3": rate.rolling(3, min_periods=1).mean(),
-            "funding_z_21": _zscore(rate, 21),
+            "funding_z_21": _zscore(rate, 21, min_periods=6),  # six settlements = two days
         }
     )
     joined = _asof(close_time, f, list(FUNDING_FEATURES))
@@ -199,8 +200,8 @@ def _liquidation_features(
 ) -> dict[str, pd.Series]:
     liq = _sorted_events(liquidations, "liquidations", ["side", "price", "value"])
     n = len(close_time)
-    ct = close_time.to_numpy().astype("datetime64[ns]").astype("int64")
-    et = liq["ts"].to_numpy().astype("datetime64[ns]").astype("int64")
+    ct = pd.DatetimeIndex(close_time).as_unit("ns").asi8
+    et = pd.DatetimeIndex(liq["ts"]).as_unit("ns").asi8
     # An event belongs to the first bar whose close is after it: inside a bar it is that bar, inside a
     # candle gap it is the next bar; either way it is known at that bar's close.
     bar = np.searchsorted(ct, et, side="right")

@@ -20,7 +20,7 @@ from sklearn.metrics import r2_score
 
 METHODS = ("shap", "variance", "permutation", "correlation")
 PERMUTATION_REPEATS = 3
-_RUN_COLUMNS = ("run", "run_id", "as_of", "created_at", "ts")
+_RUN_COLUMNS = ("run", "run_id", "version", "as_of", "created_at", "ts")
 
 
 def _sample(X: pd.DataFrame, y: np.ndarray, rows: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
@@ -126,7 +126,7 @@ def rank_changes(history_df: pd.DataFrame) -> pd.DataFrame:
     """Importance trends over runs, one row per (method, feature).
 
     ``history_df`` holds stacked ``compute_importance`` outputs plus a run column (the first of
-    run, run_id, as_of, created_at, ts present; runs are ordered by it).  ``rank_change`` is
+    run, run_id, version, as_of, created_at, ts present; runs are ordered by it).  ``rank_change`` is
     first_rank - last_rank (positive = rising); ``rank_slope`` is the least-squares slope of rank per
     run (negative = rising).
     """

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -91,6 +91,15 @@ class TrainConfig:
             d[name] = dict(getattr(self, name))
         return d
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Inverse of ``to_dict`` (unknown keys are an error, so a stale manifest is noticed)."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
+        return cls(**dict(data))
+
     def config_hash(self) -> str:
         """sha256 hex of the config and the feature-set version."""
         payload = json.dumps(
@@ -104,7 +113,12 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """Out-of-sample evaluation plus the final model of one symbol and model type."""
+    """Out-of-sample evaluation plus the final model of one symbol and model type.
+
+    ``data_start`` / ``data_end`` span the input candles (warm-up and label look-ahead included), so
+    the same candle window rebuilds exactly the training set that ``dataset_digest`` hashes;
+    ``n_rows`` counts the usable rows in it.
+    """
 
     model_type: str
     oos: pd.DataFrame
@@ -140,14 +154,13 @@ def build_dataset(
     funding: pd.DataFrame | None = None,
     open_interest: pd.DataFrame | None = None,
     liquidations: pd.DataFrame | None = None,
-) -> tuple[pd.DataFrame, pd.Series, pd.Series, pd.Series]:
-    """(X, label, bar_return, regime) on the rows usable for training, indexed by ts."""
+) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+    """(X, label, bar_return) on the rows usable for training, indexed by ts."""
     X = make_features(
         candles, timeframe=config.timeframe, funding=funding, open_interest=open_interest, liquidations=liquidations
     )
     y = forward_return(candles, config.horizon, config.cost_bps)
     br = bar_returns(candles)
-    regimes = volatility_regimes(candles, window=config.regime_window, lookback=config.regime_lookback)
     # Candle features are NaN only during warm-up; external-source columns may stay NaN (trees route
     # missing values, the baseline imputes them).
     usable = X[list(CANDLE_FEATURES)].notna().all(axis=1).to_numpy() & y.notna().to_numpy()
@@ -156,7 +169,7 @@ def build_dataset(
             f"only {int(usable.sum())} usable rows after feature warm-up and the {config.horizon}-bar label "
             f"horizon (from {len(candles)} candles); need at least {config.min_rows}"
         )
-    return X[usable], y[usable], br[usable], regimes[usable]
+    return X[usable], y[usable], br[usable]
 
 
 def train_and_evaluate(
@@ -171,9 +184,8 @@ def train_and_evaluate(
     """Walk-forward OOS evaluation, metrics overall and per regime, final model and its importance."""
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
-    X, y, br, regimes = build_dataset(
-        candles, config, funding=funding, open_interest=open_interest, liquidations=liquidations
-    )
+    X, y, br = build_dataset(candles, config, funding=funding, open_interest=open_interest, liquidations=liquidations)
+    regimes = volatility_regimes(candles, window=config.regime_window, lookback=config.regime_lookback).loc[X.index]
     n = len(X)
     try:
         splits = walk_forward_splits(n, config.n_folds, config.horizon, config.embargo, config.scheme, config.min_train)
@@ -236,8 +248,8 @@ def train_and_evaluate(
         feature_names=names,
         feature_hash=feature_set_hash(names),
         dataset_digest=dataset_digest(X, y),
-        data_start=X.index[0],
-        data_end=X.index[-1],
+        data_start=pd.Timestamp(candles["ts"].iloc[0]),
+        data_end=pd.Timestamp(candles["ts"].iloc[-1]),
         n_rows=n,
         params={**final.params, "seed": config.seed, "n_threads": config.n_threads},
         importance=importance,
