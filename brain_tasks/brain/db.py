@@ -29,7 +29,8 @@ def redact_url(url: str | sa.URL) -> str:
     except Exception:  # noqa: BLE001 - an unparsable URL must still be safe to print
         return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
     query = {k: ("***" if _SECRET_QUERY_KEYS.search(k) else v) for k, v in parsed.query.items()}
-    return parsed.set(query=query).render_as_string(hide_password=True)
+    # The renderer percent-encodes query values; show the mask as written.
+    return parsed.set(query=query).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
 
 
 def make_engine(url: str) -> sa.Engine:

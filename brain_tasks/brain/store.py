@@ -15,6 +15,7 @@ concurrency.  Small batches, and SQLite, use ``INSERT ... ON CONFLICT`` with exe
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -29,6 +30,8 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from brain_tasks.brain.models import Base, UTCDateTime
 from brain_tasks.errors import DataError
+
+log = logging.getLogger(__name__)
 
 Bind = sa.Engine | sa.Connection
 TableLike = str | sa.Table
@@ -338,6 +341,7 @@ def _copy_merge(conn: sa.Connection, table: sa.Table, names: list[str], values: 
         except pg_errors.UniqueViolation:
             # A concurrent writer inserted one of these keys after MERGE looked: ON CONFLICT is safe.
             cur.execute("ROLLBACK TO SAVEPOINT brain_upsert")
+            log.info("upsert into %s raced a concurrent insert; retrying with ON CONFLICT", table.name)
             if updates:
                 action = sql.SQL("DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})").format(
                     sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in updates),

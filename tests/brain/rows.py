@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import sqlalchemy as sa
 
 from brain_tasks.brain.models import UTCDateTime
@@ -41,3 +43,12 @@ def make_row(table: sa.Table, i: int, variant: int = 0) -> dict[str, Any]:
 
 def key_of(table: sa.Table, row: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(row[c.name] for c in table.primary_key.columns)
+
+
+def candles(n: int, start: dt.datetime = BASE_TS, symbol: str = "BTC/USDT") -> pd.DataFrame:
+    """`n` five-minute binance candles of `symbol` from `start`."""
+    ts = pd.date_range(start, periods=n, freq="5min")
+    base = np.arange(n, dtype=float) + 100.0
+    return pd.DataFrame({"exchange": "binance", "symbol": symbol, "timeframe": "5m", "ts": ts,
+                         "open": base, "high": base + 1, "low": base - 1, "close": base + 0.5,
+                         "volume": base * 10})

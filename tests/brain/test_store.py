@@ -14,7 +14,7 @@ from brain_tasks.brain import store
 from brain_tasks.brain.db import make_engine
 from brain_tasks.brain.models import TABLE_NAMES, Base
 from brain_tasks.errors import DataError
-from tests.brain.rows import BASE_TS, key_of, make_row
+from tests.brain.rows import BASE_TS, candles, key_of, make_row
 
 UTC = dt.timezone.utc
 
@@ -29,14 +29,6 @@ def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
 def _count(engine: sa.Engine, table: str) -> int:
     with engine.connect() as conn:
         return conn.execute(sa.select(sa.func.count()).select_from(Base.metadata.tables[table])).scalar_one()
-
-
-def candles(n: int, start: dt.datetime = BASE_TS, symbol: str = "BTC/USDT") -> pd.DataFrame:
-    ts = pd.date_range(start, periods=n, freq="5min")
-    base = np.arange(n, dtype=float) + 100.0
-    return pd.DataFrame({"exchange": "binance", "symbol": symbol, "timeframe": "5m", "ts": ts,
-                         "open": base, "high": base + 1, "low": base - 1, "close": base + 0.5,
-                         "volume": base * 10})
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -241,3 +233,53 @@ def test_rows_from_json_text_are_accepted(brain_db_url: str) -> None:
     stored = store.read_table(engine, "feature_drift").iloc[0]
     assert stored["reference_start"] == pd.Timestamp("2024-01-01", tz="UTC")
     assert stored["as_of"] == dt.date(2024, 1, 1)
+
+
+@pytest.mark.postgres
+def test_merge_racing_a_concurrent_insert_falls_back_to_on_conflict(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A key inserted by another transaction while MERGE runs: no error, no duplicate, last write wins."""
+    import threading
+    import time
+
+    from brain_tasks.brain.db import dispose_engine
+    from brain_tasks.brain.migrate import upgrade
+    from tests import servers
+
+    monkeypatch.setattr(store, "COPY_MIN_ROWS", 1)
+    caplog.set_level("INFO", logger="brain_tasks.brain.store")
+    url = servers.create_database(pg_url)
+    upgrade(url)
+    engine = make_engine(url)
+    frame = candles(10)
+    rival = frame.iloc[[5]].assign(close=-1.0)
+    result: dict[str, object] = {}
+
+    def writer() -> None:
+        try:
+            result["count"] = store.upsert(engine, "candles", frame)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertions below
+            result["error"] = exc
+
+    with engine.connect() as rival_conn:
+        rival_conn.begin()
+        store.upsert(rival_conn, "candles", rival)  # uncommitted: MERGE's insert of this key must wait
+        thread = threading.Thread(target=writer)
+        thread.start()
+        deadline = time.monotonic() + 60
+        with engine.connect() as probe:
+            while not probe.execute(sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'")).scalar_one():
+                probe.rollback()
+                assert thread.is_alive() and time.monotonic() < deadline, result
+                time.sleep(0.02)
+        rival_conn.commit()
+    thread.join()
+    assert "error" not in result, result
+    assert "raced a concurrent insert" in caplog.text
+    assert result["count"] == 10  # nine inserted, and the rival's row updated to this batch's value
+    stored = store.read_candles(engine, "binance", "BTC/USDT", "5m")
+    assert stored["close"].tolist() == frame["close"].tolist()
+    dispose_engine(url)
+    servers.drop_database(url)
