@@ -181,7 +181,8 @@ def test_procfile_flower_refuses_to_start_without_credentials(procfile: dict[str
 def test_celery_accepts_every_command_line(services: dict[str, dict], procfile: dict[str, str],
                                            tmp_path: Path) -> None:
     """Celery's CLI parses each line (an unknown or misspelt option fails before `--help` prints)."""
-    scripts = [compose_script(services[s]["command"]) for s in CELERY_SERVICES] + list(procfile.values())
+    scripts = list(dict.fromkeys([compose_script(services[s]["command"]) for s in CELERY_SERVICES]
+                                 + list(procfile.values())))
     env = _shell_env(tmp_path, FLOWER_BASIC_AUTH="user:example")
     procs = [subprocess.Popen(["sh", "-c", script + " --help"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for script in scripts]
