@@ -122,6 +122,10 @@ def ts_series(values: Any) -> pd.Series:
         numbers = pd.to_numeric(s, errors="coerce")
         numbers = numbers.where(np.isfinite(numbers))
         return pd.to_datetime(numbers, unit="ms", utc=True, errors="coerce").astype("datetime64[ns, UTC]")
+    if len(s) and s.map(lambda v: isinstance(v, str) or v is None).all():
+        # Text only: one vectorised parse; unreadable entries become NaT for the row check.
+        out = pd.to_datetime(s, utc=True, errors="coerce", format="ISO8601")
+        return out.astype("datetime64[ns, UTC]")
     parsed = []
     for v in s.tolist():
         try:

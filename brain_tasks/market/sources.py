@@ -102,7 +102,7 @@ class CcxtSource(_NoKind):
     def __init__(self, exchange_id: str, *, exchange: ccxt.Exchange | None = None, max_retries: int = 4,
                  backoff: float = 0.5, max_backoff: float = 30.0, page_limit: int | None = None,
                  max_pages: int = 500, sleep: Callable[[float], None] = time.sleep,
-                 config: dict[str, Any] | None = None) -> None:
+                 config: dict[str, Any] | None = None, funding_intervals: dict[str, str] | None = None) -> None:
         if exchange is None:
             if exchange_id not in ccxt.exchanges:
                 raise BadRequest(f"unknown ccxt exchange {exchange_id!r}", check="unknown_exchange")
@@ -112,6 +112,7 @@ class CcxtSource(_NoKind):
         self.max_retries = max_retries
         self.page_limit = page_limit
         self.max_pages = max_pages
+        self.funding_intervals = dict(funding_intervals or {})
         self._retrying = Retrying(retry=retry_if_exception_type(ccxt.NetworkError),
                                   wait=wait_random_exponential(multiplier=backoff, max=max_backoff),
                                   stop=stop_after_attempt(max_retries + 1), sleep=sleep, reraise=True)
@@ -181,6 +182,13 @@ class CcxtSource(_NoKind):
         # Overlapping pages repeat the boundary bar; that is pagination, not an exchange defect.
         df = df.drop_duplicates()
         return window(conform(df, "candles"), since, until)
+
+    def funding_interval(self, symbol: str) -> str:
+        """The settlement interval of ``symbol``: configured per symbol, else 8h (most perpetuals).
+
+        ccxt reports the interval only in live funding snapshots, not in the markets, so it is configured.
+        """
+        return self.funding_intervals.get(symbol, "8h")
 
     def fetch_funding(self, symbol: str, since: Any = None, until: Any = None) -> pd.DataFrame:
         """Settled funding rates via ``fetch_funding_rate_history``."""

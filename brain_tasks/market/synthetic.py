@@ -46,7 +46,8 @@ class SyntheticSource:
         self.base = timeframe_delta(base_timeframe)
         self.base_timeframe = base_timeframe
         self.annual_vol = annual_vol
-        self.funding_interval = timeframe_delta(funding_interval)
+        self._funding_timeframe = funding_interval
+        self._funding_step = timeframe_delta(funding_interval)
         self.name = name
         self._cache: dict[str, _Path] = {}
 
@@ -88,9 +89,9 @@ class SyntheticSource:
                              "regime": np.array(REGIMES)[regime], "ret": ret})
 
         # Funding: the premium of the last interval's trend, clipped like an exchange's cap.
-        per_interval = max(int(self.funding_interval / self.base), 1)
+        per_interval = max(int(self._funding_step / self.base), 1)
         trend = pd.Series(ret).rolling(per_interval, min_periods=1).sum().to_numpy()
-        f_idx = np.flatnonzero(((ts - pd.Timestamp(0, tz="UTC")) % self.funding_interval) == pd.Timedelta(0))
+        f_idx = np.flatnonzero(((ts - pd.Timestamp(0, tz="UTC")) % self._funding_step) == pd.Timedelta(0))
         rate = np.clip(0.0001 + 0.02 * trend[f_idx] + rng.normal(0, 5e-5, len(f_idx)), -0.0075, 0.0075)
         funding = pd.DataFrame({"ts": ts[f_idx], "rate": rate, "mark_price": open_[f_idx]})
 
@@ -154,6 +155,10 @@ class SyntheticSource:
             step = timeframe_delta(timeframe)
             bars = bars[((bars["ts"] - pd.Timestamp(0, tz="UTC")) % step) == pd.Timedelta(0)]
         return bars.reset_index(drop=True)
+
+    def funding_interval(self, symbol: str) -> str:
+        """The settlement interval of every synthetic perpetual."""
+        return self._funding_timeframe
 
     def fetch_funding(self, symbol: str, since: Any = None, until: Any = None) -> pd.DataFrame:
         return conform(self._slice(self._path(symbol).funding, since, until), "funding")

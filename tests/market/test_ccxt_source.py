@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from brain_tasks.errors import DataError, TransientError
-from brain_tasks.market.quality import validate_candles, validate_liquidations
+from brain_tasks.market.quality import validate_candles, validate_funding, validate_liquidations
 from brain_tasks.market.sources import CcxtSource, ExchangeRejected, UnknownSymbol, Unsupported
 
 RECORDED = Path(__file__).resolve().parents[1] / "data" / "ccxt-recorded"
@@ -172,3 +172,29 @@ def test_missing_kinds_and_rate_limit_default() -> None:
     assert CcxtSource("kraken").exchange.enableRateLimit is True
     with pytest.raises(DataError, match="unknown ccxt exchange"):
         CcxtSource("not-an-exchange")
+
+
+def test_funding_history_pages_and_jitter() -> None:
+    # No recorded fetchFundingRateHistory exists (see SOURCE.md), so this stand-in replaces ccxt's unified
+    # method with pages in ccxt's documented funding-history structure: it checks our pagination and
+    # mapping, not ccxt's parser.
+    exchange, _ = recorded("bybit")
+    start = 1706659200000  # 2024-01-31 00:00 UTC
+    eight = 8 * HOUR_MS
+    pages = [[{"symbol": "BTC/USDT:USDT", "fundingRate": 0.0001 * (i + 1), "timestamp": start + i * eight + 17}
+              for i in range(k, k + 3)] for k in (0, 3)] + [[]]
+    asked: list[Any] = []
+
+    def history(symbol: str, since: Any = None, limit: Any = None, params: Any = None) -> list[dict[str, Any]]:
+        asked.append(since)
+        return pages.pop(0)
+
+    exchange.fetch_funding_rate_history = history
+    src = source("bybit", exchange, funding_intervals={"ETH/USDT:USDT": "4h"})
+    df = src.fetch_funding("BTC/USDT:USDT", since=start, until=start + 10 * eight)
+    assert asked == [start, start + 2 * eight + 18, start + 5 * eight + 18]
+    assert df["rate"].tolist() == pytest.approx([0.0001 * i for i in range(1, 7)])
+    v = validate_funding(df, interval=src.funding_interval("BTC/USDT:USDT"))
+    assert v.findings == [] and v.clean["ts"].tolist() == list(
+        pd.date_range("2024-01-31", periods=6, freq="8h", tz="UTC"))
+    assert src.funding_interval("ETH/USDT:USDT") == "4h"

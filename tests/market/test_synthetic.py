@@ -60,3 +60,10 @@ def test_regimes_drive_volatility_and_liquidations_follow_moves() -> None:
     counts = bar.value_counts().reindex(bars["ts"], fill_value=0).to_numpy()
     big = np.abs(ret.to_numpy()) > np.nanquantile(np.abs(ret), 0.99)
     assert counts[big].mean() > 5 * counts[~big].mean()  # bursts on large moves
+
+
+def test_funding_interval_is_configurable() -> None:
+    src = SyntheticSource(2, end="2024-01-03", funding_interval="4h")
+    funding = src.fetch_funding(SYM)
+    assert src.funding_interval(SYM) == "4h" and len(funding) == 12
+    assert check_funding(funding, interval="4h") == []
