@@ -196,8 +196,9 @@ def collect(engine: sa.Engine, source: MarketSource, kind: str, symbol: str, *, 
         for f in defects:
             rows[f.check] += int(f.details.get("rows", 1))
         what = ", ".join(f"{c}: {n}" for c, n in rows.items())
-        raise BadBatch(f"{source.name} {kind} {symbol}: bad input (rows per check: {what}); {summary['rejected']} rejected, "
-                       f"{summary['stored']} stored, details in data_quality_logs", summary)
+        raise BadBatch(f"{source.name} {kind} {symbol}: bad input (rows per check: {what}); "
+                       f"{summary['rejected']} rejected, {summary['stored']} stored, details in data_quality_logs",
+                       summary)
     return summary
 
 

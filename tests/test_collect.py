@@ -20,11 +20,12 @@ from brain_tasks.brain.db import dispose_engine, make_engine
 from brain_tasks.brain.migrate import upgrade
 from brain_tasks.brain.models import Candle, FundingRate, Liquidation, OpenInterest, SentimentScore
 from brain_tasks.brain.quality import read_findings, record_findings, resolve_findings
-from brain_tasks.collect import BadBatch, check_stored, collect, ingest_freqtrade
+from brain_tasks.collect import BadBatch, check_stored, collect, ingest_freqtrade, source_for
 from brain_tasks.errors import DataError, TransientError
 from brain_tasks.market.frames import Unsupported
 from brain_tasks.market.quality import Finding
 from brain_tasks.market.sources import CcxtSource, FreqtradeSource, SyntheticSource
+from brain_tasks.settings import Settings
 from tests import servers
 from tests.market.test_ccxt_source import Server, recorded
 
@@ -242,6 +243,16 @@ def test_transient_faults_propagate_for_retry(engine: sa.Engine) -> None:
         collect(engine, CcxtSource("binance", exchange=exchange, max_retries=2, sleep=lambda s: None), "candles",
                 "BTC/USDT", timeframe="1h", since="2024-01-30 16:00", until="2024-01-30 19:00", now=NOW)
     assert read_findings(engine).empty  # a fault of the world is retried, not logged as bad data
+
+
+def test_source_for_settings() -> None:
+    assert isinstance(source_for(Settings(exchange="freqtrade", sample_dir=SAMPLE)), FreqtradeSource)
+    synthetic = source_for(Settings(exchange="synthetic", seed=5))
+    assert isinstance(synthetic, SyntheticSource) and synthetic.seed == 5
+    bybit = source_for(Settings(exchange="bybit"))
+    assert isinstance(bybit, CcxtSource) and bybit.name == "bybit" and bybit.exchange.enableRateLimit
+    with pytest.raises(DataError, match="unknown ccxt exchange"):
+        source_for(Settings(exchange="nowhere"))
 
 
 # --- the bad-input suite --------------------------------------------------------------------------

@@ -28,7 +28,8 @@ FILES = [
     ("XLM_BTC-5m.feather", "XLM/BTC", "5m", "2018-01-10 04:55", "2018-01-30 04:50", 5760, 0),
     ("XMR_BTC-5m.feather", "XMR/BTC", "5m", "2018-01-10 04:55", "2018-01-30 04:50", 5758, 2),
     ("ZEC_BTC-5m.feather", "ZEC/BTC", "5m", "2018-01-10 04:55", "2018-01-30 04:45", 5757, 2),
-    ("futures/XRP_USDT_USDT-1h-futures.feather", "XRP/USDT:USDT", "1h", "2021-11-17 01:00", "2021-11-21 04:00", 100, 0),
+    ("futures/XRP_USDT_USDT-1h-futures.feather", "XRP/USDT:USDT", "1h", "2021-11-17 01:00", "2021-11-21 04:00",
+     100, 0),
     ("futures/XRP_USDT_USDT-5m-futures.feather", "XRP/USDT:USDT", "5m", "2021-11-15 00:00", "2021-11-21 22:30", 1999, 0),
 ]
 
@@ -100,6 +101,19 @@ def test_freqtrade_json_and_parquet_layouts(tmp_path: Path) -> None:
     for symbol in src.symbols("1h"):
         df = src.fetch_candles(symbol, "1h")
         assert df["ts"].tolist() == list(ts) and df["close"].tolist() == [1.5, 2.5, 3.5, 4.5]
+
+
+def test_funding_takes_the_mark_price_from_the_mark_file(tmp_path: Path) -> None:
+    (tmp_path / "futures").mkdir()
+    funding = SAMPLE / "futures" / "XRP_USDT_USDT-8h-funding_rate.feather"
+    (tmp_path / "futures" / funding.name).write_bytes(funding.read_bytes())
+    marks = pd.DataFrame({"date": pd.date_range("2021-11-18", periods=3, freq="8h", tz="UTC"),
+                          "open": [1.1, 1.2, 1.3], "high": 2.0, "low": 1.0, "close": 1.5, "volume": np.nan})
+    marks.to_feather(tmp_path / "futures" / "XRP_USDT_USDT-8h-mark.feather")
+    src = FreqtradeSource(tmp_path)
+    df = validate_funding(src.fetch_funding("XRP/USDT:USDT"), interval="8h").clean
+    assert df["mark_price"].iloc[:3].tolist() == [1.1, 1.2, 1.3] and df["mark_price"].iloc[3:].isna().all()
+    assert src.symbols("8h") == []  # mark candles are not trading candles
 
 
 def test_file_source_reads_csv_and_parquet_by_columns(tmp_path: Path) -> None:
