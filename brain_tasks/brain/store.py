@@ -43,7 +43,7 @@ COPY_MIN_ROWS = 1000
 MERGE_WORK_MEM = "256MB"
 
 __all__ = [
-    "COPY_MIN_ROWS", "assert_same_database", "get_table", "last_timestamp", "list_symbols",
+    "COPY_MIN_ROWS", "assert_same_database", "copy_rows", "get_table", "last_timestamp", "list_symbols",
     "read_candles", "read_funding", "read_liquidations", "read_open_interest", "read_table",
     "snapshot", "to_utc", "upsert",
 ]
@@ -160,13 +160,19 @@ def _column_values(column: sa.Column[Any], series: pd.Series) -> list[Any]:
                 raise DataError(f"{name}: non-integral value in an integer column")
             return _objects(floats.astype("int64", copy=False) if not missing.any()
                             else np.where(missing, 0, floats).astype("int64"), missing)
+        if pd.api.types.is_integer_dtype(dtype) and not missing.any():
+            return series.to_numpy().tolist()
         return [None if m else int(v) for v, m in zip(series.tolist(), missing)]
     if kind == "bool":
+        if pd.api.types.is_bool_dtype(dtype) and not missing.any():
+            return series.to_numpy().tolist()
         return [None if m else bool(v) for v, m in zip(series.tolist(), missing)]
     if kind == "json":
         return [None if m else _jsonable(v) for v, m in zip(series.tolist(), missing)]
     if kind == "bytes":
         return [None if m else _to_bytes(v, name) for v, m in zip(series.tolist(), missing)]
+    if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype) and not missing.any():
+        return series.tolist()  # a pandas str column holds only str
     return [None if m else (v if isinstance(v, str) else str(v)) for v, m in zip(series.tolist(), missing)]
 
 
@@ -315,14 +321,7 @@ def _copy_merge(conn: sa.Connection, table: sa.Table, names: list[str], values: 
         cur.execute(sql.SQL("SET LOCAL work_mem = {}").format(sql.Literal(MERGE_WORK_MEM)))
         # A temporary table is never WAL-logged; LIKE keeps the target's types and NOT NULLs.
         cur.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(tmp, target))
-        cur.execute(sql.SQL("SELECT a.atttypid::int FROM pg_attribute a WHERE a.attrelid = {}::regclass "
-                            "AND a.attname = ANY(%s) ORDER BY array_position(%s, a.attname::text)").format(
-                                sql.Literal(f"pg_temp.{tmp.as_string(raw)}")), (names, names))
-        oids = [r[0] for r in cur.fetchall()]
-        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(tmp, cols)) as copy:
-            copy.set_types(oids)
-            for row in zip(*values):
-                copy.write_row(row)
+        _copy_into(cur, tmp, names, values)
 
         on = sql.SQL(" AND ").join(sql.SQL("t.{0} = s.{0}").format(sql.Identifier(k)) for k in keys)
         insert = sql.SQL("WHEN NOT MATCHED THEN INSERT ({}) VALUES ({})").format(cols, col_list("s", names))
@@ -345,14 +344,52 @@ def _copy_merge(conn: sa.Connection, table: sa.Table, names: list[str], values: 
             if updates:
                 action = sql.SQL("DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})").format(
                     sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in updates),
-                    col_list(table.name, updates), col_list("excluded", updates))
+                    col_list("t", updates), col_list("excluded", updates))
             else:
                 action = sql.SQL("DO NOTHING")
-            cur.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) {}").format(
+            cur.execute(sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM {} ON CONFLICT ({}) {}").format(
                 target, cols, cols, tmp, sql.SQL(", ").join(map(sql.Identifier, keys)), action))
             count = cur.rowcount
         cur.execute(sql.SQL("DROP TABLE {}").format(tmp))
     return max(count, 0)
+
+
+def _copy_into(cur: Any, target: Any, names: list[str], values: list[list[Any]]) -> None:
+    """Binary COPY of the columns `values` into `target` (a psycopg sql.Identifier)."""
+    from psycopg import sql
+
+    # The binary format needs each column's exact type: ask the server rather than map types here.
+    cur.execute(sql.SQL("SELECT a.atttypid::int FROM pg_attribute a WHERE a.attrelid = {}::regclass "
+                        "AND a.attname = ANY(%s) ORDER BY array_position(%s, a.attname::text)").format(
+                            sql.Literal(target.as_string(cur.connection))), (names, names))
+    oids = [r[0] for r in cur.fetchall()]
+    cols = sql.SQL(", ").join(map(sql.Identifier, names))
+    with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(target, cols)) as copy:
+        copy.set_types(oids)
+        for row in zip(*values):
+            copy.write_row(row)
+
+
+def copy_rows(bind: Bind, table: TableLike, rows: RowsLike) -> int:
+    """Plain binary COPY of `rows` into `table` on PostgreSQL (no conflict handling); return rows sent.
+
+    For loading an empty table, and the baseline of bench/ingest.py: `upsert` converts values the
+    same way, so the two differ only in what the server does.
+    """
+    from psycopg import sql
+
+    t = get_table(table)
+    frame = _frame(rows)
+    if frame.empty:
+        return 0
+    columns, values = _prepare(t, frame)
+    with _transaction(bind) as conn:
+        if conn.dialect.name != "postgresql":
+            raise TypeError(f"copy_rows needs PostgreSQL, not {conn.dialect.name!r}")
+        with conn.connection.driver_connection.cursor() as cur:
+            _copy_into(cur, sql.Identifier(*(p for p in (t.schema, t.name) if p)), [c.name for c in columns],
+                       values)
+    return len(values[0])
 
 
 # --- reads ---------------------------------------------------------------------------------------
