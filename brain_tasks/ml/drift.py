@@ -10,8 +10,9 @@ Error rate controlled: the family-wise false-alarm rate of the whole feature set
 feature is flagged only when both its PSI permutation test and its KS test reject at ``alpha / p``
 (Bonferroni over the p features).  Requiring both keeps each flag a level ``alpha / p`` test (the
 intersection of two level-a tests is level a), so under no drift the chance that any feature of the
-set is flagged is at most ``alpha``; simulated (720 vs 168 rows, 10 features) it is below 1%, while
-a half-standard-deviation shift in one feature is still caught about 95% of the time.
+set is flagged is at most ``alpha``.  Simulated with 720 reference vs 168 recent rows at alpha = 0.05:
+2.2% false alarms for one feature, 0.7% for a five-feature set, while a half-standard-deviation shift
+is caught 99% (one feature) and 96% (one of five) of the time.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ class TrainConfig:
     baseline_params: tuple[tuple[str, Any], ...] = ()
     regime_window: int = 48
     regime_lookback: int = 2016
-    importance_rows: int = 2000
+    importance_rows: int = 1000
     min_rows: int = 1000
     extra: tuple[tuple[str, Any], ...] = field(default=())
 
