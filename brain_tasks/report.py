@@ -214,6 +214,8 @@ def load_symbol(engine: sa.Engine, symbol: str) -> SymbolView:
         view.importance_method, view.importance = _importance(conn, symbol, view.focus)
     for m in manifests:
         oos = load_oos(engine, m.oos_sha256)
+        if oos.empty:  # nothing to draw; the comparison table still lists the version
+            continue
         view.curves.append(Curve(m.model_type, m.version, m.as_of, _key(m) == champion_key, oos["ts"],
                                  equity_curve(oos["strategy_return"]), oos["regime"].astype(str)))
     return view
@@ -277,10 +279,21 @@ def _png(fig: Figure, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+# Both time plots share one axes box and one time range, so a regime sits under its equity bars.
+_PLOT_BOX_EQUITY = (0.07, 0.15, 0.91, 0.76)
+_PLOT_BOX_REGIME = (0.07, 0.32, 0.91, 0.42)
+
+
+def _time_range(view: SymbolView) -> tuple[np.datetime64, np.datetime64]:
+    """First and last out-of-sample bar over every curve of the symbol (none may be empty)."""
+    times = [_naive_utc(c.ts) for c in view.curves]
+    return min(t[0] for t in times), max(t[-1] for t in times)
+
+
 def equity_plot(view: SymbolView) -> str:
     """Out-of-sample equity per version, the champion drawn thick and labelled."""
-    fig = Figure(figsize=(10, 3.4), layout="constrained")
-    ax = fig.subplots()
+    fig = Figure(figsize=(10, 3.4))
+    ax = fig.add_axes(_PLOT_BOX_EQUITY)
     for curve in sorted(view.curves, key=lambda c: (c.champion, c.model_type, c.version)):
         label = f"{curve.model_type} v{curve.version}"
         if curve.as_of != view.latest_as_of:
@@ -291,7 +304,7 @@ def equity_plot(view: SymbolView) -> str:
                 linewidth=2.4 if curve.champion else 1.1, alpha=1.0 if curve.champion else 0.8,
                 zorder=3 if curve.champion else 2)
     ax.axhline(1.0, color="#888", linewidth=0.6, linestyle=":")
-    ax.margins(x=0.01)
+    ax.set_xlim(*_time_range(view))
     ax.set_ylabel("equity (start = 1)")
     ax.set_xlabel("UTC")
     ax.set_title(_mpl(f"{view.symbol}: out-of-sample equity, walk-forward folds"), fontsize=11)
@@ -318,22 +331,22 @@ def _segments(ts: np.ndarray, regime: np.ndarray) -> dict[str, list[tuple[float,
 
 def regime_plot(view: SymbolView, curve: Curve) -> str:
     """The volatility regime of each out-of-sample bar of `curve`, as a coloured band."""
-    fig = Figure(figsize=(10, 1.5), layout="constrained")
-    ax = fig.subplots()
+    fig = Figure(figsize=(10, 1.5))
+    ax = fig.add_axes(_PLOT_BOX_REGIME)
     segments = _segments(_naive_utc(curve.ts), curve.regime.to_numpy(dtype=object))
     names = [r for r in REGIMES if r in segments] + sorted(set(segments) - set(REGIMES))
     for name in names:
         ax.broken_barh(segments[name], (0, 1), facecolors=REGIME_COLOURS.get(name, "#bab0ac"))
-    spans = [s for runs in segments.values() for s in runs]
-    ax.set_xlim(min(a for a, _ in spans), max(a + w for a, w in spans))
     ax.xaxis_date()
+    ax.set_xlim(*_time_range(view))
     ax.set_yticks([])
     ax.set_ylim(0, 1)
     ax.set_xlabel("UTC")
     ax.set_title(_mpl(f"{view.symbol}: volatility regime ({curve.model_type} v{curve.version} "
-                      "out-of-sample bars)"), fontsize=10)
+                      "out-of-sample bars)"), fontsize=10, loc="left")
     ax.legend(handles=[Patch(color=REGIME_COLOURS.get(n, "#bab0ac"), label=_mpl(n)) for n in names],
-              fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+              fontsize=8, ncol=len(names), loc="lower right", bbox_to_anchor=(1.0, 1.0), frameon=False,
+              borderaxespad=0.1)
     return _png(fig, f"{view.symbol} regime timeline")
 
 
@@ -372,6 +385,14 @@ def _num(value: Any, digits: int = 3) -> str:
     if v.is_integer() and abs(v) < 1e9:
         return str(int(v))
     return f"{v:.{digits}f}"
+
+
+def _pvalue(value: Any) -> str:
+    """p-values span many decades: tiny ones in scientific notation rather than as 0.0000."""
+    if value is None or not math.isfinite(float(value)):
+        return "\u2013"
+    v = float(value)
+    return f"{v:.4f}" if v >= 1e-3 or v == 0 else f"{v:.1e}"
 
 
 def _table(head: Sequence[str], rows: Iterable[Sequence[str]], numeric: Iterable[int] = (),
@@ -489,7 +510,7 @@ def _drift_table(view: SymbolView) -> str:
     head = f"<h3>Feature drift ({_e(view.drift_as_of)})</h3><p>{len(drifted)} of {len(view.drift)} features drifted"
     if not drifted:
         return head + ".</p>"
-    rows = [[_e(d.feature), _num(d.psi), _num(d.psi_threshold), _num(d.ks_stat), _num(d.ks_pvalue, 4)]
+    rows = [[_e(d.feature), _num(d.psi), _num(d.psi_threshold), _num(d.ks_stat), _pvalue(d.ks_pvalue)]
             for d in drifted]
     return head + ":</p>" + _table(["feature", "PSI", "PSI threshold", "KS", "KS p-value"], rows,
                                     numeric=[1, 2, 3, 4])

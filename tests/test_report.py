@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from brain_tasks.brain.models import (Candle, DataQualityLog, FeatureDrift, FeatureImportance,
+from brain_tasks.brain.models import (Base, Candle, DataQualityLog, FeatureDrift, FeatureImportance,
                                       ModelArtifact, ModelComparison, ModelManifest, ModelRegistry,
                                       RollbackLog, TrainingRun)
 from brain_tasks.errors import IntegrityError
@@ -91,15 +91,19 @@ def importance(symbol: str, model_type: str, version: int, method: str, features
 
 
 @pytest.fixture
-def engine(brain_db_url: str) -> sa.Engine:
-    """A migrated, empty Brain: SQLite, and PostgreSQL from the throwaway server."""
-    from brain_tasks.brain.db import make_engine
-
-    return make_engine(brain_db_url)
+def engine(tmp_path: Path):
+    eng = sa.create_engine(f"sqlite:///{tmp_path / 'brain.db'}")
+    Base.metadata.create_all(eng)
+    yield eng
+    eng.dispose()
 
 
 @pytest.fixture
 def brain(engine: sa.Engine) -> Brain:
+    return build_brain(engine)
+
+
+def build_brain(engine: sa.Engine) -> Brain:
     """BTC: a champion from day 1 kept over two rejected day-2 versions; ETH: day-2 candidates,
     no champion yet; SOL: candles only."""
     b = Brain(engine)
@@ -167,12 +171,27 @@ def test_report_shows_every_symbol_with_plots_and_tables(brain: Brain, tmp_path:
     assert "<th>n_trades</th>" in page and '<td class="num">41</td>' in page
     assert "<td>gap</td><td>warning</td><td class=\"num\">2</td>" in page
     assert "<td>nan</td><td>error</td><td class=\"num\">1</td>" in page
-    assert "1 of 2 features drifted" in page
+    assert "1 of 2 features drifted" in page and '<td class="num">1.0e-04</td>' in page
     assert "<td>low</td><td>lightgbm v1</td><td class=\"num\">0.910</td>" in page
     assert "no 5m candles stored for &#x27;SOL/USDT&#x27;" in page
     # A symbol without a model gets a short section: no empty tables.
     sol = page[page.index(f">{SOL}</h2>"):page.index('<h2 id="runs">')]
     assert "No model yet" in sol and "Rollback history" not in sol and "Training runs" in sol
+
+
+def test_report_on_migrated_databases(brain_db_url: str, tmp_path: Path) -> None:
+    """The same Brain written to the migrated schema, on SQLite and on PostgreSQL."""
+    from brain_tasks.brain.db import make_engine
+
+    brain = build_brain(make_engine(brain_db_url))
+    page = write_report(brain.engine, tmp_path).read_text(encoding="utf-8")
+    assert page.count("<img") == 6
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script" not in page
+    assert "<td>gap</td><td>warning</td><td class=\"num\">2</td>" in page
+    with brain.engine.begin() as conn:
+        conn.execute(sa.update(ModelArtifact).values(data=b"tampered"))
+    with pytest.raises(IntegrityError):
+        write_report(brain.engine, tmp_path)
 
 
 def test_symbol_view_picks_champion_curves_and_importance(brain: Brain) -> None:
