@@ -78,25 +78,6 @@ def _stored_ts(engine: sa.Engine, spec: _Kind, key: dict[str, str], start: pd.Ti
     return pd.Series(pd.to_datetime(values, utc=True), dtype="datetime64[ns, UTC]")
 
 
-def _records(df: pd.DataFrame, key: dict[str, str]) -> list[dict[str, Any]]:
-    out = []
-    for rec in df.to_dict("records"):
-        row = {**key}
-        for col, value in rec.items():
-            if col == "ts":
-                row[col] = pd.Timestamp(value).to_pydatetime()
-            elif isinstance(value, (float, np.floating)) and not np.isfinite(value):
-                row[col] = None  # optional columns: NaN is "not reported"
-            elif isinstance(value, np.floating):
-                row[col] = float(value)
-            elif col == "n_items" and value is not None:
-                row[col] = int(value)
-            else:
-                row[col] = value
-        out.append(row)
-    return out
-
-
 def _fetch(source: MarketSource, kind: str, symbol: str, timeframe: str | None, since: Any, until: Any) -> pd.DataFrame:
     if kind == "candles":
         return source.fetch_candles(symbol, timeframe, since, until)
@@ -169,7 +150,7 @@ def collect(engine: sa.Engine, source: MarketSource, kind: str, symbol: str, *, 
     clean = validated.clean
     defects = validated.defects
     # A defective batch may add rows but must not rewrite what is stored.
-    stored = (store.upsert(engine, spec.table, _records(clean, key), conflict="nothing" if defects else "update")
+    stored = (store.upsert(engine, spec.table, clean.assign(**key), conflict="nothing" if defects else "update")
               if len(clean) else 0)
 
     findings = list(validated.findings)

@@ -226,6 +226,16 @@ def test_findings_are_logged_once_and_reopened(engine: sa.Engine) -> None:
     assert row["resolved"] is False and row["resolved_at"] is None and row["first_seen"] == NOW
 
 
+def test_thousands_of_findings_in_one_batch(engine: sa.Engine) -> None:
+    start = ts("2024-01-01")
+    many = [Finding("candles", "gap", "warning", start + i * 2 * H, start + (i * 2 + 1) * H, {"missing": 1})
+            for i in range(3000)]
+    assert record_findings(engine, "x", SYM, "1h", many, now=NOW) == 3000
+    assert len(read_findings(engine, source="x", check="gap", resolved=False)) == 3000
+    assert resolve_findings(engine, "x", SYM, "1h", "candles", window_start=start, window_end=None,
+                            still_open=many[:10], now=NOW) == 2990
+
+
 def test_check_stored_reports_gaps_and_coverage(engine: sa.Engine) -> None:
     collect(engine, Scripted(candles=bars("2024-01-01", 24).drop(index=[5, 6])), "candles", SYM, timeframe="1h",
             since="2024-01-01", until="2024-01-02", now=NOW)

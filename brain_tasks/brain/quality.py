@@ -19,6 +19,7 @@ from brain_tasks.market.quality import Finding
 
 _KEY = ("source", "symbol", "timeframe", "data_kind", "check", "ts_start")
 _MOVING = ("ts_end", "severity", "details", "last_seen", "resolved", "resolved_at")
+_CHUNK = 500
 
 
 def _py(ts: Any) -> dt.datetime | None:
@@ -52,11 +53,10 @@ def record_findings(engine: sa.Engine, source: str, symbol: str, timeframe: str 
         rows[tuple(row[k] for k in _KEY)] = row  # one row per key: the last word of the batch wins
     if not rows:
         return 0
-    stmt = _insert(engine).values(list(rows.values()))
-    stmt = stmt.on_conflict_do_update(index_elements=list(_KEY),
-                                      set_={c: getattr(stmt.excluded, c) for c in _MOVING})
+    stmt = _insert(engine)
+    stmt = stmt.on_conflict_do_update(index_elements=list(_KEY), set_={c: getattr(stmt.excluded, c) for c in _MOVING})
     with engine.begin() as conn:
-        conn.execute(stmt)
+        conn.execute(stmt, list(rows.values()))  # executemany: SQLAlchemy batches it within the driver's limits
     return len(rows)
 
 
@@ -78,11 +78,15 @@ def resolve_findings(engine: sa.Engine, source: str, symbol: str, timeframe: str
         cond.append(t.c.check.in_(list(checks)))
     with engine.begin() as conn:
         rows = conn.execute(sa.select(t.c.check, t.c.ts_start).where(*cond)).all()
-        gone = [(c, ts) for c, ts in rows if (c, ts) not in keep]
-        for check, ts_start in gone:
-            conn.execute(sa.update(t).where(*cond[:5], t.c.check == check, t.c.ts_start == ts_start)
-                         .values(resolved=True, resolved_at=_py(now)))
-    return len(gone)
+        gone: dict[str, list[dt.datetime]] = {}
+        for c, ts in rows:
+            if (c, ts) not in keep:
+                gone.setdefault(c, []).append(ts)
+        for check, starts in gone.items():
+            for i in range(0, len(starts), _CHUNK):
+                conn.execute(sa.update(t).where(*cond[:5], t.c.check == check, t.c.ts_start.in_(starts[i:i + _CHUNK]))
+                             .values(resolved=True, resolved_at=_py(now)))
+    return sum(len(v) for v in gone.values())
 
 
 def read_findings(engine: sa.Engine, *, source: str | None = None, symbol: str | None = None,
