@@ -74,17 +74,13 @@ def to_utc(value: Any, what: str = "timestamp") -> dt.datetime:
     return ts.tz_convert("UTC").to_pydatetime()
 
 
-def _is_missing(value: Any) -> bool:
-    if value is None or value is pd.NaT or value is pd.NA:
-        return True
-    return isinstance(value, float) and math.isnan(value)
-
-
 def _jsonable(value: Any) -> Any:
     """A JSON-ready copy: numpy scalars and arrays become Python, NaN and infinities become null.
 
     NaN is not JSON (PostgreSQL's jsonb rejects it), and null is what "undefined" means there.
     """
+    if value is None or value is pd.NaT or value is pd.NA:
+        return None
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray, pd.Series)):
@@ -97,8 +93,6 @@ def _jsonable(value: Any) -> Any:
         return to_utc(value).isoformat()
     if isinstance(value, dt.date):
         return value.isoformat()
-    if value is pd.NaT or value is pd.NA:
-        return None
     return value
 
 
@@ -206,8 +200,8 @@ def _frame(rows: RowsLike) -> pd.DataFrame:
     return pd.DataFrame.from_records(records) if records else pd.DataFrame()
 
 
-def _prepare(table: sa.Table, frame: pd.DataFrame) -> tuple[list[sa.Column[Any]], list[list[Any]]]:
-    """Validated columns and their values (keys unique, last occurrence wins)."""
+def _prepare(table: sa.Table, frame: pd.DataFrame) -> tuple[list[sa.Column[Any]], list[list[Any]], set[str]]:
+    """Validated columns, their values (keys unique, last occurrence wins) and the defaulted columns."""
     unknown = [c for c in frame.columns if c not in table.c]
     if unknown:
         raise DataError(f"{table.name}: unknown column(s) {unknown}")
@@ -218,18 +212,20 @@ def _prepare(table: sa.Table, frame: pd.DataFrame) -> tuple[list[sa.Column[Any]]
     if frame.columns.has_duplicates:
         raise DataError(f"{table.name}: duplicate column names")
     frame = frame.copy(deep=False)  # filling defaults must not add columns to the caller's frame
+    defaulted = set()
     for col in table.columns:
         if col.name in frame.columns:
             continue
         default = col.default
         if default is not None and default.is_scalar:
             frame[col.name] = default.arg  # type: ignore[union-attr]
+            defaulted.add(col.name)
         elif not col.nullable and col.server_default is None:
             raise DataError(f"{table.name}: required column {col.name!r} missing")
     if frame.duplicated(subset=keys, keep="last").any():
         frame = frame.drop_duplicates(subset=keys, keep="last")
     columns = [table.c[name] for name in frame.columns]
-    return columns, [_column_values(col, frame[col.name]) for col in columns]
+    return columns, [_column_values(col, frame[col.name]) for col in columns], defaulted
 
 
 def upsert(bind: Bind, table: TableLike, rows: RowsLike, *, update_columns: Sequence[str] | None = None,
@@ -239,7 +235,8 @@ def upsert(bind: Bind, table: TableLike, rows: RowsLike, *, update_columns: Sequ
     conflict='update' updates the non-key columns given (or only `update_columns`) and only where a
     value differs, so rows identical to the stored ones are neither rewritten nor counted;
     conflict='nothing' keeps the stored row.  Duplicate keys within `rows` keep the last one.
-    Timestamps must be timezone-aware; NaN / None / NaT become NULL (an error in a NOT NULL column);
+    Columns absent from `rows` are not touched on conflict (on insert they get their default or
+    NULL).  Timestamps must be timezone-aware; NaN / None / NaT become NULL (an error in a NOT NULL column);
     JSON values may hold numpy scalars (NaN there becomes null).  `bind` is an Engine (one
     transaction per call) or a Connection (the caller's transaction).
     """
@@ -249,10 +246,11 @@ def upsert(bind: Bind, table: TableLike, rows: RowsLike, *, update_columns: Sequ
     frame = _frame(rows)
     if frame.empty:
         return 0
-    columns, values = _prepare(t, frame)
+    columns, values, defaulted = _prepare(t, frame)
     n = len(values[0])
     keys = [c.name for c in t.primary_key.columns]
-    given = [c.name for c in columns if c.name not in keys]
+    # A column the caller left out keeps its stored value on conflict (its default is for inserts).
+    given = [c.name for c in columns if c.name not in keys and c.name not in defaulted]
     if update_columns is not None:
         bad = [c for c in update_columns if c not in given]
         if bad:
@@ -382,7 +380,7 @@ def copy_rows(bind: Bind, table: TableLike, rows: RowsLike) -> int:
     frame = _frame(rows)
     if frame.empty:
         return 0
-    columns, values = _prepare(t, frame)
+    columns, values, _ = _prepare(t, frame)
     with _transaction(bind) as conn:
         if conn.dialect.name != "postgresql":
             raise TypeError(f"copy_rows needs PostgreSQL, not {conn.dialect.name!r}")
@@ -498,9 +496,6 @@ def last_timestamp(bind: Bind, table: TableLike, column: str = "ts", **key_value
         value = conn.execute(stmt).scalar_one()
     if value is None:
         return None
-    if isinstance(value, str):
-        # SQLite hands back max() of a DATETIME column as text, without the type's processing.
-        value = dt.datetime.fromisoformat(value)
     return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
 
 

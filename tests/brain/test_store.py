@@ -195,13 +195,17 @@ def test_bad_rows_give_clear_errors(brain_db_url: str) -> None:
     assert store.upsert(engine, "candles", []) == 0
 
 
-def test_missing_defaulted_column_gets_its_default(brain_db_url: str, path: str) -> None:
+def test_missing_column_gets_its_default_and_keeps_its_stored_value(brain_db_url: str, path: str) -> None:
     engine = make_engine(brain_db_url)
     row = make_row(Base.metadata.tables["data_quality_logs"], 0)
     del row["resolved"], row["resolved_at"]
     assert store.upsert(engine, "data_quality_logs", [row]) == 1
     stored = store.read_table(engine, "data_quality_logs").iloc[0]
     assert not stored["resolved"] and pd.isna(stored["resolved_at"])
+    # Re-sending the row without `resolved` must not reset a stored True to the default.
+    store.upsert(engine, "data_quality_logs", [row | {"resolved": True}])
+    assert store.upsert(engine, "data_quality_logs", [row]) == 0
+    assert store.read_table(engine, "data_quality_logs").iloc[0]["resolved"]
 
 
 def test_caller_transaction_is_respected(brain_db_url: str, path: str) -> None:
