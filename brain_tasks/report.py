@@ -153,7 +153,7 @@ class SymbolView:
     importance_method: str | None = None
     importance: list[Any] = field(default_factory=list)
     comparisons: list[Any] = field(default_factory=list)
-    selection: list[tuple[str, Any, dict[str, Any]]] = field(default_factory=list)
+    selection: list[tuple[str, Any, dict[str, Any]]] = field(default_factory=list)  # (regime, row, choice)
     rollbacks: list[Any] = field(default_factory=list)
     drift_as_of: dt.date | None = None
     drift: list[Any] = field(default_factory=list)
@@ -202,7 +202,7 @@ def load_symbol(engine: sa.Engine, symbol: str) -> SymbolView:
         view.comparisons = _rows(conn, sa.select(ModelComparison).where(
             ModelComparison.symbol == symbol, ModelComparison.as_of == view.latest_as_of)
             .order_by(ModelComparison.config_hash, ModelComparison.rank))
-        view.selection = _selection(registry)
+        view.selection = _selection(registry, view.champion)
         view.focus = _focus(view, manifests)
         champion_key = _key(view.champion)
         if view.champion is not None and champion_key not in {_key(m) for m in manifests}:
@@ -235,14 +235,24 @@ def _focus(view: SymbolView, manifests: Sequence[Any]) -> Any:
     return manifests[0] if manifests else None
 
 
-def _selection(registry: Sequence[Any]) -> list[tuple[str, Any, dict[str, Any]]]:
-    """(regime, registry row, choice) of the latest selection of each regime."""
-    latest: dict[str, tuple[Any, dict[str, Any]]] = {}
-    for row in registry:  # ordered by as_of, so later choices overwrite earlier ones
-        for regime, choice in (row.selected_regimes or {}).items():
-            latest[str(regime)] = (row, choice if isinstance(choice, dict) else {"confidence": choice})
+def _selection(registry: Sequence[Any], champion: Any) -> list[tuple[str, Any, dict[str, Any]]]:
+    """(regime, registry row or None, choice) for each regime, as `BrainClient.current_choice` reads
+    them: the choices of the latest training day, else the champion."""
+    if not registry:
+        return []
+    latest_day = max(r.as_of for r in registry)
+    chosen: dict[str, tuple[Any, dict[str, Any]]] = {}
+    for row in registry:
+        if row.as_of == latest_day:
+            for regime, choice in (row.selected_regimes or {}).items():
+                chosen[str(regime)] = (row, choice if isinstance(choice, dict) else {"confidence": choice})
+    if not chosen:
+        return []
+    fallback = {"reason": "champion (no per-regime choice for this regime)" if champion is not None
+                else "no model chosen and no champion"}
     order = {r: i for i, r in enumerate(REGIMES)}
-    return [(regime, *latest[regime]) for regime in sorted(latest, key=lambda r: (order.get(r, 99), r))]
+    regimes = sorted(set(REGIMES) | set(chosen), key=lambda r: (order.get(r, len(order)), r))
+    return [(regime, *chosen.get(regime, (champion, fallback))) for regime in regimes]
 
 
 def _importance(conn: sa.Connection, symbol: str, focus: Any) -> tuple[str | None, list[Any]]:
@@ -487,9 +497,13 @@ def _comparison_table(view: SymbolView) -> str:
 
 def _selection_table(view: SymbolView) -> str:
     if not view.selection:
+        if view.champion is not None:
+            return ('<h3>Model per regime</h3><p class="muted">No per-regime choice on the latest training '
+                    f"day: the champion {_e(view.champion.model_type)} v{_e(view.champion.version)} trades "
+                    "every regime.</p>")
         return '<h3>Model per regime</h3><p class="muted">No per-regime selection yet.</p>'
-    rows = [[_e(regime), f"{_e(row.model_type)} v{_e(row.version)}", _num(choice.get("confidence")),
-             _e(choice.get("reason", ""))] for regime, row, choice in view.selection]
+    rows = [[_e(regime), f"{_e(row.model_type)} v{_e(row.version)}" if row is not None else "\u2013",
+             _num(choice.get("confidence")), _e(choice.get("reason", ""))] for regime, row, choice in view.selection]
     return "<h3>Model per regime</h3>" + _table(["regime", "model", "confidence", "why"], rows, numeric=[2])
 
 

@@ -112,8 +112,9 @@ def build_brain(engine: sa.Engine) -> Brain:
                         "high": {"confidence": 0.64, "reason": "best composite"}})
     b.version(BTC, "lightgbm", 2, DAY2, "rejected")
     b.version(BTC, "xgboost", 1, DAY2, "rejected")
-    b.version(ETH, "lightgbm", 1, DAY2, "candidate")
-    b.version(ETH, "xgboost", 1, DAY2, "candidate")
+    b.version(ETH, "lightgbm", 1, DAY2, "candidate", selected={"high": {"confidence": 0.55, "reason": "calm"}})
+    b.version(ETH, "xgboost", 1, DAY2, "candidate",
+              selected={"low": {"confidence": 0.91, "reason": EVIL}, "normal": {"confidence": 0.7}})
     b.add(ModelComparison, [comparison(BTC, "lightgbm", 1, n_trades=41.0), comparison(BTC, "xgboost", 2),
                             dict(comparison(ETH, "xgboost", 1), version=1), dict(comparison(ETH, "lightgbm", 2))])
     features = [MATH_FEATURE] + [f"feat_{i:02d}" for i in range(1, 20)]
@@ -172,7 +173,9 @@ def test_report_shows_every_symbol_with_plots_and_tables(brain: Brain, tmp_path:
     assert "<td>gap</td><td>warning</td><td class=\"num\">2</td>" in page
     assert "<td>nan</td><td>error</td><td class=\"num\">1</td>" in page
     assert "1 of 2 features drifted" in page and '<td class="num">1.0e-04</td>' in page
-    assert "<td>low</td><td>lightgbm v1</td><td class=\"num\">0.910</td>" in page
+    assert "<td>low</td><td>xgboost v1</td><td class=\"num\">0.910</td>" in page
+    assert page.count("&lt;script&gt;") == 2
+    assert "the champion lightgbm v1 trades every regime" in page
     assert "no 5m candles stored for &#x27;SOL/USDT&#x27;" in page
     # A symbol without a model gets a short section: no empty tables.
     sol = page[page.index(f">{SOL}</h2>"):page.index('<h2 id="runs">')]
@@ -203,7 +206,9 @@ def test_symbol_view_picks_champion_curves_and_importance(brain: Brain) -> None:
     assert btc.importance_method == "shap"
     assert [r.rank for r in btc.importance] == list(range(1, 16))
     assert btc.importance[0].feature == MATH_FEATURE
-    assert [regime for regime, _row, _choice in btc.selection] == ["low", "high"]
+    # Day 2 chose nothing for BTC (both versions rejected): every regime falls back to the champion,
+    # as BrainClient.current_choice does; the stale day-1 choices are not shown.
+    assert btc.selection == []
 
     eth = load_symbol(brain.engine, ETH)
     assert eth.champion is None
@@ -211,6 +216,8 @@ def test_symbol_view_picks_champion_curves_and_importance(brain: Brain) -> None:
     assert (eth.focus.model_type, eth.focus.version) == ("xgboost", 1)
     assert eth.importance_method == "permutation" and len(eth.importance) == 5
     assert eth.quality == [("gap", "warning", 2), ("nan", "error", 1)]
+    assert [(regime, row and row.model_type) for regime, row, _choice in eth.selection] == [
+        ("low", "xgboost"), ("normal", "xgboost"), ("high", "lightgbm"), ("extreme", None)]
 
 
 def test_symbols_argument_limits_the_report(brain: Brain, tmp_path: Path) -> None:
