@@ -67,7 +67,7 @@ def test_artifacts_are_native_formats_not_pickle() -> None:
 def test_baseline_predicts_like_the_scikit_learn_pipeline() -> None:
     X, y = _data()
     model = make_trainer("baseline", {"alpha": 3.0}).fit(X, y)
-    ref = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), Ridge(alpha=3.0)).fit(X.to_numpy(), y)
+    ref = make_pipeline(SimpleImputer(strategy="mean"), StandardScaler(), Ridge(alpha=3.0)).fit(X.to_numpy(), y)
     np.testing.assert_allclose(model.predict(X), ref.predict(X.to_numpy()), rtol=0, atol=1e-12)
 
 

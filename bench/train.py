@@ -1,0 +1,125 @@
+"""Training benchmark: one 105,000-row x 39-feature symbol, each trainer in its own process.
+
+Run with ``python bench/train.py``.  Per trainer it prints the time of one fit on the full matrix,
+the time of the default importance (sampled rows) as a fraction of that fit, the whole walk-forward
+``train_and_evaluate`` with the default config, and the process's peak memory (ru_maxrss).  The data
+is the team's seeded synthetic market (candles, funding, open interest, liquidations), about a year
+of 5m bars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+N_BARS = 105_000
+SYMBOL = "BENCH/USDT:USDT"
+SEED = 7
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _market() -> dict:
+    import pandas as pd
+
+    from brain_tasks.market.synthetic import SyntheticSource
+
+    start = pd.Timestamp("2024-01-01", tz="UTC")
+    source = SyntheticSource(SEED, start=start, end=start + pd.Timedelta(minutes=5 * N_BARS))
+    return {
+        "candles": source.fetch_candles(SYMBOL, "5m"),
+        "funding": source.fetch_funding(SYMBOL),
+        "open_interest": source.fetch_open_interest(SYMBOL, "5m"),
+        "liquidations": source.fetch_liquidations(SYMBOL),
+    }
+
+
+def worker(model_type: str, importance_rows: int) -> dict:
+    """Measure one trainer; runs in a fresh process so ru_maxrss is this trainer's peak."""
+    from brain_tasks.ml.importance import compute_importance
+    from brain_tasks.ml.models import make_trainer
+    from brain_tasks.ml.pipeline import TrainConfig, build_dataset, train_and_evaluate
+
+    market = _market()
+    config = TrainConfig()
+    X, y, _ = build_dataset(
+        market["candles"], config, funding=market["funding"], open_interest=market["open_interest"],
+        liquidations=market["liquidations"],
+    )
+    rss_data = _rss_mb()
+    t0 = time.perf_counter()
+    trainer = make_trainer(model_type, config.model_params(model_type), seed=config.seed, n_threads=1).fit(X, y)
+    fit_s = time.perf_counter() - t0
+    methods = ("shap", "permutation", "correlation")
+    t0 = time.perf_counter()
+    compute_importance(trainer, X, y, methods=methods, sample_rows=importance_rows, seed=0)
+    importance_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    compute_importance(trainer, X, y, methods=methods[:1], sample_rows=importance_rows, seed=0)
+    shap_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = train_and_evaluate(market["candles"], model_type, config, funding=market["funding"],
+                                open_interest=market["open_interest"], liquidations=market["liquidations"])
+    pipeline_s = time.perf_counter() - t0
+    return {
+        "model_type": model_type,
+        "rows": len(X),
+        "features": X.shape[1],
+        "fit_s": fit_s,
+        "importance_s": importance_s,
+        "shap_or_variance_s": shap_s,
+        "pipeline_s": pipeline_s,
+        "oos_sharpe": result.metrics["sharpe"],
+        "rss_after_data_mb": rss_data,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--models", default="lightgbm,xgboost,baseline")
+    parser.add_argument("--importance-rows", type=int, default=1000, help="rows sampled for importance")
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.importance_rows)))
+        return
+    # One OpenMP thread per training process, as the workers run (see FIELD-NOTES).
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    print(f"brain_tasks training bench: {N_BARS} bars of 5m synthetic data, default TrainConfig, 1 thread, "
+          f"importance on {args.importance_rows} sampled rows (shap/variance + permutation + correlation)")
+    header = (f"{'trainer':<9} {'rows':>7} {'feat':>4} {'fit s':>7} {'importance s':>12} {'imp/fit':>8} "
+              f"{'shap s':>7} {'walk-fwd s':>10} {'data MB':>8} {'peak MB':>8}")
+    print(header)
+    print("-" * len(header))
+    for model_type in args.models.split(","):
+        proc = subprocess.run(
+            [sys.executable, __file__, "--worker", model_type, "--importance-rows", str(args.importance_rows)],
+            env=env, capture_output=True, text=True, check=False,
+        )
+        if proc.returncode != 0:
+            print(f"{model_type:<9} FAILED\n{proc.stderr[-2000:]}")
+            continue
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"{r['model_type']:<9} {r['rows']:>7} {r['features']:>4} {r['fit_s']:>7.2f} {r['importance_s']:>12.2f} "
+              f"{r['importance_s'] / r['fit_s']:>8.2f} {r['shap_or_variance_s']:>7.2f} {r['pipeline_s']:>10.2f} "
+              f"{r['rss_after_data_mb']:>8.0f} {r['peak_rss_mb']:>8.0f}")
+    print("fit = one fit on all rows; walk-fwd = train_and_evaluate (5 folds + final model + importance); "
+          "peak MB = ru_maxrss of the trainer's process, data MB = RSS once the feature matrix is built")
+
+
+if __name__ == "__main__":
+    main()
