@@ -149,6 +149,7 @@ def test_resume_from_last_stored_and_same_window_twice_changes_nothing(engine: s
     spy = Spy(SyntheticSource(11))
     s1 = collect(engine, spy, "candles", SYM, timeframe="1h", since="2024-01-01", until="2024-01-02", now=NOW)
     assert s1["stored"] == s1["fetched"] == 24 and s1["findings"] == {}
+    assert json.loads(json.dumps(s1)) == s1  # a Celery result: JSON only
     before = snapshot(engine)
     s2 = collect(engine, spy, "candles", SYM, timeframe="1h", since="2024-01-01", until="2024-01-02", now=NOW)
     assert s2["stored"] == 0 and snapshot(engine) == before
@@ -406,6 +407,7 @@ def test_bad_input_is_recorded_refused_clearly_and_changes_nothing_stored(suite_
     assert (mine["symbol"] == symbol[:64]).all() and set(mine["severity"]) <= {"error", "warning"}
     if isinstance(info.value, BadBatch):
         assert info.value.summary["findings"].get(check)
+        json.dumps(info.value.summary)
     if case == "huge_request":
         assert source.calls == []  # refused before asking the exchange
     if case == "sql_in_symbol":

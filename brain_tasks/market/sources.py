@@ -198,7 +198,7 @@ class CcxtSource(_NoKind):
                           lambda r: int(r["timestamp"]), since, until, 1)
         df = pd.DataFrame({"ts": [r.get("timestamp") for r in raw], "rate": [r.get("fundingRate") for r in raw],
                            "mark_price": [r.get("markPrice") for r in raw]})
-        return window(conform(_dedupe_dicts(df, raw), "funding"), since, until)
+        return window(conform(df.drop_duplicates(), "funding"), since, until)
 
     def fetch_open_interest(self, symbol: str, timeframe: str, since: Any = None,
                             until: Any = None) -> pd.DataFrame:
@@ -211,7 +211,7 @@ class CcxtSource(_NoKind):
         df = pd.DataFrame({"ts": [r.get("timestamp") for r in raw],
                            "open_interest": [r.get("openInterestAmount") for r in raw],
                            "open_interest_value": [r.get("openInterestValue") for r in raw]})
-        return window(conform(_dedupe_dicts(df, raw), "open_interest"), since, until)
+        return window(conform(df.drop_duplicates(), "open_interest"), since, until)
 
     def fetch_liquidations(self, symbol: str, since: Any = None, until: Any = None) -> pd.DataFrame:
         """Public liquidation events via ``fetch_liquidations``; ``side`` is the liquidated position."""
@@ -238,11 +238,6 @@ class CcxtSource(_NoKind):
                            "price": [r.get("price") for r in raw], "amount": [r.get("baseValue") for r in raw],
                            "value": [r.get("quoteValue") for r in raw], "liq_id": [str(i) for i in ids]})
         return window(conform(df, "liquidations"), since, until)
-
-
-def _dedupe_dicts(df: pd.DataFrame, raw: list[Any]) -> pd.DataFrame:
-    """Drop rows repeated by overlapping pages (same parsed values)."""
-    return df.drop_duplicates() if len(raw) else df
 
 
 # --- freqtrade -----------------------------------------------------------------------------------
