@@ -13,6 +13,7 @@ import hashlib
 import html
 import io
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -28,16 +29,17 @@ from brain_tasks.brain.models import (Candle, DataQualityLog, FeatureDrift, Feat
                                       ModelComparison, ModelManifest, ModelRegistry, RollbackLog, TrainingRun)
 from brain_tasks.errors import IntegrityError
 from brain_tasks.ml.regimes import REGIMES
+from brain_tasks.runs import RUN_SUMMARY_SYMBOL
 
 OOS_FORMAT = "oos-parquet"
-OOS_COLUMNS = ("ts", "fold", "pred", "label", "bar_return", "strategy_return", "regime")
+# The columns the report reads of the stored frame (ts, fold, pred, label, bar_return, strategy_return, regime).
+OOS_REQUIRED = ("ts", "strategy_return", "regime")
 TOP_FEATURES = 15
 MAX_RUN_ROWS = 20
 # Methods in order of preference; any other stored method comes after these, alphabetically.
 IMPORTANCE_METHODS = ("shap", "permutation", "correlation", "variance")
 COMPARISON_METRICS = ("sharpe", "sortino", "max_drawdown", "calmar", "profit_factor", "hit_ratio", "n_trades")
 REGIME_COLOURS = {"low": "#4c78a8", "normal": "#72b7b2", "high": "#f58518", "extreme": "#e45756"}
-RUN_SUMMARY_SYMBOL = "*"  # the fan-out's own row in training_runs (brain_tasks.runs)
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1100px;
@@ -47,7 +49,7 @@ h3{font-size:1.05rem;margin:1.1rem 0 .3rem}
 table{border-collapse:collapse;margin:.3rem 0 .8rem;font-size:13px}
 th,td{border:1px solid #d0d7de;padding:.2rem .5rem;text-align:left;vertical-align:top}
 th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.best td{background:#eef7ee}.muted{color:#656d76}.bad{color:#b42318}.good{color:#1a7f37}
+tr.best td{background:#eef7ee}.muted{color:#656d76}.bad{color:#b42318}
 img{max-width:100%;height:auto;display:block;margin:.3rem 0}
 nav ul{columns:3;margin:.3rem 0}code{background:#f6f8fa;padding:0 .2rem}
 """
@@ -65,7 +67,11 @@ def write_report(engine: sa.Engine, out_dir: Path, *, symbols: list[str] | None 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "index.html"
-    path.write_text(render_report(engine, symbols=symbols), encoding="utf-8")
+    page = render_report(engine, symbols=symbols)
+    # Replace, never half-write: a server may be serving the previous report while this one is written.
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)
     return path
 
 
@@ -113,7 +119,7 @@ def load_oos(engine: sa.Engine, digest: str) -> pd.DataFrame:
     if row.artifact_format != OOS_FORMAT:
         raise IntegrityError(f"artifact {digest} is {row.artifact_format!r}, not {OOS_FORMAT!r}")
     frame = pd.read_parquet(io.BytesIO(data))
-    missing = [c for c in ("ts", "strategy_return", "regime") if c not in frame.columns]
+    missing = [c for c in OOS_REQUIRED if c not in frame.columns]
     if missing:
         raise IntegrityError(f"out-of-sample artifact {digest} lacks the columns {missing}")
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)

@@ -232,13 +232,17 @@ def test_equity_compounds_returns_and_treats_missing_bars_as_flat() -> None:
 
 
 def test_corrupted_artifact_raises_integrity_error(brain: Brain, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    previous = write_report(brain.engine, out, symbols=[ETH]).read_text(encoding="utf-8")
     digest = brain.version(ETH, "baseline", 1, DAY2, "candidate")
     with brain.engine.begin() as conn:
         conn.execute(sa.update(ModelArtifact).where(ModelArtifact.sha256 == digest)
                      .values(data=oos_bytes(seed=999)))
     with pytest.raises(IntegrityError, match="corrupted"):
-        write_report(brain.engine, tmp_path)
-    assert not (tmp_path / "index.html").exists()
+        write_report(brain.engine, out, symbols=[ETH])
+    # The last good report stays in place, whole.
+    assert (out / "index.html").read_text(encoding="utf-8") == previous
+    assert [p.name for p in out.iterdir()] == ["index.html"]
 
 
 def test_missing_artifact_raises_integrity_error(brain: Brain, tmp_path: Path) -> None:
