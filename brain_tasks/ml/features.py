@@ -155,9 +155,10 @@ def _candle_features(c: pd.DataFrame, ts: pd.DatetimeIndex) -> dict[str, pd.Seri
 
 def _asof(close_time: pd.Series, right: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Values of ``right`` last known at each close time (backward as-of join)."""
-    left = pd.DataFrame({"_t": close_time.to_numpy()})
+    # Both sides in ns so sub-second settlement jitter is never truncated by a coarser unit.
+    left = pd.DataFrame({"_t": pd.DatetimeIndex(close_time).as_unit("ns")})
     r = right[["ts", *columns]].rename(columns={"ts": "_t"})
-    r["_t"] = r["_t"].astype(left["_t"].dtype)
+    r["_t"] = pd.DatetimeIndex(r["_t"]).tz_convert("UTC").as_unit("ns")
     joined = pd.merge_asof(left, r, on="_t", direction="backward", allow_exact_matches=False)
     return joined[columns]
 

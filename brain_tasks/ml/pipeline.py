@@ -60,11 +60,10 @@ class TrainConfig:
     regime_lookback: int = 2016
     importance_rows: int = 1000
     min_rows: int = 1000
-    extra: tuple[tuple[str, Any], ...] = field(default=())
 
     def __post_init__(self) -> None:
         # Accept plain dicts for params but store sorted tuples so the config stays hashable.
-        for name in ("lightgbm_params", "xgboost_params", "baseline_params", "extra"):
+        for name in ("lightgbm_params", "xgboost_params", "baseline_params"):
             value = getattr(self, name)
             if isinstance(value, Mapping):
                 object.__setattr__(self, name, _frozen(value))
@@ -87,7 +86,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (params as dicts)."""
         d = asdict(self)
-        for name in ("lightgbm_params", "xgboost_params", "baseline_params", "extra"):
+        for name in ("lightgbm_params", "xgboost_params", "baseline_params"):
             d[name] = dict(getattr(self, name))
         return d
 
@@ -141,7 +140,7 @@ def dataset_digest(X: pd.DataFrame, y: pd.Series) -> str:
     """sha256 of the training matrix: column names, timestamps, feature values and labels."""
     h = hashlib.sha256()
     h.update(json.dumps(list(X.columns)).encode("utf-8"))
-    h.update(np.ascontiguousarray(X.index.asi8).tobytes())
+    h.update(np.ascontiguousarray(pd.DatetimeIndex(X.index).as_unit("ns").asi8).tobytes())  # unit-independent
     h.update(np.ascontiguousarray(X.to_numpy(dtype="float64", na_value=np.nan)).tobytes())
     h.update(np.ascontiguousarray(y.to_numpy(dtype="float64")).tobytes())
     return h.hexdigest()

@@ -152,3 +152,12 @@ def test_feature_set_hash_is_stable_and_order_sensitive(monkeypatch: pytest.Monk
     assert h != feature_set_hash(names[::-1])
     monkeypatch.setattr(F, "FEATURE_SET_VERSION", "999")
     assert F.feature_set_hash(names) != h
+
+
+def test_timestamp_resolution_does_not_change_features(xrp_futures: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    candles, funding = xrp_futures
+    ns = make_features(candles, timeframe="5m", funding=funding)
+    coarse = make_features(candles.assign(ts=candles["ts"].dt.as_unit("s")), timeframe="5m",
+                           funding=funding.assign(ts=funding["ts"].dt.as_unit("ms")))
+    np.testing.assert_array_equal(ns.to_numpy(), coarse.to_numpy())
+    assert ns["funding_rate"].notna().sum() > 500
