@@ -161,8 +161,9 @@ def collect(engine: sa.Engine, source: MarketSource, kind: str, symbol: str, *, 
         if source.live and until_ts is None and len(series):
             findings += stale_finding(series.iloc[-1], step, kind, now=now_ts)
     recorded = record_findings(engine, source.name, symbol, dq_tf, findings, now=now_ts)
+    # Per-day coverage is judged by check_stored over whole days, not by a collection window.
     resolved = resolve_findings(engine, source.name, symbol, dq_tf, kind, window_start=start, window_end=until_ts,
-                                still_open=findings, now=now_ts)
+                                still_open=findings, now=now_ts, skip_checks=("coverage",))
     summary = {
         "source": source.name, "kind": kind, "symbol": symbol, "timeframe": dq_tf or "",
         "window": {"since": _iso(start), "until": _iso(until_ts)},
@@ -267,9 +268,10 @@ def source_for(settings: Any) -> MarketSource:
     return CcxtSource(exchange)
 
 
-def check_stored(engine: sa.Engine, exchange: str, symbols: list[str], timeframe: str, *,
-                 now: Any = None) -> dict[str, Any]:
-    """Re-check the stored candles of ``symbols``: gaps and per-day coverage, recorded as findings."""
+def check_stored(engine: sa.Engine, exchange: str, symbols: list[str], timeframe: str, *, now: Any = None,
+                 min_coverage: float = 0.95) -> dict[str, Any]:
+    """Re-check the stored candles of ``symbols``: gaps, and days whose coverage is below ``min_coverage``,
+    recorded as findings (and resolved once the stored series no longer shows them)."""
     now_ts = to_utc(now) if now is not None else utcnow()
     out: dict[str, Any] = {"exchange": exchange, "timeframe": timeframe, "symbols": {}}
     for symbol in symbols:
@@ -277,16 +279,25 @@ def check_stored(engine: sa.Engine, exchange: str, symbols: list[str], timeframe
         if candles.empty:
             out["symbols"][symbol] = {"rows": 0, "status": "no data"}
             continue
-        candles = candles.copy()
-        candles["ts"] = pd.to_datetime(candles["ts"], utc=True)
-        gaps = find_gaps(candles["ts"], timeframe, "candles")
-        record_findings(engine, exchange, symbol, timeframe, gaps, now=now_ts)
-        resolved = resolve_findings(engine, exchange, symbol, timeframe, "candles", window_start=candles["ts"].min(),
-                                    window_end=None, still_open=gaps, now=now_ts, checks=("gap",))
+        candles = candles.assign(ts=pd.to_datetime(candles["ts"], utc=True))
         cov = coverage(candles, timeframe)
+        findings = find_gaps(candles["ts"], timeframe, "candles") + coverage_findings(cov, min_coverage)
+        record_findings(engine, exchange, symbol, timeframe, findings, now=now_ts)
+        resolved = resolve_findings(engine, exchange, symbol, timeframe, "candles", window_start=None,
+                                    window_end=None, still_open=findings, now=now_ts, checks=("gap", "coverage"))
+        gaps = [f for f in findings if f.check == "gap"]
         out["symbols"][symbol] = {
             "rows": int(len(candles)), "first": _iso(candles["ts"].min()), "last": _iso(candles["ts"].max()),
             "gaps": len(gaps), "missing_bars": int(sum(g.details["missing"] for g in gaps)),
             "min_day_coverage": float(cov["ratio"].min()), "mean_day_coverage": float(cov["ratio"].mean()),
-            "resolved": resolved}
+            "days_below": len(findings) - len(gaps), "resolved": resolved}
     return out
+
+
+def coverage_findings(cov: pd.DataFrame, min_coverage: float) -> list[Finding]:
+    """One 'coverage' finding per day whose ratio of bars present is below ``min_coverage``."""
+    day = pd.Timedelta(days=1)
+    return [Finding("candles", "coverage", "info", row.day, row.day + day - pd.Timedelta(1, "us"),
+                    {"message": f"{row.present} of {row.expected} bars", "expected": int(row.expected),
+                     "present": int(row.present), "ratio": float(row.ratio)})
+            for row in cov.itertuples() if row.ratio < min_coverage]

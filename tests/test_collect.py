@@ -238,13 +238,21 @@ def test_thousands_of_findings_in_one_batch(engine: sa.Engine) -> None:
 
 
 def test_check_stored_reports_gaps_and_coverage(engine: sa.Engine) -> None:
-    collect(engine, Scripted(candles=bars("2024-01-01", 24).drop(index=[5, 6])), "candles", SYM, timeframe="1h",
-            since="2024-01-01", until="2024-01-02", now=NOW)
+    holey = Scripted(candles=bars("2024-01-01", 48).drop(index=[5, 6]))
+    collect(engine, holey, "candles", SYM, timeframe="1h", since="2024-01-01", until="2024-01-03", now=NOW)
     out = check_stored(engine, "scripted", [SYM, "ETH/USDT"], "1h", now=NOW)
-    assert out["symbols"][SYM]["gaps"] == 1 and out["symbols"][SYM]["missing_bars"] == 2
-    assert out["symbols"][SYM]["min_day_coverage"] == pytest.approx(22 / 24)
+    mine = out["symbols"][SYM]
+    assert (mine["gaps"], mine["missing_bars"], mine["days_below"]) == (1, 2, 1)
+    assert mine["min_day_coverage"] == pytest.approx(22 / 24) and mine["mean_day_coverage"] == pytest.approx(46 / 48)
     assert out["symbols"]["ETH/USDT"]["rows"] == 0
     json.dumps(out)
+    [day] = read_findings(engine, check="coverage").to_dict("records")
+    assert day["ts_start"] == ts("2024-01-01") and day["details"]["present"] == 22 and not day["resolved"]
+    collect(engine, Scripted(candles=bars("2024-01-01", 48)), "candles", SYM, timeframe="1h", since="2024-01-01",
+            until="2024-01-03", now=NOW + H)
+    assert read_findings(engine, check="coverage", resolved=False).shape[0] == 1  # for the check to judge
+    assert check_stored(engine, "scripted", [SYM], "1h", now=NOW + 2 * H)["symbols"][SYM]["days_below"] == 0
+    assert read_findings(engine, resolved=False).empty  # the gap (by collect) and the day (by the check)
 
 
 def test_transient_faults_propagate_for_retry(engine: sa.Engine) -> None:

@@ -62,9 +62,10 @@ def record_findings(engine: sa.Engine, source: str, symbol: str, timeframe: str 
 
 def resolve_findings(engine: sa.Engine, source: str, symbol: str, timeframe: str | None, data_kind: str, *,
                      window_start: Any, window_end: Any, still_open: Iterable[Finding], now: Any,
-                     checks: Iterable[str] | None = None) -> int:
+                     checks: Iterable[str] | None = None, skip_checks: Iterable[str] = ()) -> int:
     """Mark unresolved findings of ``data_kind`` starting in ``[window_start, window_end)`` that are not in
-    ``still_open`` as resolved at ``now`` (only the given ``checks`` when set); returns how many."""
+    ``still_open`` as resolved at ``now``; returns how many.  Only the ``checks`` the caller evaluated
+    may be resolved: restrict them with ``checks`` or leave some out with ``skip_checks``."""
     base = key_of(source, symbol, timeframe)
     t = DataQualityLog.__table__
     keep = {(f.check, _py(f.ts_start)) for f in still_open if f.data_kind == data_kind}
@@ -76,6 +77,9 @@ def resolve_findings(engine: sa.Engine, source: str, symbol: str, timeframe: str
         cond.append(t.c.ts_start < _py(window_end))
     if checks is not None:
         cond.append(t.c.check.in_(list(checks)))
+    skip = list(skip_checks)
+    if skip:
+        cond.append(t.c.check.not_in(skip))
     with engine.begin() as conn:
         rows = conn.execute(sa.select(t.c.check, t.c.ts_start).where(*cond)).all()
         gone: dict[str, list[dt.datetime]] = {}

@@ -20,7 +20,7 @@ from brain_tasks.market.frames import conform, empty_frame, timeframe_delta, to_
 SEVERITIES = ("info", "warning", "error")
 CANDLE_VALUES = ("open", "high", "low", "close", "volume")
 # Checks that describe the state of the stored series rather than a defect of the input batch.
-SERIES_CHECKS = frozenset({"gap", "stale"})
+SERIES_CHECKS = frozenset({"gap", "stale", "coverage"})
 _EXAMPLES = 5
 
 
