@@ -8,6 +8,7 @@ hands over what it received (a defective row is recorded, not silently dropped h
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import time
@@ -257,9 +258,11 @@ def read_table_file(path: Path) -> pd.DataFrame:
         if name.endswith(".csv"):
             return pd.read_csv(path)
         if name.endswith((".json", ".json.gz")):
-            import gzip
-
-            text = gzip.open(path, "rt").read() if name.endswith(".gz") else path.read_text()
+            if name.endswith(".gz"):
+                with gzip.open(path, "rt") as fh:
+                    text = fh.read()
+            else:
+                text = path.read_text()
             data = json.loads(text)
             if isinstance(data, list):
                 return pd.DataFrame(data, columns=["date", "open", "high", "low", "close", "volume"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -88,16 +89,18 @@ def test_symbols_windows_and_missing_data(freqtrade: FreqtradeSource) -> None:
         freqtrade.fetch_candles("ETH/BTC'; DROP TABLE candles; --", "5m")
 
 
-def test_freqtrade_json_and_parquet_layouts(tmp_path: Path) -> None:
+def test_freqtrade_json_gz_and_parquet_layouts(tmp_path: Path) -> None:
     ts = pd.date_range("2024-01-01", periods=4, freq="1h", tz="UTC")
     values = [[int(t.value // 1_000_000), 1.0 + i, 2.0 + i, 0.5 + i, 1.5 + i, 10.0] for i, t in enumerate(ts)]
-    (tmp_path / "BTC_USDT-1h.json").write_text(json.dumps(values))
+    with gzip.open(tmp_path / "BTC_USDT-1h.json.gz", "wt") as fh:
+        fh.write(json.dumps(values))
     frame = pd.DataFrame(values, columns=["date", "open", "high", "low", "close", "volume"])
     frame["date"] = ts
     (tmp_path / "futures").mkdir()
     frame.to_parquet(tmp_path / "futures" / "ETH_USDT_USDT-1h-futures.parquet")
+    frame.to_json(tmp_path / "SOL_USDT-1h.json")  # pandas' "columns" orient, dates as epoch ms
     src = FreqtradeSource(tmp_path)
-    assert src.symbols("1h") == ["BTC/USDT", "ETH/USDT:USDT"]
+    assert src.symbols("1h") == ["BTC/USDT", "ETH/USDT:USDT", "SOL/USDT"]
     for symbol in src.symbols("1h"):
         df = src.fetch_candles(symbol, "1h")
         assert df["ts"].tolist() == list(ts) and df["close"].tolist() == [1.5, 2.5, 3.5, 4.5]
