@@ -98,7 +98,7 @@ def test_freqtrade_json_gz_and_parquet_layouts(tmp_path: Path) -> None:
     frame["date"] = ts
     (tmp_path / "futures").mkdir()
     frame.to_parquet(tmp_path / "futures" / "ETH_USDT_USDT-1h-futures.parquet")
-    frame.to_json(tmp_path / "SOL_USDT-1h.json")  # pandas' "columns" orient, dates as epoch ms
+    frame.to_json(tmp_path / "SOL_USDT-1h.json", date_format="iso")  # pandas "columns" orient, ISO dates
     src = FreqtradeSource(tmp_path)
     assert src.symbols("1h") == ["BTC/USDT", "ETH/USDT:USDT", "SOL/USDT"]
     for symbol in src.symbols("1h"):
