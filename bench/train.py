@@ -56,7 +56,10 @@ def worker(model_type: str, importance_rows: int) -> dict:
     market = _market()
     config = TrainConfig()
     X, y, _ = build_dataset(
-        market["candles"], config, funding=market["funding"], open_interest=market["open_interest"],
+        market["candles"],
+        config,
+        funding=market["funding"],
+        open_interest=market["open_interest"],
         liquidations=market["liquidations"],
     )
     rss_data = _rss_mb()
@@ -71,8 +74,14 @@ def worker(model_type: str, importance_rows: int) -> dict:
     compute_importance(trainer, X, y, methods=methods[:1], sample_rows=importance_rows, seed=0)
     shap_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    result = train_and_evaluate(market["candles"], model_type, config, funding=market["funding"],
-                                open_interest=market["open_interest"], liquidations=market["liquidations"])
+    result = train_and_evaluate(
+        market["candles"],
+        model_type,
+        config,
+        funding=market["funding"],
+        open_interest=market["open_interest"],
+        liquidations=market["liquidations"],
+    )
     pipeline_s = time.perf_counter() - t0
     return {
         "model_type": model_type,
@@ -99,26 +108,37 @@ def main() -> None:
         return
     # One OpenMP thread per training process, as the workers run (see FIELD-NOTES).
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    print(f"brain_tasks training bench: {N_BARS} bars of 5m synthetic data, default TrainConfig, 1 thread, "
-          f"importance on {args.importance_rows} sampled rows (shap/variance + permutation + correlation)")
-    header = (f"{'trainer':<9} {'rows':>7} {'feat':>4} {'fit s':>7} {'importance s':>12} {'imp/fit':>8} "
-              f"{'shap s':>7} {'walk-fwd s':>10} {'data MB':>8} {'peak MB':>8}")
+    print(
+        f"brain_tasks training bench: {N_BARS} bars of 5m synthetic data, default TrainConfig, 1 thread, "
+        f"importance on {args.importance_rows} sampled rows (shap/variance + permutation + correlation)"
+    )
+    header = (
+        f"{'trainer':<9} {'rows':>7} {'feat':>4} {'fit s':>7} {'importance s':>12} {'imp/fit':>8} "
+        f"{'shap s':>7} {'walk-fwd s':>10} {'data MB':>8} {'peak MB':>8}"
+    )
     print(header)
     print("-" * len(header))
     for model_type in args.models.split(","):
         proc = subprocess.run(
             [sys.executable, __file__, "--worker", model_type, "--importance-rows", str(args.importance_rows)],
-            env=env, capture_output=True, text=True, check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if proc.returncode != 0:
             print(f"{model_type:<9} FAILED\n{proc.stderr[-2000:]}")
             continue
         r = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(f"{r['model_type']:<9} {r['rows']:>7} {r['features']:>4} {r['fit_s']:>7.2f} {r['importance_s']:>12.2f} "
-              f"{r['importance_s'] / r['fit_s']:>8.2f} {r['shap_or_variance_s']:>7.2f} {r['pipeline_s']:>10.2f} "
-              f"{r['rss_after_data_mb']:>8.0f} {r['peak_rss_mb']:>8.0f}")
-    print("fit = one fit on all rows; walk-fwd = train_and_evaluate (5 folds + final model + importance); "
-          "peak MB = ru_maxrss of the trainer's process, data MB = RSS once the feature matrix is built")
+        print(
+            f"{r['model_type']:<9} {r['rows']:>7} {r['features']:>4} {r['fit_s']:>7.2f} {r['importance_s']:>12.2f} "
+            f"{r['importance_s'] / r['fit_s']:>8.2f} {r['shap_or_variance_s']:>7.2f} {r['pipeline_s']:>10.2f} "
+            f"{r['rss_after_data_mb']:>8.0f} {r['peak_rss_mb']:>8.0f}"
+        )
+    print(
+        "fit = one fit on all rows; walk-fwd = train_and_evaluate (5 folds + final model + importance); "
+        "peak MB = ru_maxrss of the trainer's process, data MB = RSS once the feature matrix is built"
+    )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,7 @@ _EPS = 1e-4  # floor on bin shares so empty bins give a large but finite PSI
 def _edges(pooled: np.ndarray, bins: int) -> np.ndarray:
     # Bin edges from the pooled sample do not change when the sample is permuted, so the permutation
     # null is exact for the statistic actually reported.
-    inner = np.unique(np.quantile(pooled, np.linspace(0, 1, bins + 1)[1:-1]))
-    return inner
+    return np.unique(np.quantile(pooled, np.linspace(0, 1, bins + 1)[1:-1]))
 
 
 def _psi_from_counts(ref_counts: np.ndarray, cur_counts: np.ndarray) -> np.ndarray:

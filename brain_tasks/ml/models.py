@@ -176,7 +176,13 @@ class LinearModel:
         if doc.get("format") != cls.artifact_format:
             raise ValueError(f"not a linear-json artifact: format={doc.get('format')!r}")
         return cls(
-            doc["feature_names"], doc["fill_values"], doc["means"], doc["scales"], doc["coef"], doc["intercept"], doc["params"]
+            doc["feature_names"],
+            doc["fill_values"],
+            doc["means"],
+            doc["scales"],
+            doc["coef"],
+            doc["intercept"],
+            doc["params"],
         )
 
 
@@ -276,9 +282,7 @@ class Trainer:
         return self._fitted().to_bytes()
 
 
-def make_trainer(
-    model_type: str, params: dict[str, Any] | None = None, seed: int = 0, n_threads: int = 1
-) -> Trainer:
+def make_trainer(model_type: str, params: dict[str, Any] | None = None, seed: int = 0, n_threads: int = 1) -> Trainer:
     """A trainer of ``model_type`` with DEFAULT_PARAMS overridden by ``params``."""
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")

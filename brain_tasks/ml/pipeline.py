@@ -230,7 +230,11 @@ def train_and_evaluate(
     regime_metrics = metrics_by_regime(pred, label, bar_ret, regime, ppy, config.cost_bps, config.threshold)
 
     final = make_trainer(model_type, params, seed=config.seed, n_threads=config.n_threads).fit(X, y)
-    methods = ("shap", "permutation", "correlation") if model_type != "baseline" else ("variance", "permutation", "correlation")
+    methods = (
+        ("shap", "permutation", "correlation")
+        if model_type != "baseline"
+        else ("variance", "permutation", "correlation")
+    )
     # Explain the model on its most recent rows: that is the behaviour that will trade next.
     recent = slice(max(0, n - 4 * config.importance_rows), n)
     importance = compute_importance(

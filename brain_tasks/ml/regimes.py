@@ -35,8 +35,7 @@ def volatility_regimes(candles: pd.DataFrame, *, window: int, lookback: int) -> 
     code = (v > q[0]).astype(int) + (v > q[1]).astype(int) + (v > q[2]).astype(int)
     labels = np.asarray(REGIMES, dtype=object)[code]
     labels[np.isnan(v) | np.isnan(q[2])] = None
-    out = pd.Series(labels, index=pd.DatetimeIndex(candles["ts"], name="ts"), name="regime", dtype="str")
-    return out
+    return pd.Series(labels, index=pd.DatetimeIndex(candles["ts"], name="ts"), name="regime", dtype="str")
 
 
 def metrics_by_regime(
@@ -119,7 +118,10 @@ def select_per_regime(
                 f"({eligible[incumbent]['composite']:.3f}) by more than {margin}"
             )
         else:
-            reason = f"champion {incumbent} lacks {min_bars} bars in '{regime}'; {best} has the best composite {best_score:.3f}"
+            reason = (
+                f"champion {incumbent} lacks {min_bars} bars in '{regime}'; "
+                f"{best} has the best composite {best_score:.3f}"
+            )
         m = eligible[chosen]
         out[regime] = {
             "model": chosen,

@@ -100,5 +100,8 @@ def rollback_decision(
     if mean_diff <= margin:
         why = f"the shortfall {mean_diff:+.3g} is within the margin {margin:g}"
     else:
-        why = f"the shortfall {mean_diff:+.3g} exceeds the margin but is not significant (p = {base['p_value']:.3g} > {alpha:g})"
+        why = (
+            f"the shortfall {mean_diff:+.3g} exceeds the margin but is not significant "
+            f"(p = {base['p_value']:.3g} > {alpha:g})"
+        )
     return RollbackDecision("keep", f"keep the champion: over {n} bars {why}", base)

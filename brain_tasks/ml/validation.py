@@ -45,7 +45,7 @@ def walk_forward_splits(
         )
     bounds = np.linspace(first_test, n, n_folds + 1).round().astype(int)
     splits = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         train_end = a - gap
         train_start = 0 if scheme == "expanding" else max(0, train_end - min_train)
         splits.append((np.arange(train_start, train_end), np.arange(a, b)))

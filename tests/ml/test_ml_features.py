@@ -31,12 +31,20 @@ def _extras(candles: pd.DataFrame, seed: int = 0) -> dict[str, pd.DataFrame]:
     return {
         "funding": pd.DataFrame({"ts": funding_ts, "rate": rng.normal(1e-4, 5e-5, len(funding_ts))}),
         "open_interest": pd.DataFrame(
-            {"ts": oi_ts, "open_interest": 1e6 * np.exp(np.cumsum(rng.normal(0, 0.01, len(oi_ts)))),
-             "open_interest_value": np.nan}
+            {
+                "ts": oi_ts,
+                "open_interest": 1e6 * np.exp(np.cumsum(rng.normal(0, 0.01, len(oi_ts)))),
+                "open_interest_value": np.nan,
+            }
         ),
         "liquidations": pd.DataFrame(
-            {"ts": liq_ts, "side": rng.choice(["long", "short"], n_liq), "price": price, "amount": amount,
-             "value": amount * price}
+            {
+                "ts": liq_ts,
+                "side": rng.choice(["long", "short"], n_liq),
+                "price": price,
+                "amount": amount,
+                "value": amount * price,
+            }
         ),
     }
 
@@ -68,7 +76,9 @@ def test_features_are_causal_future_data_changes_nothing_before_it(cut: int) -> 
     close_of_last = candles["ts"].iloc[cut - 1] + pd.Timedelta("5min")
     altered = synthetic_candles(3000, seed=99)
     future = candles.copy()
-    future.loc[cut:, ["open", "high", "low", "close", "volume"]] = altered.loc[cut:, ["open", "high", "low", "close", "volume"]].to_numpy()
+    future.loc[cut:, ["open", "high", "low", "close", "volume"]] = altered.loc[
+        cut:, ["open", "high", "low", "close", "volume"]
+    ].to_numpy()
     other = _extras(candles, seed=4)
     future_extras = {
         k: pd.concat([v[v["ts"] < close_of_last], other[k][other[k]["ts"] >= close_of_last]]) for k, v in extras.items()
@@ -112,7 +122,9 @@ def test_liquidation_features_bucket_events_into_the_bar_that_knows_them() -> No
     assert X["liq_intensity_12"].iloc[350] == pytest.approx(1200.0 / quote_12)
     assert X["liq_imbalance_12"].iloc[350] == pytest.approx((1000 - 200) / 1200)
     assert X["liq_imbalance_12"].iloc[351] == pytest.approx((1100 - 200) / 1300)
-    assert X["liq_run_length"].iloc[350] == 1 and X["liq_run_length"].iloc[351] == 2 and X["liq_run_length"].iloc[352] == 0
+    assert (
+        X["liq_run_length"].iloc[350] == 1 and X["liq_run_length"].iloc[351] == 2 and X["liq_run_length"].iloc[352] == 0
+    )
     # Bar 350 is a cascade step: three events worth far more than the (zero) trailing mean.
     assert X["liq_cascade_12"].iloc[350] == 1 and X["liq_cascade_12"].iloc[349] == 0
     assert X["liq_momentum"].iloc[350] > 0
@@ -157,7 +169,10 @@ def test_feature_set_hash_is_stable_and_order_sensitive(monkeypatch: pytest.Monk
 def test_timestamp_resolution_does_not_change_features(xrp_futures: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     candles, funding = xrp_futures
     ns = make_features(candles, timeframe="5m", funding=funding)
-    coarse = make_features(candles.assign(ts=candles["ts"].dt.as_unit("s")), timeframe="5m",
-                           funding=funding.assign(ts=funding["ts"].dt.as_unit("ms")))
+    coarse = make_features(
+        candles.assign(ts=candles["ts"].dt.as_unit("s")),
+        timeframe="5m",
+        funding=funding.assign(ts=funding["ts"].dt.as_unit("ms")),
+    )
     np.testing.assert_array_equal(ns.to_numpy(), coarse.to_numpy())
     assert ns["funding_rate"].notna().sum() > 500

@@ -104,10 +104,24 @@ def test_psr_grows_with_sample_length_at_the_same_sharpe() -> None:
 
 
 def test_composite_is_bounded_and_configurable() -> None:
-    huge = {"sharpe": 1e9, "sortino": 1e9, "calmar": 1e9, "max_drawdown": 0.0, "profit_factor": 1e9,
-            "hit_ratio": 1.0, "psr": 1.0}
-    awful = {"sharpe": -1e9, "sortino": -1e9, "calmar": -1e9, "max_drawdown": -1.0, "profit_factor": 0.0,
-             "hit_ratio": 0.0, "psr": 0.0}
+    huge = {
+        "sharpe": 1e9,
+        "sortino": 1e9,
+        "calmar": 1e9,
+        "max_drawdown": 0.0,
+        "profit_factor": 1e9,
+        "hit_ratio": 1.0,
+        "psr": 1.0,
+    }
+    awful = {
+        "sharpe": -1e9,
+        "sortino": -1e9,
+        "calmar": -1e9,
+        "max_drawdown": -1.0,
+        "profit_factor": 0.0,
+        "hit_ratio": 0.0,
+        "psr": 0.0,
+    }
     assert composite_score(huge) == pytest.approx(1.0)
     assert composite_score(awful) == pytest.approx(-1.0)
     # One blown-up metric moves the score by at most its weight's share.

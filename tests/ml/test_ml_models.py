@@ -43,7 +43,9 @@ def test_same_seed_gives_byte_identical_artifacts_that_reload_and_predict_identi
 
 def test_seed_is_used() -> None:
     X, y = _data()
-    assert make_trainer("lightgbm", seed=1).fit(X, y).to_bytes() != make_trainer("lightgbm", seed=2).fit(X, y).to_bytes()
+    assert (
+        make_trainer("lightgbm", seed=1).fit(X, y).to_bytes() != make_trainer("lightgbm", seed=2).fit(X, y).to_bytes()
+    )
     assert make_trainer("xgboost", seed=1).fit(X, y).to_bytes() != make_trainer("xgboost", seed=2).fit(X, y).to_bytes()
 
 
@@ -129,8 +131,15 @@ def test_rank_changes_tracks_rising_and_falling_features() -> None:
     rows = []
     for run, order in enumerate([["a", "b", "c"], ["b", "a", "c"], ["c", "b", "a"]]):
         for rank, feature in enumerate(order, start=1):
-            rows.append({"as_of": f"2024-01-0{run + 1}", "method": "shap", "feature": feature,
-                         "importance": 1.0 / rank, "rank": rank})
+            rows.append(
+                {
+                    "as_of": f"2024-01-0{run + 1}",
+                    "method": "shap",
+                    "feature": feature,
+                    "importance": 1.0 / rank,
+                    "rank": rank,
+                }
+            )
     trend = rank_changes(pd.DataFrame(rows)).set_index("feature")
     assert trend.loc["c", "rank_change"] == 2 and trend.loc["a", "rank_change"] == -2
     assert trend.loc["c", "rank_slope"] < 0 < trend.loc["a", "rank_slope"]

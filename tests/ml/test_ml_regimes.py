@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import synthetic_candles
 
 from brain_tasks.ml.metrics import evaluate, strategy_metrics, strategy_returns
 from brain_tasks.ml.regimes import REGIMES, metrics_by_regime, select_per_regime, volatility_regimes
@@ -16,8 +15,9 @@ def _two_vol_candles(n: int = 3000, jump_at: int = 2000) -> pd.DataFrame:
     sigma = np.where(np.arange(n) < jump_at, 0.001, 0.01)
     close = 100 * np.exp(np.cumsum(rng.normal(0, 1, n) * sigma))
     ts = pd.date_range("2024-01-01", periods=n, freq="5min", tz="UTC")
-    return pd.DataFrame({"ts": ts, "open": close, "high": close * 1.001, "low": close * 0.999, "close": close,
-                         "volume": 1.0})
+    return pd.DataFrame(
+        {"ts": ts, "open": close, "high": close * 1.001, "low": close * 0.999, "close": close, "volume": 1.0}
+    )
 
 
 def test_regimes_are_causal_and_labelled(eth: pd.DataFrame) -> None:

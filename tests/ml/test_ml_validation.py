@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import synthetic_candles
 from sklearn.model_selection import KFold
 
 from brain_tasks.errors import DataError
@@ -77,8 +76,16 @@ def _noise_problem(seed: int, n: int = 1500, horizon: int = 10) -> tuple[pd.Data
     rng = np.random.default_rng(seed)
     r = rng.normal(0, 0.01, n)
     close = 100 * np.cumprod(1 + r)
-    candles = pd.DataFrame({"ts": pd.date_range("2024", periods=n, freq="1h", tz="UTC"), "open": close,
-                            "high": close, "low": close, "close": close, "volume": 1.0})
+    candles = pd.DataFrame(
+        {
+            "ts": pd.date_range("2024", periods=n, freq="1h", tz="UTC"),
+            "open": close,
+            "high": close,
+            "low": close,
+            "close": close,
+            "volume": 1.0,
+        }
+    )
     y = forward_return(candles, horizon, 0.0).to_numpy()
     br = bar_returns(candles).to_numpy()
     X = pd.DataFrame(rng.normal(size=(n, 4)), columns=["a", "b", "c", "d"])
@@ -112,6 +119,9 @@ def test_leakage_purged_oos_sharpe_is_centred_on_zero_unpurged_is_not() -> None:
     purged, leaky = np.array(purged), np.array(leaky)
     t_purged = purged.mean() / (purged.std(ddof=1) / np.sqrt(len(purged)))
     t_leaky = leaky.mean() / (leaky.std(ddof=1) / np.sqrt(len(leaky)))
-    print(f"per-bar OOS Sharpe purged {purged.mean():+.4f} (t={t_purged:+.2f}), unpurged {leaky.mean():+.4f} (t={t_leaky:+.2f})")
+    print(
+        f"per-bar OOS Sharpe purged {purged.mean():+.4f} (t={t_purged:+.2f}), "
+        f"unpurged {leaky.mean():+.4f} (t={t_leaky:+.2f})"
+    )
     assert abs(t_purged) < 3.0
     assert t_leaky > 6.0 and leaky.mean() > 5 * abs(purged.mean())
