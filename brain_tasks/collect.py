@@ -125,7 +125,7 @@ def collect(engine: sa.Engine, source: MarketSource, kind: str, symbol: str, *, 
                                        lookback_bars, backfill_bars)
         end = until_ts if until_ts is not None else now_ts
         # A file source ends where its data ends; only an open-ended request to a live source is unbounded.
-        bounded = until_ts is not None or source.live
+        bounded = until_ts is not None or _live(source)
         if step is not None and start is not None and bounded and (end - start) / step > max_rows:
             raise BadRequest(f"{kind} {symbol} {step_tf}: {int((end - start) / step)} rows from {start} to {end} "
                              f"exceed the limit of {max_rows}; collect a shorter window", check="too_large")
@@ -133,7 +133,7 @@ def collect(engine: sa.Engine, source: MarketSource, kind: str, symbol: str, *, 
                     start, until_ts)
         if df.empty and spec.bars and step is not None:
             expected = None if start is None else int((end - start) / step)  # bars that could have closed
-            if expected is None or (explicit_since and expected >= 1) or (source.live and expected >= 2):
+            if expected is None or (explicit_since and expected >= 1) or (_live(source) and expected >= 2):
                 raise BadRequest(f"{source.name} returned no {kind} for {symbol} from {_iso(start)} to {_iso(end)}",
                                  check="empty")
         validated = _validate(kind, df, step_tf, now_ts, fallback)
@@ -158,7 +158,7 @@ def collect(engine: sa.Engine, source: MarketSource, kind: str, symbol: str, *, 
         lo = (start - step) if start is not None else None
         series = _stored_ts(engine, spec, key, lo, until_ts)
         findings += find_gaps(series, step, kind)
-        if source.live and until_ts is None and len(series):
+        if _live(source) and until_ts is None and len(series):
             findings += stale_finding(series.iloc[-1], step, kind, now=now_ts)
     recorded = record_findings(engine, source.name, symbol, dq_tf, findings, now=now_ts)
     # Per-day coverage is judged by check_stored over whole days, not by a collection window.
@@ -182,6 +182,11 @@ def collect(engine: sa.Engine, source: MarketSource, kind: str, symbol: str, *, 
                        f"{summary['rejected']} rejected, {summary['stored']} stored, details in data_quality_logs",
                        summary)
     return summary
+
+
+def _live(source: MarketSource) -> bool:
+    # Sources written before `live` existed follow no clock: treat them like files.
+    return bool(getattr(source, "live", False))
 
 
 def _readable(value: Any) -> bool:
@@ -215,7 +220,7 @@ def _resume(engine: sa.Engine, spec: _Kind, source: MarketSource, kind: str, sym
     if since is not None:
         return since, last is not None
     if last is None:
-        if not source.live:
+        if not _live(source):
             return None, False
         return (now - step * lookback_bars if step is not None else now - _EVENT_LOOKBACK), False
     if step is None:
