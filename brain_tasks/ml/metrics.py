@@ -128,7 +128,8 @@ def strategy_metrics(returns: Any, periods_per_year: float) -> dict[str, float]:
         out["sharpe"] = _ratio(mean, 0.0) if _no_variance(std, mean) else _ratio(mean * math.sqrt(ann), std)
         downside = math.sqrt(float(np.mean(np.square(np.minimum(r, 0.0))))) * math.sqrt(ann)
         out["sortino"] = _ratio(mean * ann, downside)
-    cagr = growth ** (ann / n) - 1.0 if growth > 0 else -1.0
+    # In log space: a big gain over few bars annualises past float range (pow would raise OverflowError).
+    cagr = math.expm1(min(math.log(growth) * ann / n, 700.0)) if growth > 0 else -1.0
     out["calmar"] = _ratio(cagr, abs(out["max_drawdown"]))
     gains, losses = float(r[r > 0].sum()), float(-r[r < 0].sum())
     out["profit_factor"] = _ratio(gains, losses)
