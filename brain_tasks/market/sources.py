@@ -319,12 +319,16 @@ class FreqtradeSource(_NoKind):
                     return tf, file
         return None
 
-    def fetch_candles(self, symbol: str, timeframe: str, since: Any = None, until: Any = None) -> pd.DataFrame:
-        """The pair's candles at ``timeframe`` (the perp file for ``BASE/QUOTE:SETTLE`` symbols)."""
+    def fetch_candles(self, symbol: str, timeframe: str, since: Any = None, until: Any = None, *,
+                      candle_type: str | None = None) -> pd.DataFrame:
+        """The pair's candles at ``timeframe``: the perp file for ``BASE/QUOTE:SETTLE`` symbols, or another
+        freqtrade candle type ('mark', 'index', 'premiumIndex'; mark candles carry no volume)."""
         timeframe_delta(timeframe)
-        found = self._find(symbol, timeframe, ("futures",) if ":" in symbol else ("spot",))
+        ctype = candle_type or ("futures" if ":" in symbol else "spot")
+        found = self._find(symbol, timeframe, (ctype,))
         if found is None:
-            raise UnknownSymbol(f"no {timeframe} candle file for {symbol!r} ({freqtrade_stem(symbol)}) in {self.path}")
+            raise UnknownSymbol(f"no {timeframe} {ctype} candle file for {symbol!r} ({freqtrade_stem(symbol)}) "
+                                f"in {self.path}")
         df = _rename_ts(read_table_file(found[1]))
         return window(conform(df, "candles"), since, until)
 
