@@ -255,6 +255,30 @@ def test_check_stored_reports_gaps_and_coverage(engine: sa.Engine) -> None:
     assert read_findings(engine, resolved=False).empty  # the gap (by collect) and the day (by the check)
 
 
+def test_ccxt_recorded_candles_reach_the_brain(engine: sa.Engine) -> None:
+    exchange, methods = recorded("binance")
+    body = methods["fetchOHLCV"][0]["httpResponse"]  # BTC/USDT 1h bars 2024-01-30 16:00..18:00
+    server = Server(exchange, [body, []])
+    src = CcxtSource("binance", exchange=exchange, sleep=lambda s: None)
+    now = ts("2024-01-30 19:30")
+    s = collect(engine, src, "candles", "BTC/USDT", timeframe="1h", now=now)
+    # Nothing stored yet on a live exchange: start lookback_bars before now.
+    assert f"startTime={int((now - 1000 * H).value // 1_000_000)}" in server.urls[0]
+    assert (s["stored"], s["findings"], s["last"]) == (3, {}, "2024-01-30T18:00:00+00:00")
+    stored = store_closes(engine, "binance")
+    assert stored == [43488.71, 43374.8, 43361.11]
+    server = Server(exchange, [[]])
+    s = collect(engine, src, "candles", "BTC/USDT", timeframe="1h", now=now + H)
+    assert "startTime=1706641200000" in server.urls[0]  # resumed at 19:00, after the last stored bar
+    assert s["stored"] == 0 and store_closes(engine, "binance") == stored
+
+
+def store_closes(engine: sa.Engine, exchange: str) -> list[float]:
+    with engine.connect() as conn:
+        return [r[0] for r in conn.execute(sa.select(Candle.close).where(Candle.exchange == exchange)
+                                           .order_by(Candle.ts))]
+
+
 def test_transient_faults_propagate_for_retry(engine: sa.Engine) -> None:
     exchange, _ = recorded("binance")
     Server(exchange, [ccxt.NetworkError("down")] * 3)
