@@ -14,7 +14,8 @@ import pytest
 
 from brain_tasks.errors import DataError, TransientError
 from brain_tasks.market.quality import validate_candles, validate_funding, validate_liquidations
-from brain_tasks.market.sources import CcxtSource, ExchangeRejected, UnknownSymbol, Unsupported
+from brain_tasks.market.sources import (CcxtSource, ExchangeRejected, FileSource, FreqtradeSource, MarketSource,
+                                        SyntheticSource, UnknownSymbol, Unsupported)
 
 RECORDED = Path(__file__).resolve().parents[1] / "data" / "ccxt-recorded"
 HOUR_MS = 3_600_000
@@ -198,3 +199,24 @@ def test_funding_history_pages_and_jitter() -> None:
     assert v.findings == [] and v.clean["ts"].tolist() == list(
         pd.date_range("2024-01-31", periods=6, freq="8h", tz="UTC"))
     assert src.funding_interval("ETH/USDT:USDT") == "4h"
+
+
+def test_page_budget_stops_an_endless_history() -> None:
+    exchange, methods = recorded("binance")
+    body = methods["fetchOHLCV"][0]["httpResponse"]
+    pages = [[[row[0] + k * 3 * HOUR_MS, *row[1:]] for row in body] for k in range(3)]  # derived, always advancing
+    server = Server(exchange, pages)
+    with pytest.raises(DataError, match="more than 2 pages") as info:
+        source("binance", exchange, max_pages=2).fetch_candles("BTC/USDT", "1h", since=1706628191000)
+    assert info.value.check == "too_large" and len(server.urls) == 2
+
+
+def test_every_source_class_satisfies_the_protocol(tmp_path: Path) -> None:
+    pd.DataFrame({"ts": ["2024-01-01T00:00:00Z"], "symbol": ["BTC/USDT"], "score": [0.5]}).to_csv(
+        tmp_path / "news.csv", index=False)
+    exchange, _ = recorded("okx")
+    sample = Path(__file__).resolve().parents[2] / "sample" / "freqtrade-testdata"
+    sources = [source("okx", exchange), FreqtradeSource(sample), FileSource(tmp_path), SyntheticSource(0)]
+    for src in sources:
+        assert isinstance(src, MarketSource) and isinstance(src.name, str)
+    assert [src.live for src in sources] == [True, False, False, False]
