@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -204,8 +203,8 @@ def _step_timeframe(source: MarketSource, kind: str, symbol: str, timeframe: str
         timeframe_delta(timeframe)
         return timeframe
     if kind == "funding":
-        interval = timeframe or (source.funding_interval(symbol) if hasattr(source, "funding_interval") and
-                                 callable(source.funding_interval) else "8h")
+        of_source = getattr(source, "funding_interval", None)
+        interval = timeframe or (of_source(symbol) if callable(of_source) else "8h")
         timeframe_delta(interval)
         return interval
     return None
