@@ -93,6 +93,8 @@ def feature_drift(
     mean_shift (current minus reference mean, in reference standard deviations), n_reference,
     n_current.  ``drifted`` holds the family-wise (whole feature set) false-alarm rate at ``alpha``.
     ``psi_threshold`` is the PSI the feature would need to pass its permutation test.
+    ``n_permutations`` defaults to ten draws per unit of the per-feature level (at least 200), so
+    the level can actually be reached; NaNs are dropped per feature.
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")

@@ -3,7 +3,8 @@
 Roll back when the champion's mean per-bar return is below the previous version's by more than
 ``margin`` (same units as the returns) and a one-sided paired t-test says so at ``alpha`` with at
 least ``min_samples`` paired bars.  Pairing bar by bar removes the market's common movement, which is
-what makes a short window informative.
+what makes a short window informative.  The t-test treats bars as independent: a strategy's per-bar
+returns are close to serially uncorrelated even when its positions persist, because market returns are.
 """
 
 from __future__ import annotations

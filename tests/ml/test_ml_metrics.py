@@ -68,7 +68,17 @@ def test_profit_factor_and_hit_ratio() -> None:
 
 @pytest.mark.parametrize(
     "returns",
-    [[], [0.0], [0.0] * 50, [0.5, 0.4, -0.1], [0.001] * 50, [0.01, 0.02, 0.0, 0.03], [-0.01] * 10, [-1.0, 0.5], [1e-3, np.nan, 2e-3]],
+    [
+        [],
+        [0.0],
+        [0.0] * 50,
+        [0.5, 0.4, -0.1],
+        [0.001] * 50,
+        [0.01, 0.02, 0.0, 0.03],
+        [-0.01] * 10,
+        [-1.0, 0.5],
+        [1e-3, np.nan, 2e-3],
+    ],
 )
 def test_metric_dicts_are_always_finite_and_json_safe(returns: list[float]) -> None:
     pred = np.ones(len(returns))
