@@ -4,7 +4,6 @@ data_quality_logs row and changes nothing already stored."""
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Iterator
 from pathlib import Path
