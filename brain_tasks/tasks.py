@@ -39,9 +39,11 @@ def _engine() -> Any:
     return make_engine(get_settings().database_url)
 
 
-def guarded(data_kind: str, symbol_index: int = 0) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
+def guarded(data_kind: str, symbol_index: int = 0,
+            record: bool = True) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
     """The failure policy above, around a task body; `symbol_index` says which argument is the symbol
-    (chain steps receive the previous step's status first)."""
+    (chain steps receive the previous step's status first); `record=False` where the body records
+    its own data-quality findings (collection)."""
 
     def wrap(body: Callable[..., dict]) -> Callable[..., dict]:
         @functools.wraps(body)
@@ -53,7 +55,8 @@ def guarded(data_kind: str, symbol_index: int = 0) -> Callable[[Callable[..., di
                 return body(self, *args, **kwargs)
             except (DataError, SoftTimeLimitExceeded) as exc:
                 log.warning("%s %s: %s", step, symbol, exc)
-                jobs.record_task_failure(_engine(), get_settings(), symbol, data_kind, step, exc)
+                if record:
+                    jobs.record_task_failure(_engine(), get_settings(), symbol, data_kind, step, exc)
                 failed = {**prev, "symbol": symbol, "status": jobs.FAILED, "step": step, "error": str(exc)}
             except TRANSIENT as exc:
                 if self.request.retries < MAX_RETRIES and not self.request.is_eager:
@@ -100,25 +103,25 @@ def _collect(kind: str, symbol: str) -> dict:
 
 
 @app.task(name="brain_tasks.collect_candles", bind=True, **_limits("collect"))
-@guarded("candles")
+@guarded("candles", record=False)
 def collect_candles(self: Task, symbol: str, run_id: str | None = None) -> dict:
     return _collect("candles", symbol)
 
 
 @app.task(name="brain_tasks.collect_funding", bind=True, **_limits("collect"))
-@guarded("funding")
+@guarded("funding", record=False)
 def collect_funding(self: Task, symbol: str) -> dict:
     return _collect("funding", symbol)
 
 
 @app.task(name="brain_tasks.collect_open_interest", bind=True, **_limits("collect"))
-@guarded("open_interest")
+@guarded("open_interest", record=False)
 def collect_open_interest(self: Task, symbol: str) -> dict:
     return _collect("open_interest", symbol)
 
 
 @app.task(name="brain_tasks.collect_liquidations", bind=True, **_limits("collect"))
-@guarded("liquidations")
+@guarded("liquidations", record=False)
 def collect_liquidations(self: Task, symbol: str) -> dict:
     return _collect("liquidations", symbol)
 
