@@ -287,3 +287,26 @@ def test_merge_racing_a_concurrent_insert_falls_back_to_on_conflict(
     assert stored["close"].tolist() == frame["close"].tolist()
     dispose_engine(url)
     servers.drop_database(url)
+
+
+def test_concurrent_writers_of_the_same_rows_leave_one_row_per_key(brain_db_url: str, path: str) -> None:
+    import threading
+
+    engine = make_engine(brain_db_url)
+    counts: list[int] = []
+    errors: list[BaseException] = []
+
+    def write(symbol: str) -> None:
+        try:
+            counts.append(store.upsert(engine, "candles", candles(1500, symbol=symbol)))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertions below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(s,)) for s in ["ETH/USDT", "LTC/USDT"] * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(counts) == [0, 0, 1500, 1500]  # each batch inserted exactly once
+    assert _count(engine, "candles") == 3000
