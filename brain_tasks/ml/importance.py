@@ -67,8 +67,13 @@ def _permutation(model: Any, X: pd.DataFrame, y: np.ndarray, seed: int) -> np.nd
 
 
 def _correlation(X: pd.DataFrame, y: np.ndarray) -> np.ndarray:
-    corr = X.corrwith(pd.Series(y, index=X.index), method="spearman")
-    return np.nan_to_num(np.abs(corr.to_numpy(dtype="float64")), nan=0.0)
+    # A constant column has no rank correlation; leave it at 0 rather than ask scipy for a NaN.
+    varying = (X.nunique() > 1).to_numpy()
+    out = np.zeros(X.shape[1])
+    if varying.any() and np.unique(y).size > 1:
+        corr = X.loc[:, varying].corrwith(pd.Series(y, index=X.index), method="spearman")
+        out[varying] = np.nan_to_num(np.abs(corr.to_numpy(dtype="float64")), nan=0.0)
+    return out
 
 
 def compute_importance(

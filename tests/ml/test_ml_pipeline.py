@@ -116,3 +116,46 @@ def test_config_hash_and_round_trip() -> None:
 def test_data_that_cannot_support_training_raises_data_error(candles: pd.DataFrame, message: str) -> None:
     with pytest.raises(DataError, match=message):
         train_and_evaluate(candles, "baseline", FAST)
+
+
+def _ar1_candles(n: int, phi: float, seed: int) -> pd.DataFrame:
+    """Log returns r_t = phi * r_(t-1) + noise: predictable from the last bar when phi != 0."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0, 0.002, n)
+    r = np.empty(n)
+    r[0] = noise[0]
+    for i in range(1, n):
+        r[i] = phi * r[i - 1] + noise[i]
+    close = 100 * np.exp(np.cumsum(r))
+    ts = pd.date_range("2024-01-01", periods=n, freq="5min", tz="UTC")
+    return pd.DataFrame(
+        {
+            "ts": ts,
+            "open": close,
+            "high": close * 1.0005,
+            "low": close * 0.9995,
+            "close": close,
+            "volume": rng.lognormal(3, 0.5, n),
+        }
+    )
+
+
+@pytest.mark.slow
+def test_pipeline_finds_a_planted_signal_and_nothing_in_noise() -> None:
+    """End-to-end alignment check: an off-by-one between predictions and bar returns, or a feature
+    peeking ahead, would show up as a lost signal or as skill on pure noise."""
+    config = TrainConfig(horizon=1, embargo=1, cost_bps=0.0, n_folds=3, importance_rows=500)
+    candles = _ar1_candles(3000, 0.3, seed=0)
+    for model_type, method in (("lightgbm", "shap"), ("baseline", "variance")):
+        planted = train_and_evaluate(candles, model_type, config)
+        assert planted.metrics["accuracy"] > 0.54 and planted.metrics["psr"] > 0.99, model_type
+        imp = planted.importance
+        assert imp[imp["method"] == method].iloc[0]["feature"] == "ret_1", model_type
+    sharpes = []
+    for seed in range(12):
+        oos = train_and_evaluate(_ar1_candles(3000, 0.0, seed=100 + seed), "baseline", config).oos
+        s = oos["strategy_return"].to_numpy()
+        sharpes.append(s.mean() / s.std(ddof=1))
+    sharpes = np.array(sharpes)
+    t = sharpes.mean() / (sharpes.std(ddof=1) / np.sqrt(len(sharpes)))
+    assert abs(t) < 3.0, sharpes
