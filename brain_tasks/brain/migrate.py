@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -11,7 +14,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from brain_tasks.brain.db import make_engine
+from brain_tasks.brain.db import dispose_engine, make_engine
 
 SCRIPT_LOCATION = "brain_tasks.brain:migrations"
 # Any fixed 64-bit number: serialises concurrent `upgrade` calls on one PostgreSQL database.
@@ -57,3 +60,33 @@ def current_revision(url: str) -> str | None:
     """The revision the database at `url` is at, or None when it was never migrated."""
     with make_engine(url).connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def new_revision(message: str) -> Path | None:
+    """Write the next migration for what models.py changed since head; None when nothing did.
+
+    For developers after editing models.py: the database at head is built in a throwaway SQLite
+    file and compared with the models (autogenerate); review the file it writes.
+    """
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    unchanged: list[bool] = []
+
+    def skip_if_empty(_context: object, _revision: object, directives: list[Any]) -> None:
+        if directives[0].upgrade_ops.is_empty():
+            unchanged.append(True)
+            directives.clear()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'head.db'}"
+        upgrade(url)
+        try:
+            with make_engine(url).begin() as conn:
+                cfg = alembic_config(conn)
+                cfg.attributes["process_revision_directives"] = skip_if_empty
+                script = command.revision(cfg, message=message, autogenerate=True,
+                                          rev_id=f"{int(head or '0') + 1:04d}")
+        finally:
+            dispose_engine(url)
+    if unchanged or script is None or isinstance(script, list):
+        return None
+    return Path(script.path)

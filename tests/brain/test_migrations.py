@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -91,3 +92,12 @@ def test_concurrent_upgrades_both_succeed(db_url: str) -> None:
     assert errors == []
     assert current_revision(db_url) == head_revision()
     assert _diff(db_url) == []
+
+
+def test_new_revision_writes_nothing_when_models_match_head() -> None:
+    from brain_tasks.brain.migrate import new_revision
+
+    versions = Path(__file__).resolve().parents[2] / "brain_tasks" / "brain" / "migrations" / "versions"
+    before = sorted(p.name for p in versions.glob("*.py"))
+    assert new_revision("no change") is None
+    assert sorted(p.name for p in versions.glob("*.py")) == before

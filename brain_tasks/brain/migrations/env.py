@@ -36,6 +36,7 @@ def _run(connection) -> None:  # noqa: ANN001 - alembic passes a SQLAlchemy Conn
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
         render_item=_render_item,
+        process_revision_directives=context.config.attributes.get("process_revision_directives"),
     )
     with context.begin_transaction():
         context.run_migrations()
