@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import time
+import urllib.error
 import urllib.request
 from base64 import b64encode
 from pathlib import Path
@@ -83,9 +84,12 @@ def _flower_get(port: int, path: str, auth: str | None) -> tuple[int, object]:
         req.add_header("Authorization", "Basic " + b64encode(auth.encode()).decode())
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
+            body = resp.read()
+            return resp.status, json.loads(body) if "json" in resp.headers.get("Content-Type", "") else body
     except urllib.error.HTTPError as exc:
         return exc.code, None
+    except urllib.error.URLError:
+        return 0, None  # not listening yet
 
 
 @pytest.fixture
