@@ -115,3 +115,17 @@ def test_snapshot_differences_are_reported_and_ignorable(brain_db_url: str) -> N
         store.snapshot(engine, ignore))
     with pytest.raises(KeyError):
         store.snapshot(engine, {"nope": ["x"]})
+
+
+def test_timestamps_round_trip_to_the_microsecond(brain_db_url: str) -> None:
+    engine = make_engine(brain_db_url)
+    ts = [pd.Timestamp("1969-12-31 23:59:59.999999", tz="UTC"), pd.Timestamp("2024-02-29 12:34:56.123456", tz="UTC")]
+    store.upsert(engine, "funding_rates", pd.DataFrame(
+        {"exchange": "x", "symbol": "y", "ts": ts, "rate": [1.0, 2.0]}))
+    out = store.read_funding(engine, "x", "y")
+    assert out["ts"].tolist() == ts
+    assert str(out["ts"].dtype) == "datetime64[us, UTC]"
+    row = make_row(Base.metadata.tables["training_runs"], 0) | {"finished_at": None}
+    store.upsert(engine, "training_runs", [row])
+    runs = store.read_table(engine, "training_runs")
+    assert pd.isna(runs.loc[0, "finished_at"]) and runs.loc[0, "started_at"] == row["started_at"]
