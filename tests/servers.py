@@ -76,8 +76,8 @@ def create_database(server_url: str, name: str | None = None) -> str:
 
     url = make_url(server_url)
     name = name or f"t_{uuid.uuid4().hex}"
-    with psycopg.connect(host=url.host, port=url.port, user=url.username, dbname="postgres",
-                         autocommit=True) as conn:
+    with psycopg.connect(host=url.host, port=url.port, user=url.username, password=url.password,
+                         dbname="postgres", autocommit=True) as conn:
         conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
     return url.set(database=name).render_as_string(hide_password=False)
 
@@ -88,8 +88,8 @@ def drop_database(db_url: str) -> None:
     from sqlalchemy.engine import make_url
 
     url = make_url(db_url)
-    with psycopg.connect(host=url.host, port=url.port, user=url.username, dbname="postgres",
-                         autocommit=True) as conn:
+    with psycopg.connect(host=url.host, port=url.port, user=url.username, password=url.password,
+                         dbname="postgres", autocommit=True) as conn:
         conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
             psycopg.sql.Identifier(url.database)))
 

@@ -22,6 +22,7 @@ def test_redis_url_answers_and_never_evicts(redis_url: str) -> None:
     assert client.set("brain-test", "1") and client.get("brain-test") == b"1"
     assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
     assert client.config_get("appendonly")["appendonly"] == "no"
+    assert client.config_get("save")["save"] == ""  # no RDB snapshots either
 
 
 def test_db_url_is_fresh_and_empty(db_url: str) -> None:
