@@ -63,6 +63,7 @@ if _s.embedded:
         "data_folder_in": _folder,
         "data_folder_out": _folder,
         "processed_folder": str(_s.broker_folder.parent / "processed"),
+        "control_folder": str(_s.broker_folder.parent / "control"),
         "store_processed": False,
         "polling_interval": 0.05,
     }

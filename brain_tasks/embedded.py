@@ -24,8 +24,9 @@ CRASH_WARNING = ("embedded mode (no BRAIN_BROKER_URL): tasks run on a local work
                  "Set BRAIN_BROKER_URL=redis://... for crash recovery.")
 
 
-def _prepare(settings: Settings) -> None:
-    for folder in (settings.broker_folder, settings.broker_folder.parent / "processed"):
+def prepare_folders(settings: Settings) -> None:
+    """The folders of the filesystem broker (Kombu does not create them)."""
+    for folder in (settings.broker_folder, *(settings.broker_folder.parent / f for f in ("processed", "control"))):
         folder.mkdir(parents=True, exist_ok=True)
 
 
@@ -35,7 +36,7 @@ def embedded_worker(settings: Settings, *, log_path: Path | None = None,
     """A real `celery worker` process consuming every queue, for the duration of the block."""
     from brain_tasks.app import app
 
-    _prepare(settings)
+    prepare_folders(settings)
     log_path = log_path or settings.home / "worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "celery", "-A", "brain_tasks.app", "worker", "-Q", "collect,train,analysis",

@@ -155,7 +155,7 @@ def train_symbol(engine: sa.Engine, settings: Settings, symbol: str, model_type:
                 result = train_and_evaluate(market["candles"], model_type, config,
                                             funding=market["funding"],
                                             open_interest=market["open_interest"],
-                                            liquidations=market["liquidations"])
+                                            liquidations=market["liquidations"], with_importance=False)
                 _register(engine, symbol, model_type, as_of, config, result)
                 done = find_version(engine, symbol, model_type, as_of, chash)
                 return {**base, "status": OK, "version": done.version, "trained": True,
@@ -269,16 +269,18 @@ def compare_models(engine: sa.Engine, settings: Settings, train_results: Any, sy
 # --- importance ----------------------------------------------------------------------------------
 
 def dataset_for(engine: sa.Engine, settings: Settings, manifest: ModelManifest) -> tuple[pd.DataFrame, pd.Series]:
-    """The feature matrix and label a version was trained on, rebuilt from the Brain."""
-    from brain_tasks.ml.pipeline import TrainConfig, build_dataset
+    """The feature matrix and label a version was trained on, rebuilt from the Brain (the digest
+    proves it is the same data)."""
+    from brain_tasks.ml.pipeline import TrainConfig, build_dataset, dataset_digest
 
     market = load_market(engine, settings, manifest.symbol, start=manifest.data_start,
                          end=manifest.data_end + dt.timedelta(microseconds=1))
     config = TrainConfig.from_dict(manifest.config)
     X, y, _bar = build_dataset(market["candles"], config, funding=market["funding"],
                                open_interest=market["open_interest"], liquidations=market["liquidations"])
-    if list(X.columns) != list(manifest.feature_names):
-        raise DataError(f"{manifest.symbol}: rebuilt features differ from the manifest's feature set")
+    if list(X.columns) != list(manifest.feature_names) or dataset_digest(X, y) != manifest.dataset_digest:
+        raise DataError(f"{manifest.symbol} {manifest.model_type} v{manifest.version}: the stored data no longer "
+                        "rebuilds the training set recorded in its manifest")
     return X, y
 
 
@@ -292,7 +294,7 @@ def load_version(engine: sa.Engine, manifest: ModelManifest) -> Any:
 def compute_importance(engine: sa.Engine, settings: Settings, prev: dict[str, Any], symbol: str,
                        as_of: dt.date) -> dict[str, Any]:
     """Feature importance (every method the model supports) of each version of this run."""
-    from brain_tasks.ml.importance import compute_importance as importance
+    from brain_tasks.ml.pipeline import TrainConfig, explain
 
     if prev.get("status") != OK:
         return prev
@@ -304,7 +306,8 @@ def compute_importance(engine: sa.Engine, settings: Settings, prev: dict[str, An
             FeatureImportance.version == manifest.version))[0]
         if not have:
             X, y = dataset_for(engine, settings, manifest)
-            frame = importance(load_version(engine, manifest), X, y, seed=settings.seed)
+            frame = explain(load_version(engine, manifest), manifest.model_type, X, y,
+                            TrainConfig.from_dict(manifest.config))
             rows = [dict(symbol=symbol, model_type=manifest.model_type, version=manifest.version,
                          method=r.method, feature=r.feature, importance=_f(r.importance) or 0.0,
                          rank=int(r.rank), as_of=as_of) for r in frame.itertuples()]

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from brain_tasks.embedded import prepare_folders
+from brain_tasks.settings import from_environ
 from tests.workers import brain_env, run_python, worker
 
 SEND_PING = """
@@ -34,8 +36,7 @@ def test_trivial_task_by_name_on_redis_and_postgres(tmp_path, redis_url, pg_url)
 
 def test_trivial_task_by_name_on_the_embedded_default(tmp_path):
     env = brain_env(f"sqlite:///{tmp_path / 'brain.db'}", None, tmp_path)
-    (tmp_path / "broker").mkdir()
-    (tmp_path / "processed").mkdir()
+    prepare_folders(from_environ(env))
     with worker(env, log_dir=tmp_path):
         out = json.loads(run_python(SEND_PING, env).strip().splitlines()[-1])
     assert out == {"pong": {"hello": "brain"}, "worker": "filesystem"}

@@ -132,7 +132,7 @@ class TrainResult:
     data_end: pd.Timestamp
     n_rows: int
     params: dict[str, Any]
-    importance: pd.DataFrame
+    importance: pd.DataFrame | None
     folds: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -171,6 +171,20 @@ def build_dataset(
     return X[usable], y[usable], br[usable]
 
 
+def explain(model: Any, model_type: str, X: pd.DataFrame, y: pd.Series, config: TrainConfig) -> pd.DataFrame:
+    """Importance of a fitted model by every method it supports (``compute_importance``'s frame)."""
+    methods = (
+        ("shap", "permutation", "correlation")
+        if model_type != "baseline"
+        else ("variance", "permutation", "correlation")
+    )
+    # Explain the model on its most recent rows: that is the behaviour that will trade next.
+    recent = slice(max(0, len(X) - 4 * config.importance_rows), len(X))
+    return compute_importance(
+        model, X.iloc[recent], y.iloc[recent], methods=methods, sample_rows=config.importance_rows, seed=config.seed
+    )
+
+
 def train_and_evaluate(
     candles: pd.DataFrame,
     model_type: str,
@@ -179,8 +193,10 @@ def train_and_evaluate(
     funding: pd.DataFrame | None = None,
     open_interest: pd.DataFrame | None = None,
     liquidations: pd.DataFrame | None = None,
+    with_importance: bool = True,
 ) -> TrainResult:
-    """Walk-forward OOS evaluation, metrics overall and per regime, final model and its importance."""
+    """Walk-forward OOS evaluation, metrics overall and per regime, final model and (unless
+    ``with_importance`` is false: the Celery chain explains models in a step of its own) its importance."""
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
     X, y, br = build_dataset(candles, config, funding=funding, open_interest=open_interest, liquidations=liquidations)
@@ -230,16 +246,7 @@ def train_and_evaluate(
     regime_metrics = metrics_by_regime(pred, label, bar_ret, regime, ppy, config.cost_bps, config.threshold)
 
     final = make_trainer(model_type, params, seed=config.seed, n_threads=config.n_threads).fit(X, y)
-    methods = (
-        ("shap", "permutation", "correlation")
-        if model_type != "baseline"
-        else ("variance", "permutation", "correlation")
-    )
-    # Explain the model on its most recent rows: that is the behaviour that will trade next.
-    recent = slice(max(0, n - 4 * config.importance_rows), n)
-    importance = compute_importance(
-        final, X.iloc[recent], y.iloc[recent], methods=methods, sample_rows=config.importance_rows, seed=config.seed
-    )
+    importance = explain(final, model_type, X, y, config) if with_importance else None
     names = list(X.columns)
     return TrainResult(
         model_type=model_type,
