@@ -37,8 +37,9 @@ Bind = sa.Engine | sa.Connection
 TableLike = str | sa.Table
 RowsLike = pd.DataFrame | Sequence[Mapping[str, Any]]
 
-# Below this many rows a temporary table costs more than it saves.
-COPY_MIN_ROWS = 1000
+# Below this many rows a temporary table costs more than it saves (measured here: about even at
+# 30 rows, COPY 1.4x faster at 100 and 10x at 1000).
+COPY_MIN_ROWS = 50
 # Memory for MERGE's hash join of a bulk batch (SET LOCAL: this transaction only).
 MERGE_WORK_MEM = "256MB"
 
