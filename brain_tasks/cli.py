@@ -133,8 +133,9 @@ def retrain(symbols: str, models: str | None, as_of: str | None, wait: bool) -> 
         raise SystemExit(1)
 
 
-def run_nightly(client: Any, as_of: str | None, wait: bool, timeout: float = 3600) -> dict | None:
-    handle = client.nightly(as_of=as_of)
+def run_nightly(client: Any, as_of: str | None, wait: bool, timeout: float = 3600,
+                symbols: list[str] | None = None) -> dict | None:
+    handle = client.nightly(as_of=as_of, symbols=symbols)
     click.echo(f"enqueued brain_tasks.nightly_analysis: run {handle.run_id}")
     if not wait:
         return None
@@ -143,6 +144,8 @@ def run_nightly(client: Any, as_of: str | None, wait: bool, timeout: float = 360
     details = status.get("details") or {}
     for symbol, drifted in sorted((details.get("drifted") or {}).items()):
         click.echo(f"  {symbol}: {len(drifted)} drifted features {', '.join(drifted[:5])}")
+    for symbol, error in sorted((details.get("failed") or {}).items()):
+        click.echo(f"  {symbol}: failed: {error}")
     return status
 
 
@@ -209,6 +212,7 @@ def report(out: Path) -> None:
 def demo(out: Path, symbols: str | None, models: str | None) -> None:
     """Ingest the bundled real sample, retrain every symbol, run the nightly analysis, print a summary
     and write the report (embedded default)."""
+    from brain_tasks.brain import store
     from brain_tasks.brain.migrate import upgrade
     from brain_tasks.collect import ingest_freqtrade
     from brain_tasks.report import write_report
@@ -217,21 +221,29 @@ def demo(out: Path, symbols: str | None, models: str | None) -> None:
     click.echo(f"database {s.describe()['database']}; broker {s.describe()['broker']}")
     upgrade(s.database_url)
     engine = _engine(s)
-    wanted = _csv(symbols) or None
-    summary = ingest_freqtrade(engine, s.sample_dir, symbols=wanted, timeframe=s.timeframe, exchange=s.exchange)
-    pairs = sorted(wanted or summary.get("symbols") or [])
+    summary = ingest_freqtrade(engine, s.sample_dir, symbols=_csv(symbols) or None, timeframe=s.timeframe,
+                               exchange=s.exchange)
+    pairs = sorted(_csv(symbols) or summary.get("symbols") or [])
     click.echo(f"ingested {len(pairs)} pairs from {s.sample_dir}")
-    # The sample ends on 2018-01-30: retrain as of its last day, then analyse as of the same day.
-    as_of = dt.date(2018, 1, 30).isoformat()
+    # The sample's pairs end on different days (the spot pairs in January 2018, the perpetual in
+    # November 2021): retrain and analyse each as of its own last day.
+    by_day: dict[str, list[str]] = {}
+    for pair in pairs:
+        last = store.last_timestamp(engine, "candles", exchange=s.exchange, symbol=pair, timeframe=s.timeframe)
+        if last is not None:
+            by_day.setdefault(last.date().isoformat(), []).append(pair)
     client = _client(s)
+    statuses = []
     with _workers(s):
-        status = run_retrain(client, pairs, _csv(models) or None, as_of, wait=True)
-        run_nightly(client, as_of, wait=True)
+        for day, day_pairs in sorted(by_day.items()):
+            click.echo(f"\nas of {day}: {len(day_pairs)} symbols")
+            statuses.append(run_retrain(client, day_pairs, _csv(models) or None, day, wait=True))
+            run_nightly(client, day, wait=True, symbols=day_pairs)
     click.echo("")
     click.echo(models_table(s))
     path = write_report(engine, out)
     click.echo(f"\nreport written to {path}")
-    if status and status["state"] == "failed":
+    if any(st and st["state"] == "failed" for st in statuses):
         raise SystemExit(1)
 
 

@@ -497,7 +497,7 @@ def run_status(engine: sa.Engine, run_id: str) -> dict[str, Any]:
 # --- failures ------------------------------------------------------------------------------------
 
 def record_task_failure(engine: sa.Engine, settings: Settings, symbol: str, data_kind: str, check: str,
-                        error: BaseException, as_of: dt.date | None = None) -> None:
+                        error: BaseException | str, as_of: dt.date | None = None) -> None:
     """A domain error as a data-quality row: logged once per (symbol, check, day), never retried."""
     stamp = now()
     day = as_of or stamp.date()
@@ -505,7 +505,7 @@ def record_task_failure(engine: sa.Engine, settings: Settings, symbol: str, data
     store.upsert(engine, DataQualityLog.__table__, [dict(
         source=settings.exchange, symbol=symbol[:64], timeframe=settings.timeframe, data_kind=data_kind,
         check=check, ts_start=ts, ts_end=None, severity="error",
-        details={"error": str(error)[:2000], "type": type(error).__name__}, first_seen=stamp,
+        details={"error": str(error)[:2000]}, first_seen=stamp,
         last_seen=stamp, resolved=False, resolved_at=None)],
         update_columns=["details", "last_seen"])
 
@@ -520,7 +520,7 @@ def champion_of(engine: sa.Engine, symbol: str) -> ModelManifest | None:
 # Calendar features are uniform over a week by construction: a recent window shorter than a week
 # "drifts" in them whatever the market does, so they are not tested.
 CALENDAR_FEATURES = ("tod_sin", "tod_cos", "dow_sin", "dow_cos")
-RECENT_WINDOW = dt.timedelta(days=7)
+RECENT_WINDOW = dt.timedelta(days=7)  # at most; see analyse_symbol
 
 
 def analyse_symbol(engine: sa.Engine, settings: Settings, symbol: str, as_of: dt.date) -> dict[str, Any]:
@@ -540,9 +540,10 @@ def analyse_symbol(engine: sa.Engine, settings: Settings, symbol: str, as_of: dt
     feats = feats[names].dropna(axis=1, how="all").dropna()
     if feats.empty:
         raise DataError(f"{symbol}: no complete feature rows to test for drift")
-    recent_start = feats.index[-1] - RECENT_WINDOW
-    current = feats[feats.index > recent_start]
-    reference = feats[(feats.index >= pd.Timestamp(champion.data_start)) & (feats.index <= recent_start)]
+    # The most recent week, or the last quarter of a shorter history, against what came before it.
+    recent_start = max(feats.index[-1] - RECENT_WINDOW, feats.index[len(feats) * 3 // 4])
+    current = feats[feats.index >= recent_start]
+    reference = feats[(feats.index >= pd.Timestamp(champion.data_start)) & (feats.index < recent_start)]
     if len(current) < 50 or len(reference) < 100:
         raise DataError(f"{symbol}: not enough bars for drift ({len(reference)} reference, {len(current)} recent)")
     drift = feature_drift(reference, current, seed=settings.seed)

@@ -6,12 +6,14 @@ Failure policy, the same for every task:
   retried and never raised, so one broken symbol does not fail its fan-out's chord;
 - a transient fault (exchange, database, lock wait) is retried with exponential backoff and full
   jitter; after the last retry it is returned as a failed status as well;
-- anything else is a bug: it raises, and Celery records the traceback.
+- anything else is a bug: its traceback is logged and it too becomes a failed status, because a
+  raising member would keep the fan-out's summary from running for every other symbol.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Callable
 
 import sqlalchemy.exc
@@ -39,37 +41,45 @@ def _engine() -> Any:
     return make_engine(get_settings().database_url)
 
 
-def guarded(data_kind: str, symbol_index: int = 0,
-            record: bool = True) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
-    """The failure policy above, around a task body; `symbol_index` says which argument is the symbol
-    (chain steps receive the previous step's status first); `record=False` where the body records
-    its own data-quality findings (collection)."""
+def guarded(data_kind: str, record: bool = True) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
+    """The failure policy above, around a task body.  `record=False` where the body records its own
+    data-quality findings (collection)."""
 
     def wrap(body: Callable[..., dict]) -> Callable[..., dict]:
+        signature = inspect.signature(body)
+
         @functools.wraps(body)
         def run(self: Task, *args: Any, **kwargs: Any) -> dict:
-            symbol = str(args[symbol_index]) if len(args) > symbol_index else str(kwargs.get("symbol", "*"))
-            prev = args[0] if symbol_index and isinstance(args[0], dict) else {}
+            call = signature.bind(self, *args, **kwargs).arguments
+            symbol = str(call.get("symbol", "*"))
+            prev = call["prev"] if isinstance(call.get("prev"), dict) else {}
             step = self.name.rsplit(".", 1)[-1]
+            ids = {k: call[k] for k in ("symbol", "model_type", "as_of") if call.get(k) is not None}
             try:
                 return body(self, *args, **kwargs)
             except (DataError, SoftTimeLimitExceeded) as exc:
                 log.warning("%s %s: %s", step, symbol, exc)
-                if record:
-                    jobs.record_task_failure(_engine(), get_settings(), symbol, data_kind, step, exc)
-                failed = {**prev, "symbol": symbol, "status": jobs.FAILED, "step": step, "error": str(exc)}
+                error = str(exc) or type(exc).__name__
             except TRANSIENT as exc:
                 if self.request.retries < MAX_RETRIES and not self.request.is_eager:
                     countdown = get_exponential_backoff_interval(
                         factor=2, retries=self.request.retries, maximum=300, full_jitter=True)
                     raise self.retry(exc=exc, countdown=countdown, max_retries=MAX_RETRIES)
                 log.error("%s %s gave up after %d retries: %s", step, symbol, self.request.retries, exc)
-                failed = {**prev, "symbol": symbol, "status": jobs.FAILED, "step": step,
-                          "error": f"transient fault persisted: {type(exc).__name__}: {exc}"}
-            if kwargs.get("run_id") and symbol_index:
-                # A chain step that fails ends its symbol's chain here: say so in training_runs.
-                as_of = args[2] if len(args) > 2 else kwargs.get("as_of")
-                jobs.record_symbol_state(_engine(), kwargs["run_id"], symbol, as_of_date(as_of), failed)
+                error = f"transient fault persisted: {type(exc).__name__}: {exc}"
+            except Exception as exc:  # a bug: keep its traceback in the log, but let the fan-out finish
+                log.exception("%s %s failed unexpectedly", step, symbol)
+                error = f"{type(exc).__name__}: {exc}"
+            failed = {**prev, **ids, "status": jobs.FAILED, "step": step, "error": error}
+            try:
+                if record:
+                    jobs.record_task_failure(_engine(), get_settings(), symbol, data_kind, step, error,
+                                             as_of_date(call.get("as_of")))
+                if call.get("run_id") and step == "select_model":
+                    jobs.record_symbol_state(_engine(), call["run_id"], symbol, as_of_date(call.get("as_of")),
+                                             failed)
+            except Exception:  # the database may be what failed; the status still travels on
+                log.exception("%s %s: could not record the failure", step, symbol)
             return failed
         return run
 
@@ -150,26 +160,26 @@ def train_symbol(self: Task, symbol: str, model_type: str, as_of: str | None = N
 
 
 @app.task(name="brain_tasks.compare_models", bind=True, **_limits("analysis"))
-@guarded("models", symbol_index=1)
-def compare_models(self: Task, train_results: Any, symbol: str, as_of: str | None = None,
+@guarded("models")
+def compare_models(self: Task, prev: Any, symbol: str, as_of: str | None = None,
                    run_id: str | None = None) -> dict:
-    return jobs.compare_models(_engine(), get_settings(), train_results, symbol, as_of_date(as_of))
+    return jobs.compare_models(_engine(), get_settings(), prev, symbol, as_of_date(as_of))
 
 
 @app.task(name="brain_tasks.compute_importance", bind=True, **_limits("train"))
-@guarded("models", symbol_index=1)
+@guarded("models")
 def compute_importance(self: Task, prev: dict, symbol: str, as_of: str | None = None) -> dict:
     return jobs.compute_importance(_engine(), get_settings(), prev, symbol, as_of_date(as_of))
 
 
 @app.task(name="brain_tasks.check_rollback", bind=True, **_limits("analysis"))
-@guarded("models", symbol_index=1)
+@guarded("models")
 def check_rollback(self: Task, prev: dict, symbol: str, as_of: str | None = None) -> dict:
     return jobs.check_rollback(_engine(), get_settings(), prev, symbol, as_of_date(as_of))
 
 
 @app.task(name="brain_tasks.select_model", bind=True, **_limits("analysis"))
-@guarded("models", symbol_index=1)
+@guarded("models")
 def select_model(self: Task, prev: dict, symbol: str, as_of: str | None = None,
                  run_id: str | None = None) -> dict:
     return jobs.select_model(_engine(), get_settings(), prev, symbol, as_of_date(as_of), run_id)
