@@ -85,7 +85,7 @@ def get_artifact(engine: sa.Engine, digest: str) -> tuple[str, bytes]:
     row = _first(engine, sa.select(ModelArtifact.artifact_format, ModelArtifact.data)
                  .where(ModelArtifact.sha256 == digest))
     if row is None:
-        raise IntegrityError(f"artifact {digest} is not in model_artifacts")
+        raise IntegrityError(f"artifact {digest} is missing from model_artifacts")
     data = bytes(row.data)
     if sha256(data) != digest:
         raise IntegrityError(f"artifact {digest} is corrupted: its bytes hash to {sha256(data)}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
 import html
 import io
 import math
@@ -25,13 +24,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from brain_tasks.brain.models import (Candle, DataQualityLog, FeatureDrift, FeatureImportance, ModelArtifact,
+from brain_tasks.brain.models import (Candle, DataQualityLog, FeatureDrift, FeatureImportance,
                                       ModelComparison, ModelManifest, ModelRegistry, RollbackLog, TrainingRun)
 from brain_tasks.errors import IntegrityError
+from brain_tasks.jobs import oos_frame
 from brain_tasks.ml.regimes import REGIMES
 from brain_tasks.runs import RUN_SUMMARY_SYMBOL
 
-OOS_FORMAT = "oos-parquet"
 # The columns the report reads of the stored frame (ts, fold, pred, label, bar_return, strategy_return, regime).
 OOS_REQUIRED = ("ts", "strategy_return", "regime")
 TOP_FEATURES = 15
@@ -106,19 +105,9 @@ def known_symbols(engine: sa.Engine) -> list[str]:
 
 
 def load_oos(engine: sa.Engine, digest: str) -> pd.DataFrame:
-    """The out-of-sample predictions stored under `digest`, after checking the bytes' sha256."""
-    with engine.connect() as conn:
-        row = conn.execute(sa.select(ModelArtifact.artifact_format, ModelArtifact.data)
-                           .where(ModelArtifact.sha256 == digest)).first()
-    if row is None:
-        raise IntegrityError(f"out-of-sample artifact {digest} is missing from model_artifacts")
-    data = bytes(row.data)
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != digest:
-        raise IntegrityError(f"out-of-sample artifact {digest} is corrupted: its bytes hash to {actual}")
-    if row.artifact_format != OOS_FORMAT:
-        raise IntegrityError(f"artifact {digest} is {row.artifact_format!r}, not {OOS_FORMAT!r}")
-    frame = pd.read_parquet(io.BytesIO(data))
+    """The out-of-sample predictions stored under `digest` (sha256 and format checked by
+    `jobs.oos_frame`), sorted by time."""
+    frame = oos_frame(engine, digest)
     missing = [c for c in OOS_REQUIRED if c not in frame.columns]
     if missing:
         raise IntegrityError(f"out-of-sample artifact {digest} lacks the columns {missing}")

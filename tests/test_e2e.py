@@ -196,6 +196,7 @@ def test_kill_9_mid_training_reruns_on_another_worker(tmp_path, pg_url, redis_ur
     ref_env = brain_env(ref_url, ref_broker, tmp_path / "ref", **limits)
     with worker(ref_env, name="ref", concurrency=2, log_dir=tmp_path / "ref"):
         reference = _retrain(ref_broker, symbols, models, ref_env)
+    assert reference["state"] == "succeeded", reference
 
     url, broker = _fresh_brain(pg_url), _redis_db(redis_url, 5)
     env = brain_env(url, broker, tmp_path, **limits)
@@ -220,6 +221,5 @@ def test_kill_9_mid_training_reruns_on_another_worker(tmp_path, pg_url, redis_ur
     assert task_id in (tmp_path / "rescuer.log").read_text()  # the same message, re-delivered
     store.assert_same_database(_without(store.snapshot(make_engine(ref_url))),
                                _without(store.snapshot(make_engine(url))))
-    assert reference["state"] == "succeeded"
     dispose_engine(url)
     dispose_engine(ref_url)
