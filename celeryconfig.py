@@ -59,6 +59,7 @@ if _s.embedded:
     # Folders shared by the CLI and the worker process it starts; the loop polls quickly because
     # the default one-second poll made chains of short tasks crawl (FIELD-NOTES: ~1 task/s).
     _folder = str(_s.broker_folder)
+    _s.home.mkdir(parents=True, exist_ok=True)  # the SQLite result backend's file lives here
     broker_transport_options = {
         "data_folder_in": _folder,
         "data_folder_out": _folder,

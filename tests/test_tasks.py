@@ -1,0 +1,61 @@
+"""The tasks' failure policy, run eagerly in-process: bad data and bugs become failed statuses with a
+recorded row; nothing raises into the fan-out."""
+
+from __future__ import annotations
+
+import pytest
+
+from brain_tasks import jobs
+from brain_tasks.brain import store
+from brain_tasks.brain.db import make_engine
+from brain_tasks.errors import TransientError
+from brain_tasks.settings import get_settings
+
+
+@pytest.fixture
+def brain(brain_db_url, monkeypatch):  # noqa: ANN001
+    monkeypatch.setenv("BRAIN_DATABASE_URL", brain_db_url)
+    get_settings.cache_clear()
+    yield make_engine(brain_db_url)
+    get_settings.cache_clear()
+
+
+def test_bad_data_is_a_failed_status_and_a_quality_row(brain):
+    from brain_tasks.tasks import train_symbol
+
+    out = train_symbol.apply(args=["NOPE/BTC", "lightgbm", "2018-01-30"]).get()
+    assert out["status"] == "failed" and out["model_type"] == "lightgbm" and "no 5m candles" in out["error"]
+    rows = store.read_table(brain, "data_quality_logs", where={"symbol": "NOPE/BTC"})
+    assert list(rows["check"]) == ["train_symbol"] and rows.iloc[0]["severity"] == "error"
+
+
+def test_a_failed_step_passes_its_status_down_the_chain_and_marks_the_run(brain):
+    from brain_tasks.tasks import check_rollback, compare_models, compute_importance, select_model
+
+    jobs.start_run(brain, "run-1", jobs.now().date(), ["NOPE/BTC"], ["lightgbm"])
+    failed = {"symbol": "NOPE/BTC", "model_type": "lightgbm", "status": "failed", "error": "no candles"}
+    out = compare_models.apply(args=[[failed], "NOPE/BTC", "2018-01-30"], kwargs={"run_id": "run-1"}).get()
+    for step in (compute_importance, check_rollback):
+        out = step.apply(args=[out, "NOPE/BTC", "2018-01-30"]).get()
+    out = select_model.apply(args=[out, "NOPE/BTC", "2018-01-30"], kwargs={"run_id": "run-1"}).get()
+    assert out["status"] == "failed" and "lightgbm: no candles" in out["error"]
+    assert jobs.run_status(brain, "run-1")["symbols"]["NOPE/BTC"]["state"] == "failed"
+
+
+def test_a_bug_becomes_a_failed_status_and_a_transient_fault_gives_up_as_one(brain, monkeypatch):
+    from brain_tasks.tasks import train_symbol
+
+    def bug(*_a, **_k):  # noqa: ANN002, ANN003
+        raise KeyError("column that is not there")
+
+    monkeypatch.setattr(jobs, "train_symbol", bug)
+    out = train_symbol.apply(args=["ETH/BTC", "xgboost", "2018-01-30"]).get()
+    assert out["status"] == "failed" and out["error"].startswith("KeyError")
+
+    def flaky(*_a, **_k):  # noqa: ANN002, ANN003
+        raise TransientError("exchange timed out")
+
+    monkeypatch.setattr(jobs, "train_symbol", flaky)
+    # Eagerly (no broker) there is nothing to retry through: the fault is reported as a status.
+    out = train_symbol.apply(args=["ETH/BTC", "xgboost", "2018-01-30"]).get()
+    assert out["status"] == "failed" and "transient fault persisted" in out["error"]
