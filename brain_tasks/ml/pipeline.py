@@ -39,12 +39,16 @@ def _frozen(params: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
 class TrainConfig:
     """Everything that changes a training result; its hash is part of a run's identity.
 
-    ``embargo`` defaults to the label horizon (bars dropped before each test block on top of the
-    ``horizon`` purged ones).  Model params override the defaults of ``brain_tasks.ml.models``.
+    A label spans ``execution_lag + horizon`` bars; that many rows are purged before each test block,
+    and ``embargo`` (default: the same span) more are dropped on top.  Model params override the
+    defaults of ``brain_tasks.ml.models``.
     """
 
     timeframe: str = "5m"
     horizon: int = 12
+    # A decision at bar t's close is filled at the close `execution_lag` bars later.  With 0, thin
+    # pairs' bid-ask bounce between closes shows up as a large, untradeable "edge".
+    execution_lag: int = 1
     cost_bps: float = 5.0
     n_folds: int = 5
     embargo: int | None = None
@@ -68,10 +72,10 @@ class TrainConfig:
             if isinstance(value, Mapping):
                 object.__setattr__(self, name, _frozen(value))
         if self.embargo is None:
-            object.__setattr__(self, "embargo", self.horizon)
+            object.__setattr__(self, "embargo", self.horizon + self.execution_lag)
         timeframe_seconds(self.timeframe)
-        if self.horizon < 1 or self.n_folds < 1 or self.embargo < 0 or self.n_threads < 1:
-            raise ValueError("need horizon >= 1, n_folds >= 1, embargo >= 0, n_threads >= 1")
+        if self.horizon < 1 or self.n_folds < 1 or self.embargo < 0 or self.n_threads < 1 or self.execution_lag < 0:
+            raise ValueError("need horizon >= 1, n_folds >= 1, embargo >= 0, n_threads >= 1, execution_lag >= 0")
         if self.scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}")
         if self.cost_bps < 0:
@@ -158,8 +162,8 @@ def build_dataset(
     X = make_features(
         candles, timeframe=config.timeframe, funding=funding, open_interest=open_interest, liquidations=liquidations
     )
-    y = forward_return(candles, config.horizon, config.cost_bps)
-    br = bar_returns(candles)
+    y = forward_return(candles, config.horizon, config.cost_bps, config.execution_lag)
+    br = bar_returns(candles, config.execution_lag)
     # Candle features are NaN only during warm-up; external-source columns may stay NaN (trees route
     # missing values, the baseline imputes them).
     usable = X[list(CANDLE_FEATURES)].notna().all(axis=1).to_numpy() & y.notna().to_numpy()
@@ -203,7 +207,9 @@ def train_and_evaluate(
     regimes = volatility_regimes(candles, window=config.regime_window, lookback=config.regime_lookback).loc[X.index]
     n = len(X)
     try:
-        splits = walk_forward_splits(n, config.n_folds, config.horizon, config.embargo, config.scheme, config.min_train)
+        # A label spans the lag and the horizon: purge that many rows before each test block.
+        splits = walk_forward_splits(n, config.n_folds, config.horizon + config.execution_lag, config.embargo,
+                                     config.scheme, config.min_train)
     except ValueError as exc:
         raise DataError(f"cannot split {n} rows for walk-forward: {exc}") from exc
     params = config.model_params(model_type)

@@ -94,7 +94,7 @@ def test_funding_joins_into_the_pipeline(xrp_futures: tuple[pd.DataFrame, pd.Dat
 
 def test_config_hash_and_round_trip() -> None:
     config = TrainConfig(lightgbm_params={"num_boost_round": 10, "num_leaves": 7})
-    assert config.embargo == config.horizon
+    assert config.embargo == config.horizon + config.execution_lag  # the whole span of a label
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert config.config_hash() == TrainConfig(lightgbm_params={"num_leaves": 7, "num_boost_round": 10}).config_hash()
     assert config.config_hash() != TrainConfig(lightgbm_params={"num_boost_round": 11, "num_leaves": 7}).config_hash()
@@ -144,7 +144,8 @@ def _ar1_candles(n: int, phi: float, seed: int) -> pd.DataFrame:
 def test_pipeline_finds_a_planted_signal_and_nothing_in_noise() -> None:
     """End-to-end alignment check: an off-by-one between predictions and bar returns, or a feature
     peeking ahead, would show up as a lost signal or as skill on pure noise."""
-    config = TrainConfig(horizon=1, embargo=1, cost_bps=0.0, n_folds=3, importance_rows=500)
+    # Filled at the decision close (lag 0): the planted AR(1) signal is about the very next bar.
+    config = TrainConfig(horizon=1, execution_lag=0, embargo=1, cost_bps=0.0, n_folds=3, importance_rows=500)
     candles = _ar1_candles(3000, 0.3, seed=0)
     for model_type, method in (("lightgbm", "shap"), ("baseline", "variance")):
         planted = train_and_evaluate(candles, model_type, config)
