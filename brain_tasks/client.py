@@ -104,7 +104,10 @@ class BrainClient:
     def current_choice(self, symbol: str) -> dict[str, Any]:
         """The current volatility regime (from the latest stored candles), the model chosen for it and
         the confidence of that choice."""
+        import pandas as pd
+
         from brain_tasks.brain import store
+        from brain_tasks.ml.features import timeframe_seconds
         from brain_tasks.ml.regimes import volatility_regimes
 
         s = self.settings
@@ -112,13 +115,19 @@ class BrainClient:
                                     timeframe=s.timeframe)
         if last is None:
             raise LookupError(f"no candles stored for {symbol!r}")
+        champion = self._latest(symbol, ModelRegistry.status == "champion")
+        if champion is None:
+            raise LookupError(f"no champion model for {symbol!r}")
+        with sa.orm.Session(self.engine) as session:
+            config = session.get_one(ModelManifest, (symbol, champion.model_type, champion.version)).config
+        # The regime is classified exactly as the models' training classified it.
+        window, lookback = int(config["regime_window"]), int(config["regime_lookback"])
+        bar = pd.Timedelta(seconds=timeframe_seconds(s.timeframe))
         candles = store.read_candles(self.engine, s.exchange, symbol, s.timeframe,
-                                     start=last - dt.timedelta(days=30))
-        regimes = volatility_regimes(candles, window=48, lookback=2016)
-        regime = str(regimes.dropna().iloc[-1]) if regimes.notna().any() else "normal"
-        row = self._selected(symbol, regime) or self._latest(symbol, ModelRegistry.status == "champion")
-        if row is None:
-            raise LookupError(f"no model selected for {symbol!r}")
+                                     start=last - (window + lookback + 1) * bar)
+        regimes = volatility_regimes(candles, window=window, lookback=lookback).dropna()
+        regime = str(regimes.iloc[-1]) if len(regimes) else "normal"
+        row = self._selected(symbol, regime) or champion
         choice = (row.selected_regimes or {}).get(regime, {})
         return {"symbol": symbol, "regime": regime, "as_of_bar": last.isoformat(), "model_type": row.model_type,
                 "version": row.version, "confidence": choice.get("confidence"),
