@@ -34,11 +34,6 @@ MODELS = ["lightgbm", "xgboost", "baseline"]
 AS_OF = "2018-01-30"
 BROKEN = "BROKEN/BTC"
 # Wall-clock columns: the only ones allowed to differ between two runs of the same work.
-WALL_CLOCK = {
-    "model_artifacts": ["created_at"], "model_manifests": ["created_at"],
-    "model_registry": ["created_at", "updated_at"], "rollback_logs": ["created_at"],
-    "training_runs": ["started_at", "finished_at"], "data_quality_logs": ["first_seen", "last_seen", "resolved_at"],
-}
 
 ENGINE = """
 import json, sys
@@ -178,12 +173,10 @@ def test_daily_retrain_end_to_end_twice_with_a_broken_symbol(tmp_path, pg_url, f
     # Retrained models would have new created_at stamps: compare artifacts and manifests *with* them.
     for table in ("model_artifacts", "model_manifests"):
         pd.testing.assert_frame_equal(first[table], again[table])
-    store.assert_same_database(_without(first), _without(again))
+    store.assert_same_database(_without_wall_clock(first), _without_wall_clock(again))
     dispose_engine(url)
 
 
-def _without(snap: dict) -> dict:
-    return {t: f.drop(columns=[c for c in WALL_CLOCK.get(t, []) if c in f.columns]) for t, f in snap.items()}
 
 
 def test_kill_9_mid_training_reruns_on_another_worker(tmp_path, pg_url, redis_url):
@@ -219,7 +212,12 @@ def test_kill_9_mid_training_reruns_on_another_worker(tmp_path, pg_url, redis_ur
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["state"] == "succeeded" and sorted(summary["succeeded"]) == symbols
     assert task_id in (tmp_path / "rescuer.log").read_text()  # the same message, re-delivered
-    store.assert_same_database(_without(store.snapshot(make_engine(ref_url))),
-                               _without(store.snapshot(make_engine(url))))
+    store.assert_same_database(store.snapshot(make_engine(ref_url), store.wall_clock_columns()),
+                               store.snapshot(make_engine(url), store.wall_clock_columns()))
     dispose_engine(url)
     dispose_engine(ref_url)
+
+
+def _without_wall_clock(snap: dict) -> dict:
+    ignore = store.wall_clock_columns()
+    return {t: f.drop(columns=ignore[t]) for t, f in snap.items()}

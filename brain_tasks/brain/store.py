@@ -44,7 +44,7 @@ COPY_MIN_ROWS = 50
 MERGE_WORK_MEM = "256MB"
 
 __all__ = [
-    "COPY_MIN_ROWS", "assert_same_database", "copy_rows", "get_table", "last_timestamp", "list_symbols",
+    "COPY_MIN_ROWS", "WALL_CLOCK_COLUMNS", "assert_same_database", "wall_clock_columns", "copy_rows", "get_table", "last_timestamp", "list_symbols",
     "read_candles", "read_funding", "read_liquidations", "read_open_interest", "read_table",
     "snapshot", "to_utc", "upsert",
 ]
@@ -535,6 +535,18 @@ def list_symbols(bind: Bind, exchange: str | None = None, timeframe: str | None 
 
 
 # --- whole-database comparison (for "run twice, compare the database" tests) ---------------------
+
+# When a row was written, not what it says: the only columns allowed to differ between two runs of
+# the same work.
+WALL_CLOCK_COLUMNS = frozenset({"created_at", "updated_at", "started_at", "finished_at", "first_seen",
+                                "last_seen", "resolved_at"})
+
+
+def wall_clock_columns() -> dict[str, list[str]]:
+    """{table: its wall-clock columns}, the `ignore_columns` of a "same work, same rows" comparison."""
+    return {t.name: [c.name for c in t.columns if c.name in WALL_CLOCK_COLUMNS]
+            for t in Base.metadata.sorted_tables}
+
 
 def snapshot(bind: Bind, ignore_columns: Mapping[str, Iterable[str]] | None = None) -> dict[str, pd.DataFrame]:
     """Every Brain table as a frame sorted by its primary key, minus `ignore_columns[table]`.
