@@ -138,7 +138,8 @@ def train_symbol(engine: sa.Engine, settings: Settings, symbol: str, model_type:
     """Walk-forward train one (symbol, model type, as-of) and register the new version.
 
     Identity = (symbol, model type, as-of, config hash): a finished identity is returned as it is;
-    a claim makes a concurrent copy wait and then find the finished one.
+    a claim makes a concurrent copy wait and then find the finished one.  The claim covers every
+    training of (symbol, model type), since those share one sequence of version numbers.
     """
     from brain_tasks.ml.pipeline import train_and_evaluate
 
@@ -148,7 +149,7 @@ def train_symbol(engine: sa.Engine, settings: Settings, symbol: str, model_type:
     base = {"symbol": symbol, "model_type": model_type, "as_of": as_of.isoformat(), "config_hash": chash}
     done = find_version(engine, symbol, model_type, as_of, chash)
     if done is None:
-        with claim(engine, f"train:{symbol}:{model_type}:{as_of}:{chash}"):
+        with claim(engine, f"train:{symbol}:{model_type}"):
             done = find_version(engine, symbol, model_type, as_of, chash)
             if done is None:
                 market = load_market(engine, settings, symbol, end=_day_end(as_of))
@@ -443,10 +444,12 @@ def select_model(engine: sa.Engine, settings: Settings, prev: dict[str, Any], sy
 
 def start_run(engine: sa.Engine, run_id: str, as_of: dt.date, symbols: Sequence[str],
               models: Sequence[str]) -> None:
-    """Pending rows for a run's symbols; symbols a previous attempt finished keep their state."""
+    """Mark a run and its symbols pending.  A re-run of the same run id resets their states, and its
+    steps (which find their finished work) write the same outcomes back; started_at keeps the first."""
+    stamp = now()
     rows = [dict(run_id=run_id, symbol=s, as_of=as_of, state="pending", models=list(models), error=None,
-                 details={}, started_at=None, finished_at=None) for s in [RUN_SUMMARY_SYMBOL, *symbols]]
-    store.upsert(engine, TrainingRun.__table__, rows, conflict="nothing")
+                 details={}, started_at=stamp, finished_at=None) for s in [RUN_SUMMARY_SYMBOL, *symbols]]
+    store.upsert(engine, TrainingRun.__table__, rows, update_columns=["state", "error", "details", "finished_at"])
 
 
 def record_symbol_state(engine: sa.Engine, run_id: str, symbol: str, as_of: dt.date,

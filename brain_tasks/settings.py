@@ -8,11 +8,10 @@ calls `os.environ`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
-
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = ("lightgbm", "xgboost", "baseline")
@@ -84,9 +83,6 @@ class Settings:
             "broker": redact(self.broker_url) if self.broker_url else "embedded (filesystem transport)",
             "result_backend": redact(self.effective_result_backend),
         }
-
-    def with_overrides(self, **changes: object) -> "Settings":
-        return replace(self, **changes)  # type: ignore[arg-type]
 
 
 def from_environ(env: Mapping[str, str]) -> Settings:

@@ -23,7 +23,10 @@ def _sig(name: str, *args: object, immutable: bool = False, **kwargs: object) ->
 
 
 def symbol_canvas(symbol: str, as_of: dt.date, models: Sequence[str], run_id: str) -> Signature:
-    """collect -> train every model type in parallel -> compare -> importance -> rollback -> select."""
+    """collect -> train every model type in parallel -> compare -> importance -> rollback -> select.
+
+    `run_id` rides along in the kwargs so that an operator can tell in Flower which run a task is for.
+    """
     day = as_of.isoformat()
     return chain(
         _sig("collect_candles", symbol, run_id=run_id, immutable=True),
