@@ -177,8 +177,8 @@ def _register(engine: sa.Engine, symbol: str, model_type: str, as_of: dt.date, c
         chash = config.config_hash()
         conn.execute(sa.insert(ModelManifest).values(
             symbol=symbol, model_type=model_type, version=version, as_of=as_of, config_hash=chash,
-            artifact_sha256=art, oos_sha256=oos, hyperparameters=_jsonable(result.params),
-            config=_jsonable(config.to_dict()), feature_names=list(result.feature_names),
+            artifact_sha256=art, oos_sha256=oos, hyperparameters=store.jsonable(result.params),
+            config=store.jsonable(config.to_dict()), feature_names=list(result.feature_names),
             feature_hash=result.feature_hash, dataset_digest=result.dataset_digest,
             data_start=result.data_start, data_end=result.data_end, n_rows=int(result.n_rows),
             code_version=__version__, seed=int(config.seed), created_at=stamp))
@@ -203,20 +203,6 @@ def _f(value: Any) -> float | None:
         return None
     v = float(value)
     return v if np.isfinite(v) else None
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, (dt.date, dt.datetime)):
-        return value.isoformat()
-    return value
 
 
 # --- compare -------------------------------------------------------------------------------------
@@ -259,7 +245,7 @@ def compare_models(engine: sa.Engine, settings: Settings, train_results: Any, sy
         scored.append((composite_score(overall), v, overall))
     scored.sort(key=lambda item: (-item[0], item[1].model_type))
     rows = [dict(symbol=symbol, as_of=as_of, config_hash=chash, model_type=v.model_type, version=v.version,
-                 composite_score=float(score), rank=i + 1, is_best=(i == 0), metrics=_jsonable(overall))
+                 composite_score=float(score), rank=i + 1, is_best=(i == 0), metrics=store.jsonable(overall))
             for i, (score, v, overall) in enumerate(scored)]
     store.upsert(engine, ModelComparison.__table__, rows)
     best = scored[0][1]
@@ -382,7 +368,7 @@ def check_rollback(engine: sa.Engine, settings: Settings, prev: dict[str, Any], 
         champion = _manifest(engine, symbol, champion_row.model_type, champion_row.version)
         cand_r, champ_r = recent_returns(engine, settings, candidate, champion)
         decision = rollback_decision(cand_r, champ_r, margin=0.0, min_samples=288, alpha=0.05)
-        stats = _jsonable(decision.stats)
+        stats = store.jsonable(decision.stats)
         from_v = champion_row.version
         if decision.action == "rollback":
             action = "rollback"
@@ -430,7 +416,7 @@ def select_model(engine: sa.Engine, settings: Settings, prev: dict[str, Any], sy
         stamp = now()
         with engine.begin() as conn:
             for r in rows:
-                mine = {regime: _jsonable(c) for regime, c in choice.items() if c.get("model") == r.model_type}
+                mine = {regime: store.jsonable(c) for regime, c in choice.items() if c.get("model") == r.model_type}
                 conn.execute(sa.update(ModelRegistry).where(
                     ModelRegistry.symbol == symbol, ModelRegistry.model_type == r.model_type,
                     ModelRegistry.version == r.version).values(selected_regimes=mine, updated_at=stamp))
@@ -455,7 +441,7 @@ def start_run(engine: sa.Engine, run_id: str, as_of: dt.date, symbols: Sequence[
 def record_symbol_state(engine: sa.Engine, run_id: str, symbol: str, as_of: dt.date,
                         outcome: dict[str, Any]) -> None:
     state = OK if outcome.get("status") == OK else FAILED
-    details = {k: _jsonable(outcome[k]) for k in ("best", "selection", "rollback", "failed_models")
+    details = {k: store.jsonable(outcome[k]) for k in ("best", "selection", "rollback", "failed_models")
                if k in outcome}
     stamp = now()
     store.upsert(engine, TrainingRun.__table__, [dict(
@@ -564,7 +550,7 @@ def analyse_symbol(engine: sa.Engine, settings: Settings, symbol: str, as_of: dt
     if len(history):
         trend = rank_changes(history)
         moved = trend[trend["rank_change"] != 0]
-        movers = _jsonable(moved.reindex(moved["rank_change"].abs().sort_values(ascending=False).index)
+        movers = store.jsonable(moved.reindex(moved["rank_change"].abs().sort_values(ascending=False).index)
                            .head(5).to_dict("records"))
     return {"symbol": symbol, "status": OK, "drifted": sorted(r["feature"] for r in rows if r["drifted"]),
             "n_features": len(rows), "importance_movers": movers}
@@ -584,6 +570,6 @@ def summarize_nightly(engine: sa.Engine, results: Any, run_id: str, as_of: dt.da
     state = OK if not failed else "partial"
     store.upsert(engine, TrainingRun.__table__, [dict(
         run_id=run_id, symbol=RUN_SUMMARY_SYMBOL, as_of=as_of, state=state, models=[], error=None,
-        details=_jsonable(details), started_at=stamp, finished_at=stamp)],
+        details=store.jsonable(details), started_at=stamp, finished_at=stamp)],
         update_columns=["state", "details", "finished_at"])
     return {"run_id": run_id, "state": state, **details}

@@ -9,7 +9,7 @@ import pytest
 
 from brain_tasks.brain import store
 from brain_tasks.brain.db import make_engine
-from tests.workers import REPO, brain_env
+from tests.workers import brain_env
 
 
 def _cli(args: list[str], env: dict, cwd, timeout: float = 600) -> subprocess.CompletedProcess:  # noqa: ANN001

@@ -6,20 +6,16 @@ workers collect the real sample, train every model type, compare, explain, check
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import re
 import signal
-import time
 import urllib.error
 import urllib.request
 from base64 import b64encode
-from pathlib import Path
 
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 
 from brain_tasks.brain import store
 from brain_tasks.brain.db import dispose_engine, make_engine

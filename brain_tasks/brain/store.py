@@ -44,7 +44,7 @@ COPY_MIN_ROWS = 50
 MERGE_WORK_MEM = "256MB"
 
 __all__ = [
-    "COPY_MIN_ROWS", "WALL_CLOCK_COLUMNS", "assert_same_database", "wall_clock_columns", "copy_rows", "get_table", "last_timestamp", "list_symbols",
+    "COPY_MIN_ROWS", "WALL_CLOCK_COLUMNS", "assert_same_database", "jsonable", "wall_clock_columns", "copy_rows", "get_table", "last_timestamp", "list_symbols",
     "read_candles", "read_funding", "read_liquidations", "read_open_interest", "read_table",
     "snapshot", "to_utc", "upsert",
 ]
@@ -75,7 +75,7 @@ def to_utc(value: Any, what: str = "timestamp") -> dt.datetime:
     return ts.tz_convert("UTC").to_pydatetime()
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """A JSON-ready copy: numpy scalars and arrays become Python, NaN and infinities become null.
 
     NaN is not JSON (PostgreSQL's jsonb rejects it), and null is what "undefined" means there.
@@ -83,9 +83,9 @@ def _jsonable(value: Any) -> Any:
     if value is None or value is pd.NaT or value is pd.NA:
         return None
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray, pd.Series)):
-        return [_jsonable(v) for v in list(value)]
+        return [jsonable(v) for v in list(value)]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float):
@@ -163,7 +163,7 @@ def _column_values(column: sa.Column[Any], series: pd.Series) -> list[Any]:
             return series.to_numpy().tolist()
         return [None if m else bool(v) for v, m in zip(series.tolist(), missing)]
     if kind == "json":
-        return [None if m else _jsonable(v) for v, m in zip(series.tolist(), missing)]
+        return [None if m else jsonable(v) for v, m in zip(series.tolist(), missing)]
     if kind == "bytes":
         return [None if m else _to_bytes(v, name) for v, m in zip(series.tolist(), missing)]
     if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype) and not missing.any():
