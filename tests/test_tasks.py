@@ -59,3 +59,22 @@ def test_a_bug_becomes_a_failed_status_and_a_transient_fault_gives_up_as_one(bra
     # Eagerly (no broker) there is nothing to retry through: the fault is reported as a status.
     out = train_symbol.apply(args=["ETH/BTC", "xgboost", "2018-01-30"]).get()
     assert out["status"] == "failed" and "transient fault persisted" in out["error"]
+
+
+def test_collect_and_quality_check_tasks_wire_the_sample_into_the_brain(brain, monkeypatch):
+    from brain_tasks.tasks import collect_candles, collect_funding, data_quality_check
+
+    out = collect_candles.apply(args=["ADA/BTC"]).get()
+    assert out["status"] == "succeeded" and out["kind"] == "candles"
+    assert len(store.read_candles(brain, "freqtrade", "ADA/BTC", "5m")) == 5720
+    again = collect_candles.apply(args=["ADA/BTC"]).get()
+    assert again["status"] == "succeeded"
+    assert len(store.read_candles(brain, "freqtrade", "ADA/BTC", "5m")) == 5720
+    funding = collect_funding.apply(args=["XRP/USDT:USDT"]).get()
+    assert funding["status"] == "succeeded" and len(store.read_funding(brain, "freqtrade", "XRP/USDT:USDT")) == 91
+    missing = collect_candles.apply(args=["NOPE/BTC"]).get()
+    assert missing["status"] == "failed" and missing["error"]
+    report = data_quality_check.apply(kwargs={"symbols": ["ADA/BTC"]}).get()
+    assert "ADA/BTC" in report["symbols"]
+    gaps = store.read_table(brain, "data_quality_logs", where={"symbol": "ADA/BTC", "check": "gap"})
+    assert len(gaps) == 5  # the five real gaps of the ADA/BTC file (its SOURCE.md)
