@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -75,22 +74,21 @@ def _workers(settings: Settings) -> Iterator[None]:
 
 def _follow(client: Any, run_id: str, symbols: list[str], timeout: float) -> dict[str, Any]:
     """A progress bar of symbols done / failed until the run's summary is written."""
-    deadline = time.monotonic() + timeout
     shown = 0
     with click.progressbar(length=max(1, len(symbols)), label=f"run {run_id}", show_pos=True,
                            item_show_func=lambda s: s) as bar:
-        while True:
-            status = client.run_status(run_id)
+        def progress(status: dict[str, Any]) -> None:
+            nonlocal shown
             counts = status["counts"]
             done = counts.get("succeeded", 0) + counts.get("failed", 0)
             if done > shown:
                 bar.update(done - shown, f"{counts.get('succeeded', 0)} done, {counts.get('failed', 0)} failed")
                 shown = done
-            if status["state"] not in ("pending", "unknown"):
-                return status
-            if time.monotonic() > deadline:
-                raise click.ClickException(f"run {run_id} still running after {timeout:.0f} s")
-            time.sleep(0.5)
+
+        try:
+            return client.wait(run_id, timeout=timeout, poll=0.5, on_poll=progress)
+        except TimeoutError as exc:
+            raise click.ClickException(str(exc)) from None
 
 
 def _print_run(status: dict[str, Any]) -> None:

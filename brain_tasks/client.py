@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import sqlalchemy as sa
 
@@ -74,11 +74,15 @@ class BrainClient:
 
         return run_status(self.engine, run_id)
 
-    def wait(self, run_id: str, timeout: float = 3600.0, poll: float = 1.0) -> dict[str, Any]:
-        """Block until the run's summary row is written (or raise TimeoutError)."""
+    def wait(self, run_id: str, timeout: float = 3600.0, poll: float = 1.0,
+             on_poll: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Block until the run's summary row is written (or raise TimeoutError); `on_poll` sees every
+        status read on the way (the CLI's progress bar)."""
         deadline = time.monotonic() + timeout
         while True:
             status = self.run_status(run_id)
+            if on_poll is not None:
+                on_poll(status)
             if status["state"] not in ("pending", "unknown"):
                 return status
             if time.monotonic() > deadline:

@@ -30,6 +30,14 @@ def prepare_folders(settings: Settings) -> None:
         folder.mkdir(parents=True, exist_ok=True)
 
 
+def worker_command(name: str, queues: str = "collect,train,analysis", concurrency: int = 1,
+                   *extra: str) -> list[str]:
+    """The `celery worker` command line of this app (gossip and mingle off: workers share nothing)."""
+    return [sys.executable, "-m", "celery", "-A", "brain_tasks.app", "worker", "-Q", queues,
+            "-c", str(concurrency), "-n", f"{name}@%h", "-l", "INFO", "--without-gossip", "--without-mingle",
+            *extra]
+
+
 @contextlib.contextmanager
 def embedded_worker(settings: Settings, *, log_path: Path | None = None,
                     ready_timeout: float = 180.0) -> Iterator[subprocess.Popen]:
@@ -39,9 +47,8 @@ def embedded_worker(settings: Settings, *, log_path: Path | None = None,
     prepare_folders(settings)
     log_path = log_path or settings.home / "worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "celery", "-A", "brain_tasks.app", "worker", "-Q", "collect,train,analysis",
-           "-c", str(settings.concurrency), "-n", f"embedded-{os.getpid()}@%h", "-l", "INFO",
-           "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    cmd = worker_command(f"embedded-{os.getpid()}", "collect,train,analysis", settings.concurrency,
+                         "--without-heartbeat")
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
     try:

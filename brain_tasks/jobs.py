@@ -287,12 +287,15 @@ def compute_importance(engine: sa.Engine, settings: Settings, prev: dict[str, An
         return prev
     chash = prev["config_hash"]
     written = {}
+    datasets: dict[str, tuple[pd.DataFrame, pd.Series]] = {}  # the run's model types share one dataset
     for manifest in versions_of(engine, symbol, as_of, chash):
         have = _first(engine, sa.select(sa.func.count()).select_from(FeatureImportance).where(
             FeatureImportance.symbol == symbol, FeatureImportance.model_type == manifest.model_type,
             FeatureImportance.version == manifest.version))[0]
         if not have:
-            X, y = dataset_for(engine, settings, manifest)
+            if manifest.dataset_digest not in datasets:
+                datasets[manifest.dataset_digest] = dataset_for(engine, settings, manifest)
+            X, y = datasets[manifest.dataset_digest]
             frame = explain(load_version(engine, manifest), manifest.model_type, X, y,
                             TrainConfig.from_dict(manifest.config))
             rows = [dict(symbol=symbol, model_type=manifest.model_type, version=manifest.version,

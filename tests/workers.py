@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Iterator, Mapping
 
+from brain_tasks.embedded import worker_command
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -27,12 +29,11 @@ def brain_env(database_url: str, broker_url: str | None, home: Path, **extra: st
 
 @contextlib.contextmanager
 def worker(env: Mapping[str, str], *, name: str = "w1", queues: str = "collect,train,analysis",
-           concurrency: int = 1, log_dir: Path, pool: str = "prefork") -> Iterator[subprocess.Popen]:
+           concurrency: int = 1, log_dir: Path) -> Iterator[subprocess.Popen]:
     """A `celery worker` process; stopped (TERM, then KILL) when the block exits."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log = open(log_dir / f"{name}.log", "ab")
-    cmd = [sys.executable, "-m", "celery", "-A", "brain_tasks.app", "worker", "-Q", queues, "-c", str(concurrency),
-           "-n", f"{name}@%h", "-l", "INFO", "-P", pool, "--without-gossip", "--without-mingle"]
+    cmd = worker_command(name, queues, concurrency)
     # A session of its own, so a test can kill the whole process group (main process + pool children).
     proc = subprocess.Popen(cmd, env=dict(env), stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
                             start_new_session=True)
