@@ -51,6 +51,10 @@ class Settings:
     concurrency: int = field(default_factory=lambda: os.cpu_count() or 2)
     sample_dir: Path = REPO_ROOT / "sample" / "freqtrade-testdata"
     seed: int = 42
+    # Training as of a day whose newest stored bar is older than this at the day's end is `stale`.
+    max_data_age: int = 86400
+    # Paired out-of-time bars needed before a promotion or a live rollback is judged (288 = a day of 5m).
+    min_evidence_bars: int = 288
 
     @property
     def embedded(self) -> bool:
@@ -108,6 +112,8 @@ def from_environ(env: Mapping[str, str]) -> Settings:
         concurrency=int(get("BRAIN_CONCURRENCY") or base.concurrency),
         sample_dir=Path(get("BRAIN_SAMPLE_DIR") or base.sample_dir),
         seed=int(get("BRAIN_SEED") or base.seed),
+        max_data_age=int(get("BRAIN_MAX_DATA_AGE") or base.max_data_age),
+        min_evidence_bars=int(get("BRAIN_MIN_EVIDENCE_BARS") or base.min_evidence_bars),
     )
 
 
