@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from brain_tasks import __version__
 from brain_tasks.brain import registry, store
 from brain_tasks.brain.locks import claim
-from brain_tasks.brain.models import FeatureImportance, ModelManifest, TrainingRun
+from brain_tasks.brain.models import ModelManifest, TrainingRun
 from brain_tasks.errors import DataError
 from brain_tasks.runs import RUN_SUMMARY_SYMBOL
 from brain_tasks.settings import Settings

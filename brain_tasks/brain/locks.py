@@ -12,7 +12,6 @@ import contextlib
 import fcntl
 import hashlib
 import time
-from pathlib import Path
 from typing import Iterator
 
 import sqlalchemy as sa
