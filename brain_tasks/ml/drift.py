@@ -227,7 +227,7 @@ def drift_windows(
     """
     n = len(index)
     per_day = 86400 / timeframe_seconds(timeframe)
-    cur = max(int(min_current_bars), int(math.ceil(current_days * per_day)))
+    cur = max(int(min_current_bars), math.ceil(current_days * per_day))
     if n < cur * (reference_ratio + 1):
         cur = n // (reference_ratio + 1)
     ref = min(n - cur, cur * reference_ratio)

@@ -10,7 +10,12 @@ import pandas as pd
 import pytest
 from scipy import signal, stats
 
-from brain_tasks.ml.rollback import Decision, live_rollback_decision, promotion_decision, rollback_decision
+from brain_tasks.ml.rollback import (
+    Decision,
+    live_rollback_decision,
+    promotion_decision,
+    rollback_decision,
+)
 
 
 def _market(n: int, seed: int = 0) -> np.ndarray:
