@@ -1,5 +1,23 @@
 """Feature importance, each stored under the name of the method that produced it.
 
+Out of sample (``fold_importance`` + ``aggregate_importance``, used by ``pipeline.train_and_evaluate``):
+each walk-forward fold's own model is explained on its own test block, and the folds are averaged
+weighted by their test rows.  In-sample importance (a final model on its own training rows) rewards
+what the model memorised: over a 20-day history it ranked day-of-week first, acting as a day id, above a
+planted informative feature.  Out of sample, memorised ids cannot help, so they cannot rank.  There:
+
+- ``shap``: mean |SHAP value|: TreeSHAP for the tree models; for the linear baseline the exact SHAP
+  value coef_j * (x_j - mean_j) / scale_j (interventional, the training mean as background), i.e. its
+  additive term;
+- ``permutation``: drop in out-of-sample R^2 when the column is shuffled (mean of a few repeats);
+- ``correlation``: |Spearman correlation| of feature and label on the test rows (model-free).
+
+Rows are capped per fold (seeded, time-ordered sample) so importance costs a fraction of training
+(bench/stats.py measures it).  ``calendar_features_to_drop`` names the calendar features that a
+history too short to repeat their cycle would turn into ids; the pipeline leaves them out.
+
+The in-sample ``compute_importance`` below remains for explaining a stored model on given rows:
+
 - ``shap``: mean |TreeSHAP value| from the library's native contribution call (LightGBM
   ``pred_contrib``, XGBoost ``pred_contribs``) on a seeded row sample.
 - ``variance``: for models without a native contribution call (the linear baseline): the variance
@@ -19,6 +37,11 @@ from sklearn.inspection import permutation_importance
 from sklearn.metrics import r2_score
 
 METHODS = ("shap", "variance", "permutation", "correlation")
+OOS_METHODS = ("shap", "permutation", "correlation")
+# A calendar feature needs its cycle repeated this many times in the history before a model can learn
+# a seasonality from it rather than use it to tell days (or weeks) apart.
+MIN_CALENDAR_CYCLES = 8
+CALENDAR_CYCLES = {"tod_": pd.Timedelta(days=1), "dow_": pd.Timedelta(days=7)}
 PERMUTATION_REPEATS = 3
 _RUN_COLUMNS = ("run", "run_id", "version", "as_of", "created_at", "ts")
 
@@ -161,3 +184,69 @@ def rank_changes(history_df: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows).sort_values(["method", "last_rank"], kind="stable").reset_index(drop=True)
+
+
+def calendar_features_to_drop(names: list[str], history: pd.Timedelta) -> list[str]:
+    """Calendar features (``tod_*``: daily cycle, ``dow_*``: weekly) whose cycle repeats fewer than
+    ``MIN_CALENDAR_CYCLES`` times in ``history``: over 20 days day-of-week takes each value on two or
+    three days only and acts as a day id that a model memorises."""
+    out = []
+    for name in names:
+        for prefix, cycle in CALENDAR_CYCLES.items():
+            if name.startswith(prefix) and history < MIN_CALENDAR_CYCLES * cycle:
+                out.append(name)
+    return out
+
+
+def fold_importance(
+    model: Any,
+    X_test: pd.DataFrame,
+    y_test: Any,
+    *,
+    methods: tuple[str, ...] = OOS_METHODS,
+    sample_rows: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Unranked importance (method, feature, importance, n_rows) of one fold's model on its test rows.
+
+    ``shap`` is skipped for a model with neither native contributions nor linear terms (it then gets
+    permutation and correlation only).
+    """
+    unknown = set(methods) - set(OOS_METHODS)
+    if unknown:
+        raise ValueError(f"unknown out-of-sample importance methods {sorted(unknown)}; known: {OOS_METHODS}")
+    names = list(getattr(model, "feature_names", X_test.columns))
+    Xs, ys = _sample(X_test[names], np.asarray(y_test, dtype="float64"), sample_rows, seed)
+    target = getattr(model, "model", None) or model
+    frames = []
+    for method in methods:
+        if method == "shap":
+            if hasattr(target, "contributions"):
+                values = _shap(target, Xs)
+            elif hasattr(target, "linear_terms"):
+                values = np.abs(target.linear_terms(Xs)).mean(axis=0)  # exact linear SHAP
+            else:
+                continue
+        elif method == "permutation":
+            values = _permutation(target, Xs, ys, seed)
+        else:
+            values = _correlation(Xs, ys)
+        frames.append(pd.DataFrame({"method": method, "feature": names, "importance": values, "n_rows": len(Xs)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def aggregate_importance(folds: list[pd.DataFrame]) -> pd.DataFrame:
+    """Rank the folds' importances: mean per (method, feature) weighted by each fold's rows, then
+    ``compute_importance``'s long frame (method, feature, importance, rank)."""
+    if not folds:
+        raise ValueError("no fold importances to aggregate")
+    stacked = pd.concat(folds, ignore_index=True)
+    stacked["weighted"] = stacked["importance"].fillna(0.0) * stacked["n_rows"]
+    sums = stacked.groupby(["method", "feature"], sort=False)[["weighted", "n_rows"]].sum()
+    mean = (sums["weighted"] / sums["n_rows"]).rename("importance").reset_index()
+    order = {m: i for i, m in enumerate(dict.fromkeys(stacked["method"]))}
+    frames = [
+        _ranked(method, list(g["feature"]), g["importance"].to_numpy(dtype="float64"))
+        for method, g in sorted(mean.groupby("method", sort=False), key=lambda kv: order[kv[0]])
+    ]
+    return pd.concat(frames, ignore_index=True)
