@@ -215,8 +215,8 @@ def train_and_evaluate(
 ) -> TrainResult:
     """Walk-forward OOS evaluation, metrics overall and per regime, final model and (unless
     ``with_importance`` is false) the out-of-sample importance: each fold's model explained on its
-    own test block (``importance.fold_importance``), folds averaged by test rows, at most
-    ``config.importance_rows`` rows per fold."""
+    own test block (``importance.fold_importance``), folds averaged by test rows, on
+    ``config.importance_rows`` sampled test rows in all (split evenly over the folds)."""
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
     X, y, br = build_dataset(candles, config, funding=funding, open_interest=open_interest, liquidations=liquidations)
@@ -235,8 +235,10 @@ def train_and_evaluate(
         trainer.fit(X.iloc[train_idx], y.iloc[train_idx])
         preds.append(trainer.predict(X.iloc[test_idx]))
         if with_importance:
+            # importance_rows is the budget over all folds: it keeps importance under half the training CPU.
             importances.append(fold_importance(trainer, X.iloc[test_idx], y.iloc[test_idx],
-                                               sample_rows=config.importance_rows, seed=config.seed + k))
+                                               sample_rows=-(-config.importance_rows // len(splits)),
+                                               seed=config.seed + k))
         folds.append(
             {
                 "fold": k,
