@@ -42,7 +42,8 @@ def _ar1(rng: np.random.Generator, phi: float, shape: tuple[int, int], t3: bool 
 
 
 def _sd(rate: float, reps: int) -> str:
-    return f"{rate:.3f} ± {math.sqrt(max(rate * (1 - rate), 0.0025 * 0.9975) / reps):.3f}"
+    """The rate with its count, and its binomial standard error (at the observed rate)."""
+    return f"{rate:.3f} ({round(rate * reps)}/{reps}, sd {math.sqrt(rate * (1 - rate) / reps):.3f})"
 
 
 def _table(title: str, head: list[str], rows: list[list[str]]) -> None:
@@ -95,7 +96,7 @@ def drift_table(scale: float) -> None:
     rows.extend(_package_features(scale))
     _table(f"Feature drift: effective-sample-size KS + Holm, alpha 0.05, {N_REF} vs {N_CUR} rows "
            "(last column: the same KS counting every row as independent)",
-           ["case", "phi", "tails", "runs", "our rate ± sd", "iid KS rate"], rows)
+           ["case", "phi", "tails", "runs", "our rate (count, sd)", "iid KS rate"], rows)
 
 
 def _garch_candles(rng: np.random.Generator, n: int, vol: float = 0.002) -> pd.DataFrame:
@@ -135,7 +136,7 @@ def _package_features(scale: float) -> list[list[str]]:
 
 
 def psr_table(scale: float) -> None:
-    reps, n = int(1000 * scale), 500
+    reps, n = int(2000 * scale), 500
     rows = []
     for t3 in (False, True):
         for phi in (-0.3, 0.0, 0.3):
@@ -152,11 +153,11 @@ def psr_table(scale: float) -> None:
         rows.append(["power: PSR > 0.95 at per-bar Sharpe 0.1", f"{phi:g}", "normal", str(reps), _sd(hac, reps),
                      f"{iid:.3f}"])
     _table(f"Probabilistic Sharpe Ratio (HAC standard error), {n} bars (last column: iid formula)",
-           ["case", "phi", "tails", "runs", "our rate ± sd", "iid rate"], rows)
+           ["case", "phi", "tails", "runs", "our rate (count, sd)", "iid rate"], rows)
 
 
 def rollback_table(scale: float) -> None:
-    reps, n = int(1000 * scale), 500
+    reps, n = int(2000 * scale), 500
     rows = []
     for t3 in (False, True):
         for phi in (-0.3, 0.0, 0.3):
@@ -179,7 +180,7 @@ def rollback_table(scale: float) -> None:
         rows.append(["power: shortfall 0.15 sd per bar", f"{phi:g}", "normal", str(reps), _sd(ours, reps),
                      f"{iid:.3f}"])
     _table(f"Rollback / promotion test (paired HAC, one-sided alpha 0.05), {n} paired bars "
-           "(last column: iid paired t-test)", ["case", "phi", "tails", "runs", "our rate ± sd", "iid rate"], rows)
+           "(last column: iid paired t-test)", ["case", "phi", "tails", "runs", "our rate (count, sd)", "iid rate"], rows)
 
 
 def _symbol(rng: np.random.Generator, n: int, planted: float = 0.0) -> dict[str, pd.DataFrame]:
@@ -216,7 +217,7 @@ def selection_table(scale: float) -> None:
         rows.append([f"planted signal ({planted:.0%} of signs known): lightgbm chosen overall", str(n_rep),
                      _sd(float(np.mean(right)), n_rep)])
     _table("Per-regime selection (standardised DSR >= 0.95 over 3 models + buy-and-hold x 5 scopes, 3000 bars)",
-           ["case", "symbols", "rate ± sd"], rows)
+           ["case", "symbols", "rate (count, sd)"], rows)
 
 
 def importance_table() -> None:
