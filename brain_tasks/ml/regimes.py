@@ -20,7 +20,6 @@ import pandas as pd
 
 from brain_tasks.ml.features import validate_candles
 from brain_tasks.ml.metrics import (
-    FLAT_METRICS,
     composite_score,
     expected_max_sharpe,
     metrics_from_returns,
@@ -113,9 +112,8 @@ def benchmark_metrics(oos: pd.DataFrame, periods_per_year: float) -> dict[str, d
     cost ignored), with the same keys as a model's: trading metrics, psr, sharpe_se, skew, kurtosis,
     exposure, composite."""
     bar = oos["bar_return"].to_numpy(dtype="float64")
-    flat = _return_metrics(np.zeros(bar.size), periods_per_year) | {k: v for k, v in FLAT_METRICS.items()}
-    flat["composite"] = composite_score(flat)
-    return {FLAT: flat, BUY_AND_HOLD: _return_metrics(bar, periods_per_year)}
+    return {FLAT: _return_metrics(np.zeros(bar.size), periods_per_year),
+            BUY_AND_HOLD: _return_metrics(bar, periods_per_year)}
 
 
 def select_per_regime(
