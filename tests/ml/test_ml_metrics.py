@@ -211,6 +211,15 @@ def test_composite_is_bounded_and_configurable() -> None:
         composite_score(huge, {"made_up": 1.0})
 
 
+def test_evaluate_carries_what_selection_needs() -> None:
+    r = np.random.default_rng(8).normal(0.0005, 0.01, 1000)
+    out = evaluate(np.ones(1000), r, r, 8760, 0.0)
+    for key in ("psr", "sharpe_se", "sharpe_per_bar", "skew", "kurtosis", "n_bars"):
+        assert isinstance(out[key], float) and math.isfinite(out[key]), key
+    assert out["sharpe_se"] == pytest.approx(sharpe_standard_error(r), rel=1e-3)
+    assert out["psr"] == pytest.approx(probabilistic_sharpe_ratio(r), rel=1e-3)
+
+
 def test_evaluate_counts_trades_and_accuracy() -> None:
     pred = np.array([0.1, 0.2, -0.1, -0.3, 0.0, 0.4])
     label = np.array([0.01, -0.02, -0.01, 0.0, 0.02, 0.03])

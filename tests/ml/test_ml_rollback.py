@@ -28,6 +28,7 @@ def _noise(n: int, seed: int = 1) -> np.ndarray:
 
 def _json_safe(d: Decision) -> None:
     json.dumps(d.stats, allow_nan=False)
+    assert d.reason.endswith(".") and ". " not in d.reason  # one sentence
     assert {"n", "mean_diff", "se", "t_stat", "p_value", "method", "lags"} <= set(d.stats)
 
 
