@@ -9,7 +9,8 @@ planted informative feature.  Out of sample, memorised ids cannot help, so they 
 - ``shap``: mean |SHAP value|: TreeSHAP for the tree models; for the linear baseline the exact SHAP
   value coef_j * (x_j - mean_j) / scale_j (interventional, the training mean as background), i.e. its
   additive term;
-- ``permutation``: drop in out-of-sample R^2 when the column is shuffled (mean of a few repeats);
+- ``permutation``: drop in out-of-sample R^2 when the column is shuffled (``permutation_repeats``
+  shuffles per fold, 1 by default: the folds average it);
 - ``correlation``: |Spearman correlation| of feature and label on the test rows (model-free).
 
 Rows are capped per fold (seeded, time-ordered sample) so importance costs a fraction of training
