@@ -55,6 +55,8 @@ class Settings:
     max_data_age: int = 86400
     # Paired out-of-time bars needed before a promotion or a live rollback is judged (288 = a day of 5m).
     min_evidence_bars: int = 288
+    # A model trades a regime only when its deflated Sharpe ratio over every trial reaches this.
+    dsr_level: float = 0.95
 
     @property
     def task_soft_time_limit(self) -> int:
@@ -120,6 +122,7 @@ def from_environ(env: Mapping[str, str]) -> Settings:
         seed=int(get("BRAIN_SEED") or base.seed),
         max_data_age=int(get("BRAIN_MAX_DATA_AGE") or base.max_data_age),
         min_evidence_bars=int(get("BRAIN_MIN_EVIDENCE_BARS") or base.min_evidence_bars),
+        dsr_level=float(get("BRAIN_DSR_LEVEL") or base.dsr_level),
     )
 
 
