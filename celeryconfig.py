@@ -33,8 +33,13 @@ worker_prefetch_multiplier = 1
 worker_pool_start_method = "spawn"
 worker_cancel_long_running_tasks_on_connection_loss = True
 worker_concurrency = _s.concurrency
-# A leaking native library cannot grow a worker process forever.
-worker_max_tasks_per_child = 200
+# A leaking native library cannot grow a worker process forever: a child above this size (KiB) is
+# replaced after its task.  Not a task count: each new spawned child re-imports its modules, and
+# recycling every 200 tasks cost 3-5x plain Celery's throughput (FIELD-NOTES, round 2).
+worker_max_memory_per_child = _s.max_memory_per_child_mb * 1024 or None
+# A spawned child imports the app before it reports UP; on a loaded 2-core machine that took 4-15 s,
+# beyond Celery's default of 4 s, and the pool killed replacement after replacement (13 in 70 s).
+worker_proc_alive_timeout = 60.0
 broker_connection_retry_on_startup = True
 
 task_time_limit = _s.task_time_limit

@@ -51,6 +51,13 @@ class Settings:
     concurrency: int = field(default_factory=lambda: os.cpu_count() or 2)
     sample_dir: Path = REPO_ROOT / "sample" / "freqtrade-testdata"
     seed: int = 42
+    # A pool child is replaced after a task that leaves it above this resident size (0: never).  About
+    # four times the peak of a real-sized training (~520 MB, bench/train.py): only a leak or an outsized
+    # symbol triggers it.  Replaces recycling every 200 tasks, which re-imported the ML stack each time.
+    max_memory_per_child_mb: int = 2048
+    # A bar whose close is more than this many times (or less than 1/this of) the previous close is
+    # implausible: rejected at collection and skipped by training (a 1e308 print, a unit mix-up).
+    max_bar_ratio: float = 100.0
 
     @property
     def embedded(self) -> bool:
@@ -108,6 +115,8 @@ def from_environ(env: Mapping[str, str]) -> Settings:
         concurrency=int(get("BRAIN_CONCURRENCY") or base.concurrency),
         sample_dir=Path(get("BRAIN_SAMPLE_DIR") or base.sample_dir),
         seed=int(get("BRAIN_SEED") or base.seed),
+        max_memory_per_child_mb=int(get("BRAIN_MAX_MEMORY_PER_CHILD_MB") or base.max_memory_per_child_mb),
+        max_bar_ratio=float(get("BRAIN_MAX_BAR_RATIO") or base.max_bar_ratio),
     )
 
 
@@ -119,4 +128,6 @@ def get_settings() -> Settings:
         raise ValueError(
             "BRAIN_VISIBILITY_TIMEOUT must exceed every hard time limit, or Redis re-delivers a task "
             "that is still running")
+    if not s.max_bar_ratio > 1:
+        raise ValueError("BRAIN_MAX_BAR_RATIO must be a number above 1 (a bar-to-bar price ratio)")
     return s

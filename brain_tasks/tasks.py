@@ -23,7 +23,8 @@ from celery.utils.log import get_task_logger
 from celery.utils.time import get_exponential_backoff_interval
 
 from brain_tasks import jobs, workflows
-from brain_tasks.ml import pipeline  # noqa: F401  (workers load the ML stack at start-up, not in a task)
+# The ML stack is imported by the first task that trains, not at start-up: a spawned pool child must
+# report UP within worker_proc_alive_timeout, and trivial tasks never need it.
 from brain_tasks.app import app
 from brain_tasks.brain.db import make_engine
 from brain_tasks.errors import DataError, TransientError
