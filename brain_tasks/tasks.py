@@ -28,6 +28,7 @@ from brain_tasks import jobs, workflows
 from brain_tasks.app import app
 from brain_tasks.brain.db import make_engine
 from brain_tasks.errors import DataError, TransientError
+from brain_tasks.market.symbols import symbol_label, validate_names, validate_symbols
 from brain_tasks.runs import as_of_date, run_id_for
 from brain_tasks.settings import get_settings
 
@@ -52,7 +53,7 @@ def guarded(data_kind: str, record: bool = True) -> Callable[[Callable[..., dict
         @functools.wraps(body)
         def run(self: Task, *args: Any, **kwargs: Any) -> dict:
             call = signature.bind(self, *args, **kwargs).arguments
-            symbol = str(call.get("symbol", "*"))
+            symbol = symbol_label(call.get("symbol", "*"))  # storable even when the symbol is the fault
             prev = call["prev"] if isinstance(call.get("prev"), dict) else {}
             step = self.name.rsplit(".", 1)[-1]
             ids = {k: call[k] for k in ("symbol", "model_type", "as_of") if call.get(k) is not None}
@@ -192,8 +193,9 @@ def _fan_out(task: Task, symbols: list[str] | None, as_of: str | None, models: l
     """Replace `task` by the fan-out canvas; its result becomes the run's summary."""
     s = get_settings()
     day = as_of_date(as_of)
-    symbols = list(symbols or s.symbols)
-    models = list(models or s.models)
+    # A bare string would otherwise fan out over its characters ("ETH/BTC" -> seven symbols).
+    symbols = validate_symbols(symbols) or list(s.symbols)
+    models = validate_names(models, "models") or list(s.models)
     run_id = run_id_for("retrain", day, symbols, models)
     jobs.start_run(_engine(), run_id, day, symbols, models)
     return task.replace(workflows.daily_retrain_canvas(symbols, day, models, run_id))
@@ -223,7 +225,7 @@ def nightly_analysis(self: Task, symbols: list[str] | None = None, as_of: str | 
 
     s = get_settings()
     day = as_of_date(as_of)
-    symbols = list(symbols or s.symbols or store.list_symbols(_engine(), s.exchange, s.timeframe))
+    symbols = validate_symbols(symbols) or list(s.symbols or store.list_symbols(_engine(), s.exchange, s.timeframe))
     run_id = run_id_for("nightly", day, symbols)
     jobs.start_run(_engine(), run_id, day, [], [])
     return self.replace(workflows.nightly_canvas(symbols, day, run_id))

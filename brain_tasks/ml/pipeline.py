@@ -22,6 +22,7 @@ from brain_tasks.ml.features import (
     feature_set_hash,
     make_features,
     timeframe_seconds,
+    usable_candles,
 )
 from brain_tasks.ml.importance import compute_importance
 from brain_tasks.ml.labels import bar_returns, forward_return
@@ -158,7 +159,8 @@ def build_dataset(
     open_interest: pd.DataFrame | None = None,
     liquidations: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
-    """(X, label, bar_return) on the rows usable for training, indexed by ts."""
+    """(X, label, bar_return) on the rows usable for training, indexed by ts (unusable bars skipped)."""
+    candles = usable_candles(candles)
     X = make_features(
         candles, timeframe=config.timeframe, funding=funding, open_interest=open_interest, liquidations=liquidations
     )
@@ -203,6 +205,7 @@ def train_and_evaluate(
     ``with_importance`` is false: the Celery chain explains models in a step of its own) its importance."""
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
+    candles = usable_candles(candles)  # the regimes and the data window skip them too
     X, y, br = build_dataset(candles, config, funding=funding, open_interest=open_interest, liquidations=liquidations)
     regimes = volatility_regimes(candles, window=config.regime_window, lookback=config.regime_lookback).loc[X.index]
     n = len(X)
