@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from brain_tasks.errors import DataError
-from brain_tasks.market.symbols import validate_symbol  # noqa: F401  (the rule lives in symbols.py)
+from brain_tasks.market.symbols import validate_symbol  # the rule lives in symbols.py; re-exported
 
 CANDLE_COLUMNS = ("ts", "open", "high", "low", "close", "volume")
 FUNDING_COLUMNS = ("ts", "rate", "mark_price")
