@@ -60,6 +60,13 @@ class Settings:
     max_bar_ratio: float = 100.0
 
     @property
+    def task_soft_time_limit(self) -> int:
+        """The soft limit of collect / analysis tasks: 30 s before the hard one, or a tenth of it when the
+        hard limit is short (18 s minus 30 used to leave a soft limit of 1 s, which a loaded machine
+        exceeded in the fan-out task itself)."""
+        return max(1, self.task_time_limit - min(30, max(1, self.task_time_limit // 10)))
+
+    @property
     def embedded(self) -> bool:
         return not self.broker_url
 

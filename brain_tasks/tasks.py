@@ -23,8 +23,7 @@ from celery.utils.log import get_task_logger
 from celery.utils.time import get_exponential_backoff_interval
 
 from brain_tasks import jobs, workflows
-# The ML stack is imported by the first task that trains, not at start-up: a spawned pool child must
-# report UP within worker_proc_alive_timeout, and trivial tasks never need it.
+from brain_tasks.ml import pipeline  # noqa: F401  (workers load the ML stack at start-up, not in a task)
 from brain_tasks.app import app
 from brain_tasks.brain.db import make_engine
 from brain_tasks.errors import DataError, TransientError
@@ -92,7 +91,7 @@ def _limits(kind: str) -> dict[str, int]:
     s = get_settings()
     if kind == "train":
         return {"soft_time_limit": s.train_soft_time_limit, "time_limit": s.train_time_limit}
-    return {"soft_time_limit": max(1, s.task_time_limit - 30), "time_limit": s.task_time_limit}
+    return {"soft_time_limit": s.task_soft_time_limit, "time_limit": s.task_time_limit}
 
 
 # --- plumbing ------------------------------------------------------------------------------------
