@@ -1,4 +1,5 @@
-"""Helpers of the fault tests: a run sent by an "Engine" process, and "same rows as an undisturbed run".
+"""Helpers of the fault tests: a run sent by an "Engine" process, "same rows as an undisturbed run",
+and copies of one call released at once (`at_once`).
 
 A fault test runs the same retrain twice, once undisturbed and once under a fault, on two fresh
 databases, and then requires every Brain table to hold the same rows (wall-clock columns aside).
@@ -10,8 +11,10 @@ import json
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from brain_tasks.brain import store
 from brain_tasks.brain.db import dispose_engine, make_engine
@@ -83,3 +86,24 @@ def during(proc: subprocess.Popen, faults: list[tuple[Path, str, Callable[[], No
             raise AssertionError(f"the run ended before {pattern!r} was logged: the fault came too late")
         when_logged(log, pattern)
         fault()
+
+
+def at_once(fn: Callable[[], Any], copies: int = 2) -> list[Any]:
+    """Run `copies` calls of `fn` in threads released together by a barrier; return what each returned
+    or raised (an exception is returned, not raised, so the caller sees every copy)."""
+    barrier = threading.Barrier(copies)
+    out: list[Any] = [None] * copies
+
+    def one(i: int) -> None:
+        barrier.wait()
+        try:
+            out[i] = fn()
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            out[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(copies)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out

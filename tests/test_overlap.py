@@ -8,7 +8,6 @@ end must hold the rows of the same chain run once, one step after the other.
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -30,27 +29,6 @@ DAY = dt.date(2018, 1, 30)
 COPIES = 2
 # Wall-clock and "was it me" fields of a step's output: the only ones two copies may disagree on.
 PER_COPY = {"seconds", "trained", "recorded", "resolved", "stored"}
-
-
-def at_once(fn: Callable[[], Any], copies: int = COPIES) -> list[Any]:
-    """Run `copies` calls of `fn` in threads released together by a barrier; return what each returned
-    or raised (an exception is returned, not raised, so the caller sees every copy)."""
-    barrier = threading.Barrier(copies)
-    out: list[Any] = [None] * copies
-
-    def one(i: int) -> None:
-        barrier.wait()
-        try:
-            out[i] = fn()
-        except Exception as exc:  # noqa: BLE001 - the test reports it
-            out[i] = exc
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(copies)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return out
 
 
 def one_result(outputs: list[Any]) -> Any:
@@ -91,7 +69,7 @@ def _chain(url: str, copies: int) -> dict[str, str]:
     problems: dict[str, str] = {}
     prev: Any = None
     for name, step in _steps(engine, settings):
-        outputs = at_once(step(prev), copies)
+        outputs = chaos.at_once(step(prev), copies)
         # A step that failed in one copy still hands the other copy's output on, so every later step
         # is exercised too.
         good = [o for o in outputs if not isinstance(o, BaseException)]
