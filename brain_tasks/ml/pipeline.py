@@ -22,6 +22,7 @@ from brain_tasks.ml.features import (
     feature_set_hash,
     make_features,
     timeframe_seconds,
+    usable_candles,
 )
 from brain_tasks.ml.importance import (
     aggregate_importance,
@@ -169,6 +170,7 @@ def build_dataset(
     times are left out (day-of-week below 8 weeks, time-of-day below 8 days): on a short history
     they identify days rather than describe a season, and models memorise them.
     """
+    candles = usable_candles(candles)  # unusable bars (non-finite, overflowing, implausible) skipped
     X = make_features(
         candles, timeframe=config.timeframe, funding=funding, open_interest=open_interest, liquidations=liquidations
     )
@@ -219,6 +221,7 @@ def train_and_evaluate(
     ``config.importance_rows`` sampled test rows in all (split evenly over the folds)."""
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
+    candles = usable_candles(candles)  # the regimes and the data window skip them too
     X, y, br = build_dataset(candles, config, funding=funding, open_interest=open_interest, liquidations=liquidations)
     regimes = volatility_regimes(candles, window=config.regime_window, lookback=config.regime_lookback).loc[X.index]
     n = len(X)

@@ -113,7 +113,8 @@ def test_config_hash_and_round_trip() -> None:
     [
         (synthetic_candles(800), "usable rows"),
         (synthetic_candles(3000).assign(open=5.0, high=5.0, low=5.0, close=5.0), "constant"),
-        (synthetic_candles(3000).assign(close=lambda c: c["close"].where(c.index != 1234)), "NaN"),
+        # Unusable bars are skipped (test_unusable_bars.py); only nothing usable at all is an error.
+        (synthetic_candles(3000).assign(close=np.nan), "empty"),
     ],
 )
 def test_data_that_cannot_support_training_raises_data_error(candles: pd.DataFrame, message: str) -> None:
