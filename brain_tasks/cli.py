@@ -43,19 +43,38 @@ def db_upgrade() -> None:
 
 
 @main.command()
-@click.option("--source", type=click.Choice(["freqtrade"]), default="freqtrade", show_default=True)
-@click.option("--path", "path", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--source", type=click.Choice(["freqtrade", "news"]), default="freqtrade", show_default=True)
+@click.option("--path", "path", type=click.Path(exists=True, path_type=Path), required=True,
+              help="freqtrade: a data directory; news: a CSV or JSON Lines file of items")
 @click.option("--symbols", default=None, help="comma-separated pairs, e.g. ETH/BTC,LTC/BTC (default: all)")
 @click.option("--timeframe", default="5m", show_default=True)
 def ingest(source: str, path: Path, symbols: str | None, timeframe: str) -> None:
-    """Load candles / funding rates from files into the Brain (idempotent)."""
+    """Load candles / funding rates, or news items scored into sentiment_scores, from files (idempotent)."""
     from brain_tasks.brain.migrate import upgrade
     from brain_tasks.collect import ingest_freqtrade
 
     s = get_settings()
     upgrade(s.database_url)
+    if source == "news":
+        ingest_news_file(s, path, _csv(symbols) or None)
+        return
+    if not path.is_dir():
+        raise click.BadParameter(f"{path} is not a directory", param_hint="--path")
     summary = ingest_freqtrade(_engine(s), path, symbols=_csv(symbols) or None, timeframe=timeframe,
                                exchange=s.exchange)
+    click.echo(json.dumps(summary, indent=2, default=str))
+
+
+def ingest_news_file(settings: Settings, path: Path, symbols: list[str] | None) -> None:
+    """Score a file of news items into sentiment_scores; a file that cannot be read exits with status 2."""
+    from brain_tasks.collect_news import ingest_news
+    from brain_tasks.errors import DataError
+
+    try:
+        summary = ingest_news(_engine(settings), path, symbols=symbols, keywords=settings.sentiment_keywords)
+    except DataError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
     click.echo(json.dumps(summary, indent=2, default=str))
 
 

@@ -51,6 +51,14 @@ class Settings:
     concurrency: int = field(default_factory=lambda: os.cpu_count() or 2)
     sample_dir: Path = REPO_ROOT / "sample" / "freqtrade-testdata"
     seed: int = 42
+    # News and social sentiment (brain_tasks.collect_news): feeds as [NAME=]rss:URL or [NAME=]reddit:SUBREDDIT,
+    # extra asset keywords as ASSET=word|word.
+    news_feeds: tuple[str, ...] = ()
+    sentiment_keywords: tuple[str, ...] = ()
+    news_user_agent: str = "brain-tasks/0.1 (news sentiment collector)"
+    news_min_interval: float = 1.0         # seconds between two requests to one feed
+    news_stale_hours: float = 24.0         # a feed whose newest item is older is reported stale
+    news_lookback_hours: int = 72          # how far back the first collection of a feed reaches
 
     @property
     def embedded(self) -> bool:
@@ -108,6 +116,12 @@ def from_environ(env: Mapping[str, str]) -> Settings:
         concurrency=int(get("BRAIN_CONCURRENCY") or base.concurrency),
         sample_dir=Path(get("BRAIN_SAMPLE_DIR") or base.sample_dir),
         seed=int(get("BRAIN_SEED") or base.seed),
+        news_feeds=_csv(get("BRAIN_NEWS_FEEDS")),
+        sentiment_keywords=_csv(get("BRAIN_SENTIMENT_KEYWORDS")),
+        news_user_agent=get("BRAIN_NEWS_USER_AGENT") or base.news_user_agent,
+        news_min_interval=float(get("BRAIN_NEWS_MIN_INTERVAL") or base.news_min_interval),
+        news_stale_hours=float(get("BRAIN_NEWS_STALE_HOURS") or base.news_stale_hours),
+        news_lookback_hours=int(get("BRAIN_NEWS_LOOKBACK_HOURS") or base.news_lookback_hours),
     )
 
 
