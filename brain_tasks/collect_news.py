@@ -25,8 +25,18 @@ from brain_tasks.brain import store
 from brain_tasks.brain.quality import record_findings, resolve_findings
 from brain_tasks.errors import DataError, TransientError
 from brain_tasks.market.frames import to_utc, utcnow
-from brain_tasks.market.news import (DATA_KIND, Fetched, Http, Tagger, base_asset, dedupe, make_feed,
-                                     parse_feeds, parse_keywords, read_items_file)
+from brain_tasks.market.news import (
+    DATA_KIND,
+    Fetched,
+    Http,
+    Tagger,
+    base_asset,
+    dedupe,
+    make_feed,
+    parse_feeds,
+    parse_keywords,
+    read_items_file,
+)
 from brain_tasks.market.quality import Finding
 from brain_tasks.market.sentiment import HOUR, Scorer, VaderScorer, aggregate_hourly, score_items
 
@@ -35,6 +45,8 @@ ANY_SYMBOL = "*"
 FEED_CHECKS = ("malformed", "malformed_item", "rejected", "empty", "stale", "truncated", "future")
 # An item dated this far past the collection time is a wrong clock or time zone, not news from the future.
 FUTURE_TOLERANCE = pd.Timedelta(minutes=5)
+LOOKBACK = pd.Timedelta(hours=72)
+STALE_AFTER = pd.Timedelta(hours=24)
 
 
 def _iso(ts: pd.Timestamp | None) -> str | None:
@@ -74,8 +86,8 @@ def _score_and_store(engine: sa.Engine, items: pd.DataFrame, symbols: list[str],
 
 
 def collect_feed(engine: sa.Engine, feed: Any, *, symbols: list[str], tagger: Tagger, scorer: Scorer,
-                 now: Any = None, lookback: pd.Timedelta = pd.Timedelta(hours=72),
-                 stale_after: pd.Timedelta = pd.Timedelta(hours=24)) -> dict[str, Any]:
+                 now: Any = None, lookback: pd.Timedelta = LOOKBACK,
+                 stale_after: pd.Timedelta = STALE_AFTER) -> dict[str, Any]:
     """Collect one feed (an `RssFeed` / `RedditFeed`) into ``sentiment_scores``; a JSON-safe summary.
 
     Raises the fetch's `DataError` after recording it as a finding, and `TransientError` as it is.
@@ -115,10 +127,10 @@ def collect_feed(engine: sa.Engine, feed: Any, *, symbols: list[str], tagger: Ta
     recorded = record_findings(engine, feed.name, ANY_SYMBOL, None, findings, now=now_ts)
     resolved = resolve_findings(engine, feed.name, ANY_SYMBOL, None, DATA_KIND, window_start=None, window_end=None,
                                 still_open=findings, now=now_ts, checks=FEED_CHECKS)
-    return {"source": feed.name, "since": _iso(since), "pages": fetched.pages, "fetched": int(len(raw)),
-            "rejected": fetched.rejected, "items": int(len(items)), "duplicates": duplicates,
+    return {"source": feed.name, "since": _iso(since), "pages": fetched.pages, "fetched": len(raw),
+            "rejected": fetched.rejected, "items": len(items), "duplicates": duplicates,
             "unattributed": unattributed, "hours": int(rows["ts"].nunique()) if len(rows) else 0,
-            "rows": int(len(rows)), "stored": int(stored),
+            "rows": len(rows), "stored": int(stored),
             "first": _iso(items["ts"].min()) if len(items) else None,
             "last": _iso(items["ts"].max()) if len(items) else None,
             "findings": dict(Counter(f.check for f in findings)), "recorded": recorded, "resolved": resolved}
@@ -187,7 +199,7 @@ def ingest_news(engine: sa.Engine, path: str | Path, *, symbols: list[str] | Non
     rows, stored, unattributed = _score_and_store(engine, items, universe, tagger, scorer or VaderScorer())
     recorded = record_findings(engine, name, ANY_SYMBOL, None, findings, now=now_ts)
     return {"path": str(path), "sources": sorted(items["source"].unique().tolist()) if len(items) else [],
-            "fetched": int(len(fetched.items)), "rejected": fetched.rejected, "items": int(len(items)),
+            "fetched": len(fetched.items), "rejected": fetched.rejected, "items": len(items),
             "duplicates": duplicates, "unattributed": unattributed, "symbols": universe,
-            "rows": int(len(rows)), "stored": int(stored), "findings": dict(Counter(f.check for f in findings)),
+            "rows": len(rows), "stored": int(stored), "findings": dict(Counter(f.check for f in findings)),
             "recorded": recorded}

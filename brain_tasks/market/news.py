@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit, parse_qsl
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import feedparser
 import pandas as pd
@@ -112,7 +112,7 @@ _SPACE = re.compile(r"\s+")
 
 def plain_text(value: Any) -> str:
     """HTML fragments as plain text: tags dropped, entities decoded, whitespace collapsed."""
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or (isinstance(value, float) and pd.isna(value)):
         return ""
     return _SPACE.sub(" ", html.unescape(_TAG.sub(" ", str(value)))).strip()
 
@@ -190,7 +190,7 @@ class Tagger:
         """``items`` with an ``assets`` column: the symbols an item names itself (their base assets),
         else the assets found in its title and text."""
         assets = []
-        for title, text, given in zip(items["title"], items["text"], items["symbols"]):
+        for title, text, given in zip(items["title"], items["text"], items["symbols"], strict=True):
             if given:
                 assets.append(tuple(sorted({base_asset(s) for s in given})))
             else:
@@ -312,7 +312,8 @@ def parse_feed(content: bytes, source: str, *, url: str = "") -> tuple[pd.DataFr
         title = plain_text(entry.get("title"))
         ident = entry.get("id") or entry.get("link") or ""
         if ts is None or not title:
-            bad.append({"id": str(ident)[:200], "title": title[:200], "reason": "no date" if ts is None else "no title"})
+            reason = "no date" if ts is None else "no title"
+            bad.append({"id": str(ident)[:200], "title": title[:200], "reason": reason})
             continue
         ident = ident or "title:" + hashlib.sha256(normalise_title(title).encode()).hexdigest()[:32]
         text = entry.get("summary") or ""
@@ -458,7 +459,7 @@ class RedditFeed:
 # --- files ---------------------------------------------------------------------------------------
 
 def _split_symbols(value: Any) -> tuple[str, ...]:
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or (isinstance(value, float) and pd.isna(value)):
         return ()
     if isinstance(value, (list, tuple)):
         return tuple(str(v).strip() for v in value if str(v).strip())
@@ -509,7 +510,8 @@ def read_items_file(path: str | Path, *, source: str | None = None) -> Fetched:
             continue
         ident = ident or "title:" + hashlib.sha256(normalise_title(title).encode()).hexdigest()[:32]
         rows.append({"ts": ts, "source": str(rec.get("source") or name).strip() or name, "item_id": ident,
-                     "title": title, "text": plain_text(rec.get("text")), "symbols": _split_symbols(rec.get("symbols"))})
+                     "title": title, "text": plain_text(rec.get("text")),
+                     "symbols": _split_symbols(rec.get("symbols"))})
     if not rows and bad:
         raise Malformed(f"{path}: no readable item among {len(bad)} lines, e.g. line {bad[0]['line']}: "
                         f"{bad[0]['reason']}")

@@ -162,7 +162,7 @@ def item_text(title: str, text: str | None = None) -> str:
 
 def score_items(items: pd.DataFrame, scorer: Scorer) -> pd.DataFrame:
     """``items`` with a ``score`` column in [-1, 1] (clipped: a plug-in scorer may overshoot)."""
-    texts = [item_text(t, x) for t, x in zip(items["title"], items["text"])]
+    texts = [item_text(t, x) for t, x in zip(items["title"], items["text"], strict=True)]
     scores = np.clip(np.asarray(scorer.score(texts), dtype="float64"), -1.0, 1.0) if texts else np.array([])
     return items.assign(score=scores)
 
