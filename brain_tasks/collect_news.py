@@ -79,8 +79,8 @@ def _score_and_store(engine: sa.Engine, items: pd.DataFrame, symbols: list[str],
     """(hourly rows, rows inserted or changed, items about none of ``symbols``)."""
     tagged = tagger.tag_items(items)
     wanted = {base_asset(s) for s in symbols}
-    about = tagged["assets"].map(lambda a: bool(wanted.intersection(a)))
-    rows = aggregate_hourly(score_items(tagged[about], scorer), symbols)
+    about = tagged["assets"].map(lambda a: bool(wanted.intersection(a))).astype(bool)
+    rows = aggregate_hourly(score_items(tagged.loc[about], scorer), symbols)
     stored = store.upsert(engine, "sentiment_scores", rows) if len(rows) else 0
     return rows, stored, int((~about).sum())
 
