@@ -102,7 +102,6 @@ def collect_feed(engine: sa.Engine, feed: Any, *, symbols: list[str], tagger: Ta
         raise
     findings = list(fetched.findings)
     raw = fetched.items
-    # Duplicates first, over the whole fetch: a re-post of an item already stored is not news either.
     unique, duplicates = dedupe(raw)
     if raw.empty:
         findings.append(Finding(DATA_KIND, "empty", "warning", since, None,

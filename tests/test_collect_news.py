@@ -134,17 +134,17 @@ def test_malformed_reddit_json_and_an_empty_or_stale_feed_are_findings(brain_db_
     assert checks == {"reddit/r/Broken": "malformed", "empty": "empty", "desk": "stale"}
 
 
-def test_reddit_collection_counts_a_repost_once(brain_db_url, scorer):
+def test_reddit_collection_pages_and_leaves_out_an_incomplete_oldest_hour(brain_db_url, scorer):
     engine = make_engine(brain_db_url)
     with news_server(standard_routes()) as srv:
         out = _collect(engine, RedditFeed("reddit/r/Bitcoin", srv.url("/r/Bitcoin/new.json"), http=_http()), scorer)
     rows = _rows(engine)
-    assert out["duplicates"] == 1 and out["rejected"] == 1
-    # The listing ended without reaching the window's start: its oldest hour (11:00, the earlier copy of
-    # the repost) may be incomplete and is left out; the repost at 16:55 is not counted either.
+    assert out["pages"] == 2 and out["duplicates"] == 1 and out["rejected"] == 1  # a double post at 16:20/16:55
+    # The listing ended without reaching the window's start: its oldest hour (11:00) may be incomplete
+    # and is left out; the re-post of its story (16:20, posted again at 16:55) counts once, in its own hour.
     assert out["findings"] == {"malformed_item": 1, "truncated": 1}
-    assert rows["ts"].min() == pd.Timestamp("2024-01-10 12:00", tz="UTC")
-    assert 16 not in rows["ts"].dt.hour.tolist()
+    assert rows["ts"].dt.hour.tolist() == [12, 13, 15, 16]
+    assert rows.set_index(rows["ts"].dt.hour).loc[16, "n_items"] == 1
 
 
 def test_configured_feeds_one_bad_feed_does_not_stop_the_others(sqlite_url, scorer):

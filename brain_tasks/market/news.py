@@ -124,13 +124,18 @@ def normalise_title(title: str) -> str:
 
 
 def dedupe(items: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Items unique by (source, item_id) and by (source, normalised title); the earliest copy is kept
-    (a re-post or a syndicated copy is not new information).  Returns (items, number dropped)."""
+    """Items unique by (source, item_id), and by (source, hour, normalised title); the earliest copy is
+    kept.  Returns (items, number dropped).
+
+    Titles are compared within an hour only: a syndicated copy or a double post is one item, a re-post
+    hours later counts again (renewed attention).  That keeps every hourly row a function of that
+    hour's items alone, whatever window or pages a collection happened to read.
+    """
     if items.empty:
         return items, 0
     df = items.sort_values(["ts", "item_id"], kind="stable")
-    key = df["title"].map(normalise_title)
-    keep = ~df.duplicated(["source", "item_id"]) & ~pd.DataFrame({"s": df["source"], "k": key}).duplicated()
+    same_story = pd.DataFrame({"s": df["source"], "h": df["ts"].dt.floor("h"), "k": df["title"].map(normalise_title)})
+    keep = ~df.duplicated(["source", "item_id"]) & ~same_story.duplicated()
     out = df[keep].reset_index(drop=True)
     return out, int(len(df) - len(out))
 

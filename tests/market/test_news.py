@@ -68,15 +68,16 @@ def test_tagging_by_ticker_name_and_cashtag():
     assert tagger.tag("Pepe Coin soars") == ("PEPE",)
 
 
-def test_duplicates_by_id_and_by_normalised_title_keep_the_earliest():
-    items = pd.DataFrame({"ts": pd.to_datetime(["2024-01-10 11:00", "2024-01-10 10:00", "2024-01-10 12:00",
-                                                "2024-01-10 12:30"], utc=True),
-                          "source": ["a", "a", "a", "b"], "item_id": ["1", "1", "2", "3"],
-                          "title": ["Bitcoin rallies", "Bitcoin rallies", "BITCOIN  rallies!", "Bitcoin rallies"],
-                          "text": [""] * 4, "symbols": [()] * 4})
+def test_duplicates_by_id_and_by_normalised_title_within_the_hour_keep_the_earliest():
+    items = pd.DataFrame({"ts": pd.to_datetime(["2024-01-10 11:00", "2024-01-10 10:00", "2024-01-10 10:30",
+                                                "2024-01-10 10:45", "2024-01-10 13:10"], utc=True),
+                          "source": ["a", "a", "a", "b", "a"], "item_id": ["1", "1", "2", "3", "4"],
+                          "title": ["Bitcoin rallies", "Bitcoin rallies", "BITCOIN  rallies!", "Bitcoin rallies",
+                                    "Bitcoin rallies"], "text": [""] * 5, "symbols": [()] * 5})
     out, dropped = dedupe(items)
-    assert dropped == 2
-    assert out[["source", "item_id"]].values.tolist() == [["a", "1"], ["b", "3"]]
+    assert dropped == 2  # the same id again; the same title in the same hour
+    # Another source's copy, and a re-post hours later, count.
+    assert out[["source", "item_id"]].values.tolist() == [["a", "1"], ["b", "3"], ["a", "4"]]
     assert out["ts"].iloc[0] == T("2024-01-10 10:00", tz="UTC")
 
 
@@ -129,7 +130,7 @@ def test_reddit_follows_after_and_reports_unreadable_posts():
         feed = RedditFeed("r/Bitcoin", srv.url("/r/Bitcoin/new.json"), http=_http())
         got = feed.fetch(since=T("2024-01-01", tz="UTC"))
     assert got.pages == 2 and not got.reached_since  # the listing ended before reaching since
-    assert len(got.items) == 6 and got.rejected == 1
+    assert len(got.items) == 7 and got.rejected == 1
     assert "after=t3_18ugc03" in srv.hits[1] and "limit=100" in srv.hits[0]
 
 
