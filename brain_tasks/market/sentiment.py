@@ -132,7 +132,8 @@ class VaderScorer:
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
         self._vader = SentimentIntensityAnalyzer()
-        self._vader.lexicon.update({w.lower(): float(v) for w, v in (CRYPTO_LEXICON if lexicon is None else lexicon).items()})
+        lexicon = CRYPTO_LEXICON if lexicon is None else lexicon
+        self._vader.lexicon.update({w.lower(): float(v) for w, v in lexicon.items()})
         phrases = phrases if phrases is not None else CRYPTO_PHRASES
         self._tokens: dict[str, str] = {}
         for phrase, value in phrases.items():

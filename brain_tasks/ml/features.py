@@ -254,16 +254,20 @@ def _liquidation_features(
     return out
 
 
-def _sentiment_features(sentiment: pd.DataFrame, close_time: pd.Series) -> dict[str, pd.Series]:
+def _sentiment_features(sentiment: pd.DataFrame, close_time: pd.Series,
+                        first_bar: pd.Timestamp) -> dict[str, pd.Series]:
     """Sentiment known at each bar's close, pooled over sources (weighted by their item counts).
 
     A row stamped ``ts`` summarises items published in ``[ts, ts + 1h)`` and is known from ``ts + 1h``
     (rounded up to the hour for a row not on the hour); a bar sees it when that is at or before its
     close, so every item behind a feature was published before the close.  Hours without rows count
-    as hours without items, up to the last close; levels are NaN over windows without items.
+    as hours without items, up to the last close; levels are NaN over windows without items.  Rows from
+    before the first bar are ignored: like the candle windows, sentiment windows warm up inside the
+    candle range, so the same candles rebuild the same features however far back sentiment was read.
     """
     optional = [c for c in ("magnitude", "n_items") if c in sentiment.columns]
     s = _sorted_events(sentiment, "sentiment", ["score", *optional])
+    s = s[s["ts"] >= first_bar].reset_index(drop=True)
     score = s["score"].astype("float64")
     nan = pd.Series(np.nan, index=s.index)
     weight = s.get("n_items", nan).astype("float64").fillna(1.0).clip(lower=0.0)
@@ -333,7 +337,7 @@ def make_features(
         )
     # No rows: no columns, so the feature names (and the feature-set hash) say sentiment was not used.
     if sentiment is not None and len(sentiment):
-        cols.update(_sentiment_features(sentiment, close_time))
+        cols.update(_sentiment_features(sentiment, close_time, c["ts"].iloc[0]))
     frame = pd.DataFrame({k: np.asarray(v, dtype="float64") for k, v in cols.items()}, index=ts)
     frame.index.name = "ts"
     # Infinite values would silently poison tree splits and the linear baseline alike.

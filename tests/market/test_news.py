@@ -8,8 +8,19 @@ import pytest
 
 from brain_tasks.errors import TransientError
 from brain_tasks.market.frames import Malformed
-from brain_tasks.market.news import (FeedRejected, Http, RedditFeed, RssFeed, Tagger, dedupe, parse_feed,
-                                     parse_feed_spec, parse_feeds, parse_keywords, read_items_file)
+from brain_tasks.market.news import (
+    FeedRejected,
+    Http,
+    RedditFeed,
+    RssFeed,
+    Tagger,
+    dedupe,
+    parse_feed,
+    parse_feed_spec,
+    parse_feeds,
+    parse_keywords,
+    read_items_file,
+)
 from brain_tasks.market.sentiment import VaderScorer, aggregate_hourly, score_items
 from tests.newsserver import NEWS, Reply, fixture, news_server, standard_routes
 

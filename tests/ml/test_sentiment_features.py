@@ -49,7 +49,7 @@ def test_appending_later_items_never_changes_an_earlier_bars_features():
     assert earlier_bars.sum() > 300 and (~earlier_bars).sum() > 300
     cols = list(SENTIMENT_FEATURES)
     pd.testing.assert_frame_equal(before.loc[earlier_bars, cols], after.loc[earlier_bars, cols])
-    assert before.loc[earlier_bars, "sent_level_24h"].notna().all()
+    assert before.loc[earlier_bars, "sent_level_24h"].iloc[12:].notna().all()  # from the first hour's end
     # ...and the later items do reach the later bars.
     assert not before.loc[~earlier_bars, cols].equals(after.loc[~earlier_bars, cols])
 
@@ -85,6 +85,16 @@ def test_sources_pool_by_item_count_and_quiet_hours_count_as_quiet():
     assert np.isclose(at["sent_level_6h"], (0.9 - 0.4) / 5) and np.isclose(at["sent_magnitude_24h"], 2.1 / 5)
     assert feats.loc["2024-01-01 08:00", "sent_level_6h"] != feats.loc["2024-01-01 08:00", "sent_level_6h"]  # NaN
     assert np.isclose(feats.loc["2024-01-01 08:00", "sent_level_24h"], 0.1)
+
+
+def test_the_same_candles_rebuild_the_same_features_however_far_back_sentiment_was_read():
+    # A manifest's dataset is rebuilt from its first candle on (jobs.dataset_for): same digest required.
+    candles = _candles(600)
+    rows = aggregate_hourly(_items(400, "2023-12-25", 24 * 9, seed=6), [SYM]).drop(columns=["symbol"])
+    everything = make_features(candles, timeframe="5m", sentiment=rows)
+    from_start = make_features(candles, timeframe="5m", sentiment=rows[rows["ts"] >= candles["ts"].iloc[0]])
+    pd.testing.assert_frame_equal(everything, from_start)
+    assert everything["sent_level_24h"].notna().sum() > 400
 
 
 def test_build_dataset_takes_sentiment():
