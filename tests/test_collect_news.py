@@ -48,6 +48,10 @@ def test_ingesting_a_file_twice_leaves_the_same_rows(brain_db_url, scorer):
     assert (rows["score"].abs() <= 1).all()
     findings = read_findings(engine, source="items", data_kind="news")
     assert findings["check"].tolist() == ["malformed_item"] and len(findings) == 1
+    # What training reads: every source's rows of one symbol, in a window.
+    btc = store.read_sentiment(engine, "BTC/USDT", start="2024-01-10T10:30:00Z", end="2024-01-10T12:00:00Z")
+    assert list(btc.columns) == ["ts", "source", "score", "magnitude", "n_items"]
+    assert btc["ts"].tolist() == [pd.Timestamp("2024-01-10 11:00", tz="UTC")] and btc["n_items"].tolist() == [1]
 
 
 def test_a_file_with_nothing_readable_is_a_finding_and_stores_nothing(brain_db_url, tmp_path, scorer):

@@ -103,3 +103,15 @@ def test_build_dataset_takes_sentiment():
     X, y, _ = build_dataset(candles, TrainConfig(min_rows=500), sentiment=rows)
     assert set(SENTIMENT_FEATURES) <= set(X.columns)
     assert Tagger.for_symbols([SYM]).tag("bitcoin") == ("BTC",)
+
+
+def test_a_model_trains_on_sentiment_and_its_feature_hash_says_so():
+    from brain_tasks.ml.pipeline import train_and_evaluate
+
+    candles = _candles(1600)
+    rows = aggregate_hourly(_items(300, "2024-01-01", 130, seed=7), [SYM]).drop(columns=["symbol"])
+    config = TrainConfig(min_rows=500, n_folds=2)
+    with_sent = train_and_evaluate(candles, "baseline", config, sentiment=rows, with_importance=False)
+    without = train_and_evaluate(candles, "baseline", config, with_importance=False)
+    assert with_sent.feature_names == [*without.feature_names, *SENTIMENT_FEATURES]
+    assert with_sent.feature_hash != without.feature_hash
