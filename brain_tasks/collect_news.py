@@ -29,6 +29,7 @@ from brain_tasks.market.news import (
     DATA_KIND,
     Fetched,
     Http,
+    NewsFeed,
     Tagger,
     base_asset,
     dedupe,
@@ -85,7 +86,7 @@ def _score_and_store(engine: sa.Engine, items: pd.DataFrame, symbols: list[str],
     return rows, stored, int((~about).sum())
 
 
-def collect_feed(engine: sa.Engine, feed: Any, *, symbols: list[str], tagger: Tagger, scorer: Scorer,
+def collect_feed(engine: sa.Engine, feed: NewsFeed, *, symbols: list[str], tagger: Tagger, scorer: Scorer,
                  now: Any = None, lookback: pd.Timedelta = LOOKBACK,
                  stale_after: pd.Timedelta = STALE_AFTER) -> dict[str, Any]:
     """Collect one feed (an `RssFeed` / `RedditFeed`) into ``sentiment_scores``; a JSON-safe summary.

@@ -182,3 +182,11 @@ def test_cli_ingest_news(tmp_path, monkeypatch):
     bad.write_text("nope\n")
     refused = runner.invoke(cli.main, ["ingest", "--source", "news", "--path", str(bad)])
     assert refused.exit_code == 2 and "no readable item" in refused.output
+
+
+def test_beat_collects_sentiment_hourly_only_when_feeds_are_configured():
+    from brain_tasks.schedule import beat_schedule
+
+    entry = beat_schedule(from_environ({"BRAIN_NEWS_FEEDS": "reddit:Bitcoin"}))["collect-sentiment"]
+    assert entry["task"] == "brain_tasks.collect_sentiment" and entry["schedule"].hour == set(range(24))
+    assert "collect-sentiment" not in beat_schedule(from_environ({}))

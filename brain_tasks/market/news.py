@@ -23,7 +23,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import feedparser
@@ -86,6 +86,17 @@ class Fetched:
     pages: int = 0
     reached_since: bool = True
     rejected: int = 0
+
+
+@runtime_checkable
+class NewsFeed(Protocol):
+    """What collection needs from a network source: the ``name`` stored as ``source``, and a fetch of
+    the items published since a time (pages walked back to it where the source pages)."""
+
+    name: str
+    kind: str
+
+    def fetch(self, since: Any = None) -> Fetched: ...
 
 
 def empty_items() -> pd.DataFrame:
@@ -561,14 +572,15 @@ def parse_feed_spec(spec: str) -> FeedSpec:
         else:
             name = urlsplit(target).hostname or target
     name = name.strip()
-    if not re.fullmatch(r"[\w.\-/]{1,64}", name):
-        raise BadRequest(f"feed name {name!r}: use 1-64 letters, digits and . - _ /", check="bad_feed")
+    # 32: the width of data_quality_logs.source, where the feed's findings are keyed.
+    if not re.fullmatch(r"[\w.\-/]{1,32}", name):
+        raise BadRequest(f"feed name {name!r}: use 1-32 letters, digits and . - _ /", check="bad_feed")
     if kind == "rss" and urlsplit(target).scheme not in ("http", "https"):
         raise BadRequest(f"feed {spec!r}: an rss target must be an http(s) URL", check="bad_feed")
     return FeedSpec(name, kind, target)
 
 
-def make_feed(spec: FeedSpec | str, *, http: Http | None = None, max_pages: int | None = None) -> RssFeed | RedditFeed:
+def make_feed(spec: FeedSpec | str, *, http: Http | None = None, max_pages: int | None = None) -> NewsFeed:
     """The source object of a feed spec."""
     spec = parse_feed_spec(spec) if isinstance(spec, str) else spec
     kw = {"max_pages": max_pages} if max_pages else {}
@@ -588,6 +600,6 @@ def parse_feeds(specs: Sequence[str]) -> list[FeedSpec]:
 
 
 __all__ = ["DATA_KIND", "DEFAULT_KEYWORDS", "FeedRejected", "FeedSpec", "Fetched", "Http", "ITEM_COLUMNS",
-           "RedditFeed", "RssFeed", "Tagger", "base_asset", "dedupe", "empty_items", "make_feed",
+           "NewsFeed", "RedditFeed", "RssFeed", "Tagger", "base_asset", "dedupe", "empty_items", "make_feed",
            "normalise_title", "parse_feed", "parse_feed_spec", "parse_feeds", "parse_keywords", "parse_reddit",
            "plain_text", "read_items_file", "reddit_url"]
