@@ -77,6 +77,9 @@ def test_tagging_by_ticker_name_and_cashtag():
     assert tagger.tag("Ether slides; Chainlink steady") == ("ETH", "LINK")
     assert tagger.tag("the missing link in eth zurich research") == ()  # lower-case tickers are words
     assert tagger.tag("Pepe Coin soars") == ("PEPE",)
+    classic = Tagger.for_symbols(["ETH/USDT", "ETC/USDT"])
+    assert classic.tag("Ethereum Classic hit by 51% attack") == ("ETC",)  # the longest name wins
+    assert classic.tag("Ethereum Classic and Ethereum diverge") == ("ETC", "ETH")
 
 
 def test_duplicates_by_id_and_by_normalised_title_within_the_hour_keep_the_earliest():
