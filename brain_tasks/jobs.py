@@ -47,7 +47,7 @@ def train_config(settings: Settings) -> Any:
 
 def load_market(engine: sa.Engine, settings: Settings, symbol: str, end: dt.datetime | None = None,
                 start: dt.datetime | None = None) -> dict[str, pd.DataFrame | None]:
-    """Candles and whatever funding / open interest / liquidations the Brain holds for `symbol`."""
+    """Candles and whatever funding / open interest / liquidations / sentiment the Brain holds for `symbol`."""
     ex = settings.exchange
     candles = store.read_candles(engine, ex, symbol, settings.timeframe, start=start, end=end)
     if candles.empty:
@@ -58,6 +58,10 @@ def load_market(engine: sa.Engine, settings: Settings, symbol: str, end: dt.date
                         ("liquidations", store.read_liquidations)):
         frame = reader(engine, ex, symbol, start=start, end=end)
         extra[key] = frame if len(frame) else None
+    # Hourly news sentiment of the symbol's base asset, when any feed covers it (ml.features adds its
+    # features only then, so the feature hash says which case a version is).
+    sentiment = store.read_sentiment(engine, symbol, start=start, end=end)
+    extra["sentiment"] = sentiment if len(sentiment) else None
     return {"candles": candles, **extra}
 
 

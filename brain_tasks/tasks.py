@@ -246,3 +246,15 @@ def analyse_symbol(self: Task, symbol: str, as_of: str | None = None) -> dict:
           retry_jitter=True, max_retries=MAX_RETRIES)
 def summarize_nightly(self: Task, results: Any, run_id: str, as_of: str | None = None) -> dict:
     return jobs.summarize_nightly(_engine(), results, run_id, as_of_date(as_of))
+
+
+# --- news and social sentiment -------------------------------------------------------------------
+
+@app.task(name="brain_tasks.collect_sentiment", bind=True, **_limits("collect"))
+@guarded("sentiment", record=False)
+def collect_sentiment(self: Task, feeds: list[str] | None = None) -> dict:
+    """Collect the configured news / social feeds (or the named ones) into sentiment_scores."""
+    from brain_tasks.collect_news import collect_configured
+
+    summary = collect_configured(_engine(), get_settings(), feeds=feeds)
+    return {"status": jobs.FAILED if summary["failed"] else jobs.OK, **summary}
