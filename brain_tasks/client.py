@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -21,8 +22,12 @@ from brain_tasks.settings import Settings, get_settings
 
 @dataclass(frozen=True)
 class RunHandle:
+    """One enqueue of a run: the run's deterministic id, the enqueued task and the attempt it started
+    (the attempt id is the task id)."""
+
     run_id: str
     task_id: str
+    attempt_id: str
 
 
 @dataclass(frozen=True)
@@ -50,18 +55,29 @@ class BrainClient:
     # --- enqueue ---------------------------------------------------------------------------------
     def retrain(self, symbols: Sequence[str], models: Sequence[str] | None = None,
                 as_of: str | dt.date | None = None) -> RunHandle:
+        """Enqueue the daily retrain of `symbols` as a new attempt of its run (pending rows first)."""
         day = as_of_date(as_of)
-        models = list(models or self.settings.models)
-        result = self.app.send_task("brain_tasks.daily_retrain", kwargs={
-            "symbols": list(symbols), "models": models, "as_of": day.isoformat()})
-        return RunHandle(run_id_for("retrain", day, symbols, models), result.id)
+        symbols, models = list(symbols), list(models or self.settings.models)
+        return self._enqueue("retrain", "brain_tasks.daily_retrain", run_id_for("retrain", day, symbols, models),
+                             day, symbols, models, {"models": models})
 
     def nightly(self, as_of: str | dt.date | None = None, symbols: Sequence[str] | None = None) -> RunHandle:
+        """Enqueue the nightly analysis as a new attempt of its run."""
         day = as_of_date(as_of)
         symbols = list(symbols or self.settings.symbols or self._stored_symbols())
-        result = self.app.send_task("brain_tasks.nightly_analysis",
-                                    kwargs={"symbols": symbols, "as_of": day.isoformat()})
-        return RunHandle(run_id_for("nightly", day, symbols), result.id)
+        return self._enqueue("nightly", "brain_tasks.nightly_analysis", run_id_for("nightly", day, symbols),
+                             day, symbols, [], {})
+
+    def _enqueue(self, kind: str, task: str, run_id: str, day: dt.date, symbols: list[str], models: list[str],
+                 kwargs: dict[str, Any]) -> RunHandle:
+        from brain_tasks import jobs
+
+        attempt_id = str(uuid.uuid4())
+        # The attempt's rows exist before its message does: `wait` and `status` see it at once.
+        jobs.start_attempt(self.engine, self.settings, kind, run_id, attempt_id, day, symbols, models)
+        result = self.app.send_task(task, task_id=attempt_id, kwargs={
+            "symbols": symbols, "as_of": day.isoformat(), "attempt_id": attempt_id, **kwargs})
+        return RunHandle(run_id, result.id, attempt_id)
 
     def _stored_symbols(self) -> list[str]:
         from brain_tasks.brain import store
@@ -69,24 +85,45 @@ class BrainClient:
         return store.list_symbols(self.engine, self.settings.exchange, self.settings.timeframe)
 
     # --- read ------------------------------------------------------------------------------------
-    def run_status(self, run_id: str) -> dict[str, Any]:
-        from brain_tasks.jobs import run_status
+    def run_status(self, run_id: str, attempt_id: str | None = None) -> dict[str, Any]:
+        """One attempt of a run (default: its latest): state, per-state counts and per-symbol states."""
+        from brain_tasks.brain import runs
 
-        return run_status(self.engine, run_id)
+        return runs.run_status(self.engine, run_id, attempt_id)
 
-    def wait(self, run_id: str, timeout: float = 3600.0, poll: float = 1.0,
+    def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The most recent runs with their attempts, newest first."""
+        from brain_tasks.brain import runs
+
+        return runs.list_runs(self.engine, limit)
+
+    def wait(self, handle: RunHandle | str, timeout: float = 3600.0, poll: float = 1.0,
              on_poll: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        """Block until the run's summary row is written (or raise TimeoutError); `on_poll` sees every
-        status read on the way (the CLI's progress bar)."""
+        """Block until the attempt is closed (or raise TimeoutError); `on_poll` sees every status read
+        on the way (the CLI's progress bar and liveness check) and may raise to stop waiting.
+
+        `handle` is what `retrain`/`nightly` returned, or a run id: then the run's latest attempt at
+        the time of the call is followed.  Only that attempt's rows are read, so a re-run's wait can
+        never return an earlier attempt's outcome.
+        """
+        from brain_tasks.brain import runs
+
+        if isinstance(handle, RunHandle):
+            run_id, attempt_id = handle.run_id, handle.attempt_id
+        else:
+            run_id, attempt_id = handle, runs.latest_attempt(self.engine, handle)
+            if attempt_id is None:
+                raise LookupError(f"run {run_id} has no attempt")
         deadline = time.monotonic() + timeout
         while True:
-            status = self.run_status(run_id)
+            status = runs.run_status(self.engine, run_id, attempt_id)
             if on_poll is not None:
                 on_poll(status)
-            if status["state"] not in ("pending", "unknown"):
+            if status["state"] not in (*runs.OPEN, "unknown"):
                 return status
             if time.monotonic() > deadline:
-                raise TimeoutError(f"run {run_id} not finished after {timeout:.0f} s: {status['counts']}")
+                raise TimeoutError(f"run {run_id} attempt {attempt_id} not finished after {timeout:.0f} s: "
+                                   f"{status['counts']}")
             time.sleep(poll)
 
     def active_model(self, symbol: str, regime: str | None = None) -> ActiveModel:

@@ -51,6 +51,12 @@ class Settings:
     concurrency: int = field(default_factory=lambda: os.cpu_count() or 2)
     sample_dir: Path = REPO_ROOT / "sample" / "freqtrade-testdata"
     seed: int = 42
+    # Runs (reconcile_runs): how often open attempts are checked, how long past a step's hard time limit
+    # a symbol may go without progress (and with no live task) before its chain is re-driven, and how
+    # many re-drives it gets before it is marked failed.
+    reconcile_interval: int = 300
+    stall_timeout: int = 600
+    max_redrives: int = 2
 
     @property
     def embedded(self) -> bool:
@@ -108,6 +114,9 @@ def from_environ(env: Mapping[str, str]) -> Settings:
         concurrency=int(get("BRAIN_CONCURRENCY") or base.concurrency),
         sample_dir=Path(get("BRAIN_SAMPLE_DIR") or base.sample_dir),
         seed=int(get("BRAIN_SEED") or base.seed),
+        reconcile_interval=int(get("BRAIN_RECONCILE_INTERVAL") or base.reconcile_interval),
+        stall_timeout=int(get("BRAIN_STALL_TIMEOUT") or base.stall_timeout),
+        max_redrives=int(get("BRAIN_MAX_REDRIVES") or base.max_redrives),
     )
 
 
