@@ -40,4 +40,9 @@ def beat_schedule(settings: Settings) -> dict[str, dict]:
             "schedule": crontab(hour=1, minute=15),
             "kwargs": {"symbols": symbols},
         },
+        # Runs the broker lost are re-driven and dead chords' attempts closed (brain_tasks/reconcile.py).
+        "reconcile-runs": {
+            "task": "brain_tasks.reconcile_runs",
+            "schedule": float(settings.reconcile_interval),
+        },
     }

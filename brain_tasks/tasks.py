@@ -188,3 +188,22 @@ def analyse_symbol(self: Task, symbol: str, as_of: str | None = None, run_id: st
 def summarize_nightly(self: Task, results: Any, run_id: str, as_of: str | None = None,
                       attempt_id: str | None = None) -> dict:
     return jobs.summarize_attempt(_engine(), results, run_id, attempt_id)
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+@app.task(name="brain_tasks.reconcile_runs", bind=True, ignore_result=True)
+def reconcile_runs(self: Task) -> dict:
+    """Beat, every `reconcile_interval`: re-drive symbols whose chain the broker lost and close attempts
+    whose chord died (brain_tasks/reconcile.py).  One instance at a time; a second one skips."""
+    from brain_tasks.brain.locks import try_claim
+    from brain_tasks.reconcile import live_attempts, reconcile
+
+    engine = _engine()
+    with try_claim(engine, "reconcile_runs") as mine:
+        if not mine:
+            return {"skipped": "another reconcile_runs is running"}
+        done = reconcile(engine, get_settings(), live_attempts(app), send=lambda sig: sig.apply_async())
+    if done["redriven"] or done["failed"] or done["closed"]:
+        log.warning("reconcile_runs: %s", done)
+    return done

@@ -55,3 +55,34 @@ def claim(engine: sa.Engine, name: str, *, timeout: float = 3600.0) -> Iterator[
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def try_claim(engine: sa.Engine, name: str) -> Iterator[bool]:
+    """Take the claim on `name` if it is free: yields True while held, False (at once) when another
+    process holds it.  For work that must run as a single instance and may simply be skipped."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            got = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": _key64(name)}).scalar())
+            conn.commit()
+            try:
+                yield got
+            finally:
+                if got:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _key64(name)})
+                    conn.commit()
+        return
+    database = engine.url.database
+    folder = Path(database).resolve().parent if database and database != ":memory:" else Path("/tmp")
+    path = folder / f".brain-locks-{hashlib.sha256(str(engine.url).encode()).hexdigest()[:12]}"
+    path.mkdir(exist_ok=True)
+    with open(path / hashlib.sha256(name.encode()).hexdigest()[:32], "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
