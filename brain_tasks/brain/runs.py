@@ -170,6 +170,11 @@ def latest_attempt(engine: sa.Engine, run_id: str) -> str | None:
     return row.attempt_id if row else None
 
 
+def attempt_state(engine: sa.Engine, attempt_id: str) -> str | None:
+    head = _head(engine, attempt_id)
+    return head.state if head else None
+
+
 def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 

@@ -1,0 +1,114 @@
+"""Redis restarted mid-run (SIGTERM: a clean shutdown; SIGKILL: a crash), with AOF, PostgreSQL and a real
+2-process worker: the run still finishes and leaves the database an undisturbed run leaves.
+
+While `train_symbol` tasks run, Redis goes away and comes back 3 s later on the same port and directory.
+Whatever Celery re-queues itself is redelivered; what it drops, `reconcile_runs` (driven here by a loop
+standing in for beat) re-drives once its deadline passes with nothing of the attempt alive.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from brain_tasks.brain import runs, store
+from brain_tasks.brain.db import dispose_engine, make_engine
+from brain_tasks.brain.migrate import upgrade
+from tests import servers
+from tests.test_jobs import _comparable
+from tests.workers import REPO, brain_env, run_python, wait_for, worker
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
+
+SYMBOLS, MODELS, AS_OF = ["ETH/BTC", "LTC/BTC"], ["baseline"], "2018-01-30"
+# Short limits so that recovery (deadline = hard limit + stall timeout, then a reconcile pass) is quick.
+# (Soft limits of collect / analysis tasks are the hard limit minus 30 s.)
+LIMITS = {"BRAIN_VISIBILITY_TIMEOUT": "50", "BRAIN_TRAIN_TIME_LIMIT": "40", "BRAIN_TRAIN_SOFT_TIME_LIMIT": "35",
+          "BRAIN_TASK_TIME_LIMIT": "40", "BRAIN_STALL_TIMEOUT": "5", "BRAIN_RECONCILE_INTERVAL": "2",
+          "BRAIN_CONCURRENCY": "2"}
+
+ENQUEUE = """
+import json
+from brain_tasks.client import BrainClient
+h = BrainClient().retrain({symbols!r}, models={models!r}, as_of={as_of!r})
+print(json.dumps([h.run_id, h.attempt_id]))
+"""
+
+# Beat's stand-in: reconcile_runs every BRAIN_RECONCILE_INTERVAL seconds, surviving the broker's absence.
+RECONCILER = """
+import time
+from brain_tasks.settings import get_settings
+from brain_tasks.tasks import reconcile_runs
+while True:
+    try:
+        print(reconcile_runs.apply().get(), flush=True)
+    except Exception as exc:
+        print("reconcile failed:", repr(exc), flush=True)
+    time.sleep(get_settings().reconcile_interval)
+"""
+
+
+def _fresh(pg_url: str) -> str:
+    url = servers.create_database(pg_url)
+    upgrade(url)
+    return url
+
+
+def _enqueue(env: dict) -> tuple[str, str]:
+    out = run_python(ENQUEUE.format(symbols=SYMBOLS, models=MODELS, as_of=AS_OF), env)
+    run_id, attempt_id = json.loads(out.strip().splitlines()[-1])
+    return run_id, attempt_id
+
+
+def _finished(url: str, run_id: str, attempt_id: str) -> bool:
+    return runs.run_status(make_engine(url), run_id, attempt_id)["state"] not in ("pending", "running")
+
+
+def _training(url: str, run_id: str, attempt_id: str) -> bool:
+    symbols = runs.run_status(make_engine(url), run_id, attempt_id)["symbols"].values()
+    return any(s["step"] == "train_symbol" for s in symbols)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_a_redis_restart_mid_run_loses_nothing(tmp_path, pg_url, sig):
+    with servers.restartable_redis_server() as redis:
+        # Reference: an undisturbed run on the same kind of servers.
+        ref_url = _fresh(pg_url)
+        ref_env = brain_env(ref_url, redis.url.replace("/0", "/1"), tmp_path / "ref", **LIMITS)
+        with worker(ref_env, name="ref", concurrency=2, log_dir=tmp_path / "ref"):
+            ref_run, ref_attempt = _enqueue(ref_env)
+            wait_for(lambda: _finished(ref_url, ref_run, ref_attempt), 300, what="the reference run")
+        assert runs.run_status(make_engine(ref_url), ref_run)["state"] == "succeeded"
+
+        url = _fresh(pg_url)
+        env = brain_env(url, redis.url, tmp_path, **LIMITS)
+        reconciler_log = open(tmp_path / "reconciler.log", "wb")
+        reconciler = subprocess.Popen([sys.executable, "-c", RECONCILER], env=env, cwd=REPO, stdout=reconciler_log,
+                                      stderr=subprocess.STDOUT)
+        try:
+            with worker(env, name="w", concurrency=2, log_dir=tmp_path):
+                run_id, attempt_id = _enqueue(env)
+                wait_for(lambda: _training(url, run_id, attempt_id), 300, interval=0.02, what="a train_symbol task")
+                redis.stop(sig)
+                time.sleep(3)
+                redis.start()
+                wait_for(lambda: _finished(url, run_id, attempt_id), 600, interval=0.5,
+                         what="the disturbed run to finish")
+                engine = make_engine(url)
+                status = runs.run_status(engine, run_id, attempt_id)
+        finally:
+            reconciler.terminate()
+            reconciler.wait(timeout=30)
+            reconciler_log.close()
+        print(f"{sig.name}: {status['state']} started {status['started_at']} finished {status['finished_at']}; "
+              f"re-drives {[s['redrives'] for s in status['symbols'].values()]}")
+        assert status["state"] == "succeeded", status
+        store.assert_same_database(_comparable(store.snapshot(make_engine(ref_url))),
+                                   _comparable(store.snapshot(engine)))
+    dispose_engine(url)
+    dispose_engine(ref_url)
