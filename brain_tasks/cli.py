@@ -59,26 +59,50 @@ def ingest(source: str, path: Path, symbols: str | None, timeframe: str) -> None
     click.echo(json.dumps(summary, indent=2, default=str))
 
 
+class _Session:
+    """What a command started: in embedded mode its worker process (checked while waiting) and its
+    attempts (finished on the way out, so none is left pending and no message is replayed later)."""
+
+    def __init__(self, proc: Any = None, log_path: Path | None = None) -> None:
+        self.proc, self.log_path, self.attempts = proc, log_path, []
+
+    def check(self, _status: Any = None) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise click.ClickException(f"the embedded worker died (exit code {self.proc.returncode}); "
+                                       f"unfinished symbols are cancelled; see {self.log_path}")
+
+
 @contextlib.contextmanager
-def _workers(settings: Settings) -> Iterator[None]:
+def _workers(settings: Settings) -> Iterator[_Session]:
     """Embedded: a local worker process for the duration of the command; production: nothing."""
     if not settings.embedded:
-        yield
+        yield _Session()
         return
-    from brain_tasks.embedded import CRASH_WARNING, embedded_worker
+    from brain_tasks.embedded import CRASH_WARNING, embedded_worker, finish_attempts
 
     click.secho(CRASH_WARNING, fg="yellow", err=True)
-    with embedded_worker(settings):
-        yield
+    session = _Session()
+    reason = "the command stopped before this symbol finished"
+    try:
+        with embedded_worker(settings) as proc:
+            session.proc, session.log_path = proc, settings.home / "worker.log"
+            yield session
+    except click.ClickException as exc:
+        reason = exc.message
+        raise
+    finally:
+        if session.attempts:
+            finish_attempts(settings, session.attempts, reason)
 
 
-def _follow(client: Any, handle: Any, symbols: list[str], timeout: float) -> dict[str, Any]:
+def _follow(client: Any, handle: Any, symbols: list[str], timeout: float, session: _Session) -> dict[str, Any]:
     """A progress bar of symbols done / failed until the attempt's summary is written."""
     shown = 0
     with click.progressbar(length=max(1, len(symbols)), label=f"run {handle.run_id}", show_pos=True,
                            item_show_func=lambda s: s) as bar:
         def progress(status: dict[str, Any]) -> None:
             nonlocal shown
+            session.check()
             counts = status["counts"]
             done = counts.get("succeeded", 0) + counts.get("failed", 0)
             if done > shown:
@@ -105,13 +129,15 @@ def _client(settings: Settings) -> Any:
 
 
 def run_retrain(client: Any, symbols: list[str], models: list[str] | None, as_of: str | None,
-                wait: bool, timeout: float = 6 * 3600) -> dict[str, Any] | None:
+                wait: bool, timeout: float = 6 * 3600, session: _Session | None = None) -> dict[str, Any] | None:
     """Enqueue the retrain; with `wait`, follow it and print its outcome (workers must be running)."""
+    session = session or _Session()
     handle = client.retrain(symbols, models=models, as_of=as_of)
+    session.attempts.append(handle.attempt_id)
     click.echo(f"enqueued brain_tasks.daily_retrain: run {handle.run_id} attempt {handle.attempt_id}")
     if not wait:
         return None
-    status = _follow(client, handle, symbols, timeout)
+    status = _follow(client, handle, symbols, timeout, session)
     _print_run(status)
     return status
 
@@ -124,19 +150,25 @@ def run_retrain(client: Any, symbols: list[str], models: list[str] | None, as_of
 def retrain(symbols: str, models: str | None, as_of: str | None, wait: bool) -> None:
     """Enqueue (or, embedded, run) the daily retrain fan-out."""
     s = get_settings()
-    with _workers(s):
-        status = run_retrain(_client(s), _csv(symbols), _csv(models) or None, as_of, wait or s.embedded)
+    with _workers(s) as session:
+        status = run_retrain(_client(s), _csv(symbols), _csv(models) or None, as_of, wait or s.embedded,
+                             session=session)
     if status and status["state"] == "failed":
         raise SystemExit(1)
 
 
 def run_nightly(client: Any, as_of: str | None, wait: bool, timeout: float = 3600,
-                symbols: list[str] | None = None) -> dict | None:
+                symbols: list[str] | None = None, session: _Session | None = None) -> dict | None:
+    session = session or _Session()
     handle = client.nightly(as_of=as_of, symbols=symbols)
+    session.attempts.append(handle.attempt_id)
     click.echo(f"enqueued brain_tasks.nightly_analysis: run {handle.run_id} attempt {handle.attempt_id}")
     if not wait:
         return None
-    status = client.wait(handle, timeout=timeout, poll=0.5)
+    try:
+        status = client.wait(handle, timeout=timeout, poll=0.5, on_poll=session.check)
+    except TimeoutError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"nightly {status['run_id']}: {status['state']}")
     details = status.get("details") or {}
     for symbol, drifted in sorted((details.get("drifted") or {}).items()):
@@ -152,8 +184,8 @@ def run_nightly(client: Any, as_of: str | None, wait: bool, timeout: float = 360
 def nightly(as_of: str | None, wait: bool) -> None:
     """Enqueue (or run) the nightly feature analysis."""
     s = get_settings()
-    with _workers(s):
-        run_nightly(_client(s), as_of, wait or s.embedded)
+    with _workers(s) as session:
+        run_nightly(_client(s), as_of, wait or s.embedded, session=session)
 
 
 def models_table(settings: Settings, symbol: str | None = None) -> str:
@@ -231,11 +263,11 @@ def demo(out: Path, symbols: str | None, models: str | None) -> None:
             by_day.setdefault(last.date().isoformat(), []).append(pair)
     client = _client(s)
     statuses = []
-    with _workers(s):
+    with _workers(s) as session:
         for day, day_pairs in sorted(by_day.items()):
             click.echo(f"\nas of {day}: {len(day_pairs)} symbols")
-            statuses.append(run_retrain(client, day_pairs, _csv(models) or None, day, wait=True))
-            run_nightly(client, day, wait=True, symbols=day_pairs)
+            statuses.append(run_retrain(client, day_pairs, _csv(models) or None, day, wait=True, session=session))
+            run_nightly(client, day, wait=True, symbols=day_pairs, session=session)
     click.echo("")
     click.echo(models_table(s))
     path = write_report(engine, out)
