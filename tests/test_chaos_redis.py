@@ -9,6 +9,7 @@ standing in for beat) re-drives once its deadline passes with nothing of the att
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -76,8 +77,9 @@ def _training(url: str, run_id: str, attempt_id: str) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL, "flushall"], ids=["sigterm", "sigkill", "flushall"])
 def test_a_redis_restart_mid_run_loses_nothing(tmp_path, pg_url, sig):
-    """`flushall`: Redis comes back empty (a restart without persistence): queued messages, unacked
-    deliveries and the chord's counter are gone, so only reconcile_runs can finish the attempt."""
+    """`flushall`: the worker is killed mid-training (SIGKILL, the whole group) and Redis comes back
+    empty (a restart without persistence): no message, no unacked delivery and no chord counter is left
+    to redeliver, so only reconcile_runs (re-driving both chains) can finish the attempt."""
     with servers.restartable_redis_server() as redis:
         # Reference: an undisturbed run on the same kind of servers.
         ref_url = _fresh(pg_url)
@@ -93,28 +95,36 @@ def test_a_redis_restart_mid_run_loses_nothing(tmp_path, pg_url, sig):
         reconciler = subprocess.Popen([sys.executable, "-c", RECONCILER], env=env, cwd=REPO, stdout=reconciler_log,
                                       stderr=subprocess.STDOUT)
         try:
-            with worker(env, name="w", concurrency=2, log_dir=tmp_path):
+            with worker(env, name="w", concurrency=2, log_dir=tmp_path) as victim:
                 run_id, attempt_id = _enqueue(env)
                 wait_for(lambda: _training(url, run_id, attempt_id), 300, interval=0.02, what="a train_symbol task")
                 if sig == "flushall":
                     import redis as redis_client
 
+                    os.killpg(victim.pid, signal.SIGKILL)
+                    victim.wait()
                     redis_client.Redis.from_url(redis.url).flushall()
                 else:
                     redis.stop(sig)
                     time.sleep(3)
                     redis.start()
-                wait_for(lambda: _finished(url, run_id, attempt_id), 600, interval=0.5,
-                         what="the disturbed run to finish")
-                engine = make_engine(url)
-                status = runs.run_status(engine, run_id, attempt_id)
+                    wait_for(lambda: _finished(url, run_id, attempt_id), 600, interval=0.5,
+                             what="the disturbed run to finish")
+            if sig == "flushall":
+                with worker(env, name="w2", concurrency=2, log_dir=tmp_path):
+                    wait_for(lambda: _finished(url, run_id, attempt_id), 600, interval=0.5,
+                             what="the re-driven run to finish")
         finally:
             reconciler.terminate()
             reconciler.wait(timeout=30)
             reconciler_log.close()
-        print(f"{getattr(sig, 'name', sig)}: {status['state']} started {status['started_at']} finished {status['finished_at']}; "
-              f"re-drives {[s['redrives'] for s in status['symbols'].values()]}")
+        engine = make_engine(url)
+        status = runs.run_status(engine, run_id, attempt_id)
+        print(f"{getattr(sig, 'name', sig)}: {status['state']} started {status['started_at']} "
+              f"finished {status['finished_at']}; re-drives {[s['redrives'] for s in status['symbols'].values()]}")
         assert status["state"] == "succeeded", status
+        if sig == "flushall":
+            assert all(s["redrives"] >= 1 for s in status["symbols"].values()), status
         store.assert_same_database(_comparable(store.snapshot(make_engine(ref_url))),
                                    _comparable(store.snapshot(engine)))
     dispose_engine(url)

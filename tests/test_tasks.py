@@ -43,7 +43,8 @@ def test_a_failed_step_passes_its_status_down_the_chain_and_marks_the_run(brain)
     out = select_model.apply(args=[out, "NOPE/BTC", "2018-01-30"], kwargs=ids).get()
     assert out["status"] == "failed" and "lightgbm: no candles" in out["error"]
     status = runs.run_status(brain, "run-1")
-    assert status["symbols"]["NOPE/BTC"]["state"] == "failed" and status["symbols"]["NOPE/BTC"]["step"] == "select_model"
+    row = status["symbols"]["NOPE/BTC"]
+    assert row["state"] == "failed" and row["step"] == "select_model"
 
 
 def test_the_final_step_records_its_own_failure(brain, monkeypatch):
@@ -57,7 +58,8 @@ def test_the_final_step_records_its_own_failure(brain, monkeypatch):
 
     monkeypatch.setattr(jobs, "select_model", bug)
     prev = {"symbol": "ETH/BTC", "status": "succeeded", "config_hash": "x"}
-    out = select_model.apply(args=[prev, "ETH/BTC", "2018-01-30"], kwargs={"run_id": "run-2", "attempt_id": "a-2"}).get()
+    ids = {"run_id": "run-2", "attempt_id": "a-2"}
+    out = select_model.apply(args=[prev, "ETH/BTC", "2018-01-30"], kwargs=ids).get()
     assert out["status"] == "failed" and "selection broke" in out["error"]
     row = runs.run_status(brain, "run-2")["symbols"]["ETH/BTC"]
     assert row["state"] == "failed" and "selection broke" in row["error"]
