@@ -444,7 +444,7 @@ def summarize_attempt(engine: sa.Engine, results: Any, run_id: str, attempt_id: 
         return {"run_id": run_id, "attempt_id": None, "state": "unknown"}
     delivered = {r["symbol"]: r for r in (results if isinstance(results, list) else [results])
                  if isinstance(r, dict) and isinstance(r.get("symbol"), str)}
-    for row in runs.overdue_symbols(engine, attempt_id, now=dt.datetime.max.replace(tzinfo=dt.timezone.utc)):
+    for row in runs.open_symbols(engine, attempt_id):
         if row.symbol in delivered:
             runs.record_symbol_state(engine, attempt_id, row.symbol, delivered[row.symbol])
         else:

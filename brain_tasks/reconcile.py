@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import sqlalchemy as sa
 from celery import Celery
@@ -93,21 +93,31 @@ def live_attempts(app: Celery) -> set[str]:
     return found
 
 
-def reconcile(engine: sa.Engine, settings: Settings, live: Iterable[str],
+def reconcile(engine: sa.Engine, settings: Settings, live: Iterable[str] | Callable[[], Iterable[str]],
               send: Any, now: dt.datetime | None = None) -> dict[str, Any]:
-    """One pass over the open attempts; `send(signature)` enqueues a re-driven canvas.
+    """One pass over the open attempts; `send(signature)` enqueues a re-driven canvas.  `live` is the
+    set of attempts with a live task, or a function computing it (asked at most once, and only when a
+    symbol is overdue: asking the workers and scanning the queues is the expensive part).
 
     Returns what it did: attempts closed, symbols re-driven and symbols given up on.
     """
     from brain_tasks import workflows
 
     now = now or dt.datetime.now(dt.timezone.utc)
-    live = set(live)
+    known: set[str] | None = None if callable(live) else set(live)
+
+    def alive(attempt: str) -> bool:
+        nonlocal known
+        if known is None:
+            known = set(live())  # type: ignore[operator]
+        return attempt in known
+
     done: dict[str, Any] = {"closed": {}, "redriven": [], "failed": []}
     for head in runs.open_attempts(engine):
         attempt = head.attempt_id
-        if attempt not in live:
-            for row in runs.overdue_symbols(engine, attempt, now):
+        overdue = runs.overdue_symbols(engine, attempt, now)
+        if overdue and not alive(attempt):
+            for row in overdue:
                 where = f"step {row.step}" if row.step else "its first step"
                 if row.redrives >= settings.max_redrives:
                     runs.fail_symbol(engine, attempt, row.symbol,
@@ -115,7 +125,8 @@ def reconcile(engine: sa.Engine, settings: Settings, live: Iterable[str],
                     done["failed"].append([attempt, row.symbol])
                     continue
                 deadline = now + dt.timedelta(seconds=settings.stall_timeout)
-                note = f"re-driven: stalled at {where} with no live task (last progress {row.progress_at:%H:%M:%S})"
+                since = f" since {row.progress_at:%Y-%m-%d %H:%M:%S}" if row.progress_at else ""
+                note = f"re-driven: stalled at {where}{since} with no live task"
                 if runs.redrive(engine, attempt, row.symbol, deadline, note):
                     send(workflows.redrive_canvas(head.kind, row.symbol, head.as_of, head.models, head.run_id,
                                                   attempt))

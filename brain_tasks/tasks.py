@@ -203,7 +203,7 @@ def reconcile_runs(self: Task) -> dict:
     with try_claim(engine, "reconcile_runs") as mine:
         if not mine:
             return {"skipped": "another reconcile_runs is running"}
-        done = reconcile(engine, get_settings(), live_attempts(app), send=lambda sig: sig.apply_async())
+        done = reconcile(engine, get_settings(), lambda: live_attempts(app), send=lambda sig: sig.apply_async())
     if done["redriven"] or done["failed"] or done["closed"]:
         log.warning("reconcile_runs: %s", done)
     return done

@@ -188,11 +188,12 @@ def test_migration_0003_turns_each_run_into_one_attempt(db_url):
                      "finished_at) VALUES (:r, :s, :d, :st, :m, NULL, :det, :t, :t)")
     t = stamp if engine.dialect.name == "postgresql" else stamp.replace(tzinfo=None)
     with engine.begin() as conn:
-        for symbol, state in (("*", "partial"), ("A/B", "succeeded"), ("C/D", "failed")):
+        for symbol, state in (("*", "partial"), ("A/B", "succeeded"), ("C/D", "failed"), ("E/F", "pending")):
             conn.execute(insert, {"r": "retrain-2024-01-01-abc", "s": symbol, "d": dt.date(2024, 1, 1), "st": state,
                                   "m": '["baseline"]', "det": "{}", "t": t})
     upgrade(db_url)
     status = runs.run_status(engine, "retrain-2024-01-01-abc")
     assert status["attempt_id"] == "retrain-2024-01-01-abc" and status["kind"] == "retrain"
-    assert status["state"] == "partial" and status["counts"] == {"succeeded": 1, "failed": 1}
+    assert status["state"] == "partial" and status["counts"] == {"succeeded": 1, "failed": 1, "cancelled": 1}
+    assert "migration 0003" in status["symbols"]["E/F"]["error"]
     assert status["started_at"] == stamp.isoformat()

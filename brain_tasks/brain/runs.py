@@ -230,6 +230,11 @@ def open_attempts(engine: sa.Engine) -> list[Any]:
                                  .order_by(T.started_at)))
 
 
+def open_symbols(engine: sa.Engine, attempt_id: str) -> list[Any]:
+    """Symbols of the attempt that have not finished."""
+    return [r for r in _symbol_rows(engine, attempt_id) if r.state in OPEN]
+
+
 def overdue_symbols(engine: sa.Engine, attempt_id: str, now: dt.datetime | None = None) -> list[Any]:
     """Unfinished symbols of the attempt whose deadline has passed."""
     now = now or _now()

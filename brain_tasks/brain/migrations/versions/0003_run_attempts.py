@@ -5,7 +5,9 @@ Revises: 0001
 Create Date: 2026-11-30 21:50:00
 
 Existing rows become one attempt per run whose id is the run id (a run had exactly one row per symbol,
-the state of its latest enqueue).
+the state of its latest enqueue).  Rows left pending or running (an embedded command used to leave
+them behind) are closed as cancelled: nothing will ever finish them, and reconcile_runs must not
+re-drive a run from before attempts existed.
 """
 from collections.abc import Sequence
 
@@ -70,8 +72,10 @@ def upgrade() -> None:
     op.create_index(op.f('ix_training_runs_state'), 'training_runs', ['state'], unique=False)
     if rows:
         kinds = ('retrain', 'nightly')
+        stale = {'state': 'cancelled', 'error': 'left unfinished before runs had attempts (migration 0003)'}
         op.bulk_insert(table, [
-            {**r, 'attempt_id': r['run_id'], 'step': None, 'redrives': 0, 'deadline': None,
+            {**r, **(stale if r['state'] in ('pending', 'running') else {}),
+             'attempt_id': r['run_id'], 'step': None, 'redrives': 0, 'deadline': None,
              'kind': r['run_id'].split('-', 1)[0] if r['run_id'].split('-', 1)[0] in kinds else 'retrain',
              'progress_at': r['finished_at'] or r['started_at']}
             for r in rows])
