@@ -197,3 +197,37 @@ def test_migration_0003_turns_each_run_into_one_attempt(db_url):
     assert status["state"] == "partial" and status["counts"] == {"succeeded": 1, "failed": 1, "cancelled": 1}
     assert "migration 0003" in status["symbols"]["E/F"]["error"]
     assert status["started_at"] == stamp.isoformat()
+
+
+def test_runs_and_status_commands(sqlite_url, monkeypatch):
+    from click.testing import CliRunner
+
+    from brain_tasks.cli import main
+    from brain_tasks.settings import get_settings
+
+    upgrade(sqlite_url)
+    monkeypatch.setenv("BRAIN_DATABASE_URL", sqlite_url)
+    get_settings.cache_clear()
+    try:
+        engine, s = make_engine(sqlite_url), get_settings()
+        jobs.start_attempt(engine, s, "retrain", "retrain-x", "a1", DAY, ["A/B", "C/D"], ["baseline"])
+        _finish(engine, "a1", "A/B")
+        _finish(engine, "a1", "C/D", "failed", error="no candles")
+        runs.close_attempt(engine, "a1")
+        jobs.start_attempt(engine, s, "retrain", "retrain-x", "a2", DAY, ["A/B", "C/D"], ["baseline"])
+        cli = CliRunner()
+        listed = cli.invoke(main, ["runs"])
+        assert listed.exit_code == 0 and listed.output.index("a2") < listed.output.index("a1")
+        assert "1 failed, 1 succeeded" in listed.output and "2 pending" in listed.output
+        latest = cli.invoke(main, ["status", "retrain-x"])
+        assert latest.exit_code == 0 and "attempt a2: pending" in latest.output
+        first = cli.invoke(main, ["status", "retrain-x", "--attempt", "a1"])
+        assert "attempt a1: partial" in first.output and "no candles" in first.output
+        missing = cli.invoke(main, ["status", "nope"])
+        assert missing.exit_code != 0 and missing.output.strip().splitlines() == ["Error: no run nope"]
+        for command in ("runs", "status"):
+            helps = cli.invoke(main, [command, "--help"]).output
+            options = [line for line in helps.splitlines() if line.strip().startswith("--")]
+            assert options and all(len(line.split("  ")) > 1 for line in options if "--help" not in line)
+    finally:
+        get_settings.cache_clear()
