@@ -24,7 +24,7 @@ def client(brain_db_url):  # noqa: ANN001
     settings = from_environ({"BRAIN_DATABASE_URL": brain_db_url})
     engine = make_engine(brain_db_url)
     _load(engine, "ETH/BTC")
-    _chain(engine, settings, "ETH/BTC", ["lightgbm", "baseline"], DAY, "run")
+    _chain(engine, settings, "ETH/BTC", ["lightgbm", "baseline"], DAY)
     return BrainClient(settings)
 
 
