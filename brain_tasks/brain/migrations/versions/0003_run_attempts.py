@@ -1,7 +1,7 @@
 """training_runs by attempt: one row per (attempt, symbol) with the step reached, progress and deadline.
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-11-30 21:50:00
 
 Existing rows become one attempt per run whose id is the run id (a run had exactly one row per symbol,
@@ -16,7 +16,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = '0003'
-down_revision: str | Sequence[str] | None = '0001'
+down_revision: str | Sequence[str] | None = '0002'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
