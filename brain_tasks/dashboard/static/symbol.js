@@ -1,0 +1,63 @@
+// Charts of the symbol page, drawn from the JSON the server embedded (no request of its own).
+(function () {
+  "use strict";
+  const d = JSON.parse(document.getElementById("symbol-data").textContent);
+  const config = {displaylogo: false, responsive: true};
+  // Legends sit above the plot area, never over the curves.
+  const legend = {orientation: "h", x: 0, y: 1.02, yanchor: "bottom"};
+  const margin = {l: 60, r: 20, t: 40, b: 40};
+  const regimeColours = {low: "#4c78a8", normal: "#72b7b2", high: "#f58518", extreme: "#e45756"};
+  const p = d.performance;
+  if (p) {
+    const label = d.focus ? `${d.focus.model_type} v${d.focus.version}` : "strategy";
+    const foldLines = p.folds.slice(1).map((f) => ({
+      type: "line", xref: "x", yref: "paper", x0: f.start, x1: f.start, y0: 0, y1: 1,
+      line: {color: "#8c959f", width: 1, dash: "dot"}}));
+    Plotly.newPlot("chart-equity", [
+      {x: p.ts, y: p.equity, name: `${label} (out of sample)`, type: "scatter", mode: "lines", line: {width: 2.2}},
+      {x: p.ts, y: p.buy_and_hold, name: "buy & hold", type: "scatter", mode: "lines", line: {width: 1.2, color: "#8c959f"}},
+    ], {title: {text: "Equity (start = 1); dotted lines: fold boundaries", font: {size: 13}}, legend, margin,
+        shapes: foldLines, yaxis: {title: {text: "equity"}}, hovermode: "x unified"}, config);
+    Plotly.newPlot("chart-underwater", [
+      {x: p.ts, y: p.underwater, name: label, type: "scatter", mode: "lines", fill: "tozeroy", line: {width: 1}},
+      {x: p.ts, y: p.bh_underwater, name: "buy & hold", type: "scatter", mode: "lines", line: {width: 1, color: "#8c959f"}},
+    ], {title: {text: "Underwater (drawdown from peak)", font: {size: 13}}, legend, margin,
+        yaxis: {tickformat: ".0%"}, hovermode: "x unified"}, config);
+    Plotly.newPlot("chart-sharpe", [
+      {x: p.ts, y: p.rolling_sharpe, name: `rolling Sharpe (${p.rolling_window_bars} bars, annualised)`,
+       type: "scatter", mode: "lines", line: {width: 1}},
+    ], {title: {text: "Rolling Sharpe", font: {size: 13}}, legend, margin, shapes: foldLines, hovermode: "x unified"},
+       config);
+    const byRegime = {};
+    for (const s of p.regimes) {
+      (byRegime[s.regime] = byRegime[s.regime] || []).push(s);
+    }
+    const strips = Object.entries(byRegime).map(([regime, segs]) => ({
+      type: "bar", orientation: "h", name: regime, y: segs.map(() => "regime"),
+      base: segs.map((s) => s.start), x: segs.map((s) => new Date(s.end) - new Date(s.start)),
+      marker: {color: regimeColours[regime] || "#bab0ac"}, hovertemplate: `${regime}<extra></extra>`}));
+    Plotly.newPlot("chart-regime", strips, {
+      title: {text: "Volatility regime", font: {size: 13}}, barmode: "overlay", legend, showlegend: true,
+      margin: {l: 60, r: 20, t: 40, b: 30}, xaxis: {type: "date", range: [p.ts[0], p.ts[p.ts.length - 1]]},
+      yaxis: {showticklabels: false}}, config);
+  }
+  const imp = d.importance;
+  if (imp && imp.features.length) {
+    Plotly.newPlot("chart-importance", [{
+      type: "heatmap", z: imp.z, x: imp.versions, y: imp.features, colorscale: "Blues",
+      colorbar: {title: {text: "share"}}, hovertemplate: "%{y} in %{x}: %{z:.1%}<extra></extra>"}],
+    {title: {text: "Share of total |importance| per version (method: " + [...new Set(imp.methods)].join(", ") + ")",
+             font: {size: 13}}, margin: {l: 160, r: 20, t: 40, b: 60}, yaxis: {autorange: "reversed"}}, config);
+  }
+  if (d.drift && d.drift.length) {
+    const rows = d.drift.slice(0, 30);
+    Plotly.newPlot("chart-drift", [{
+      type: "bar", x: rows.map((r) => r.feature), y: rows.map((r) => r.psi_threshold ? r.psi / r.psi_threshold : r.psi),
+      marker: {color: rows.map((r) => (r.drifted ? "#e45756" : "#4c78a8"))},
+      hovertemplate: "%{x}: PSI / threshold %{y:.2f}<extra></extra>", name: "PSI / threshold"}],
+    {title: {text: "PSI relative to its threshold (red: drifted)", font: {size: 13}}, margin: {l: 60, r: 20, t: 40, b: 100},
+     shapes: [{type: "line", xref: "paper", x0: 0, x1: 1, y0: 1, y1: 1, line: {color: "#b42318", dash: "dash"}}]},
+    config);
+  }
+  document.body.dataset.chartsDrawn = "yes";
+})();
