@@ -170,6 +170,7 @@ def overview_rows(engine: sa.Engine, settings: Settings) -> list[OverviewRow]:
             if getattr(sig, "tradeable", None) is not None:
                 row.tradeable = "trades" if sig.tradeable else "flat"
         last = bars.get(symbol)
+        row.stale = True  # no data at all is not fresh data
         if last is not None:
             row.last_bar, row.data_age_seconds = last, (stamp - last).total_seconds()
             row.stale = row.data_age_seconds > settings.max_data_age
