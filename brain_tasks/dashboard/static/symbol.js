@@ -5,7 +5,8 @@
   const config = {displaylogo: false, responsive: true};
   // Legends sit above the plot area, never over the curves.
   const legend = {orientation: "h", x: 0, y: 1.02, yanchor: "bottom"};
-  const margin = {l: 60, r: 20, t: 40, b: 40};
+  const margin = {l: 60, r: 20, t: 75, b: 40};
+  const title = (text) => ({text, font: {size: 13}, x: 0, xanchor: "left", y: 0.99, yanchor: "top"});
   const regimeColours = {low: "#4c78a8", normal: "#72b7b2", high: "#f58518", extreme: "#e45756"};
   const p = d.performance;
   if (p) {
@@ -16,17 +17,17 @@
     Plotly.newPlot("chart-equity", [
       {x: p.ts, y: p.equity, name: `${label} (out of sample)`, type: "scatter", mode: "lines", line: {width: 2.2}},
       {x: p.ts, y: p.buy_and_hold, name: "buy & hold", type: "scatter", mode: "lines", line: {width: 1.2, color: "#8c959f"}},
-    ], {title: {text: "Equity (start = 1); dotted lines: fold boundaries", font: {size: 13}}, legend, margin,
+    ], {title: title("Equity (start = 1); dotted lines: fold boundaries"), legend, margin,
         shapes: foldLines, yaxis: {title: {text: "equity"}}, hovermode: "x unified"}, config);
     Plotly.newPlot("chart-underwater", [
       {x: p.ts, y: p.underwater, name: label, type: "scatter", mode: "lines", fill: "tozeroy", line: {width: 1}},
       {x: p.ts, y: p.bh_underwater, name: "buy & hold", type: "scatter", mode: "lines", line: {width: 1, color: "#8c959f"}},
-    ], {title: {text: "Underwater (drawdown from peak)", font: {size: 13}}, legend, margin,
+    ], {title: title("Underwater (drawdown from peak)"), legend, margin,
         yaxis: {tickformat: ".0%"}, hovermode: "x unified"}, config);
     Plotly.newPlot("chart-sharpe", [
       {x: p.ts, y: p.rolling_sharpe, name: `rolling Sharpe (${p.rolling_window_bars} bars, annualised)`,
        type: "scatter", mode: "lines", line: {width: 1}},
-    ], {title: {text: "Rolling Sharpe", font: {size: 13}}, legend, margin, shapes: foldLines, hovermode: "x unified"},
+    ], {title: title("Rolling Sharpe"), legend, margin, shapes: foldLines, hovermode: "x unified"},
        config);
     const byRegime = {};
     for (const s of p.regimes) {
@@ -37,8 +38,8 @@
       base: segs.map((s) => s.start), x: segs.map((s) => new Date(s.end) - new Date(s.start)),
       marker: {color: regimeColours[regime] || "#bab0ac"}, hovertemplate: `${regime}<extra></extra>`}));
     Plotly.newPlot("chart-regime", strips, {
-      title: {text: "Volatility regime", font: {size: 13}}, barmode: "overlay", legend, showlegend: true,
-      margin: {l: 60, r: 20, t: 40, b: 30}, xaxis: {type: "date", range: [p.ts[0], p.ts[p.ts.length - 1]]},
+      title: title("Volatility regime"), barmode: "overlay", legend, showlegend: true,
+      margin: {l: 60, r: 20, t: 75, b: 30}, xaxis: {type: "date", range: [p.ts[0], p.ts[p.ts.length - 1]]},
       yaxis: {showticklabels: false}}, config);
   }
   const imp = d.importance;
@@ -46,8 +47,7 @@
     Plotly.newPlot("chart-importance", [{
       type: "heatmap", z: imp.z, x: imp.versions, y: imp.features, colorscale: "Blues",
       colorbar: {title: {text: "share"}}, hovertemplate: "%{y} in %{x}: %{z:.1%}<extra></extra>"}],
-    {title: {text: "Share of total |importance| per version (method: " + [...new Set(imp.methods)].join(", ") + ")",
-             font: {size: 13}}, margin: {l: 160, r: 20, t: 40, b: 60}, yaxis: {autorange: "reversed"}}, config);
+    {title: title("Share of total |importance| per version (method: " + [...new Set(imp.methods)].join(", ") + ")"), margin: {l: 160, r: 20, t: 50, b: 60}, yaxis: {autorange: "reversed"}}, config);
   }
   if (d.drift && d.drift.length) {
     const rows = d.drift.slice(0, 30);
@@ -55,7 +55,7 @@
       type: "bar", x: rows.map((r) => r.feature), y: rows.map((r) => r.psi_threshold ? r.psi / r.psi_threshold : r.psi),
       marker: {color: rows.map((r) => (r.drifted ? "#e45756" : "#4c78a8"))},
       hovertemplate: "%{x}: PSI / threshold %{y:.2f}<extra></extra>", name: "PSI / threshold"}],
-    {title: {text: "PSI relative to its threshold (red: drifted)", font: {size: 13}}, margin: {l: 60, r: 20, t: 40, b: 100},
+    {title: title("PSI relative to its threshold (red: drifted)"), margin: {l: 60, r: 20, t: 50, b: 100},
      shapes: [{type: "line", xref: "paper", x0: 0, x1: 1, y0: 1, y1: 1, line: {color: "#b42318", dash: "dash"}}]},
     config);
   }
