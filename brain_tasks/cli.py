@@ -352,7 +352,6 @@ def dashboard(host: str, port: int, insecure_local: bool) -> None:
     from brain_tasks.dashboard.auth import AuthConfigError
 
     s = get_settings()
-    _schema(s)
     if insecure_local and host != "127.0.0.1":
         click.echo(f"brain-tasks: --insecure-local serves on 127.0.0.1 only, not on {host}", err=True)
         raise SystemExit(USAGE_ERROR)
@@ -361,6 +360,7 @@ def dashboard(host: str, port: int, insecure_local: bool) -> None:
     except AuthConfigError as exc:
         click.echo(f"brain-tasks: {exc}", err=True)
         raise SystemExit(USAGE_ERROR) from None
+    _schema(s)
     click.echo(f"dashboard on http://{host}:{port}/ over {s.describe()['database']}"
                + ("  (no credentials: local only)" if insecure_local else ""))
     uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=True)

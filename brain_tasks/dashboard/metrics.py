@@ -23,6 +23,10 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from brain_tasks.brain import dashboard_views as dv
 from brain_tasks.settings import Settings
 
+METRIC_NAMES = ("brain_symbols", "brain_data_age_seconds", "brain_data_max_age_seconds", "brain_champion_age_seconds",
+                "brain_champion_sharpe", "brain_champion_total_return", "brain_run_last_duration_seconds",
+                "brain_run_last_finished_timestamp_seconds", "brain_run_last_failed_symbols", "brain_run_last_state",
+                "brain_run_failures", "brain_drift_alarms", "brain_data_quality_open_findings", "brain_queue_depth")
 FAILURE_WINDOW = dt.timedelta(hours=24)
 # kombu's Redis transport keeps a queue's priorities 3, 6 and 9 in lists of their own beside it.
 _PRIORITY_SEP, _PRIORITY_STEPS = "\x06\x16", (3, 6, 9)

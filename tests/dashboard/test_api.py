@@ -192,6 +192,19 @@ def test_metrics_parse_and_carry_the_brain(client: TestClient) -> None:
     assert "brain_queue_depth" not in m, "no Redis broker: no queue depth"
 
 
+def test_alert_rules_use_exposed_metric_names(client: TestClient) -> None:
+    import yaml
+
+    from brain_tasks.dashboard.metrics import METRIC_NAMES
+    from tests.workers import REPO
+
+    assert set(scrape(client)) <= set(METRIC_NAMES)
+    rules = yaml.safe_load((REPO / "deploy" / "alerts.yml").read_text())["groups"][0]["rules"]
+    assert {"BrainDataStale", "BrainRunFailed"} <= {r["alert"] for r in rules}
+    for rule in rules:
+        assert set(re.findall(r"brain_[a-z_]+", rule["expr"])) <= set(METRIC_NAMES), rule["alert"]
+
+
 @pytest.mark.redis
 def test_queue_depth_from_redis(dash_settings: Settings, redis_url: str) -> None:
     import redis

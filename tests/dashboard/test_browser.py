@@ -167,6 +167,7 @@ def test_run_progress_updates_itself_while_real_workers_run_it(browser: object, 
             assert page.evaluate("window.__sameDocument") is True, "the page updated in place, not by reloading"
             seen = page.evaluate("window.__seen")
             assert seen[0] == "0 of 2 symbols done" and seen[-1] == "2 of 2 symbols done", seen
+            assert page.locator("#progress-bar").bounding_box()["width"] > 300, "the bar is full"
             states = page.locator('#symbols [data-field="state"]').all_inner_texts()
             assert sorted(states) == ["succeeded", "succeeded"], states
             screenshot(page, "run-finished")
