@@ -44,18 +44,25 @@ def _reflect(engine: sa.Engine, name: str) -> sa.Table | None:
 
 # --- the universe --------------------------------------------------------------------------------
 
+def _skip_scan(table: str, equal: str | None = None) -> str:
+    """A recursive CTE `s(symbol)` of the distinct symbols of `table` (whose primary key leads with
+    `equal`, if given, then `symbol`): one index probe per symbol, where a DISTINCT or GROUP BY would
+    read every row (hundreds of millions of candles; a row per feature and day of drift).  Names are
+    ours, never user input; the value of `equal` is the bound parameter of the same name."""
+    first = f"WHERE {equal} = :{equal}" if equal else ""
+    more = f"AND t.{equal} = :{equal}" if equal else ""
+    return f"""s(symbol) AS (
+            SELECT min(symbol) FROM {table} {first}
+            UNION ALL
+            SELECT (SELECT min(t.symbol) FROM {table} t WHERE t.symbol > s.symbol {more})
+            FROM s WHERE s.symbol IS NOT NULL)"""
+
+
 def last_bars(engine: sa.Engine, exchange: str, timeframe: str) -> dict[str, dt.datetime | None]:
     """symbol -> its newest `timeframe` candle of `exchange` (None: candles of other timeframes only).
-
-    A skip scan of the primary key finds the symbols (one index probe each) and a correlated max finds
-    each one's last bar (another probe): a plain DISTINCT or GROUP BY would read every candle, hundreds
-    of millions of rows in production."""
-    stmt = sa.text("""
-        WITH RECURSIVE s(symbol) AS (
-            SELECT min(symbol) FROM candles WHERE exchange = :exchange
-            UNION ALL
-            SELECT (SELECT min(c.symbol) FROM candles c WHERE c.exchange = :exchange AND c.symbol > s.symbol)
-            FROM s WHERE s.symbol IS NOT NULL)
+    A skip scan finds the symbols and a correlated max each one's last bar: two index probes a symbol."""
+    stmt = sa.text(f"""
+        WITH RECURSIVE {_skip_scan("candles", "exchange")}
         SELECT s.symbol, (SELECT max(c.ts) FROM candles c WHERE c.exchange = :exchange AND c.symbol = s.symbol
                           AND c.timeframe = :timeframe) AS ts
         FROM s WHERE s.symbol IS NOT NULL""").columns(symbol=sa.String(), ts=UTCDateTime())
@@ -63,17 +70,28 @@ def last_bars(engine: sa.Engine, exchange: str, timeframe: str) -> dict[str, dt.
         return {r.symbol: r.ts for r in conn.execute(stmt, {"exchange": exchange, "timeframe": timeframe})}
 
 
-def all_symbols(engine: sa.Engine, with_candles: Iterable[str] = ()) -> list[str]:
-    """Every symbol with models, runs, drift or findings, and those of `with_candles` (from
-    `last_bars`), sorted."""
-    queries = [sa.select(ModelRegistry.symbol).distinct(),
-               sa.select(TrainingRun.symbol).where(TrainingRun.symbol != RUN_SUMMARY_SYMBOL).distinct(),
-               sa.select(FeatureDrift.symbol).distinct(), sa.select(DataQualityLog.symbol).distinct()]
-    found = set(with_candles)
+def _distinct_symbols(engine: sa.Engine, table: str) -> list[str]:
+    stmt = sa.text(f"WITH RECURSIVE {_skip_scan(table)} SELECT symbol FROM s WHERE symbol IS NOT NULL")
     with engine.connect() as conn:
-        for query in queries:
-            found.update(conn.execute(query).scalars())
+        return list(conn.execute(stmt).scalars())
+
+
+def all_symbols(engine: sa.Engine, *known: Iterable[str]) -> list[str]:
+    """Every symbol with versions, drift or findings, and those of `known` (e.g. the keys of
+    `last_bars` and `last_run_states`, which the caller has read already), sorted."""
+    found = set().union(*known) if known else set()
+    found.update(_distinct_symbols(engine, "model_registry"))
+    found.update(_distinct_symbols(engine, "feature_drift"))
+    found.update(_rows_scalars(engine, sa.select(DataQualityLog.symbol).distinct()))
+    if not known:
+        found.update(last_run_states(engine))
+    found.discard(RUN_SUMMARY_SYMBOL)
     return sorted(found)
+
+
+def _rows_scalars(engine: sa.Engine, stmt: Any) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(stmt).scalars())
 
 
 # --- per-symbol facts, for every symbol at once ----------------------------------------------------
@@ -91,15 +109,16 @@ def champion_rows(engine: sa.Engine) -> dict[str, Any]:
 def champion_metrics(engine: sa.Engine, evaluation: str = "walk_forward",
                      metrics: Sequence[str] = HEADLINE_METRICS) -> dict[str, dict[str, float]]:
     """symbol -> {metric: value} of its champion over all regimes, for `evaluation` ('walk_forward' is
-    out of sample by construction; 'live' when the nightly check wrote it)."""
+    out of sample by construction; 'live' when the nightly check wrote it); pivoted in the database,
+    one row a symbol."""
     m, r = ModelMetric, ModelRegistry
-    stmt = (sa.select(m.symbol, m.metric, m.value).join(r, sa.and_(
+    columns = [sa.func.max(sa.case((m.metric == name, m.value))).label(name) for name in metrics]
+    stmt = (sa.select(m.symbol, *columns).join(r, sa.and_(
         r.symbol == m.symbol, r.model_type == m.model_type, r.version == m.version))
-        .where(r.status == "champion", m.evaluation == evaluation, m.regime == "all", m.metric.in_(list(metrics))))
-    out: dict[str, dict[str, float]] = {}
-    for row in _rows(engine, stmt):
-        out.setdefault(row.symbol, {})[row.metric] = row.value
-    return out
+        .where(r.status == "champion", m.evaluation == evaluation, m.regime == "all", m.metric.in_(list(metrics)))
+        .group_by(m.symbol))
+    return {row.symbol: {k: getattr(row, k) for k in metrics if getattr(row, k) is not None}
+            for row in _rows(engine, stmt)}
 
 
 def benchmark_rows(engine: sa.Engine, model_type: str = BUY_AND_HOLD) -> dict[str, dict[str, Any]]:
@@ -112,14 +131,19 @@ def benchmark_rows(engine: sa.Engine, model_type: str = BUY_AND_HOLD) -> dict[st
     return {row.symbol: dict(row.metrics or {}, as_of=row.as_of) for row in _rows(engine, stmt)}
 
 
-def regime_choices(engine: sa.Engine) -> dict[str, list[Any]]:
-    """symbol -> its per-regime choice rows."""
+def regime_choice_counts(engine: sa.Engine) -> dict[str, tuple[int, int]]:
+    """symbol -> (regimes with a choice, regimes where a model trades rather than staying flat)."""
     rc = RegimeChoice
-    out: dict[str, list[Any]] = {}
-    for row in _rows(engine, sa.select(rc.symbol, rc.regime, rc.model_type, rc.version, rc.confidence,
-                                       rc.tradeable, rc.reason, rc.as_of).order_by(rc.symbol, rc.regime)):
-        out.setdefault(row.symbol, []).append(row)
-    return out
+    trades = sa.func.sum(sa.case((sa.and_(rc.tradeable.is_(True), rc.model_type != FLAT), 1), else_=0))
+    return {row.symbol: (int(row.n), int(row.trades or 0)) for row in _rows(
+        engine, sa.select(rc.symbol, sa.func.count().label("n"), trades.label("trades")).group_by(rc.symbol))}
+
+
+def regime_choices(engine: sa.Engine, symbol: str) -> list[Any]:
+    """The symbol's per-regime choice rows."""
+    rc = RegimeChoice
+    return _rows(engine, sa.select(rc.symbol, rc.regime, rc.model_type, rc.version, rc.confidence, rc.tradeable,
+                                   rc.reason, rc.as_of).where(rc.symbol == symbol).order_by(rc.regime))
 
 
 def latest_signals(engine: sa.Engine) -> dict[str, Any] | None:
@@ -141,13 +165,17 @@ def signals_of(engine: sa.Engine, symbol: str, limit: int = 100) -> list[Any] | 
 
 
 def drift_counts(engine: sa.Engine) -> dict[str, tuple[int, int, dt.date]]:
-    """symbol -> (drifted features, features analysed, as_of) of its latest drift analysis."""
-    f = FeatureDrift
-    latest = sa.select(f.symbol, sa.func.max(f.as_of).label("as_of")).group_by(f.symbol).subquery()
-    stmt = (sa.select(f.symbol, f.as_of, sa.func.count().label("n"),
-                      sa.func.sum(sa.case((f.drifted.is_(True), 1), else_=0)).label("drifted"))
-            .join(latest, sa.and_(latest.c.symbol == f.symbol, latest.c.as_of == f.as_of))
-            .group_by(f.symbol, f.as_of))
+    """symbol -> (drifted features, features analysed, as_of) of its latest drift analysis: per symbol,
+    the newest day by an index probe and its rows by an index range (never the whole history).  Grouped
+    by symbol alone: grouping by the correlated day made PostgreSQL evaluate it again for every row."""
+    stmt = sa.text(f"""
+        WITH RECURSIVE {_skip_scan("feature_drift")},
+        latest AS (SELECT s.symbol, (SELECT max(f.as_of) FROM feature_drift f WHERE f.symbol = s.symbol) AS as_of
+                   FROM s WHERE s.symbol IS NOT NULL)
+        SELECT f.symbol, max(f.as_of) AS as_of, count(*) AS n, sum(CASE WHEN f.drifted THEN 1 ELSE 0 END) AS drifted
+        FROM latest l JOIN feature_drift f ON f.symbol = l.symbol AND f.as_of = l.as_of
+        GROUP BY f.symbol""").columns(symbol=sa.String(), as_of=sa.Date(), n=sa.Integer(),
+                                                 drifted=sa.Integer())
     return {row.symbol: (int(row.drifted or 0), int(row.n), row.as_of) for row in _rows(engine, stmt)}
 
 
@@ -167,10 +195,14 @@ def _run_order() -> list[Any]:
 
 
 def last_run_states(engine: sa.Engine) -> dict[str, Any]:
-    """symbol -> its row of the newest run that included it (state, error, run id, times)."""
+    """symbol -> (run_id, state, error) of the newest run that included it."""
     t = TrainingRun
-    ranked = (sa.select(t.symbol, t.run_id, t.state, t.error, t.as_of, t.started_at, t.finished_at,
-                        sa.func.row_number().over(partition_by=t.symbol, order_by=_run_order()).label("n"))
+    cols = (t.symbol, t.run_id, t.state, t.error)
+    if engine.dialect.name == "postgresql":
+        stmt = (sa.select(*cols).distinct(t.symbol).where(t.symbol != RUN_SUMMARY_SYMBOL)
+                .order_by(t.symbol, *_run_order()))
+        return {row.symbol: row for row in _rows(engine, stmt)}
+    ranked = (sa.select(*cols, sa.func.row_number().over(partition_by=t.symbol, order_by=_run_order()).label("n"))
               .where(t.symbol != RUN_SUMMARY_SYMBOL).subquery())
     return {row.symbol: row for row in _rows(engine, sa.select(ranked).where(ranked.c.n == 1))}
 

@@ -28,6 +28,7 @@ from brain_tasks.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 REFRESH_MS = 2000
+OVERVIEW_TTL_S = 5.0
 
 
 @functools.lru_cache(maxsize=1)
@@ -71,15 +72,17 @@ def _when(value: Any) -> str:
     return str(value)
 
 
-def create_app(settings: Settings, *, insecure_local: bool = False) -> FastAPI:
+def create_app(settings: Settings, *, insecure_local: bool = False, overview_ttl: float = OVERVIEW_TTL_S) -> FastAPI:
     """The dashboard over `settings.database_url`.  Refuses to build without BRAIN_DASHBOARD_AUTH or
-    BRAIN_DASHBOARD_TOKEN unless `insecure_local` (the CLI then binds 127.0.0.1 only)."""
+    BRAIN_DASHBOARD_TOKEN unless `insecure_local` (the CLI then binds 127.0.0.1 only).  The overview's
+    rows are read at most once per `overview_ttl` seconds (0: on every request)."""
     credentials = Credentials.parse(settings.dashboard_auth, settings.dashboard_token)
     if not credentials.configured and not insecure_local:
         raise AuthConfigError("the dashboard needs BRAIN_DASHBOARD_AUTH=user:password or BRAIN_DASHBOARD_TOKEN "
                               "(or --insecure-local, which binds 127.0.0.1 only)")
     engine = make_engine(settings.database_url)
     metrics_registry = make_registry(engine, settings)
+    overview_cache = data.TtlCache(overview_ttl) if overview_ttl > 0 else None
     app = FastAPI(title="brain-tasks dashboard", version=__version__, docs_url=None, redoc_url=None,
                   description="Read-only views of the Brain tables: the same data as the dashboard's pages. "
                               "Every metric is out of sample (walk-forward folds with an embargo).")
@@ -109,7 +112,7 @@ def create_app(settings: Settings, *, insecure_local: bool = False) -> FastAPI:
         flags = {k: _flag(v) for k, v in (("stale", stale), ("drifted", drifted), ("findings", findings))}
         result = data.overview_page(engine, settings, q=q or None, tradeable=tradeable or None,
                                     run_state=run_state or None, sort=sort, order=order, page=page_no,
-                                    per_page=per_page, **flags)
+                                    per_page=per_page, cache=overview_cache, **flags)
         params = {k: v for k, v in dict(q=q, tradeable=tradeable, run_state=run_state, stale=stale,
                                          drifted=drifted, findings=findings, per_page=per_page).items() if v}
         return page(request, "overview.html", result=result, params=params, title="Overview")
@@ -150,12 +153,13 @@ def create_app(settings: Settings, *, insecure_local: bool = False) -> FastAPI:
         age, drift, open findings and last run state; filtered, sorted and paginated in the server."""
         return data.overview_page(engine, settings, q=q, tradeable=tradeable, run_state=run_state, stale=stale,
                                   drifted=drifted, findings=findings, sort=sort, order=order, page=page,
-                                  per_page=per_page)
+                                  per_page=per_page, cache=overview_cache)
 
     @app.get("/api/symbols", tags=["api"])
     def api_symbols() -> list[str]:
         """Every symbol the Brain knows of."""
-        return dv.all_symbols(engine, dv.last_bars(engine, settings.exchange, settings.timeframe))
+        return dv.all_symbols(engine, dv.last_bars(engine, settings.exchange, settings.timeframe),
+                              dv.last_run_states(engine))
 
     @app.get("/api/symbols/{symbol:path}", tags=["api"])
     def api_symbol(symbol: str) -> JSONResponse:

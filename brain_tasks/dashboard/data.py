@@ -11,7 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import math
 import threading
+import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, get_args
 
@@ -21,7 +23,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 
 from brain_tasks.brain import dashboard_views as dv
-from brain_tasks.brain import registry
+from brain_tasks.brain import registry, store
 from brain_tasks.ml.metrics import bars_per_year, strategy_metrics
 from brain_tasks.ml.regimes import REGIMES
 from brain_tasks.settings import Settings
@@ -47,7 +49,8 @@ def _finite(value: Any) -> float | None:
 
 # --- the overview --------------------------------------------------------------------------------
 
-class OverviewRow(BaseModel):
+@dataclass
+class OverviewRow:
     """One symbol in the overview.  Performance figures are the champion's out-of-sample walk-forward
     ones; buy-and-hold is the market over the same out-of-sample bars."""
 
@@ -87,6 +90,7 @@ class OverviewPage(BaseModel):
     sort: str
     order: Literal["asc", "desc"]
     signals_table: bool
+    age_seconds: float  # how long ago the rows were read from the Brain (the overview keeps them briefly)
     rows: list[OverviewRow]
 
 
@@ -98,15 +102,15 @@ _BENCH_KEYS = {"bh_total_return", "bh_max_drawdown", "bh_sharpe", "excess_return
 
 
 class _OosCache:
-    """Buy-and-hold over a version's out-of-sample bars, by the artifact's sha256: artifacts never
-    change, so an entry is never stale."""
+    """Values computed from an out-of-sample artifact, by its sha256 (LRU): artifacts never change, so
+    an entry is never stale."""
 
     def __init__(self, size: int = 4096) -> None:
-        self._data: OrderedDict[str, dict[str, float]] = OrderedDict()
+        self._data: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
         self._size = size
 
-    def get(self, digest: str, compute: Callable[[], dict[str, float]]) -> dict[str, float]:
+    def get(self, digest: str, compute: Callable[[], Any]) -> Any:
         with self._lock:
             if digest in self._data:
                 self._data.move_to_end(digest)
@@ -132,6 +136,25 @@ def buy_and_hold(engine: sa.Engine, digest: str, timeframe: str) -> dict[str, fl
     return _BENCHMARKS.get(digest, compute)
 
 
+class TtlCache:
+    """The overview's rows for a few seconds: sorting, filtering and paging through 1,000 symbols
+    reuse one read of the Brain instead of repeating its queries on every click.  The facts it holds
+    change once a bar or a run at most; the page says how old they are."""
+
+    def __init__(self, ttl_seconds: float) -> None:
+        self.ttl = ttl_seconds
+        self._lock = threading.Lock()
+        self._value: tuple[float, Any] | None = None
+
+    def get(self, compute: Callable[[], Any]) -> tuple[Any, float]:
+        """(value, its age in seconds); one caller computes while the others wait for its result."""
+        with self._lock:
+            clock = time.monotonic()
+            if self._value is None or clock - self._value[0] > self.ttl:
+                self._value = (clock, compute())
+            return self._value[1], time.monotonic() - self._value[0]
+
+
 def overview_rows(engine: sa.Engine, settings: Settings) -> list[OverviewRow]:
     """Every symbol the Brain knows, with its stored facts (no out-of-sample artifact is read)."""
     stamp = now()
@@ -139,13 +162,13 @@ def overview_rows(engine: sa.Engine, settings: Settings) -> list[OverviewRow]:
     champions = dv.champion_rows(engine)
     wf, live = dv.champion_metrics(engine, "walk_forward"), dv.champion_metrics(engine, "live")
     bench = dv.benchmark_rows(engine, dv.BUY_AND_HOLD)
-    choices = dv.regime_choices(engine)
+    choices = dv.regime_choice_counts(engine)
     signals = dv.latest_signals(engine) or {}
     drift = dv.drift_counts(engine)
     quality = dv.open_findings(engine)
     runs = dv.last_run_states(engine)
     rows = []
-    for symbol in dv.all_symbols(engine, bars):
+    for symbol in dv.all_symbols(engine, bars, runs):
         row = OverviewRow(symbol=symbol)
         champ = champions.get(symbol)
         if champ is not None:
@@ -157,10 +180,8 @@ def overview_rows(engine: sa.Engine, settings: Settings) -> list[OverviewRow]:
             row.live_sharpe = _finite(live.get(symbol, {}).get("sharpe"))
         if symbol in bench:
             _set_benchmark(row, bench[symbol])
-        chosen = choices.get(symbol, [])
-        row.chosen_regimes = len(chosen)
-        row.tradeable_regimes = sum(1 for c in chosen if c.tradeable and c.model_type != dv.FLAT)
-        if chosen:
+        row.chosen_regimes, row.tradeable_regimes = choices.get(symbol, (0, 0))
+        if row.chosen_regimes:
             row.tradeable = "trades" if row.tradeable_regimes else "flat"
         elif champ is not None:
             row.tradeable = "trades"  # no per-regime choice: the champion trades every regime
@@ -222,12 +243,15 @@ def _matches(row: OverviewRow, q: str | None, tradeable: str | None, run_state: 
 def overview_page(engine: sa.Engine, settings: Settings, *, q: str | None = None, tradeable: str | None = None,
                   run_state: str | None = None, stale: bool | None = None, drifted: bool | None = None,
                   findings: bool | None = None, sort: str = "symbol", order: str = "asc", page: int = 1,
-                  per_page: int = PER_PAGE) -> OverviewPage:
+                  per_page: int = PER_PAGE, cache: TtlCache | None = None) -> OverviewPage:
     """One page of the overview, filtered and sorted in the server; missing values sort last."""
     sort = sort if sort in SORT_KEYS else "symbol"
     order = "desc" if order == "desc" else "asc"
     per_page = max(1, min(int(per_page), MAX_PER_PAGE))
-    rows = overview_rows(engine, settings)
+    if cache is None:
+        rows, age = overview_rows(engine, settings), 0.0
+    else:
+        rows, age = cache.get(lambda: overview_rows(engine, settings))
     matched = [r for r in rows if _matches(r, q, tradeable, run_state, stale, drifted, findings)]
     if sort in _BENCH_KEYS:
         fill_benchmarks(engine, settings, matched)
@@ -241,7 +265,8 @@ def overview_page(engine: sa.Engine, settings: Settings, *, q: str | None = None
     shown = ordered[(page - 1) * per_page:page * per_page]
     fill_benchmarks(engine, settings, shown)
     return OverviewPage(total=len(rows), matched=len(matched), page=page, per_page=per_page, pages=pages,
-                        sort=sort, order=order, signals_table=dv.has_table(engine, dv.SIGNALS_TABLE), rows=shown)
+                        sort=sort, order=order, signals_table=dv.has_table(engine, dv.SIGNALS_TABLE),
+                        age_seconds=round(age, 3), rows=shown)
 
 
 # --- one symbol ----------------------------------------------------------------------------------
@@ -352,14 +377,27 @@ def _dump(row: Any, names: Iterable[str]) -> dict[str, Any]:
     return {n: getattr(row, n, None) for n in names}
 
 
+def _series_of(engine: sa.Engine, digest: str, timeframe: str) -> dict[str, Any] | None:
+    oos = registry.oos_frame(engine, digest)
+    if not len(oos) or not {"ts", "strategy_return"} <= set(oos.columns):
+        return None
+    return performance_series(oos, timeframe)
+
+
+# Chart series by artifact: an artifact never changes, so neither do its series (a year of 5m bars
+# takes a few hundred milliseconds to read, check and cut; the cached series a few microseconds).
+_SERIES = _OosCache(size=64)
+
+
 def symbol_detail(engine: sa.Engine, settings: Settings, symbol: str) -> dict[str, Any] | None:
     """Everything the symbol page shows; None when the Brain knows nothing of `symbol`."""
     versions = dv.versions(engine, symbol)
     runs = dv.symbol_runs(engine, symbol)
     total, findings = dv.findings(engine, symbol=symbol, limit=100)
     drift = dv.drift_history(engine, symbol)
-    bars = dv.last_bars(engine, settings.exchange, settings.timeframe)
-    if not (versions or runs or findings or drift or symbol in bars):
+    last = store.last_timestamp(engine, "candles", exchange=settings.exchange, symbol=symbol,
+                                timeframe=settings.timeframe)
+    if not (versions or runs or findings or drift or last is not None):
         return None
     champion = next((v for v in versions if v.status == registry.CHAMPION), None)
     comparisons = dv.latest_comparisons(engine, symbol)
@@ -369,7 +407,6 @@ def symbol_detail(engine: sa.Engine, settings: Settings, symbol: str) -> dict[st
         focus = next((v for v in versions if best is not None and (v.model_type, v.version) ==
                       (best.model_type, best.version)), versions[-1])
     metrics = dv.version_metrics(engine, symbol)
-    last = bars.get(symbol)
     detail: dict[str, Any] = {
         "symbol": symbol,
         "champion": None if champion is None else {"model_type": champion.model_type, "version": champion.version,
@@ -384,7 +421,7 @@ def symbol_detail(engine: sa.Engine, settings: Settings, symbol: str) -> dict[st
         "comparisons": [_dump(c, ("as_of", "model_type", "version", "composite_score", "rank", "is_best", "metrics"))
                         for c in comparisons],
         "regime_choice": [_dump(c, ("regime", "model_type", "version", "confidence", "tradeable", "reason", "as_of"))
-                          for c in sorted(dv.regime_choices(engine).get(symbol, []),
+                          for c in sorted(dv.regime_choices(engine, symbol),
                                           key=lambda c: (REGIMES.index(c.regime) if c.regime in REGIMES else 99))],
         "drift": [_dump(d, ("feature", "as_of", "psi", "psi_threshold", "ks_stat", "ks_pvalue", "drifted",
                             "effect_size", "n_reference", "n_current")) for d in drift],
@@ -400,9 +437,8 @@ def symbol_detail(engine: sa.Engine, settings: Settings, symbol: str) -> dict[st
     detail["signals_table"] = signals is not None
     detail["signals"] = [dict(r._mapping) for r in signals] if signals is not None else []
     if focus is not None:
-        oos = registry.oos_frame(engine, focus.oos_sha256)
-        if len(oos) and {"ts", "strategy_return"} <= set(oos.columns):
-            detail["performance"] = performance_series(oos, settings.timeframe)
+        detail["performance"] = _SERIES.get(f"{focus.oos_sha256}:{settings.timeframe}",
+                                            lambda: _series_of(engine, focus.oos_sha256, settings.timeframe))
     return detail
 
 

@@ -71,7 +71,8 @@ class BrainCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         s, now = self.settings, dt.datetime.now(dt.timezone.utc)
         bars = dv.last_bars(self.engine, s.exchange, s.timeframe)
-        yield _gauge_value("brain_symbols", "Symbols the Brain knows of", len(dv.all_symbols(self.engine, bars)))
+        known = dv.all_symbols(self.engine, bars, dv.last_run_states(self.engine))
+        yield _gauge_value("brain_symbols", "Symbols the Brain knows of", len(known))
         age = _gauge("brain_data_age_seconds", "Seconds since the newest stored candle of the symbol", ["symbol"])
         for symbol, ts in sorted(bars.items()):
             if ts is not None:
