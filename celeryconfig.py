@@ -38,7 +38,7 @@ worker_max_tasks_per_child = 200
 broker_connection_retry_on_startup = True
 
 task_time_limit = _s.task_time_limit
-task_soft_time_limit = max(1, _s.task_time_limit - 30)
+task_soft_time_limit = _s.task_soft_time_limit
 result_expires = 7 * 24 * 3600
 result_extended = True
 task_track_started = True

@@ -60,6 +60,12 @@ class Settings:
     dashboard_token: str | None = field(default=None, repr=False)
 
     @property
+    def task_soft_time_limit(self) -> int:
+        """The soft limit of collect / analysis tasks: 30 s (at most a tenth of the limit) before the hard
+        one, so a short test limit does not become a 1-second soft limit."""
+        return max(1, self.task_time_limit - min(30, self.task_time_limit // 10))
+
+    @property
     def embedded(self) -> bool:
         return not self.broker_url
 

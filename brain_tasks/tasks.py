@@ -90,7 +90,7 @@ def _limits(kind: str) -> dict[str, int]:
     s = get_settings()
     if kind == "train":
         return {"soft_time_limit": s.train_soft_time_limit, "time_limit": s.train_time_limit}
-    return {"soft_time_limit": max(1, s.task_time_limit - 30), "time_limit": s.task_time_limit}
+    return {"soft_time_limit": s.task_soft_time_limit, "time_limit": s.task_time_limit}
 
 
 # --- plumbing ------------------------------------------------------------------------------------

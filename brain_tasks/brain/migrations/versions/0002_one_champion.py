@@ -3,7 +3,8 @@
 Repairs data written by 0001-era code: where a symbol had several 'champion' rows (a backfill retrain
 promoted an older version next to the current one), the version with the latest as-of date stays
 champion and the others become 'previous'.  Each remaining champion opens its history, and the latest
-per-regime selection (model_registry.selected_regimes) is copied into regime_choices.
+per-regime selection (model_registry.selected_regimes) moves into regime_choices, and the column goes:
+one place holds the choice.
 
 Revision ID: 0002
 Revises: 0001
@@ -99,6 +100,7 @@ def upgrade() -> None:
                 reason=str(choice.get("reason") or "selected before migration 0002"), as_of=row.as_of,
                 details=choice, updated_at=stamp))
     with op.batch_alter_table("model_registry") as batch:
+        batch.drop_column("selected_regimes")
         batch.create_index("uq_model_registry_one_champion", ["symbol"], unique=True,
                            postgresql_where=sa.text("status = 'champion'"),
                            sqlite_where=sa.text("status = 'champion'"))
@@ -107,5 +109,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("model_registry") as batch:
         batch.drop_index("uq_model_registry_one_champion")
+        batch.add_column(sa.Column("selected_regimes", _JSON, nullable=False, server_default="{}"))
     op.drop_table("regime_choices")
     op.drop_table("champion_history")
