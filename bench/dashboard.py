@@ -92,7 +92,7 @@ def populate(url: str, n_symbols: int) -> None:
                                   dataset_digest="d" * 64, data_start=stamp - dt.timedelta(days=30), data_end=stamp,
                                   n_rows=8640, code_version="bench", seed=42, created_at=stamp))
             registry.append(dict(common, status="champion" if m == champion else "rejected",
-                                 composite_score=float(rng.normal()), selected_regimes={}, created_at=stamp,
+                                 composite_score=float(rng.normal()), created_at=stamp,
                                  updated_at=stamp))
             values = {"sharpe": rng.normal(0, 1), "total_return": rng.normal(0, 0.1),
                       "max_drawdown": -abs(rng.normal(0.1, 0.05)), "sortino": rng.normal(0, 1), "psr": rng.random()}
