@@ -89,6 +89,10 @@ def all_symbols(engine: sa.Engine, *known: Iterable[str]) -> list[str]:
     return sorted(found)
 
 
+def symbols_with_versions(engine: sa.Engine) -> list[str]:
+    return _distinct_symbols(engine, "model_registry")
+
+
 def _rows_scalars(engine: sa.Engine, stmt: Any) -> list[Any]:
     with engine.connect() as conn:
         return list(conn.execute(stmt).scalars())

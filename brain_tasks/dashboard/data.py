@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -32,6 +33,7 @@ MAX_POINTS = 2000
 IMPORTANCE_METHODS = ("shap", "permutation", "correlation", "variance")
 TOP_FEATURES = 15
 PER_PAGE = 50
+QUERY_THREADS = 4
 MAX_PER_PAGE = 500
 
 
@@ -158,17 +160,23 @@ class TtlCache:
 def overview_rows(engine: sa.Engine, settings: Settings) -> list[OverviewRow]:
     """Every symbol the Brain knows, with its stored facts (no out-of-sample artifact is read)."""
     stamp = now()
-    bars = dv.last_bars(engine, settings.exchange, settings.timeframe)
-    champions = dv.champion_rows(engine)
-    wf, live = dv.champion_metrics(engine, "walk_forward"), dv.champion_metrics(engine, "live")
-    bench = dv.benchmark_rows(engine, dv.BUY_AND_HOLD)
-    choices = dv.regime_choice_counts(engine)
-    signals = dv.latest_signals(engine) or {}
-    drift = dv.drift_counts(engine)
-    quality = dv.open_findings(engine)
-    runs = dv.last_run_states(engine)
+    # Independent questions, asked at once over the connection pool: the overview waits for the
+    # slowest query, not for their sum.
+    questions: dict[str, Callable[[], Any]] = {
+        "bars": lambda: dv.last_bars(engine, settings.exchange, settings.timeframe),
+        "champions": lambda: dv.champion_rows(engine), "wf": lambda: dv.champion_metrics(engine, "walk_forward"),
+        "live": lambda: dv.champion_metrics(engine, "live"), "bench": lambda: dv.benchmark_rows(engine, dv.BUY_AND_HOLD),
+        "choices": lambda: dv.regime_choice_counts(engine), "signals": lambda: dv.latest_signals(engine) or {},
+        "drift": lambda: dv.drift_counts(engine), "quality": lambda: dv.open_findings(engine),
+        "runs": lambda: dv.last_run_states(engine), "versioned": lambda: dv.symbols_with_versions(engine)}
+    with ThreadPoolExecutor(max_workers=QUERY_THREADS, thread_name_prefix="overview") as pool:
+        futures = {name: pool.submit(ask) for name, ask in questions.items()}
+        answers = {name: future.result() for name, future in futures.items()}
+    bars, champions, wf, live, bench, choices, signals, drift, quality, runs = (answers[k] for k in (
+        "bars", "champions", "wf", "live", "bench", "choices", "signals", "drift", "quality", "runs"))
+    universe = sorted(set().union(bars, champions, drift, quality, runs, answers["versioned"]))
     rows = []
-    for symbol in dv.all_symbols(engine, bars, runs):
+    for symbol in universe:
         row = OverviewRow(symbol=symbol)
         champ = champions.get(symbol)
         if champ is not None:
