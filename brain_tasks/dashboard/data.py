@@ -165,7 +165,8 @@ def overview_rows(engine: sa.Engine, settings: Settings) -> list[OverviewRow]:
     questions: dict[str, Callable[[], Any]] = {
         "bars": lambda: dv.last_bars(engine, settings.exchange, settings.timeframe),
         "champions": lambda: dv.champion_rows(engine), "wf": lambda: dv.champion_metrics(engine, "walk_forward"),
-        "live": lambda: dv.champion_metrics(engine, "live"), "bench": lambda: dv.benchmark_rows(engine, dv.BUY_AND_HOLD),
+        "live": lambda: dv.champion_metrics(engine, "live"),
+        "bench": lambda: dv.benchmark_rows(engine, dv.BUY_AND_HOLD),
         "choices": lambda: dv.regime_choice_counts(engine), "signals": lambda: dv.latest_signals(engine) or {},
         "drift": lambda: dv.drift_counts(engine), "quality": lambda: dv.open_findings(engine),
         "runs": lambda: dv.last_run_states(engine), "versioned": lambda: dv.symbols_with_versions(engine)}
