@@ -89,6 +89,8 @@ def test_symbol_page_draws_its_charts_without_console_errors(browser: object, ba
         assert traces == ["lightgbm v1 (out of sample)", "buy & hold"]
         assert page.evaluate("document.getElementById('chart-equity').layout.legend.y") >= 1
         assert page.locator("#events tr").count() == 3
+        # A feature named like markup is drawn as text, not as markup.
+        assert "<b>evil</b>" in page.locator("#chart-drift .xtick text").all_text_contents()
         screenshot(page, "symbol")
         assert errors == []
 
