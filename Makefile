@@ -47,6 +47,7 @@ bench: install servers
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/dashboard.py
 
 clean:

@@ -295,6 +295,12 @@ class FeatureDrift(Base):
     current_end: Mapped[dt.datetime]
     n_reference: Mapped[int] = mapped_column(Integer)
     n_current: Mapped[int] = mapped_column(Integer)
+    # Dependence-aware test (ml/drift.py): p-value adjusted over the features (Holm), the mean shift
+    # in reference standard deviations, and the effective sample sizes the autocorrelation leaves.
+    pvalue: Mapped[float | None]
+    effect_size: Mapped[float | None]
+    n_eff_reference: Mapped[float | None]
+    n_eff_current: Mapped[float | None]
 
 
 class ChampionHistory(Base):

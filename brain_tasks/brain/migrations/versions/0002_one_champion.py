@@ -1,4 +1,5 @@
-"""One champion per symbol (enforced by a partial unique index), champion history, regime choices.
+"""One champion per symbol (enforced by a partial unique index), champion history, regime choices, and
+the dependence-aware drift columns (adjusted p-value, effect size, effective sample sizes).
 
 Repairs data written by 0001-era code: where a symbol had several 'champion' rows (a backfill retrain
 promoted an older version next to the current one), the version with the latest as-of date stays
@@ -99,6 +100,9 @@ def upgrade() -> None:
                 confidence=choice.get("confidence"), tradeable=True,
                 reason=str(choice.get("reason") or "selected before migration 0002"), as_of=row.as_of,
                 details=choice, updated_at=stamp))
+    with op.batch_alter_table("feature_drift") as batch:
+        for name in ("pvalue", "effect_size", "n_eff_reference", "n_eff_current"):
+            batch.add_column(sa.Column(name, sa.Double(), nullable=True))
     with op.batch_alter_table("model_registry") as batch:
         batch.drop_column("selected_regimes")
         batch.create_index("uq_model_registry_one_champion", ["symbol"], unique=True,
@@ -107,6 +111,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("feature_drift") as batch:
+        for name in ("pvalue", "effect_size", "n_eff_reference", "n_eff_current"):
+            batch.drop_column(name)
     with op.batch_alter_table("model_registry") as batch:
         batch.drop_index("uq_model_registry_one_champion")
         batch.add_column(sa.Column("selected_regimes", _JSON, nullable=False, server_default="{}"))
