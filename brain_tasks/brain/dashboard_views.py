@@ -203,7 +203,9 @@ def last_run_states(engine: sa.Engine) -> dict[str, Any]:
     t = TrainingRun
     cols = (t.symbol, t.run_id, t.state, t.error)
     if engine.dialect.name == "postgresql":
-        stmt = (sa.select(*cols).distinct(t.symbol).where(t.symbol != RUN_SUMMARY_SYMBOL)
+        from sqlalchemy.dialects.postgresql import distinct_on
+
+        stmt = (sa.select(*cols).ext(distinct_on(t.symbol)).where(t.symbol != RUN_SUMMARY_SYMBOL)
                 .order_by(t.symbol, *_run_order()))
         return {row.symbol: row for row in _rows(engine, stmt)}
     ranked = (sa.select(*cols, sa.func.row_number().over(partition_by=t.symbol, order_by=_run_order()).label("n"))

@@ -173,6 +173,15 @@ def test_run_progress_updates_itself_while_real_workers_run_it(browser: object, 
             states = page.locator('#symbols [data-field="state"]').all_inner_texts()
             assert sorted(states) == ["succeeded", "succeeded"], states
             screenshot(page, "run-finished")
+            # The symbol page over what the real pipeline stored (comparison rows with flat and
+            # buy-and-hold, real regimes and folds) draws too.
+            page.goto(f"{base_url}/symbols/{LIVE_SYMBOLS[0]}")
+            page.wait_for_selector("body[data-charts-drawn=yes]", timeout=30_000)
+            assert page.locator("#chart-equity svg.main-svg").count() >= 1
+            screenshot(page, "symbol-real-run")
+            page.goto(f"{base_url}/")
+            assert symbols_shown(page) == LIVE_SYMBOLS
+            screenshot(page, "overview-real-run")
             assert errors == []
     finally:
         dispose_engine(db)
