@@ -136,11 +136,13 @@ def benchmark_rows(engine: sa.Engine, model_type: str = BUY_AND_HOLD) -> dict[st
 
 
 def regime_choice_counts(engine: sa.Engine) -> dict[str, tuple[int, int]]:
-    """symbol -> (regimes with a choice, regimes where a model trades rather than staying flat)."""
+    """symbol -> (volatility regimes with a choice, those where a model trades rather than staying flat);
+    the overall choice (regime 'all') is not a regime of its own."""
     rc = RegimeChoice
     trades = sa.func.sum(sa.case((sa.and_(rc.tradeable.is_(True), rc.model_type != FLAT), 1), else_=0))
     return {row.symbol: (int(row.n), int(row.trades or 0)) for row in _rows(
-        engine, sa.select(rc.symbol, sa.func.count().label("n"), trades.label("trades")).group_by(rc.symbol))}
+        engine, sa.select(rc.symbol, sa.func.count().label("n"), trades.label("trades")).where(rc.regime != "all")
+        .group_by(rc.symbol))}
 
 
 def regime_choices(engine: sa.Engine, symbol: str) -> list[Any]:
