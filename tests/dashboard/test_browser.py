@@ -164,8 +164,15 @@ def test_run_progress_updates_itself_while_real_workers_run_it(browser: object, 
                     .observe(document.getElementById('progress-text'), {childList: true, characterData: true,
                                                                          subtree: true});
             }""")
+            listing = page.context.new_page()   # the runs page follows the same attempt in its row
+            listing.goto(f"{base_url}/runs")
+            row = f'#runs tr[data-run="{run_id}"]'
+            assert listing.locator(f'{row} [data-field="progress"]').inner_text() == "0 of 2 done"
             with worker(env, name="doer", queues="collect,train", log_dir=tmp_path):
                 page.wait_for_function("document.getElementById('run').dataset.live === 'no'", timeout=300_000)
+                listing.wait_for_function(f"document.querySelector('{row}').dataset.live === 'no'", timeout=60_000)
+            assert listing.locator(f'{row} [data-field="progress"]').inner_text() == "2 of 2 done"
+            listing.close()
             assert page.evaluate("window.__sameDocument") is True, "the page updated in place, not by reloading"
             seen = page.evaluate("window.__seen")
             assert seen[0] == "0 of 2 symbols done" and seen[-1] == "2 of 2 symbols done", seen
