@@ -125,9 +125,10 @@ def populate(url: str, n_symbols: int) -> None:
         as_of = today - dt.timedelta(days=d)
         run_id = f"retrain-{as_of.isoformat()}-bench"
         started = stamp - dt.timedelta(days=d, hours=1)
-        runs.append(dict(run_id=run_id, symbol="*", as_of=as_of, state="partial", models=list(MODELS), error=None,
+        attempt = dict(run_id=run_id, attempt_id=f"{run_id}-attempt", kind="retrain", redrives=0)
+        runs.append(dict(attempt, symbol="*", as_of=as_of, state="partial", models=list(MODELS), error=None,
                          details={}, started_at=started, finished_at=started + dt.timedelta(minutes=40)))
-        runs += [dict(run_id=run_id, symbol=s, as_of=as_of, state="failed" if (j + d) % 97 == 0 else "succeeded",
+        runs += [dict(attempt, symbol=s, as_of=as_of, state="failed" if (j + d) % 97 == 0 else "succeeded",
                       models=[], error="bench failure" if (j + d) % 97 == 0 else None, details={},
                       started_at=started, finished_at=started + dt.timedelta(minutes=30))
                  for j, s in enumerate(symbols)]

@@ -185,8 +185,8 @@ def test_metrics_parse_and_carry_the_brain(client: TestClient) -> None:
     sharpe = {tuple(dict(k).values()): v for k, v in m["brain_champion_sharpe"].items()}
     assert sharpe[("live", BTC)] == pytest.approx(-0.4) and sharpe[("walk_forward", ETH)] == pytest.approx(0.9)
     assert {dict(k)["symbol"] for k in m["brain_champion_age_seconds"]} == {BTC, ETH}
-    assert m["brain_run_last_failed_symbols"][(("kind", "daily"),)] == 1
-    assert m["brain_run_last_state"][(("kind", "daily"), ("state", "partial"))] == 1
+    assert m["brain_run_last_failed_symbols"][(("kind", "retrain"),)] == 1
+    assert m["brain_run_last_state"][(("kind", "retrain"), ("state", "partial"))] == 1
     assert m["brain_drift_alarms"][(("symbol", BTC),)] == 1
     assert m["brain_data_quality_open_findings"][(("severity", "warning"), ("symbol", ETH))] == 2
     assert "brain_queue_depth" not in m, "no Redis broker: no queue depth"
