@@ -138,6 +138,13 @@ def buy_and_hold(engine: sa.Engine, digest: str, timeframe: str) -> dict[str, fl
     return _BENCHMARKS.get(digest, compute)
 
 
+def ask_at_once(questions: dict[str, Callable[[], Any]]) -> dict[str, Any]:
+    """Each question's answer, asked concurrently over the engine's connection pool."""
+    with ThreadPoolExecutor(max_workers=QUERY_THREADS, thread_name_prefix="brain-read") as pool:
+        futures = {name: pool.submit(ask) for name, ask in questions.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
 class TtlCache:
     """The overview's rows for a few seconds: sorting, filtering and paging through 1,000 symbols
     reuse one read of the Brain instead of repeating its queries on every click.  The facts it holds
@@ -170,9 +177,7 @@ def overview_rows(engine: sa.Engine, settings: Settings) -> list[OverviewRow]:
         "choices": lambda: dv.regime_choice_counts(engine), "signals": lambda: dv.latest_signals(engine) or {},
         "drift": lambda: dv.drift_counts(engine), "quality": lambda: dv.open_findings(engine),
         "runs": lambda: dv.last_run_states(engine), "versioned": lambda: dv.symbols_with_versions(engine)}
-    with ThreadPoolExecutor(max_workers=QUERY_THREADS, thread_name_prefix="overview") as pool:
-        futures = {name: pool.submit(ask) for name, ask in questions.items()}
-        answers = {name: future.result() for name, future in futures.items()}
+    answers = ask_at_once(questions)
     bars, champions, wf, live, bench, choices, signals, drift, quality, runs = (answers[k] for k in (
         "bars", "champions", "wf", "live", "bench", "choices", "signals", "drift", "quality", "runs"))
     universe = sorted(set().union(bars, champions, drift, quality, runs, answers["versioned"]))

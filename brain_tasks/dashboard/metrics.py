@@ -69,26 +69,35 @@ class BrainCollector(Collector):
         return []  # collected only when scraped, never at registration
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        s, now = self.settings, dt.datetime.now(dt.timezone.utc)
-        bars = dv.last_bars(self.engine, s.exchange, s.timeframe)
-        known = dv.all_symbols(self.engine, bars, dv.last_run_states(self.engine))
+        from brain_tasks.dashboard.data import ask_at_once
+
+        s, e, now = self.settings, self.engine, dt.datetime.now(dt.timezone.utc)
+        a = ask_at_once({
+            "bars": lambda: dv.last_bars(e, s.exchange, s.timeframe), "runs": lambda: dv.last_run_states(e),
+            "versioned": lambda: dv.symbols_with_versions(e), "champions": lambda: dv.champion_rows(e),
+            "walk_forward": lambda: dv.champion_metrics(e, "walk_forward"),
+            "live": lambda: dv.champion_metrics(e, "live"),
+            "last_runs": lambda: dv.last_finished_runs(e), "drift": lambda: dv.drift_counts(e),
+            "failures": lambda: dv.failed_symbol_runs(e, since=now - FAILURE_WINDOW, limit=100_000),
+            "quality": lambda: dv.open_findings(e)})
+        known = set().union(a["bars"], a["runs"], a["versioned"], a["drift"], a["quality"], a["champions"])
         yield _gauge_value("brain_symbols", "Symbols the Brain knows of", len(known))
         age = _gauge("brain_data_age_seconds", "Seconds since the newest stored candle of the symbol", ["symbol"])
-        for symbol, ts in sorted(bars.items()):
+        for symbol, ts in sorted(a["bars"].items()):
             if ts is not None:
                 age.add_metric([symbol], (now - ts).total_seconds())
         yield age
         yield _gauge_value("brain_data_max_age_seconds", "Data older than this is stale (BRAIN_MAX_DATA_AGE)",
                            s.max_data_age)
-        yield from self._champions(now)
-        yield from self._runs(now)
+        yield from self._champions(now, a)
+        yield from self._runs(a)
         drift = _gauge("brain_drift_alarms", "Drifted features in the symbol's latest drift analysis", ["symbol"])
-        for symbol, (drifted, _n, _as_of) in sorted(dv.drift_counts(self.engine).items()):
+        for symbol, (drifted, _n, _as_of) in sorted(a["drift"].items()):
             drift.add_metric([symbol], drifted)
         yield drift
         quality = _gauge("brain_data_quality_open_findings", "Unresolved data-quality findings",
                          ["symbol", "severity"])
-        for symbol, by_severity in sorted(dv.open_findings(self.engine).items()):
+        for symbol, by_severity in sorted(a["quality"].items()):
             for severity, n in sorted(by_severity.items()):
                 quality.add_metric([symbol, severity], n)
         yield quality
@@ -98,18 +107,17 @@ class BrainCollector(Collector):
                 depth.add_metric([queue], n)
             yield depth
 
-    def _champions(self, now: dt.datetime) -> Iterator[GaugeMetricFamily]:
-        champions = dv.champion_rows(self.engine)
+    def _champions(self, now: dt.datetime, a: dict[str, Any]) -> Iterator[GaugeMetricFamily]:
         age = _gauge("brain_champion_age_seconds", "Seconds since the champion became champion",
                      ["symbol", "model_type", "version"])
-        for symbol, row in sorted(champions.items()):
+        for symbol, row in sorted(a["champions"].items()):
             age.add_metric([symbol, row.model_type, str(row.version)], (now - row.updated_at).total_seconds())
         yield age
         sharpe = _gauge("brain_champion_sharpe", "Champion's annualised Sharpe ratio (walk_forward: out of "
                         "sample; live: since it traded)", ["symbol", "evaluation"])
         total = _gauge("brain_champion_total_return", "Champion's total return", ["symbol", "evaluation"])
         for evaluation in ("walk_forward", "live"):
-            for symbol, metrics in sorted(dv.champion_metrics(self.engine, evaluation).items()):
+            for symbol, metrics in sorted(a[evaluation].items()):
                 if "sharpe" in metrics:
                     sharpe.add_metric([symbol, evaluation], metrics["sharpe"])
                 if "total_return" in metrics:
@@ -117,13 +125,12 @@ class BrainCollector(Collector):
         yield sharpe
         yield total
 
-    def _runs(self, now: dt.datetime) -> Iterator[GaugeMetricFamily]:
-        last = dv.last_finished_runs(self.engine)
+    def _runs(self, a: dict[str, Any]) -> Iterator[GaugeMetricFamily]:
         duration = _gauge("brain_run_last_duration_seconds", "Wall time of the newest finished run", ["kind"])
         finished = _gauge("brain_run_last_finished_timestamp_seconds", "When the newest run finished", ["kind"])
         failed = _gauge("brain_run_last_failed_symbols", "Symbols that failed in the newest finished run", ["kind"])
         state = _gauge("brain_run_last_state", "1 for the state of the newest finished run", ["kind", "state"])
-        for kind, run in sorted(last.items()):
+        for kind, run in sorted(a["last_runs"].items()):
             duration.add_metric([kind], run["duration"])
             finished.add_metric([kind], run["finished_at"].timestamp())
             failed.add_metric([kind], run["failed"])
@@ -131,7 +138,7 @@ class BrainCollector(Collector):
                 state.add_metric([kind, name], 1.0 if name == run["state"] else 0.0)
         yield from (duration, finished, failed, state)
         by_step: dict[str, int] = {}
-        for row in dv.failed_symbol_runs(self.engine, since=now - FAILURE_WINDOW, limit=100_000):
+        for row in a["failures"]:
             by_step[row["step"]] = by_step.get(row["step"], 0) + 1
         failures = _gauge("brain_run_failures", "Failed symbols of runs in the last 24 hours, by the step "
                           "that failed", ["step"])
