@@ -29,6 +29,16 @@ servers:
 	         "'sudo apt-get install redis-server postgresql', then run 'make test' again."; exit 1; \
 	  fi; \
 	fi
+	@# The dashboard's browser tests drive Debian's chromium (Playwright's own download needs the internet).
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo "installing chromium with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "The dashboard's browser tests need /usr/bin/chromium: 'sudo apt-get install chromium'," \
+	         "then run 'make test' again."; exit 1; \
+	  fi; \
+	fi
 
 test: install servers
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -38,6 +48,7 @@ bench: install servers
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/dashboard.py
 
 clean:
 	rm -rf .brain brain.db report .pytest_cache

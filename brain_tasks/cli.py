@@ -435,5 +435,33 @@ def status(run_id: str, attempt_id: str | None, as_json: bool) -> None:
         click.echo(line.rstrip())
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="the interface to listen on")
+@click.option("--port", default=8050, show_default=True, type=int, help="the TCP port")
+@click.option("--insecure-local", is_flag=True,
+              help="serve without credentials, on 127.0.0.1 only (a laptop, the demo); every other use needs "
+                   "BRAIN_DASHBOARD_AUTH=user:password or BRAIN_DASHBOARD_TOKEN")
+def dashboard(host: str, port: int, insecure_local: bool) -> None:
+    """The web dashboard, its JSON API (/api/, schema at /openapi.json) and Prometheus /metrics."""
+    import uvicorn
+
+    from brain_tasks.dashboard import create_app
+    from brain_tasks.dashboard.auth import AuthConfigError
+
+    s = get_settings()
+    if insecure_local and host != "127.0.0.1":
+        click.echo(f"brain-tasks: --insecure-local serves on 127.0.0.1 only, not on {host}", err=True)
+        raise SystemExit(USAGE_ERROR)
+    try:
+        app = create_app(s, insecure_local=insecure_local)
+    except AuthConfigError as exc:
+        click.echo(f"brain-tasks: {exc}", err=True)
+        raise SystemExit(USAGE_ERROR) from None
+    _schema(s)
+    click.echo(f"dashboard on http://{host}:{port}/ over {s.describe()['database']}"
+               + ("  (no credentials: local only)" if insecure_local else ""))
+    uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=True)
+
+
 if __name__ == "__main__":
     main()

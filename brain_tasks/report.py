@@ -23,9 +23,11 @@ import sqlalchemy as sa
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import PercentFormatter
 
 from brain_tasks.brain import registry, views
 from brain_tasks.errors import IntegrityError
+from brain_tasks.ml.metrics import bars_per_year, strategy_metrics
 from brain_tasks.ml.regimes import REGIMES
 
 # The columns the report reads of the stored frame (ts, fold, pred, label, bar_return, strategy_return, regime).
@@ -122,6 +124,9 @@ class Curve:
     ts: pd.Series
     equity: pd.Series
     regime: pd.Series
+    bar_return: pd.Series | None = None   # the market's return per bar: buy-and-hold over the same bars
+    timeframe: str = "5m"
+    strategy_return: pd.Series | None = None
 
 
 @dataclass
@@ -142,10 +147,24 @@ class SymbolView:
     drift: list[Any] = field(default_factory=list)
     quality: list[tuple[str, str, int]] = field(default_factory=list)
     runs: list[Any] = field(default_factory=list)
+    focus_metrics: dict[str, float] = field(default_factory=dict)   # the focus version's, out of sample
+    benchmark: dict[str, float] = field(default_factory=dict)       # buy-and-hold over the same bars
 
     @property
     def has_model(self) -> bool:
         return self.latest_as_of is not None
+
+    @property
+    def focus_curve(self) -> Curve | None:
+        return next((c for c in self.curves if _key(c) == _key(self.focus)), None)
+
+    @property
+    def trades(self) -> str:
+        """'trades' when a model trades some regime, 'flat' when every chosen regime stays out."""
+        choices = [c for _regime, _row, c in self.selection if "tradeable" in c]
+        if choices:
+            return "trades" if any(c["tradeable"] and c.get("model_type") != "flat" for c in choices) else "flat"
+        return "trades" if self.champion is not None else "\u2013"
 
 
 def load_symbol(engine: sa.Engine, symbol: str) -> SymbolView:
@@ -167,8 +186,27 @@ def load_symbol(engine: sa.Engine, symbol: str) -> SymbolView:
         if oos.empty:  # nothing to draw; the comparison table still lists the version
             continue
         view.curves.append(Curve(m.model_type, m.version, m.as_of, _key(m) == champion_key, oos["ts"],
-                                 equity_curve(oos["strategy_return"]), oos["regime"].astype(str)))
+                                 equity_curve(oos["strategy_return"]), oos["regime"].astype(str),
+                                 oos["bar_return"] if "bar_return" in oos.columns else None,
+                                 str((m.config or {}).get("timeframe") or "5m"), oos["strategy_return"]))
+    _headline(engine, view)
     return view
+
+
+def _headline(engine: sa.Engine, view: SymbolView) -> None:
+    """The focus version's stored out-of-sample metrics (computed from its curve when none are stored)
+    and buy-and-hold over the same bars: what a reader compares first."""
+    focus, curve = view.focus, view.focus_curve
+    if focus is None:
+        return
+    view.focus_metrics = registry.metrics_of(engine, view.symbol, focus.model_type, int(focus.version)).get("all", {})
+    if curve is None:
+        return
+    ppy = bars_per_year(curve.timeframe)
+    if not view.focus_metrics and curve.strategy_return is not None:
+        view.focus_metrics = strategy_metrics(pd.to_numeric(curve.strategy_return, errors="coerce").fillna(0.0), ppy)
+    if curve.bar_return is not None:
+        view.benchmark = strategy_metrics(pd.to_numeric(curve.bar_return, errors="coerce").fillna(0.0), ppy)
 
 
 def _key(row: Any) -> tuple[str, int] | None:
@@ -226,15 +264,27 @@ def _png(fig: Figure, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-# Both time plots share one axes box and one time range, so a regime sits under its equity bars.
-_PLOT_BOX_EQUITY = (0.07, 0.15, 0.91, 0.76)
-_PLOT_BOX_REGIME = (0.07, 0.32, 0.91, 0.42)
+# The time plots share one axes box and one time range, so a regime sits under its equity bars; the
+# right quarter of each figure holds its legend, off the data.
+_PLOT_BOX_EQUITY = (0.07, 0.15, 0.70, 0.76)
+_PLOT_BOX_DRAWDOWN = (0.07, 0.22, 0.70, 0.62)
+_PLOT_BOX_REGIME = (0.07, 0.32, 0.70, 0.42)
+_LEGEND_RIGHT = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0, "frameon": False}
 
 
 def _time_range(view: SymbolView) -> tuple[np.datetime64, np.datetime64]:
     """First and last out-of-sample bar over every curve of the symbol (none may be empty)."""
     times = [_naive_utc(c.ts) for c in view.curves]
     return min(t[0] for t in times), max(t[-1] for t in times)
+
+
+def _time_axis(ax: Any) -> None:
+    """Concise UTC date ticks: full timestamps on every tick overlap on a 10-inch figure."""
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
+    locator = AutoDateLocator(maxticks=9)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
 
 
 def equity_plot(view: SymbolView) -> str:
@@ -246,18 +296,44 @@ def equity_plot(view: SymbolView) -> str:
         if curve.as_of != view.latest_as_of:
             label += f" ({curve.as_of:%Y-%m-%d})"
         if curve.champion:
-            label = "\u2605 " + label + " \u2014 champion"
+            label = "\u2605 " + label.replace(" (", "\n(") + " \u2014 champion"
         ax.plot(_naive_utc(curve.ts), curve.equity.to_numpy(), label=_mpl(label),
                 linewidth=2.4 if curve.champion else 1.1, alpha=1.0 if curve.champion else 0.8,
                 zorder=3 if curve.champion else 2)
+    focus = view.focus_curve
+    if focus is not None and focus.bar_return is not None:
+        ax.plot(_naive_utc(focus.ts), equity_curve(focus.bar_return).to_numpy(), label="buy & hold (same bars)",
+                color="#6e7781", linewidth=1.2, linestyle="--", zorder=1)
     ax.axhline(1.0, color="#888", linewidth=0.6, linestyle=":")
     ax.set_xlim(*_time_range(view))
+    _time_axis(ax)
     ax.set_ylabel("equity (start = 1)")
     ax.set_xlabel("UTC")
     ax.set_title(_mpl(f"{view.symbol}: out-of-sample equity, walk-forward folds"), fontsize=11)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, **_LEGEND_RIGHT)
     return _png(fig, f"{view.symbol} out-of-sample equity curves")
+
+
+def drawdown_plot(view: SymbolView, curve: Curve) -> str:
+    """Underwater curve: the fall from the running peak of `curve` and of buy-and-hold on the same bars."""
+    fig = Figure(figsize=(10, 2.0))
+    ax = fig.add_axes(_PLOT_BOX_DRAWDOWN)
+    ts = _naive_utc(curve.ts)
+    under = (curve.equity / curve.equity.cummax() - 1.0).to_numpy()
+    ax.fill_between(ts, under, 0.0, color="#e45756", alpha=0.35, linewidth=0,
+                    label=_mpl(f"{curve.model_type} v{curve.version}"))
+    if curve.bar_return is not None:
+        bh = equity_curve(curve.bar_return)
+        ax.plot(ts, (bh / bh.cummax() - 1.0).to_numpy(), color="#6e7781", linewidth=1.0, linestyle="--",
+                label="buy & hold")
+    ax.set_xlim(*_time_range(view))
+    _time_axis(ax)
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    ax.set_title(_mpl(f"{view.symbol}: drawdown from peak (out of sample)"), fontsize=10, loc="left")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, **_LEGEND_RIGHT)
+    return _png(fig, f"{view.symbol} drawdown")
 
 
 def _segments(ts: np.ndarray, regime: np.ndarray) -> dict[str, list[tuple[float, float]]]:
@@ -286,14 +362,14 @@ def regime_plot(view: SymbolView, curve: Curve) -> str:
         ax.broken_barh(segments[name], (0, 1), facecolors=REGIME_COLOURS.get(name, "#bab0ac"))
     ax.xaxis_date()
     ax.set_xlim(*_time_range(view))
+    _time_axis(ax)
     ax.set_yticks([])
     ax.set_ylim(0, 1)
     ax.set_xlabel("UTC")
     ax.set_title(_mpl(f"{view.symbol}: volatility regime ({curve.model_type} v{curve.version} "
                       "out-of-sample bars)"), fontsize=10, loc="left")
     ax.legend(handles=[Patch(color=REGIME_COLOURS.get(n, "#bab0ac"), label=_mpl(n)) for n in names],
-              fontsize=8, ncol=len(names), loc="lower right", bbox_to_anchor=(1.0, 1.0), frameon=False,
-              borderaxespad=0.1)
+              fontsize=8, ncol=2, **_LEGEND_RIGHT)
     return _png(fig, f"{view.symbol} regime timeline")
 
 
@@ -374,22 +450,42 @@ def _page(generated: str, body: str, views: Sequence[SymbolView]) -> str:
             f"{toc}{body}</body></html>\n")
 
 
+def _pct(value: Any) -> str:
+    v = None if value is None else float(value)
+    if v is None or not math.isfinite(v):
+        return "\u2013"
+    cls = "bad" if v < 0 else ""
+    return f'<span class="{cls}">{100 * v:+.1f}%</span>' if cls else f"{100 * v:+.1f}%"
+
+
 def _overview(views: Sequence[SymbolView]) -> str:
+    """One row a symbol: what trades, how it did out of sample, and the market over the same bars."""
     rows = []
     for i, v in enumerate(views):
-        champ = v.champion
+        champ, focus, m, bh = v.champion, v.focus, v.focus_metrics, v.benchmark
         last = v.rollbacks[0] if v.rollbacks else None
+        if champ is not None:
+            model = f"{_e(champ.model_type)} v{_e(champ.version)}"
+        elif focus is not None:
+            model = f'<span class="muted">none (best: {_e(focus.model_type)} v{_e(focus.version)})</span>'
+        else:
+            model = '<span class="muted">no model yet</span>'
         rows.append([
-            f'<a href="#{_anchor(i)}">{_e(v.symbol)}</a>',
-            _e(v.latest_as_of) if v.latest_as_of else '<span class="muted">no model yet</span>',
-            f"{_e(champ.model_type)} v{_e(champ.version)}" if champ is not None else "\u2013",
+            f'<a href="#{_anchor(i)}">{_e(v.symbol)}</a>', model, _num(m.get("sharpe"), 2),
+            _pct(m.get("total_return")), _pct(m.get("max_drawdown")), _pct(bh.get("total_return")),
+            _pct(bh.get("max_drawdown")), _e(v.trades),
+            _e(v.latest_as_of) if v.latest_as_of else "\u2013",
             f"{_e(last.action)} ({_e(last.as_of)})" if last is not None else "\u2013",
             f"{sum(1 for d in v.drift if d.drifted)} / {len(v.drift)}" if v.drift else "\u2013",
             _e(sum(n for _c, _s, n in v.quality)),
         ])
-    return ('<h2 id="overview">Overview</h2>'
-            + _table(["symbol", "latest training", "champion", "last rollback check", "drifted features",
-                      "open quality findings"], rows, numeric=[5]))
+    return ('<h2 id="overview">Overview</h2><p class="muted">Sharpe, total return and max drawdown are the '
+            "champion's (or, without one, the latest run's best version's), out of sample after costs; "
+            "buy-and-hold holds the market over the same bars. <i>flat</i>: no model beat doing nothing in "
+            "any regime.</p>"
+            + _table(["symbol", "champion", "Sharpe", "total return", "max drawdown", "buy & hold return",
+                      "buy & hold max DD", "trades / flat", "latest training", "last decision",
+                      "drifted features", "open quality findings"], rows, numeric=[2, 3, 4, 5, 6, 11]))
 
 
 def _symbol_section(index: int, view: SymbolView) -> str:
@@ -403,8 +499,9 @@ def _symbol_section(index: int, view: SymbolView) -> str:
                         if champ is not None else '<span class="muted">none promoted</span>') + ".</p>")
         parts.append("<h3>Out-of-sample equity</h3>")
         parts.append(equity_plot(view) if view.curves else '<p class="muted">No out-of-sample predictions.</p>')
-        focus_curve = next((c for c in view.curves if _key(c) == _key(view.focus)), None)
+        focus_curve = view.focus_curve
         if focus_curve is not None and len(focus_curve.ts):
+            parts.append(drawdown_plot(view, focus_curve))
             parts.append("<h3>Regime timeline</h3>" + regime_plot(view, focus_curve))
         parts.append("<h3>Feature importance</h3>")
         parts.append(importance_plot(view) if view.importance

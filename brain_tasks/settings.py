@@ -55,6 +55,9 @@ class Settings:
     max_data_age: int = 86400
     # Paired out-of-time bars needed before a promotion or a live rollback is judged (288 = a day of 5m).
     min_evidence_bars: int = 288
+    # The dashboard's credentials: `user:password` (HTTP basic) and/or a bearer token.
+    dashboard_auth: str | None = field(default=None, repr=False)
+    dashboard_token: str | None = field(default=None, repr=False)
     # A model trades a regime only when its deflated Sharpe ratio over every trial reaches this.
     dsr_level: float = 0.95
     # A pool child is replaced after a task that leaves it above this resident size (0: never).  About
@@ -145,6 +148,8 @@ def from_environ(env: Mapping[str, str]) -> Settings:
         seed=int(get("BRAIN_SEED") or base.seed),
         max_data_age=int(get("BRAIN_MAX_DATA_AGE") or base.max_data_age),
         min_evidence_bars=int(get("BRAIN_MIN_EVIDENCE_BARS") or base.min_evidence_bars),
+        dashboard_auth=get("BRAIN_DASHBOARD_AUTH") or None,
+        dashboard_token=get("BRAIN_DASHBOARD_TOKEN") or None,
         dsr_level=float(get("BRAIN_DSR_LEVEL") or base.dsr_level),
         max_memory_per_child_mb=int(get("BRAIN_MAX_MEMORY_PER_CHILD_MB") or base.max_memory_per_child_mb),
         max_bar_ratio=float(get("BRAIN_MAX_BAR_RATIO") or base.max_bar_ratio),

@@ -24,9 +24,10 @@ BIN = Path(sys.executable).parent
 COMPOSE = ROOT / "docker-compose.yml"
 PROCFILE = ROOT / "Procfile"
 DOCKERFILE = ROOT / "Dockerfile"
-SERVICES = {"postgres", "redis", "migrate", "worker-collect", "worker-train", "beat", "flower"}
+SERVICES = {"postgres", "redis", "migrate", "worker-collect", "worker-train", "beat", "flower", "dashboard"}
 CELERY_SERVICES = ("worker-collect", "worker-train", "beat", "flower")
 WORKERS = ("worker-collect", "worker-train")
+CELERY_PROCS = ("worker", "beat", "flower")
 BRAIN_ENV = ("BRAIN_DATABASE_URL", "BRAIN_BROKER_URL", "BRAIN_RESULT_BACKEND", "BRAIN_SYMBOLS", "BRAIN_EXCHANGE")
 SECRET_KEY = re.compile(r"PASSWORD|SECRET|TOKEN|AUTH", re.IGNORECASE)
 REQUIRED_REF = re.compile(r"^\$\{(\w+):\?[^}]*\}$")
@@ -102,7 +103,7 @@ def test_no_literal_secrets(services: dict[str, dict]) -> None:
 
 
 def test_brain_services_share_the_production_environment(services: dict[str, dict]) -> None:
-    for name in (*CELERY_SERVICES, "migrate"):
+    for name in (*CELERY_SERVICES, "migrate", "dashboard"):
         env = services[name]["environment"]
         assert set(BRAIN_ENV) <= set(env), name
         assert env["BRAIN_DATABASE_URL"].startswith("postgresql+psycopg://brain:${POSTGRES_PASSWORD")
@@ -162,8 +163,8 @@ def test_procfile_is_valid_and_matches_compose(services: dict[str, dict], procfi
     check = subprocess.run([str(BIN / "honcho"), "check", "-f", str(PROCFILE)], capture_output=True, text=True,
                            timeout=30)
     assert check.returncode == 0, check.stderr
-    assert set(procfile) == {"worker", "beat", "flower"}
-    local = {name: celery_args(cmd) for name, cmd in procfile.items()}
+    assert set(procfile) == {"worker", "beat", "flower", "dashboard"}
+    local = {name: celery_args(cmd) for name, cmd in procfile.items() if name in CELERY_PROCS}
     assert {subcommand(a) for a in local.values()} == {
         subcommand(celery_args(compose_script(services[s]["command"]))) for s in CELERY_SERVICES}
     assert {name: subcommand(a) for name, a in local.items()} == {"worker": "worker", "beat": "beat",
@@ -176,6 +177,25 @@ def test_procfile_is_valid_and_matches_compose(services: dict[str, dict], procfi
     assert "FLOWER_BASIC_AUTH" in procfile["flower"]
 
 
+def test_dashboard_service_serves_on_loopback_with_credentials(services: dict[str, dict],
+                                                               procfile: dict[str, str]) -> None:
+    dashboard = services["dashboard"]
+    args = dashboard["command"]
+    assert args[:2] == ["brain-tasks", "dashboard"] and option(args, "--host") == "0.0.0.0"
+    port = option(args, "--port")
+    assert any(str(p) == f"127.0.0.1:{port}:{port}" for p in dashboard["ports"])
+    assert REQUIRED_REF.match(dashboard["environment"]["BRAIN_DASHBOARD_AUTH"])
+    assert dashboard["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    local = shlex.split(procfile["dashboard"])
+    assert local[local.index("brain-tasks") + 1] == "dashboard" and option(local, "--host") == "0.0.0.0"
+    from click.testing import CliRunner
+
+    from brain_tasks.cli import main
+    for argv in (args[1:], local[local.index("brain-tasks") + 1:]):
+        result = CliRunner().invoke(main, [a.replace("${PORT:-8050}", "8050") for a in argv] + ["--help"])
+        assert result.exit_code == 0 and "Usage:" in result.output, result.output
+
+
 def _shell_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BRAIN_", "FLOWER_"))}
     env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", BRAIN_HOME=str(tmp_path), **extra)
@@ -186,6 +206,12 @@ def test_procfile_flower_refuses_to_start_without_credentials(procfile: dict[str
     proc = subprocess.run(["sh", "-c", procfile["flower"]], capture_output=True, text=True, cwd=ROOT,
                           env=_shell_env(tmp_path), timeout=20)
     assert proc.returncode != 0 and "FLOWER_BASIC_AUTH" in proc.stderr
+
+
+def test_procfile_dashboard_refuses_to_start_without_credentials(procfile: dict[str, str], tmp_path: Path) -> None:
+    proc = subprocess.run(["sh", "-c", procfile["dashboard"]], capture_output=True, text=True, cwd=tmp_path,
+                          env=_shell_env(tmp_path), timeout=60)
+    assert proc.returncode == 2 and "BRAIN_DASHBOARD_AUTH" in proc.stderr, proc.stderr
 
 
 # Runs each argv through celery's own CLI in one process: an unknown or misspelt option raises
@@ -211,7 +237,7 @@ def shell_expanded_celery_args(scripts: list[str], env: dict[str, str]) -> list[
 def test_celery_accepts_every_command_line(services: dict[str, dict], procfile: dict[str, str],
                                            tmp_path: Path) -> None:
     scripts = list(dict.fromkeys([compose_script(services[s]["command"]) for s in CELERY_SERVICES]
-                                 + list(procfile.values())))
+                                 + [cmd for name, cmd in procfile.items() if name in CELERY_PROCS]))
     env = _shell_env(tmp_path, FLOWER_BASIC_AUTH="user:example")
     argvs = shell_expanded_celery_args(scripts, env)
     assert len(argvs) == len(scripts)

@@ -162,8 +162,8 @@ def test_report_shows_every_symbol_with_plots_and_tables(brain: Brain, tmp_path:
     images = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,([^"]+)"', page)
     assert sorted(alt for alt, _ in images) == sorted(
         f"{s} {kind}" for s in (BTC, ETH)
-        for kind in ("out-of-sample equity curves", "regime timeline", "feature importance"))
-    assert page.count("<img") == 6
+        for kind in ("out-of-sample equity curves", "drawdown", "regime timeline", "feature importance"))
+    assert page.count("<img") == 8
     assert all(base64.b64decode(data).startswith(b"\x89PNG\r\n\x1a\n") for _, data in images)
     for symbol in (BTC, ETH, SOL):
         assert f">{symbol}</h2>" in page
@@ -192,13 +192,36 @@ def test_report_on_migrated_databases(brain_db_url: str, tmp_path: Path) -> None
 
     brain = build_brain(make_engine(brain_db_url))
     page = write_report(brain.engine, tmp_path).read_text(encoding="utf-8")
-    assert page.count("<img") == 6
+    assert page.count("<img") == 8
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script" not in page
     assert "<td>gap</td><td>warning</td><td class=\"num\">2</td>" in page
     with brain.engine.begin() as conn:
         conn.execute(sa.update(ModelArtifact).values(data=b"tampered"))
     with pytest.raises(IntegrityError):
         write_report(brain.engine, tmp_path)
+
+
+def test_overview_puts_the_champion_next_to_buy_and_hold(brain: Brain, tmp_path: Path) -> None:
+    """Every champion's out-of-sample Sharpe, total return and drawdown, and the market over the same bars."""
+    from brain_tasks.brain.models import ModelMetric
+    from brain_tasks.ml.metrics import bars_per_year, strategy_metrics
+
+    brain.add(ModelMetric, [dict(symbol=BTC, model_type="lightgbm", version=1, evaluation="walk_forward", regime="all",
+                                 metric=name, value=value, as_of=DAY1)
+                            for name, value in (("sharpe", 0.10), ("total_return", -0.143), ("max_drawdown", -0.21))])
+    page = write_report(brain.engine, tmp_path).read_text(encoding="utf-8")
+    overview = page[page.index('<h2 id="overview">'):page.index("</table>", page.index('<h2 id="overview">'))]
+    for header in ("Sharpe", "total return", "max drawdown", "buy &amp; hold return", "buy &amp; hold max DD",
+                   "trades / flat"):
+        assert f"<th>{header}</th>" in overview
+    btc_row = overview[overview.index(f">{BTC}</a>"):].split("</tr>")[0]
+    btc = load_symbol(brain.engine, BTC)
+    bh = strategy_metrics(btc.focus_curve.bar_return, bars_per_year("5m"))
+    assert "0.10" in btc_row and "-14.3%" in btc_row and "-21.0%" in btc_row
+    assert f"{100 * bh['total_return']:+.1f}%" in btc_row and f"{100 * bh['max_drawdown']:+.1f}%" in btc_row
+    # ETH has no champion: the best version's figures, marked as such; computed from its curve here.
+    eth_row = overview[overview.index(f">{ETH}</a>"):].split("</tr>")[0]
+    assert "none (best: xgboost v1)" in eth_row and eth_row.count("%") >= 4
 
 
 def test_symbol_view_picks_champion_curves_and_importance(brain: Brain) -> None:
@@ -227,7 +250,7 @@ def test_symbol_view_picks_champion_curves_and_importance(brain: Brain) -> None:
 def test_symbols_argument_limits_the_report(brain: Brain, tmp_path: Path) -> None:
     page = write_report(brain.engine, tmp_path, symbols=[ETH]).read_text(encoding="utf-8")
     assert f">{ETH}</h2>" in page and f">{BTC}</h2>" not in page
-    assert page.count("<img") == 3
+    assert page.count("<img") == 4
 
 
 def test_equity_compounds_returns_and_treats_missing_bars_as_flat() -> None:
