@@ -156,7 +156,8 @@ def train_symbol(engine: sa.Engine, settings: Settings, symbol: str, model_type:
                 result = train_and_evaluate(market["candles"], model_type, config,
                                             funding=market["funding"],
                                             open_interest=market["open_interest"],
-                                            liquidations=market["liquidations"], with_importance=False)
+                                            liquidations=market["liquidations"], with_importance=False,
+                                            device=settings.device)
                 _register(engine, symbol, model_type, as_of, config, result)
                 done = find_version(engine, symbol, model_type, as_of, chash)
                 return {**base, "status": OK, "version": done.version, "trained": True,

@@ -7,6 +7,10 @@
   instead, labelled honestly.
 - ``permutation``: scikit-learn's permutation importance (drop in R^2 when the column is shuffled).
 - ``correlation``: |Spearman correlation| between feature and label (model-free).
+
+Sequence models (``context_rows`` > 0) compute the same frame themselves on consecutive rows
+(``brain_tasks.ml.deep.SequenceModel.importance``): ``shap`` from shap's gradient explainer (expected
+gradients), permutation of a column before windowing, correlation as here.
 """
 
 from __future__ import annotations
@@ -88,6 +92,10 @@ def compute_importance(
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"unknown importance methods {sorted(unknown)}; known: {METHODS}")
+    window_model = getattr(model, "model", None) or model
+    if getattr(window_model, "context_rows", 0):
+        # A sequence model reads each row's preceding rows: it samples inside X's consecutive rows itself.
+        return window_model.importance(X, y, tuple(methods), sample_rows, seed)
     names = list(getattr(model, "feature_names", X.columns))
     Xs, ys = _sample(X[names], np.asarray(y, dtype="float64"), sample_rows, seed)
     target = getattr(model, "model", None) or model  # a fitted Trainer delegates to its model
