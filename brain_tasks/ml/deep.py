@@ -308,19 +308,30 @@ class SequenceModel:
         from sklearn.metrics import r2_score
 
         z = _scaled(X, self.feature_names, self.mean, self.scale)
+        padded = np.concatenate([np.zeros((self.window - 1, z.shape[1]), dtype="float32"), z])
+        # Row r's window is padded rows r .. r + window - 1: shuffling a column of X and then windowing
+        # equals writing the shuffled column into these positions of the sampled rows' windows.
+        positions = rows[:, None] + np.arange(self.window)[None, :]
+        windows = padded[positions]  # (rows, window, features)
         rng = np.random.default_rng(seed)
 
-        def score(matrix: np.ndarray) -> float:
-            with _torch_session(self.seed, self.n_threads):
-                raw = _forward(self.net, _Windows(matrix, self.window), rows)
-            return float(r2_score(y[rows], raw.astype("float64") * self.label_scale + self.label_mean))
+        def score(w: np.ndarray) -> float:
+            out = []
+            with _torch_session(self.seed, self.n_threads), torch.no_grad():
+                self.net.eval()
+                for b in range(0, len(w), PREDICT_BATCH):
+                    out.append(self.net(torch.from_numpy(w[b: b + PREDICT_BATCH])).numpy())
+            pred = np.concatenate(out).astype("float64") * self.label_scale + self.label_mean
+            return float(r2_score(y[rows], pred))
 
-        base = score(z)
+        base = score(windows)
         drops = np.zeros(z.shape[1])
         for j in range(z.shape[1]):
             for _ in range(repeats):
-                shuffled = z.copy()
-                shuffled[:, j] = rng.permutation(shuffled[:, j])
+                column = padded[:, j].copy()
+                column[self.window - 1:] = rng.permutation(z[:, j])
+                shuffled = windows.copy()
+                shuffled[:, :, j] = column[positions]
                 drops[j] += (base - score(shuffled)) / repeats
         return drops
 
@@ -403,6 +414,8 @@ def fit_sequence(model_type: str, X: pd.DataFrame, y: np.ndarray, params: dict[s
     train_ends = np.arange(window - 1, fit_end, stride)
     per_epoch = min(len(train_ends), int(params["epoch_windows"]))
     val_ends = np.arange(max(val_start, window - 1), len(X))
+    if len(val_ends) > int(params["val_windows"]):  # evenly spaced, so it still spans the whole block
+        val_ends = np.unique(val_ends[np.linspace(0, len(val_ends) - 1, int(params["val_windows"])).round().astype(int)])
     batch = int(params["batch_size"])
     history: list[float] = []
     with _torch_session(seed, n_threads):

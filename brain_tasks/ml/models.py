@@ -47,21 +47,22 @@ ARTIFACT_FORMATS = {
 # Sequence models: sized so one fit on ~100k 5m bars takes <= 2 minutes on one CPU thread
 # (bench/train.py).  An epoch is a seeded draw of at most `epoch_windows` windows ending on every
 # `stride`-th bar; at most `epochs` epochs, stopped after `patience` epochs without a better loss on the
-# purged validation block.  `window` and `purge` come from the TrainConfig (its `window`, and the label
-# span plus the embargo).
+# last `val_fraction` of the training rows (scored on at most `val_windows` evenly spaced windows).
+# `window` and `purge` come from the TrainConfig (its `window`, and the label span plus the embargo).
 _SEQUENCE_COMMON: dict[str, Any] = {
     "window": 32,
     "purge": 26,
     "stride": 1,
-    "epoch_windows": 16384,
+    "epoch_windows": 8192,
     "hidden": 32,
     "dropout": 0.1,
-    "epochs": 8,
-    "patience": 2,
-    "batch_size": 256,
+    "epochs": 12,
+    "patience": 3,
+    "batch_size": 128,
     "learning_rate": 1e-3,
     "weight_decay": 1e-4,
     "val_fraction": 0.15,
+    "val_windows": 4096,
     "min_val_rows": 200,
 }
 

@@ -41,9 +41,11 @@ def test_two_trainings_give_identical_bytes_and_the_artifact_reloads_to_identica
     b = make_trainer(model_type, TINY, seed=3).fit(X, y)
     data = a.to_bytes()
     assert data == b.to_bytes()
-    assert a.artifact_format == "safetensors" and not data.startswith(b"\x80")  # never pickle
-    # A plain safetensors file: 8-byte header length, JSON header with our description in its metadata.
+    assert a.artifact_format == "safetensors"
+    # A plain safetensors file (no pickle): 8-byte header length, then a JSON header whose metadata holds
+    # the description.
     (length,) = struct.unpack("<Q", data[:8])
+    assert data[8:9] == b"{"
     header = json.loads(data[8: 8 + length])
     description = json.loads(header["__metadata__"]["brain_tasks"])
     assert description["model_type"] == model_type and description["feature_names"] == list(X.columns)
