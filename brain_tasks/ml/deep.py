@@ -446,6 +446,8 @@ def fit_sequence(model_type: str, X: pd.DataFrame, y: np.ndarray, params: dict[s
                 stale += 1
                 if stale >= int(params["patience"]):
                     break
+        if best_state is None:
+            raise DataError(f"{model_type} training diverged: the validation loss was never finite ({history})")
         net.load_state_dict(best_state)
     description = {
         "format": ARTIFACT_FORMAT,
