@@ -33,14 +33,33 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 worker_pool_start_method = "spawn"
-worker_cancel_long_running_tasks_on_connection_loss = True
+# A broker restart (issue 11): cancelling running late-ack tasks on a connection loss lost them.  The
+# cancel stores a RETRY state in the result backend first; with Redis as the backend that store fails
+# while Redis is down, the cancel is left half done, and the terminated task is then announced REVOKED
+# and *acknowledged* on the new connection (celery/worker/request.py: _announce_cancelled,
+# on_failure -> _announce_revoked), so nothing is redelivered.  Instead the task runs on: its result
+# store and its chain's next message retry until Redis is back, and its message, left in Redis'
+# unacked set, comes back after the visibility timeout if the task could not acknowledge it.  A copy
+# running twice is safe (idempotent steps, claims); whatever is still lost, reconcile_runs re-drives.
+worker_cancel_long_running_tasks_on_connection_loss = False
+result_backend_always_retry = True
+result_backend_max_retries = 60
+task_publish_retry_policy = {"max_retries": 60, "interval_start": 0, "interval_step": 0.5, "interval_max": 2}
 worker_concurrency = _s.concurrency
-# A leaking native library cannot grow a worker process forever.
-worker_max_tasks_per_child = 200
+# A leaking native library cannot grow a worker process forever: a child above this size (KiB) is
+# replaced after its task.  Not a task count: each new spawned child re-imports its modules, and
+# recycling every 200 tasks cost 3-5x plain Celery's throughput (FIELD-NOTES, round 2).
+worker_max_memory_per_child = _s.max_memory_per_child_mb * 1024 or None
+# A spawned child imports the tasks and the ML stack before it reports UP: 2.5-3 s on an idle 2-core
+# machine, 4-15 s on a loaded one and up to ~30 s with every core busy, beyond Celery's default of 4 s:
+# the pool killed replacement after replacement (13 in 70 s; 36 in 3 min in tests/test_pool.py).  The
+# import stays at start-up (lazily it took 1-3.6 s, but moved 2-15 s into the first training's time
+# limit); the cost of a long timeout is only that a child hung at start holds its slot that long.
+worker_proc_alive_timeout = 120.0
 broker_connection_retry_on_startup = True
 
 task_time_limit = _s.task_time_limit
-task_soft_time_limit = max(1, _s.task_time_limit - 30)
+task_soft_time_limit = _s.task_soft_time_limit
 result_expires = 7 * 24 * 3600
 result_extended = True
 task_track_started = True
@@ -79,6 +98,10 @@ if _s.deep_queue and not _s.embedded:
     task_routes = (route_deep_training, task_routes)
 
 if _s.embedded:
+    from brain_tasks.embedded import register_transport
+
+    # Kombu's filesystem transport, with messages made visible atomically (brain_tasks/embedded.py).
+    broker_url = register_transport()
     # Folders shared by the CLI and the worker process it starts; the loop polls quickly because
     # the default one-second poll made chains of short tasks crawl (FIELD-NOTES: ~1 task/s).
     _folder = str(_s.broker_folder)

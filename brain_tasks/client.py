@@ -2,27 +2,46 @@
 
 Importing this module pulls in Celery and SQLAlchemy, not LightGBM or XGBoost: enqueueing uses
 task names only, and a model library is loaded only when `active_model` is asked for the model.
+
+Every error this module raises on purpose is a `BrainError`: a refused request (`RequestError`:
+unknown model type, malformed or unknown symbol, bad date) before anything is enqueued, or a
+`ServiceError` naming the database or broker that cannot be used (password redacted).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-import sqlalchemy as sa
-
-from brain_tasks.brain.db import make_engine
-from brain_tasks.brain.models import ModelManifest, ModelRegistry
-from brain_tasks.runs import as_of_date, run_id_for
+from brain_tasks.brain import registry
+from brain_tasks.brain.db import check_schema, make_engine, redact_url
+from brain_tasks.errors import (BrainError, BrokerUnavailableError, DatabaseUnavailableError, IntegrityError,
+                                SchemaMissingError, ServiceError)
+from brain_tasks.requests import (BadDateError, BadSymbolError, RequestError, UnknownModelError, check_as_of,
+                                  check_models, check_symbols)
+from brain_tasks.runs import run_id_for
 from brain_tasks.settings import Settings, get_settings
+
+__all__ = ["BrainClient", "RunHandle", "ActiveModel", "BrainError", "RequestError", "UnknownModelError",
+           "BadSymbolError", "BadDateError", "ServiceError", "SchemaMissingError", "DatabaseUnavailableError",
+           "BrokerUnavailableError", "IntegrityError", "NoModelError"]
+
+
+class NoModelError(BrainError, LookupError):
+    """The symbol has no champion (nothing was promoted yet) or no stored data to decide on."""
 
 
 @dataclass(frozen=True)
 class RunHandle:
+    """One enqueue of a run: the run's deterministic id, the enqueued task and the attempt it started
+    (the attempt id is the task id)."""
+
     run_id: str
     task_id: str
+    attempt_id: str
 
 
 @dataclass(frozen=True)
@@ -50,18 +69,59 @@ class BrainClient:
     # --- enqueue ---------------------------------------------------------------------------------
     def retrain(self, symbols: Sequence[str], models: Sequence[str] | None = None,
                 as_of: str | dt.date | None = None) -> RunHandle:
-        day = as_of_date(as_of)
-        models = list(models or self.settings.models)
-        result = self.app.send_task("brain_tasks.daily_retrain", kwargs={
-            "symbols": list(symbols), "models": models, "as_of": day.isoformat()})
-        return RunHandle(run_id_for("retrain", day, symbols, models), result.id)
+        """Enqueue the daily retrain of `symbols` as a new attempt of its run (pending rows first); a bad
+        request raises a `RequestError` and enqueues nothing."""
+        day = check_as_of(as_of)
+        symbols = check_symbols(symbols)
+        models = check_models(models or self.settings.models)
+        self._check_known(symbols)
+        return self._enqueue("retrain", "brain_tasks.daily_retrain", run_id_for("retrain", day, symbols, models),
+                             day, symbols, models, {"models": models})
 
     def nightly(self, as_of: str | dt.date | None = None, symbols: Sequence[str] | None = None) -> RunHandle:
-        day = as_of_date(as_of)
-        symbols = list(symbols or self.settings.symbols or self._stored_symbols())
-        result = self.app.send_task("brain_tasks.nightly_analysis",
-                                    kwargs={"symbols": symbols, "as_of": day.isoformat()})
-        return RunHandle(run_id_for("nightly", day, symbols), result.id)
+        """Enqueue the nightly analysis as a new attempt of its run."""
+        day = check_as_of(as_of)
+        check_schema(self.settings.database_url)
+        symbols = check_symbols(symbols or self.settings.symbols or self._stored_symbols())
+        return self._enqueue("nightly", "brain_tasks.nightly_analysis", run_id_for("nightly", day, symbols),
+                             day, symbols, [], {})
+
+    def _enqueue(self, kind: str, task: str, run_id: str, day: dt.date, symbols: list[str], models: list[str],
+                 kwargs: dict[str, Any]) -> RunHandle:
+        from brain_tasks import jobs
+
+        attempt_id = str(uuid.uuid4())
+        # The attempt's rows exist before its message does: `wait` and `status` see it at once.
+        jobs.start_attempt(self.engine, self.settings, kind, run_id, attempt_id, day, symbols, models)
+        result = self._send(task, attempt_id, {"symbols": symbols, "as_of": day.isoformat(),
+                                               "attempt_id": attempt_id, **kwargs})
+        return RunHandle(run_id, result.id, attempt_id)
+
+    def _check_known(self, symbols: list[str]) -> None:
+        """File sources cannot collect a symbol the Brain has never seen: refuse it up front."""
+        check_schema(self.settings.database_url)
+        if self.settings.exchange != "freqtrade":
+            return  # an exchange or the synthetic market collects new symbols in the chain's first step
+        stored = set(self._stored_symbols())
+        unknown = [s for s in symbols if s not in stored]
+        if unknown:
+            raise BadSymbolError(f"unknown symbol {', '.join(unknown)}: no {self.settings.timeframe} candles stored "
+                                 f"for it on {self.settings.exchange!r} (ingest it first)")
+
+    def _send(self, name: str, attempt_id: str, kwargs: dict[str, Any]) -> Any:
+        """send_task with a short connection retry, so a dead broker is named within seconds (and the
+        attempt's pending rows are cancelled: nothing will run them)."""
+        from kombu.exceptions import OperationalError
+
+        from brain_tasks.brain import runs
+
+        try:
+            return self.app.send_task(name, task_id=attempt_id, kwargs=kwargs, retry=True, retry_policy={
+                "max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0})
+        except OperationalError as exc:
+            broker = redact_url(str(self.app.conf.broker_url))
+            runs.cancel_attempt(self.engine, attempt_id, f"the broker {broker} could not be reached")
+            raise BrokerUnavailableError(f"cannot reach the broker {broker}: {exc}; nothing was enqueued") from None
 
     def _stored_symbols(self) -> list[str]:
         from brain_tasks.brain import store
@@ -69,45 +129,67 @@ class BrainClient:
         return store.list_symbols(self.engine, self.settings.exchange, self.settings.timeframe)
 
     # --- read ------------------------------------------------------------------------------------
-    def run_status(self, run_id: str) -> dict[str, Any]:
-        from brain_tasks.jobs import run_status
+    def run_status(self, run_id: str, attempt_id: str | None = None) -> dict[str, Any]:
+        """One attempt of a run (default: its latest): state, per-state counts and per-symbol states."""
+        from brain_tasks.brain import runs
 
-        return run_status(self.engine, run_id)
+        return runs.run_status(self.engine, run_id, attempt_id)
 
-    def wait(self, run_id: str, timeout: float = 3600.0, poll: float = 1.0,
+    def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The most recent runs with their attempts, newest first."""
+        from brain_tasks.brain import runs
+
+        return runs.list_runs(self.engine, limit)
+
+    def wait(self, handle: RunHandle | str, timeout: float = 3600.0, poll: float = 1.0,
              on_poll: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        """Block until the run's summary row is written (or raise TimeoutError); `on_poll` sees every
-        status read on the way (the CLI's progress bar)."""
+        """Block until the attempt is closed (or raise TimeoutError); `on_poll` sees every status read
+        on the way (the CLI's progress bar and liveness check) and may raise to stop waiting.
+
+        `handle` is what `retrain`/`nightly` returned, or a run id: then the run's latest attempt at
+        the time of the call is followed.  Only that attempt's rows are read, so a re-run's wait can
+        never return an earlier attempt's outcome.
+        """
+        from brain_tasks.brain import runs
+
+        if isinstance(handle, RunHandle):
+            run_id, attempt_id = handle.run_id, handle.attempt_id
+        else:
+            run_id, attempt_id = handle, runs.latest_attempt(self.engine, handle)
+            if attempt_id is None:
+                raise LookupError(f"run {run_id} has no attempt")
         deadline = time.monotonic() + timeout
         while True:
-            status = self.run_status(run_id)
+            status = runs.run_status(self.engine, run_id, attempt_id)
             if on_poll is not None:
                 on_poll(status)
-            if status["state"] not in ("pending", "unknown"):
+            if status["state"] not in (*runs.OPEN, "unknown"):
                 return status
             if time.monotonic() > deadline:
-                raise TimeoutError(f"run {run_id} not finished after {timeout:.0f} s: {status['counts']}")
+                raise TimeoutError(f"run {run_id} attempt {attempt_id} not finished after {timeout:.0f} s: "
+                                   f"{status['counts']}")
             time.sleep(poll)
 
     def active_model(self, symbol: str, regime: str | None = None) -> ActiveModel:
-        """The model to trade: the one selected for `regime`, else the champion (sha256 checked)."""
-        from brain_tasks.jobs import get_artifact
+        """The model to trade: the one chosen for `regime` when that choice is a tradeable model, else
+        the champion (sha256 checked).  NoModelError when nothing was promoted yet."""
         from brain_tasks.ml.models import load_model
 
-        row = self._selected(symbol, regime) if regime else None
-        if row is None:
-            row = self._latest(symbol, ModelRegistry.status == "champion")
-        if row is None:
-            raise LookupError(f"no champion model for {symbol!r}")
-        with sa.orm.Session(self.engine) as session:
-            manifest = session.get_one(ModelManifest, (row.symbol, row.model_type, row.version))
-            info = {c.name: getattr(manifest, c.name) for c in ModelManifest.__table__.columns}
-        fmt, data = get_artifact(self.engine, row.artifact_sha256)
-        return ActiveModel(symbol, row.model_type, row.version, regime, info, load_model(fmt, data))
+        chosen = registry.regime_choice(self.engine, symbol).get(regime or "", {})
+        if chosen.get("tradeable") and chosen.get("version") is not None:
+            manifest = registry.manifest(self.engine, symbol, chosen["model_type"], int(chosen["version"]))
+        else:
+            manifest = registry.champion(self.engine, symbol)
+        if manifest is None:
+            raise NoModelError(f"no champion model for {symbol!r}")
+        info = {c.name: getattr(manifest, c.name) for c in manifest.__table__.columns}
+        fmt, data = registry.load_artifact(self.engine, manifest.artifact_sha256)
+        return ActiveModel(symbol, manifest.model_type, manifest.version, regime, info, load_model(fmt, data))
 
     def current_choice(self, symbol: str) -> dict[str, Any]:
-        """The current volatility regime (from the latest stored candles), the model chosen for it and
-        the confidence of that choice."""
+        """The current volatility regime (from the latest stored candles), the model chosen for it, the
+        confidence of that choice and whether to trade at all (`trade`: False with the reason when no
+        model beat doing nothing there)."""
         import pandas as pd
 
         from brain_tasks.brain import store
@@ -118,33 +200,22 @@ class BrainClient:
         last = store.last_timestamp(self.engine, "candles", exchange=s.exchange, symbol=symbol,
                                     timeframe=s.timeframe)
         if last is None:
-            raise LookupError(f"no candles stored for {symbol!r}")
-        champion = self._latest(symbol, ModelRegistry.status == "champion")
+            raise NoModelError(f"no candles stored for {symbol!r}")
+        champion = registry.champion(self.engine, symbol)
         if champion is None:
-            raise LookupError(f"no champion model for {symbol!r}")
-        with sa.orm.Session(self.engine) as session:
-            config = session.get_one(ModelManifest, (symbol, champion.model_type, champion.version)).config
+            raise NoModelError(f"no champion model for {symbol!r}")
         # The regime is classified exactly as the models' training classified it.
-        window, lookback = int(config["regime_window"]), int(config["regime_lookback"])
+        window, lookback = int(champion.config["regime_window"]), int(champion.config["regime_lookback"])
         bar = pd.Timedelta(seconds=timeframe_seconds(s.timeframe))
         candles = store.read_candles(self.engine, s.exchange, symbol, s.timeframe,
                                      start=last - (window + lookback + 1) * bar)
         regimes = volatility_regimes(candles, window=window, lookback=lookback).dropna()
         regime = str(regimes.iloc[-1]) if len(regimes) else "normal"
-        row = self._selected(symbol, regime) or champion
-        choice = (row.selected_regimes or {}).get(regime, {})
-        return {"symbol": symbol, "regime": regime, "as_of_bar": last.isoformat(), "model_type": row.model_type,
-                "version": row.version, "confidence": choice.get("confidence"),
-                "reason": choice.get("reason", "champion (no per-regime choice for this regime)")}
-
-    def _latest(self, symbol: str, *where: Any) -> ModelRegistry | None:
-        with sa.orm.Session(self.engine) as session:
-            return session.scalars(sa.select(ModelRegistry).where(ModelRegistry.symbol == symbol, *where)
-                                   .order_by(ModelRegistry.as_of.desc(), ModelRegistry.updated_at.desc())).first()
-
-    def _selected(self, symbol: str, regime: str) -> ModelRegistry | None:
-        with sa.orm.Session(self.engine) as session:
-            rows = session.scalars(sa.select(ModelRegistry).where(ModelRegistry.symbol == symbol)
-                                   .order_by(ModelRegistry.as_of.desc())).all()
-        latest = rows[0].as_of if rows else None
-        return next((r for r in rows if r.as_of == latest and regime in (r.selected_regimes or {})), None)
+        chosen = registry.regime_choice(self.engine, symbol).get(regime)
+        if chosen is None:
+            return {"symbol": symbol, "regime": regime, "as_of_bar": last.isoformat(),
+                    "model_type": champion.model_type, "version": champion.version, "confidence": None,
+                    "trade": True, "reason": "champion (no per-regime choice for this regime)"}
+        return {"symbol": symbol, "regime": regime, "as_of_bar": last.isoformat(), "model_type": chosen["model_type"],
+                "version": chosen["version"], "confidence": chosen["confidence"], "trade": bool(chosen["tradeable"]),
+                "reason": chosen["reason"]}

@@ -20,3 +20,19 @@ class TransientError(BrainError):
 
 class IntegrityError(BrainError):
     """Stored bytes do not match their recorded sha256 (a corrupted or tampered artifact)."""
+
+
+class ServiceError(BrainError):
+    """The Brain's database or broker cannot be used as configured (named, password redacted)."""
+
+
+class SchemaMissingError(ServiceError):
+    """The database has no Brain schema yet: `brain-tasks db upgrade` creates it."""
+
+
+class DatabaseUnavailableError(ServiceError):
+    """The database cannot be reached or its URL cannot be used."""
+
+
+class BrokerUnavailableError(ServiceError):
+    """The Celery broker cannot be reached: nothing was enqueued."""

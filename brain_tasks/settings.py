@@ -54,6 +54,41 @@ class Settings:
     seed: int = 42
     device: str = "auto"                   # where sequence models (and, if `cuda`, XGBoost) train
     deep_queue: str | None = None          # e.g. `train_gpu`: the queue that takes sequence-model training
+    # Training as of a day whose newest stored bar is older than this at the day's end is `stale`.
+    max_data_age: int = 86400
+    # Paired out-of-time bars needed before a promotion or a live rollback is judged (288 = a day of 5m).
+    min_evidence_bars: int = 288
+    # A model trades a regime only when its deflated Sharpe ratio over every trial reaches this.
+    dsr_level: float = 0.95
+    # A pool child is replaced after a task that leaves it above this resident size (0: never).  About
+    # four times the peak of a real-sized training (~520 MB, bench/train.py): only a leak or an outsized
+    # symbol triggers it.  Replaces recycling every 200 tasks, which re-imported the ML stack each time.
+    max_memory_per_child_mb: int = 2048
+    # A bar whose close is more than this many times (or less than 1/this of) the previous close is
+    # implausible: rejected at collection and skipped by training (a 1e308 print, a unit mix-up).
+    max_bar_ratio: float = 100.0
+
+    # News and social sentiment (brain_tasks.collect_news): feeds as [NAME=]rss:URL or [NAME=]reddit:SUBREDDIT,
+    # extra asset keywords as ASSET=word|word.
+    news_feeds: tuple[str, ...] = ()
+    sentiment_keywords: tuple[str, ...] = ()
+    news_user_agent: str = "brain-tasks/0.1 (news sentiment collector)"
+    news_min_interval: float = 1.0         # seconds between two requests to one feed
+    news_stale_hours: float = 24.0         # a feed whose newest item is older is reported stale
+    news_lookback_hours: int = 72          # how far back the first collection of a feed reaches
+    # Runs (reconcile_runs): how often open attempts are checked, how long past a step's hard time limit
+    # a symbol may go without progress (and with no live task) before its chain is re-driven, and how
+    # many re-drives it gets before it is marked failed.
+    reconcile_interval: int = 300
+    stall_timeout: int = 600
+    max_redrives: int = 2
+
+    @property
+    def task_soft_time_limit(self) -> int:
+        """The soft limit of collect / analysis tasks: 30 s before the hard one, or a tenth of it when the
+        hard limit is short (18 s minus 30 used to leave a soft limit of 1 s, which a loaded machine
+        exceeded in the fan-out task itself)."""
+        return max(1, self.task_time_limit - min(30, max(1, self.task_time_limit // 10)))
 
     @property
     def embedded(self) -> bool:
@@ -113,6 +148,20 @@ def from_environ(env: Mapping[str, str]) -> Settings:
         seed=int(get("BRAIN_SEED") or base.seed),
         device=_device(get("BRAIN_DEVICE") or base.device),
         deep_queue=get("BRAIN_DEEP_QUEUE") or None,
+        max_data_age=int(get("BRAIN_MAX_DATA_AGE") or base.max_data_age),
+        min_evidence_bars=int(get("BRAIN_MIN_EVIDENCE_BARS") or base.min_evidence_bars),
+        dsr_level=float(get("BRAIN_DSR_LEVEL") or base.dsr_level),
+        max_memory_per_child_mb=int(get("BRAIN_MAX_MEMORY_PER_CHILD_MB") or base.max_memory_per_child_mb),
+        max_bar_ratio=float(get("BRAIN_MAX_BAR_RATIO") or base.max_bar_ratio),
+        news_feeds=_csv(get("BRAIN_NEWS_FEEDS")),
+        sentiment_keywords=_csv(get("BRAIN_SENTIMENT_KEYWORDS")),
+        news_user_agent=get("BRAIN_NEWS_USER_AGENT") or base.news_user_agent,
+        news_min_interval=float(get("BRAIN_NEWS_MIN_INTERVAL") or base.news_min_interval),
+        news_stale_hours=float(get("BRAIN_NEWS_STALE_HOURS") or base.news_stale_hours),
+        news_lookback_hours=int(get("BRAIN_NEWS_LOOKBACK_HOURS") or base.news_lookback_hours),
+        reconcile_interval=int(get("BRAIN_RECONCILE_INTERVAL") or base.reconcile_interval),
+        stall_timeout=int(get("BRAIN_STALL_TIMEOUT") or base.stall_timeout),
+        max_redrives=int(get("BRAIN_MAX_REDRIVES") or base.max_redrives),
     )
 
 
@@ -130,4 +179,6 @@ def get_settings() -> Settings:
         raise ValueError(
             "BRAIN_VISIBILITY_TIMEOUT must exceed every hard time limit, or Redis re-delivers a task "
             "that is still running")
+    if not s.max_bar_ratio > 1:
+        raise ValueError("BRAIN_MAX_BAR_RATIO must be a number above 1 (a bar-to-bar price ratio)")
     return s

@@ -26,6 +26,8 @@ from pathlib import Path
 PG_BIN = Path(os.environ.get("BRAIN_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_USER = "postgres"
 STARTUP_TIMEOUT_S = 60.0
+# port -> (data directory, temporary directory) of each running throwaway PostgreSQL, for restarts.
+_PG_SERVERS: dict[int, tuple[Path, Path]] = {}
 
 
 class ServerError(RuntimeError):
@@ -129,6 +131,7 @@ def postgres_server(database: str = "brain", settings: dict[str, str] | None = N
                               "-o", opts, "-w", "-t", str(int(STARTUP_TIMEOUT_S)), "start"]),
                  "pg_ctl start", tmp)
             started = True
+            _PG_SERVERS[port] = (data, tmp)
             url = create_database(f"postgresql+psycopg://{PG_USER}@127.0.0.1:{port}/postgres", database)
         except ServerError as exc:
             log = tmp / "postgres.log"
@@ -136,10 +139,30 @@ def postgres_server(database: str = "brain", settings: dict[str, str] | None = N
             raise ServerError(f"{exc}\n{tail}") from None
         yield url
     finally:
+        _PG_SERVERS.pop(port, None)
         if started:
             subprocess.run(_as_pg_user([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate",
                                         "-w", "stop"]), capture_output=True, env=_clean_env(), cwd=tmp)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def restart_postgres(url: str, mode: str = "fast") -> None:
+    """Restart the throwaway PostgreSQL behind `url` (same port, data directory and options).
+
+    `mode` is pg_ctl's shutdown mode: "fast" ends every session cleanly, "immediate" kills the server
+    processes and the restart goes through crash recovery, as after a power cut.
+    """
+    from sqlalchemy.engine import make_url
+
+    if mode not in ("smart", "fast", "immediate"):
+        raise ValueError(f"unknown pg_ctl shutdown mode {mode!r}")
+    port = make_url(url).port
+    if port not in _PG_SERVERS:
+        raise ServerError(f"no throwaway PostgreSQL of this process listens on port {port}")
+    data, tmp = _PG_SERVERS[port]
+    # pg_ctl restart reuses the options of the previous start (postmaster.opts).
+    _run(_as_pg_user([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(tmp / "postgres.log"), "-m", mode,
+                      "-w", "-t", str(int(STARTUP_TIMEOUT_S)), "restart"]), f"pg_ctl restart -m {mode}", tmp)
 
 
 def _redis_ping(port: int) -> bool:
@@ -182,3 +205,50 @@ def redis_server() -> Iterator[str]:
             proc.wait()
         log.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+class RestartableRedis:
+    """A redis-server with AOF persistence (appendfsync always) that a test can stop with a signal and
+    start again on the same port and directory, as an operator's restart or a crash would."""
+
+    def __init__(self, tmp: Path, port: int) -> None:
+        self.tmp, self.port = tmp, port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ServerError("redis-server is not on PATH: `apt-get install -y redis-server`")
+        self._log = open(self.tmp / "redis.log", "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.tmp), "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--maxmemory-policy", "noeviction",
+             "--daemonize", "no"], stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not _redis_ping(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise ServerError(f"redis-server did not start: {(self.tmp / 'redis.log').read_text()[-2000:]}")
+            time.sleep(0.05)
+
+    def stop(self, sig: int = 15) -> None:
+        """Send `sig` (SIGTERM: a clean shutdown; SIGKILL: a crash) and wait for the process to end."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+@contextlib.contextmanager
+def restartable_redis_server() -> Iterator[RestartableRedis]:
+    """A `RestartableRedis`, started; stopped and removed when the context exits."""
+    server = RestartableRedis(Path(tempfile.mkdtemp(prefix="brain-redis-aof-")), free_port())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop(9)
+        shutil.rmtree(server.tmp, ignore_errors=True)

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from brain_tasks.brain.models import (Base, Candle, DataQualityLog, FeatureDrift, FeatureImportance,
-                                      ModelArtifact, ModelComparison, ModelManifest, ModelRegistry,
+                                      ModelArtifact, ModelComparison, ModelManifest, RegimeChoice, ModelRegistry,
                                       RollbackLog, TrainingRun)
 from brain_tasks.errors import IntegrityError
 from brain_tasks.report import equity_curve, load_symbol, write_report
@@ -53,8 +53,7 @@ class Brain:
         self.engine = engine
         self.seed = 0
 
-    def version(self, symbol: str, model_type: str, version: int, as_of: dt.date, status: str,
-                selected: dict | None = None) -> str:
+    def version(self, symbol: str, model_type: str, version: int, as_of: dt.date, status: str) -> str:
         self.seed += 1
         data = oos_bytes(self.seed)
         digest = hashlib.sha256(data).hexdigest()
@@ -69,7 +68,7 @@ class Brain:
                 data_start=STAMP - dt.timedelta(days=30), data_end=STAMP, n_rows=400, code_version="0.1.0",
                 seed=42, created_at=STAMP))
             conn.execute(sa.insert(ModelRegistry).values(
-                **common, status=status, composite_score=0.1, selected_regimes=selected or {},
+                **common, status=status, composite_score=0.1,
                 created_at=STAMP, updated_at=STAMP))
         return digest
 
@@ -107,14 +106,18 @@ def build_brain(engine: sa.Engine) -> Brain:
     """BTC: a champion from day 1 kept over two rejected day-2 versions; ETH: day-2 candidates,
     no champion yet; SOL: candles only."""
     b = Brain(engine)
-    b.version(BTC, "lightgbm", 1, DAY1, "champion",
-              selected={"low": {"confidence": 0.91, "reason": "best composite"},
-                        "high": {"confidence": 0.64, "reason": "best composite"}})
+    b.version(BTC, "lightgbm", 1, DAY1, "champion")
     b.version(BTC, "lightgbm", 2, DAY2, "rejected")
     b.version(BTC, "xgboost", 1, DAY2, "rejected")
-    b.version(ETH, "lightgbm", 1, DAY2, "candidate", selected={"high": {"confidence": 0.55, "reason": "calm"}})
-    b.version(ETH, "xgboost", 1, DAY2, "candidate",
-              selected={"low": {"confidence": 0.91, "reason": EVIL}, "normal": {"confidence": 0.7}})
+    b.version(ETH, "lightgbm", 1, DAY2, "candidate")
+    b.version(ETH, "xgboost", 1, DAY2, "candidate")
+    # The current per-regime choice (regime_choices) is ETH's day-2 one; BTC's day-2 selection found nothing
+    # to choose (both versions rejected), which cleared its day-1 choice.
+    b.add(RegimeChoice, [
+        dict(symbol=ETH, regime=regime, model_type=model, version=1, confidence=conf, tradeable=True, reason=why,
+             as_of=DAY2, details={}, updated_at=STAMP)
+        for regime, model, conf, why in (("high", "lightgbm", 0.55, "calm"), ("low", "xgboost", 0.91, EVIL),
+                                         ("normal", "xgboost", 0.7, ""))])
     b.add(ModelComparison, [comparison(BTC, "lightgbm", 1, n_trades=41.0), comparison(BTC, "xgboost", 2),
                             dict(comparison(ETH, "xgboost", 1), version=1), dict(comparison(ETH, "lightgbm", 2))])
     features = [MATH_FEATURE] + [f"feat_{i:02d}" for i in range(1, 20)]
@@ -140,7 +143,8 @@ def build_brain(engine: sa.Engine) -> Brain:
         dict(quality, symbol=ETH, check="gap", ts_start=STAMP - dt.timedelta(hours=2), resolved=True),
         dict(quality, symbol=ETH, check="nan", ts_start=STAMP, resolved=False, severity="error"),
     ])
-    run = dict(as_of=DAY2, models=["lightgbm", "xgboost"], details={}, started_at=STAMP, finished_at=STAMP)
+    run = dict(as_of=DAY2, models=["lightgbm", "xgboost"], details={}, started_at=STAMP, finished_at=STAMP,
+               attempt_id="a1", kind="retrain", redrives=0)
     b.add(TrainingRun, [dict(run, run_id="daily-2024-03-02-abc", symbol="*", state="partial", error="1 of 3 failed"),
                         dict(run, run_id="daily-2024-03-02-abc", symbol=BTC, state="succeeded", error=None),
                         dict(run, run_id="daily-2024-03-02-abc", symbol=SOL, state="failed",

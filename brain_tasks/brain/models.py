@@ -11,8 +11,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import (JSON, Boolean, Date, DateTime, Double, Integer, LargeBinary, MetaData, String, Text,
-                        UniqueConstraint)
+from sqlalchemy import (JSON, Boolean, Date, DateTime, Double, Index, Integer, LargeBinary, MetaData, String, Text,
+                        UniqueConstraint, text)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -186,22 +186,26 @@ class ModelManifest(Base):
 
 
 class ModelRegistry(Base):
-    """One row per trained version; status says its role, selected_regimes the regimes it trades."""
+    """One row per trained version; status says its role (the regimes it trades: regime_choices)."""
 
     __tablename__ = "model_registry"
     __table_args__ = (UniqueConstraint("symbol", "model_type", "as_of", "config_hash",
-                                       name="uq_model_registry_identity"),)
+                                       name="uq_model_registry_identity"),
+                      # Exactly one champion per symbol, whatever the code above it does.
+                      Index("uq_model_registry_one_champion", "symbol", unique=True,
+                            postgresql_where=text("status = 'champion'"),
+                            sqlite_where=text("status = 'champion'")))
     symbol: Mapped[str] = _key()
     model_type: Mapped[str] = _key(32)
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
     as_of: Mapped[dt.date] = mapped_column(Date)
     config_hash: Mapped[str] = mapped_column(String(64))
     artifact_sha256: Mapped[str] = mapped_column(String(64))
-    # candidate -> champion | rejected; champion -> previous (superseded) | rolled_back
+    # candidate -> champion | rejected (the champion stayed) | backfill (trained as of a date before the
+    # champion's: recorded, never promoted); champion -> previous (superseded) | rolled_back (live
+    # rollback restored the previous champion).  See brain/registry.py.
     status: Mapped[str] = mapped_column(String(16))
     composite_score: Mapped[float | None]
-    # {regime: {"confidence": float, "score": float, "reason": str}} for the regimes this version trades
-    selected_regimes: Mapped[dict[str, Any]]
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
 
@@ -250,7 +254,8 @@ class RollbackLog(Base):
     symbol: Mapped[str] = _key()
     as_of: Mapped[dt.date] = mapped_column(Date, primary_key=True)
     config_hash: Mapped[str] = _key(64)
-    action: Mapped[str] = mapped_column(String(24))  # promote | keep | rollback | insufficient_evidence
+    # promote | keep | insufficient_evidence | backfill | unchanged (retrain decisions), rollback (nightly)
+    action: Mapped[str] = mapped_column(String(24))
     model_type: Mapped[str] = mapped_column(String(32))
     from_version: Mapped[int | None] = mapped_column(Integer)
     to_version: Mapped[int | None] = mapped_column(Integer)
@@ -260,17 +265,30 @@ class RollbackLog(Base):
 
 
 class TrainingRun(Base):
-    """One row per (fan-out run, symbol); symbol '*' is the run's own summary row."""
+    """One row per (attempt, symbol) of a run; symbol '*' is the attempt's summary row.
+
+    A run's id is deterministic (what it does: kind, as-of, symbols, models); every enqueue of it is
+    a new attempt with its own id, so a re-run never reads the states of an earlier one.  The truth
+    about an attempt lives here, not in the broker: each symbol carries the step it reached, when it
+    last made progress and a deadline past which `reconcile_runs` may re-drive it.
+    """
 
     __tablename__ = "training_runs"
-    run_id: Mapped[str] = _key(96)
+    attempt_id: Mapped[str] = _key(96)
     symbol: Mapped[str] = _key()
+    run_id: Mapped[str] = mapped_column(String(96), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # retrain | nightly
     as_of: Mapped[dt.date] = mapped_column(Date)
-    state: Mapped[str] = mapped_column(String(16))  # pending | running | succeeded | failed | skipped
+    # pending | running | succeeded | failed | skipped | cancelled; the summary row also: partial
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    step: Mapped[str | None] = mapped_column(String(32))  # the last step that started
     models: Mapped[list[Any]]
     error: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict[str, Any]]
+    redrives: Mapped[int] = mapped_column(Integer)  # times reconcile_runs re-sent this symbol's chain
     started_at: Mapped[dt.datetime | None]
+    progress_at: Mapped[dt.datetime | None]
+    deadline: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]
 
 
@@ -290,6 +308,48 @@ class FeatureDrift(Base):
     current_end: Mapped[dt.datetime]
     n_reference: Mapped[int] = mapped_column(Integer)
     n_current: Mapped[int] = mapped_column(Integer)
+    # Dependence-aware test (ml/drift.py): p-value adjusted over the features (Holm), the mean shift
+    # in reference standard deviations, and the effective sample sizes the autocorrelation leaves.
+    pvalue: Mapped[float | None]
+    effect_size: Mapped[float | None]
+    n_eff_reference: Mapped[float | None]
+    n_eff_current: Mapped[float | None]
+
+
+class ChampionHistory(Base):
+    """Every change of a symbol's champion (promotion, live rollback, pin) with its reason and evidence:
+    the alias history a registry needs to answer "what traded when, and why"."""
+
+    __tablename__ = "champion_history"
+    symbol: Mapped[str] = _key()
+    # Deterministic per decision (e.g. "promote:2018-01-30:<config hash>"), so a repeated step adds no row.
+    event_id: Mapped[str] = _key(128)
+    action: Mapped[str] = mapped_column(String(24))  # promote | rollback | pin
+    model_type: Mapped[str] = mapped_column(String(32))
+    version: Mapped[int] = mapped_column(Integer)
+    from_model_type: Mapped[str | None] = mapped_column(String(32))
+    from_version: Mapped[int | None] = mapped_column(Integer)
+    as_of: Mapped[dt.date] = mapped_column(Date)
+    reason: Mapped[str] = mapped_column(Text)
+    evidence: Mapped[dict[str, Any]]
+    created_at: Mapped[dt.datetime]
+
+
+class RegimeChoice(Base):
+    """The model to trade in each volatility regime of a symbol, as of the latest selection; model_type
+    'flat' (version NULL) when no candidate beat doing nothing with enough evidence."""
+
+    __tablename__ = "regime_choices"
+    symbol: Mapped[str] = _key()
+    regime: Mapped[str] = _key(16)
+    model_type: Mapped[str] = mapped_column(String(32))
+    version: Mapped[int | None] = mapped_column(Integer)
+    confidence: Mapped[float | None]
+    tradeable: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(Text)
+    as_of: Mapped[dt.date] = mapped_column(Date)
+    details: Mapped[dict[str, Any]]
+    updated_at: Mapped[dt.datetime]
 
 
 TABLES = tuple(Base.metadata.sorted_tables)

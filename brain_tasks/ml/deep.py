@@ -276,33 +276,49 @@ class SequenceModel:
         phi = phi.sum(axis=1) * self.label_scale  # per feature, in label units
         return np.column_stack([phi, np.full(len(rows), base * self.label_scale + self.label_mean)])
 
-    def importance(self, X: pd.DataFrame, y: Any, methods: tuple[str, ...] | list[str], sample_rows: int,
-                   seed: int) -> pd.DataFrame:
-        """``compute_importance``'s frame for a window model on consecutive rows X (the first
-        ``context_rows`` serve as context only): ``shap`` (expected gradients on up to SHAP_ROWS of the
-        sampled rows), ``permutation`` (a column shuffled over all rows of X, then re-windowed; drop in
-        R^2 on the sampled rows) and ``correlation``."""
+    def _importance_values(self, X: pd.DataFrame, y: Any, methods: tuple[str, ...] | list[str], sample_rows: int,
+                           seed: int, repeats: int, shap_rows: int | None) -> list[tuple[str, np.ndarray, int]]:
+        """(method, values, rows used) on consecutive rows X whose first ``context_rows`` are context only:
+        ``shap`` (expected gradients on ``shap_rows`` of the sampled rows, at most SHAP_ROWS),
+        ``permutation`` (a column shuffled over all rows of X, then re-windowed; drop in R^2 on the
+        sampled rows) and ``correlation`` (|Spearman|, model-free)."""
         from brain_tasks.ml import importance as imp
 
         target = np.asarray(y, dtype="float64")
-        first = min(self.context_rows, max(len(X) - 1, 0))
-        candidates = np.arange(first, len(X))
+        candidates = np.arange(min(self.context_rows, max(len(X) - 1, 0)), len(X))
         rng = np.random.default_rng(seed)
         rows = candidates if len(candidates) <= sample_rows else np.sort(
             rng.choice(candidates, size=sample_rows, replace=False))
-        frames = []
+        n_shap = min(SHAP_ROWS, len(rows), shap_rows or len(rows))
+        out = []
         for method in dict.fromkeys("shap" if m == "variance" else m for m in methods):
             if method == "shap":
-                few = rows if len(rows) <= SHAP_ROWS else np.sort(rng.choice(rows, SHAP_ROWS, replace=False))
-                values = np.abs(self.contributions(X, few)[:, :-1]).mean(axis=0)
+                few = rows[:: max(1, len(rows) // n_shap)][:n_shap]  # spread over the whole block
+                out.append((method, np.abs(self.contributions(X, few)[:, :-1]).mean(axis=0), len(few)))
             elif method == "permutation":
-                values = self._permutation(X, target, rows, seed, imp.PERMUTATION_REPEATS)
+                out.append((method, self._permutation(X, target, rows, seed, repeats), len(rows)))
             elif method == "correlation":
-                values = imp._correlation(X[self.feature_names].iloc[rows], target[rows])
+                out.append((method, imp._rank_correlation(X[self.feature_names].iloc[rows], target[rows]), len(rows)))
             else:
                 raise ValueError(f"unknown importance method {method!r}")
-            frames.append(imp._ranked(method, self.feature_names, values))
-        return pd.concat(frames, ignore_index=True)
+        return out
+
+    def importance(self, X: pd.DataFrame, y: Any, methods: tuple[str, ...] | list[str], sample_rows: int,
+                   seed: int) -> pd.DataFrame:
+        """``compute_importance``'s ranked frame (method, feature, importance, rank) on consecutive rows X."""
+        from brain_tasks.ml import importance as imp
+
+        values = self._importance_values(X, y, methods, sample_rows, seed, imp.PERMUTATION_REPEATS, None)
+        return pd.concat([imp._ranked(m, self.feature_names, v) for m, v, _ in values], ignore_index=True)
+
+    def fold_importance(self, X: pd.DataFrame, y: Any, *, methods: tuple[str, ...], sample_rows: int, seed: int,
+                        permutation_repeats: int = 1, shap_rows: int | None = None) -> pd.DataFrame:
+        """``importance.fold_importance``'s unranked frame (method, feature, importance, n_rows) on a test
+        block X preceded by its ``context_rows`` (SHAP on half the sampled rows unless ``shap_rows``)."""
+        values = self._importance_values(X, y, methods, sample_rows, seed, permutation_repeats,
+                                         shap_rows or max(1, (min(sample_rows, len(X)) + 1) // 2))
+        return pd.concat([pd.DataFrame({"method": m, "feature": self.feature_names, "importance": v, "n_rows": n})
+                          for m, v, n in values], ignore_index=True)
 
     def _permutation(self, X: pd.DataFrame, y: np.ndarray, rows: np.ndarray, seed: int, repeats: int) -> np.ndarray:
         from sklearn.metrics import r2_score
