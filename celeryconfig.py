@@ -9,6 +9,8 @@ Why each non-default is here (see FIELD-NOTES.md):
 - prefetch 1: training tasks are long; a prefetched one would wait behind its sibling.
 """
 
+from typing import Any
+
 from kombu import Queue
 
 from brain_tasks.settings import get_settings
@@ -73,6 +75,27 @@ task_routes = {
     "brain_tasks.compute_importance": {"queue": "train"},
     "brain_tasks.*": {"queue": "analysis"},
 }
+
+# BRAIN_DEEP_QUEUE (e.g. train_gpu): sequence-model training goes to its own queue, so GPU workers
+# (`-Q train_gpu`) take only that work.  Same tuple as brain_tasks.ml.models.SEQUENCE_TYPES (a test
+# checks), written out so the broker config never imports the ML stack.
+SEQUENCE_MODEL_TYPES = ("lstm", "cnn", "transformer")
+
+
+def route_deep_training(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> Any:
+    """Route ``train_symbol`` of a sequence model type to the deep queue; None lets the table decide."""
+    if name != "brain_tasks.train_symbol":
+        return None
+    model_type = kwargs.get("model_type") if kwargs else None
+    if model_type is None and args and len(args) > 1:
+        model_type = args[1]
+    return {"queue": _s.deep_queue} if model_type in SEQUENCE_MODEL_TYPES else None
+
+
+# Embedded mode's local worker consumes the three fixed queues only, so the deep queue needs a broker.
+if _s.deep_queue and not _s.embedded:
+    task_queues = (*task_queues, Queue(_s.deep_queue))
+    task_routes = (route_deep_training, task_routes)
 
 if _s.embedded:
     from brain_tasks.embedded import register_transport

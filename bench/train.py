@@ -4,7 +4,9 @@ Run with ``python bench/train.py``.  Per trainer it prints the time of one fit o
 the time of the default importance (sampled rows) as a fraction of that fit, the whole walk-forward
 ``train_and_evaluate`` with the default config, and the process's peak memory (ru_maxrss).  The data
 is the team's seeded synthetic market (candles, funding, open interest, liquidations), about a year
-of 5m bars.
+of 5m bars.  The sequence models (one torch thread) also print the epochs they ran and the best one;
+``--no-walk-forward`` skips the walk-forward (six fits each), e.g.
+``python bench/train.py --models lstm,cnn,transformer --no-walk-forward``.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def _market() -> dict:
     }
 
 
-def worker(model_type: str, importance_rows: int) -> dict:
+def worker(model_type: str, importance_rows: int, walk_forward: bool = True) -> dict:
     """Measure one trainer; runs in a fresh process so ru_maxrss is this trainer's peak."""
     from brain_tasks.ml.importance import compute_importance
     from brain_tasks.ml.models import make_trainer
@@ -63,16 +65,27 @@ def worker(model_type: str, importance_rows: int) -> dict:
         liquidations=market["liquidations"],
     )
     rss_data = _rss_mb()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     trainer = make_trainer(model_type, config.model_params(model_type), seed=config.seed, n_threads=1).fit(X, y)
-    fit_s = time.perf_counter() - t0
+    fit_s, fit_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     methods = ("shap", "permutation", "correlation")
+    # What pipeline.explain passes: the most recent rows (consecutive, which a window model needs).
+    Xi, yi = X.iloc[-4 * importance_rows:], y.iloc[-4 * importance_rows:]
     t0 = time.perf_counter()
-    compute_importance(trainer, X, y, methods=methods, sample_rows=importance_rows, seed=0)
+    compute_importance(trainer, Xi, yi, methods=methods, sample_rows=importance_rows, seed=0)
     importance_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    compute_importance(trainer, X, y, methods=methods[:1], sample_rows=importance_rows, seed=0)
+    compute_importance(trainer, Xi, yi, methods=methods[:1], sample_rows=importance_rows, seed=0)
     shap_s = time.perf_counter() - t0
+    training = getattr(trainer.model, "description", {}).get("training", {})
+    epochs = f"{len(training['validation_loss'])}/{training['best_epoch'] + 1}" if training else "-"
+    per_epoch = fit_s / len(training["validation_loss"]) if training else float("nan")
+    if not walk_forward:
+        return {"model_type": model_type, "rows": len(X), "features": X.shape[1], "fit_s": fit_s,
+                "fit_cpu_s": fit_cpu_s, "epoch_s": per_epoch,
+                "importance_s": importance_s, "shap_or_variance_s": shap_s, "pipeline_s": float("nan"),
+                "epochs": epochs, "rss_after_data_mb": rss_data,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     t0 = time.perf_counter()
     result = train_and_evaluate(
         market["candles"],
@@ -92,6 +105,9 @@ def worker(model_type: str, importance_rows: int) -> dict:
         "shap_or_variance_s": shap_s,
         "pipeline_s": pipeline_s,
         "oos_sharpe": result.metrics["sharpe"],
+        "epochs": epochs,
+        "fit_cpu_s": fit_cpu_s,
+        "epoch_s": per_epoch,
         "rss_after_data_mb": rss_data,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -100,11 +116,12 @@ def worker(model_type: str, importance_rows: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--models", default="lightgbm,xgboost,baseline")
+    parser.add_argument("--models", default="lightgbm,xgboost,baseline,lstm,cnn,transformer")
+    parser.add_argument("--no-walk-forward", action="store_true", help="skip train_and_evaluate")
     parser.add_argument("--importance-rows", type=int, default=1000, help="rows sampled for importance")
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.importance_rows)))
+        print(json.dumps(worker(args.worker, args.importance_rows, not args.no_walk_forward)))
         return
     # One OpenMP thread per training process, as the workers run (see FIELD-NOTES).
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -113,31 +130,39 @@ def main() -> None:
         f"importance on {args.importance_rows} sampled rows (shap/variance + permutation + correlation)"
     )
     header = (
-        f"{'trainer':<9} {'rows':>7} {'feat':>4} {'fit s':>7} {'importance s':>12} {'imp/fit':>8} "
+        f"{'trainer':<11} {'rows':>7} {'feat':>4} {'fit s':>7} {'cpu s':>7} {'epochs':>6} {'s/epoch':>7} "
+        f"{'importance s':>12} {'imp/fit':>8} "
         f"{'shap s':>7} {'walk-fwd s':>10} {'data MB':>8} {'peak MB':>8}"
     )
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(header)
     print("-" * len(header))
     for model_type in args.models.split(","):
         proc = subprocess.run(
-            [sys.executable, __file__, "--worker", model_type, "--importance-rows", str(args.importance_rows)],
+            [sys.executable, __file__, "--worker", model_type, "--importance-rows", str(args.importance_rows),
+             *(["--no-walk-forward"] if args.no_walk_forward else [])],
             env=env,
             capture_output=True,
             text=True,
             check=False,
         )
         if proc.returncode != 0:
-            print(f"{model_type:<9} FAILED\n{proc.stderr[-2000:]}")
+            print(f"{model_type:<11} FAILED\n{proc.stderr[-2000:]}")
             continue
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         print(
-            f"{r['model_type']:<9} {r['rows']:>7} {r['features']:>4} {r['fit_s']:>7.2f} {r['importance_s']:>12.2f} "
+            f"{r['model_type']:<11} {r['rows']:>7} {r['features']:>4} {r['fit_s']:>7.2f} {r['fit_cpu_s']:>7.2f} "
+            f"{r['epochs']:>6} {r['epoch_s']:>7.2f} "
+            f"{r['importance_s']:>12.2f} "
             f"{r['importance_s'] / r['fit_s']:>8.2f} {r['shap_or_variance_s']:>7.2f} {r['pipeline_s']:>10.2f} "
             f"{r['rss_after_data_mb']:>8.0f} {r['peak_rss_mb']:>8.0f}"
         )
     print(
-        "fit = one fit on all rows; walk-fwd = train_and_evaluate (5 folds + final model + importance); "
-        "peak MB = ru_maxrss of the trainer's process, data MB = RSS once the feature matrix is built"
+        "fit = one fit on all rows (wall and CPU seconds); epochs = epochs run / best epoch and s/epoch "
+        "(sequence models: a fit takes at most `epochs` x s/epoch); walk-fwd = "
+        "train_and_evaluate (5 folds + final model + importance); importance on the last 4 x importance-rows "
+        "rows as pipeline.explain; peak MB = ru_maxrss of the trainer's process, data MB = RSS once the "
+        "feature matrix is built"
     )
 
 

@@ -137,7 +137,7 @@ def train_symbol(engine: sa.Engine, settings: Settings, symbol: str, model_type:
                           "trained on the same data with the same config", reused_as_of=same.as_of.isoformat())
         # Importance is computed here, out of sample: each fold's model on its own test block.
         result = train_and_evaluate(market["candles"], model_type, config, **_market_kwargs(market),
-                                    with_importance=True)
+                                    with_importance=True, device=settings.device)
         version = registry.register_version(engine, symbol, model_type, as_of, config=config.to_dict(),
                                             config_hash=chash, result=result, code_version=__version__,
                                             seed=config.seed)

@@ -15,6 +15,7 @@ from typing import Mapping
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = ("lightgbm", "xgboost", "baseline")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def _csv(value: str | None, default: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -51,6 +52,8 @@ class Settings:
     concurrency: int = field(default_factory=lambda: os.cpu_count() or 2)
     sample_dir: Path = REPO_ROOT / "sample" / "freqtrade-testdata"
     seed: int = 42
+    device: str = "auto"                   # where sequence models (and, if `cuda`, XGBoost) train
+    deep_queue: str | None = None          # e.g. `train_gpu`: the queue that takes sequence-model training
     # Training as of a day whose newest stored bar is older than this at the day's end is `stale`.
     max_data_age: int = 86400
     # Paired out-of-time bars needed before a promotion or a live rollback is judged (288 = a day of 5m).
@@ -146,6 +149,8 @@ def from_environ(env: Mapping[str, str]) -> Settings:
         concurrency=int(get("BRAIN_CONCURRENCY") or base.concurrency),
         sample_dir=Path(get("BRAIN_SAMPLE_DIR") or base.sample_dir),
         seed=int(get("BRAIN_SEED") or base.seed),
+        device=_device(get("BRAIN_DEVICE") or base.device),
+        deep_queue=get("BRAIN_DEEP_QUEUE") or None,
         max_data_age=int(get("BRAIN_MAX_DATA_AGE") or base.max_data_age),
         min_evidence_bars=int(get("BRAIN_MIN_EVIDENCE_BARS") or base.min_evidence_bars),
         dashboard_auth=get("BRAIN_DASHBOARD_AUTH") or None,
@@ -163,6 +168,12 @@ def from_environ(env: Mapping[str, str]) -> Settings:
         stall_timeout=int(get("BRAIN_STALL_TIMEOUT") or base.stall_timeout),
         max_redrives=int(get("BRAIN_MAX_REDRIVES") or base.max_redrives),
     )
+
+
+def _device(value: str) -> str:
+    if value not in DEVICES:
+        raise ValueError(f"BRAIN_DEVICE must be one of {DEVICES}, got {value!r}")
+    return value
 
 
 @lru_cache(maxsize=1)

@@ -26,6 +26,11 @@ The in-sample ``compute_importance`` below remains for explaining a stored model
   instead, labelled honestly.
 - ``permutation``: scikit-learn's permutation importance (drop in R^2 when the column is shuffled).
 - ``correlation``: |Spearman correlation| between feature and label (model-free).
+
+Sequence models (``context_rows`` > 0) compute the same frames themselves on consecutive rows
+(``brain_tasks.ml.deep.SequenceModel.importance`` / ``fold_importance``): ``shap`` from shap's gradient
+explainer (expected gradients, summed over the window), permutation of a column before windowing,
+correlation as here.
 """
 
 from __future__ import annotations
@@ -152,6 +157,10 @@ def compute_importance(
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"unknown importance methods {sorted(unknown)}; known: {METHODS}")
+    window_model = getattr(model, "model", None) or model
+    if getattr(window_model, "context_rows", 0):
+        # A sequence model reads each row's preceding rows: it samples inside X's consecutive rows itself.
+        return window_model.importance(X, y, tuple(methods), sample_rows, seed)
     names = list(getattr(model, "feature_names", X.columns))
     Xs, ys = _sample(X[names], np.asarray(y, dtype="float64"), sample_rows, seed)
     target = getattr(model, "model", None) or model  # a fitted Trainer delegates to its model
@@ -260,6 +269,12 @@ def fold_importance(
     unknown = set(methods) - set(OOS_METHODS)
     if unknown:
         raise ValueError(f"unknown out-of-sample importance methods {sorted(unknown)}; known: {OOS_METHODS}")
+    window_model = getattr(model, "model", None) or model
+    if getattr(window_model, "context_rows", 0):
+        # A sequence model reads each row's preceding rows: X_test starts with its context rows (inputs
+        # only, never scored) and the model samples inside the consecutive rows itself.
+        return window_model.fold_importance(X_test, y_test, methods=methods, sample_rows=sample_rows, seed=seed,
+                                            permutation_repeats=permutation_repeats, shap_rows=shap_rows)
     names = list(getattr(model, "feature_names", X_test.columns))
     Xs, ys = _sample(X_test[names], np.asarray(y_test, dtype="float64"), sample_rows, seed)
     target = getattr(model, "model", None) or model

@@ -5,15 +5,20 @@
 - ``baseline``: scikit-learn mean imputation + standardisation + Ridge, artifact = JSON of the
   fitted numbers ('linear-json'); prediction is recomputed from those numbers so a reloaded model
   predicts exactly like the trainer.
+- ``lstm``, ``cnn``, ``transformer``: PyTorch sequence models over windows of the last ``window`` rows
+  (``brain_tasks.ml.deep``, imported only when one is trained or loaded, so torch stays out of
+  processes that never touch them); artifact = safetensors with a JSON description ('safetensors').
 
-All three are deterministic for a given seed and thread count.
+Every model predicts one value per row of X, row i using rows ``i - context_rows .. i`` only
+(``context_rows`` is 0 for the tabular models, ``window - 1`` for the sequence models).
+All are deterministic for a given seed and thread count (the sequence models on the CPU).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import lightgbm as lgb
 import numpy as np
@@ -26,8 +31,40 @@ from sklearn.preprocessing import StandardScaler
 
 from brain_tasks.errors import DataError
 
-MODEL_TYPES = ("lightgbm", "xgboost", "baseline")
-ARTIFACT_FORMATS = {"lightgbm": "lightgbm-text", "xgboost": "xgboost-ubj", "baseline": "linear-json"}
+if TYPE_CHECKING:
+    from brain_tasks.ml.deep import SequenceModel
+
+TABULAR_TYPES = ("lightgbm", "xgboost", "baseline")
+SEQUENCE_TYPES = ("lstm", "cnn", "transformer")  # the same tuple as brain_tasks.ml.deep's
+MODEL_TYPES = TABULAR_TYPES + SEQUENCE_TYPES
+ARTIFACT_FORMATS = {
+    "lightgbm": "lightgbm-text",
+    "xgboost": "xgboost-ubj",
+    "baseline": "linear-json",
+    **dict.fromkeys(SEQUENCE_TYPES, "safetensors"),
+}
+
+# Sequence models: sized so one fit on ~100k 5m bars takes <= 2 minutes on one CPU thread
+# (bench/train.py).  An epoch is a seeded draw of at most `epoch_windows` windows ending on every
+# `stride`-th bar; at most `epochs` epochs, stopped after `patience` epochs without a better loss on the
+# last `val_fraction` of the training rows (scored on at most `val_windows` evenly spaced windows).
+# `window` and `purge` come from the TrainConfig (its `window`, and the label span plus the embargo).
+_SEQUENCE_COMMON: dict[str, Any] = {
+    "window": 32,
+    "purge": 26,
+    "stride": 1,
+    "epoch_windows": 8192,
+    "hidden": 32,
+    "dropout": 0.1,
+    "epochs": 12,
+    "patience": 3,
+    "batch_size": 128,
+    "learning_rate": 1e-3,
+    "weight_decay": 1e-4,
+    "val_fraction": 0.15,
+    "val_windows": 4096,
+    "min_val_rows": 200,
+}
 
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "lightgbm": {
@@ -55,6 +92,9 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     # Labels are mostly noise: strong shrinkage on the standardised features keeps the linear
     # baseline from chasing collinear volatility features out of sample.
     "baseline": {"alpha": 1000.0},
+    "lstm": {**_SEQUENCE_COMMON, "layers": 1},
+    "cnn": {**_SEQUENCE_COMMON},
+    "transformer": {**_SEQUENCE_COMMON, "layers": 2, "heads": 4},
 }
 
 
@@ -79,6 +119,7 @@ class LightGBMModel:
     """A fitted LightGBM booster."""
 
     artifact_format = "lightgbm-text"
+    context_rows = 0
 
     def __init__(self, booster: lgb.Booster) -> None:
         self.booster = booster
@@ -103,6 +144,7 @@ class XGBoostModel:
     """A fitted XGBoost booster."""
 
     artifact_format = "xgboost-ubj"
+    context_rows = 0
 
     def __init__(self, booster: xgb.Booster) -> None:
         self.booster = booster
@@ -128,6 +170,7 @@ class LinearModel:
     """Mean imputation, standardisation and a linear map, held as plain numbers."""
 
     artifact_format = "linear-json"
+    context_rows = 0
 
     def __init__(
         self,
@@ -188,7 +231,7 @@ class LinearModel:
         )
 
 
-FittedModel = LightGBMModel | XGBoostModel | LinearModel
+FittedModel = Union[LightGBMModel, XGBoostModel, LinearModel, "SequenceModel"]
 
 
 def _check_xy(X: pd.DataFrame, y: Any) -> tuple[pd.DataFrame, np.ndarray]:
@@ -251,18 +294,32 @@ _FITTERS: dict[str, Callable[..., FittedModel]] = {
 class Trainer:
     """Fits one model type; after ``fit`` it predicts, explains and serialises like the fitted model."""
 
-    def __init__(self, model_type: str, params: dict[str, Any], seed: int, n_threads: int) -> None:
+    def __init__(self, model_type: str, params: dict[str, Any], seed: int, n_threads: int,
+                 device: str = "cpu") -> None:
         self.model_type = model_type
         self.params = params
         self.seed = seed
         self.n_threads = n_threads
+        self.device = device
         self.artifact_format = ARTIFACT_FORMATS[model_type]
         self.model: FittedModel | None = None
 
+    @property
+    def context_rows(self) -> int:
+        """Rows before a predicted row that its prediction reads (``window - 1`` for sequence models)."""
+        return int(self.params["window"]) - 1 if self.model_type in SEQUENCE_TYPES else 0
+
     def fit(self, X: pd.DataFrame, y: Any) -> Trainer:
-        """Train on X (DataFrame, column names become feature names) and y."""
+        """Train on X (DataFrame, column names become feature names; consecutive bars for the sequence
+        models) and y."""
         X, target = _check_xy(X, y)
-        self.model = _FITTERS[self.model_type](X, target, self.params, self.seed, self.n_threads)
+        if self.model_type in SEQUENCE_TYPES:
+            from brain_tasks.ml.deep import fit_sequence  # torch only where a sequence model is trained
+
+            self.model = fit_sequence(self.model_type, X, target, self.params, self.seed, self.n_threads,
+                                      self.device)
+        else:
+            self.model = _FITTERS[self.model_type](X, target, self.params, self.seed, self.n_threads)
         return self
 
     def _fitted(self) -> FittedModel:
@@ -284,14 +341,24 @@ class Trainer:
         return self._fitted().to_bytes()
 
 
-def make_trainer(model_type: str, params: dict[str, Any] | None = None, seed: int = 0, n_threads: int = 1) -> Trainer:
-    """A trainer of ``model_type`` with DEFAULT_PARAMS overridden by ``params``."""
+def make_trainer(model_type: str, params: dict[str, Any] | None = None, seed: int = 0, n_threads: int = 1,
+                 device: str = "cpu") -> Trainer:
+    """A trainer of ``model_type`` with DEFAULT_PARAMS overridden by ``params``.
+
+    ``device`` (``auto`` | ``cpu`` | ``cuda``): where the sequence models train (``auto``: a GPU if
+    torch sees one); XGBoost trains on the GPU only when asked for ``cuda`` explicitly (that needs the
+    ``xgboost`` package with CUDA instead of ``xgboost-cpu``); the other models always use the CPU.
+    """
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
     if n_threads < 1:
         raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
     merged = {**DEFAULT_PARAMS[model_type], **(params or {})}
-    return Trainer(model_type, merged, int(seed), int(n_threads))
+    if model_type == "xgboost" and device == "cuda":
+        merged["device"] = "cuda"
+    return Trainer(model_type, merged, int(seed), int(n_threads), device)
 
 
 def load_model(artifact_format: str, data: bytes) -> FittedModel:
@@ -304,4 +371,8 @@ def load_model(artifact_format: str, data: bytes) -> FittedModel:
         return XGBoostModel(booster)
     if artifact_format == "linear-json":
         return LinearModel.from_bytes(data)
+    if artifact_format == "safetensors":
+        from brain_tasks.ml.deep import load_sequence
+
+        return load_sequence(data)
     raise ValueError(f"unknown artifact format {artifact_format!r}")

@@ -32,13 +32,16 @@ from brain_tasks.ml.importance import (
 )
 from brain_tasks.ml.labels import bar_returns, forward_return
 from brain_tasks.ml.metrics import bars_per_year, evaluate, strategy_returns
-from brain_tasks.ml.models import MODEL_TYPES, make_trainer
+from brain_tasks.ml.models import MODEL_TYPES, SEQUENCE_TYPES, make_trainer
 from brain_tasks.ml.regimes import metrics_by_regime, volatility_regimes
 from brain_tasks.ml.validation import SCHEMES, walk_forward_splits
 
 
 def _frozen(params: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((params or {}).items()))
+
+
+_PARAM_FIELDS = tuple(f"{t}_params" for t in MODEL_TYPES)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,11 @@ class TrainConfig:
     lightgbm_params: tuple[tuple[str, Any], ...] = ()
     xgboost_params: tuple[tuple[str, Any], ...] = ()
     baseline_params: tuple[tuple[str, Any], ...] = ()
+    lstm_params: tuple[tuple[str, Any], ...] = ()
+    cnn_params: tuple[tuple[str, Any], ...] = ()
+    transformer_params: tuple[tuple[str, Any], ...] = ()
+    # Sequence models read windows of the last `window` rows (bars) of the feature matrix.
+    window: int = 32
     regime_window: int = 48
     regime_lookback: int = 2016
     importance_rows: int = 1000
@@ -73,7 +81,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         # Accept plain dicts for params but store sorted tuples so the config stays hashable.
-        for name in ("lightgbm_params", "xgboost_params", "baseline_params"):
+        for name in _PARAM_FIELDS:
             value = getattr(self, name)
             if isinstance(value, Mapping):
                 object.__setattr__(self, name, _frozen(value))
@@ -82,21 +90,27 @@ class TrainConfig:
         timeframe_seconds(self.timeframe)
         if self.horizon < 1 or self.n_folds < 1 or self.embargo < 0 or self.n_threads < 1 or self.execution_lag < 0:
             raise ValueError("need horizon >= 1, n_folds >= 1, embargo >= 0, n_threads >= 1, execution_lag >= 0")
+        if self.window < 1:
+            raise ValueError("window must be >= 1")
         if self.scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}")
         if self.cost_bps < 0:
             raise ValueError("cost_bps must be >= 0")
 
     def model_params(self, model_type: str) -> dict[str, Any]:
-        """Param overrides for one model type."""
+        """Param overrides for one model type (sequence models also get the window and the purge before
+        their early-stopping block: the label span plus the embargo)."""
         if model_type not in MODEL_TYPES:
             raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
-        return dict(getattr(self, f"{model_type}_params"))
+        own = dict(getattr(self, f"{model_type}_params"))
+        if model_type in SEQUENCE_TYPES:
+            return {"window": self.window, "purge": self.horizon + self.execution_lag + self.embargo, **own}
+        return own
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (params as dicts)."""
         d = asdict(self)
-        for name in ("lightgbm_params", "xgboost_params", "baseline_params"):
+        for name in _PARAM_FIELDS:
             d[name] = dict(getattr(self, name))
         return d
 
@@ -207,6 +221,13 @@ def explain(model: Any, model_type: str, X: pd.DataFrame, y: pd.Series, config: 
     )
 
 
+def predict_rows(model: Any, X: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """Predictions for the consecutive rows ``rows`` of X.  A sequence model also reads the
+    ``context_rows`` rows before them (features only, known at those bars; no label is used)."""
+    start = max(0, int(rows[0]) - int(getattr(model, "context_rows", 0)))
+    return model.predict(X.iloc[start: int(rows[-1]) + 1])[-len(rows):]
+
+
 def train_and_evaluate(
     candles: pd.DataFrame,
     model_type: str,
@@ -217,11 +238,15 @@ def train_and_evaluate(
     liquidations: pd.DataFrame | None = None,
     with_importance: bool = True,
     sentiment: pd.DataFrame | None = None,
+    device: str = "cpu",
 ) -> TrainResult:
     """Walk-forward OOS evaluation, metrics overall and per regime, final model and (unless
     ``with_importance`` is false) the out-of-sample importance: each fold's model explained on its
     own test block (``importance.fold_importance``), folds averaged by test rows, on
-    ``config.importance_rows`` sampled test rows in all (split evenly over the folds)."""
+    ``config.importance_rows`` sampled test rows in all (split evenly over the folds).
+
+    ``device`` (``auto`` | ``cpu`` | ``cuda``, see ``make_trainer``) is where training runs; it is not
+    part of the config hash, and the result's params record it."""
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
     candles = usable_candles(candles)  # the regimes and the data window skip them too
@@ -238,12 +263,14 @@ def train_and_evaluate(
     params = config.model_params(model_type)
     preds, folds, importances = [], [], []
     for k, (train_idx, test_idx) in enumerate(splits):
-        trainer = make_trainer(model_type, params, seed=config.seed, n_threads=config.n_threads)
+        trainer = make_trainer(model_type, params, seed=config.seed, n_threads=config.n_threads, device=device)
         trainer.fit(X.iloc[train_idx], y.iloc[train_idx])
-        preds.append(trainer.predict(X.iloc[test_idx]))
+        preds.append(predict_rows(trainer, X, test_idx))
         if with_importance:
             # importance_rows is the budget over all folds: it keeps importance under half the training CPU.
-            importances.append(fold_importance(trainer, X.iloc[test_idx], y.iloc[test_idx],
+            # A sequence model also gets the context rows before the block (inputs only, never scored).
+            block = slice(max(0, int(test_idx[0]) - trainer.context_rows), int(test_idx[-1]) + 1)
+            importances.append(fold_importance(trainer, X.iloc[block], y.iloc[block],
                                                sample_rows=-(-config.importance_rows // len(splits)),
                                                seed=config.seed + k))
         folds.append(
@@ -279,7 +306,7 @@ def train_and_evaluate(
     metrics = evaluate(pred, label, bar_ret, ppy, config.cost_bps, config.threshold)
     regime_metrics = metrics_by_regime(pred, label, bar_ret, regime, ppy, config.cost_bps, config.threshold)
 
-    final = make_trainer(model_type, params, seed=config.seed, n_threads=config.n_threads).fit(X, y)
+    final = make_trainer(model_type, params, seed=config.seed, n_threads=config.n_threads, device=device).fit(X, y)
     importance = aggregate_importance(importances) if with_importance else None
     names = list(X.columns)
     return TrainResult(
@@ -295,7 +322,7 @@ def train_and_evaluate(
         data_start=pd.Timestamp(candles["ts"].iloc[0]),
         data_end=pd.Timestamp(candles["ts"].iloc[-1]),
         n_rows=n,
-        params={**final.params, "seed": config.seed, "n_threads": config.n_threads},
+        params={**final.params, "seed": config.seed, "n_threads": config.n_threads, "device": device},
         importance=importance,
         folds=folds,
     )

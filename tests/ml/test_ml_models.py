@@ -15,7 +15,8 @@ from sklearn.preprocessing import StandardScaler
 
 from brain_tasks.errors import DataError
 from brain_tasks.ml.importance import compute_importance, rank_changes, top_k
-from brain_tasks.ml.models import MODEL_TYPES, load_model, make_trainer
+from brain_tasks.ml.models import TABULAR_TYPES as MODEL_TYPES  # the sequence models: test_deep.py
+from brain_tasks.ml.models import load_model, make_trainer
 
 
 def _data(n: int = 1500, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:

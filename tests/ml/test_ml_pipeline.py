@@ -12,7 +12,8 @@ from conftest import PAIRS, load_pair, synthetic_candles
 
 from brain_tasks.errors import DataError
 from brain_tasks.ml.features import CANDLE_FEATURES, FUNDING_FEATURES, feature_set_hash
-from brain_tasks.ml.models import MODEL_TYPES, load_model
+from brain_tasks.ml.models import TABULAR_TYPES as MODEL_TYPES  # the sequence models: test_deep.py
+from brain_tasks.ml.models import load_model
 from brain_tasks.ml.pipeline import TrainConfig, build_dataset, train_and_evaluate
 from brain_tasks.ml.regimes import REGIMES
 
