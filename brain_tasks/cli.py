@@ -18,6 +18,7 @@ from brain_tasks.errors import BrainError
 from brain_tasks.settings import Settings, get_settings
 
 USAGE_ERROR = 2
+DEMO_EXTRA_MODELS = ("lstm",)
 
 
 class BrainGroup(click.Group):
@@ -355,7 +356,8 @@ def report(out: Path) -> None:
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("report"),
               show_default=True, help="the directory of the HTML report")
 @click.option("--symbols", default=None, help="a subset of the sample's pairs (default: all ten)")
-@click.option("--models", default=None, help="default: every model type")
+@click.option("--models", default=None,
+              help="comma-separated model types (default: BRAIN_MODELS plus the lstm sequence model)")
 def demo(out: Path, symbols: str | None, models: str | None) -> None:
     """Ingest the bundled real sample, retrain every symbol, run the nightly analysis, print a summary
     and write the report (embedded default)."""
@@ -380,16 +382,21 @@ def demo(out: Path, symbols: str | None, models: str | None) -> None:
         if last is not None:
             by_day.setdefault(last.date().isoformat(), []).append(pair)
     client = _client(s)
+    # The demo shows a sequence model next to the trees: lstm is the cheapest of the three.
+    demo_models = _csv(models) or list(dict.fromkeys([*s.models, *DEMO_EXTRA_MODELS]))
     statuses = []
     with _workers(s) as session:
         for day, day_pairs in sorted(by_day.items()):
             click.echo(f"\nas of {day}: {len(day_pairs)} symbols")
-            statuses.append(run_retrain(client, day_pairs, _csv(models) or None, day, wait=True, session=session))
+            statuses.append(run_retrain(client, day_pairs, demo_models, day, wait=True, session=session))
             run_nightly(client, day, wait=True, symbols=day_pairs, session=session)
     click.echo("")
     click.echo(models_table(s))
     path = write_report(engine, out)
     click.echo(f"\nreport written to {path}")
+    click.echo("Open the dashboard on this database:  .venv/bin/brain-tasks dashboard --insecure-local   "
+               "then http://127.0.0.1:8050/\n(shared host: BRAIN_DASHBOARD_AUTH=user:password "
+               ".venv/bin/brain-tasks dashboard --host 0.0.0.0)")
     if any(st and st["state"] == "failed" for st in statuses):
         raise SystemExit(1)
 
