@@ -372,7 +372,8 @@ def select_model(engine: sa.Engine, settings: Settings, prev: dict[str, Any], sy
     current = registry.regime_choice(engine, symbol)
     if current and min(c["as_of"] for c in current.values()) >= as_of:
         # Selected already for this day (a repeated step) or for a later one: finished work stands.
-        prev = {**prev, "selection": {k: v["model_type"] for k, v in current.items()}}
+        prev = {**prev, "selection": {k: v["model_type"] for k, v in current.items()},
+                "tradeable": sorted(k for k, v in current.items() if v["tradeable"])}
     elif prev.get("status") == OK and action not in ("backfill", "unchanged"):
         rows = {(r.model_type, r.version): r for r in registry.registry_rows(engine, symbol)}
         versions = [v for v in _run_versions(engine, symbol, prev)
