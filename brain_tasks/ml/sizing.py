@@ -26,7 +26,7 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -250,7 +250,7 @@ class SizingEnv(gym.Env):
     risk term (minus its square, or the differential Sharpe ratio).
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(self, static: np.ndarray, bar_return: np.ndarray, config: SizerConfig, scales: Scales,
                  episode_length: int | None = None) -> None:
