@@ -55,6 +55,8 @@ class Settings:
     max_data_age: int = 86400
     # Paired out-of-time bars needed before a promotion or a live rollback is judged (288 = a day of 5m).
     min_evidence_bars: int = 288
+    # PPO timesteps of the position-sizing agent per symbol (brain_tasks.train_sizer); 0 turns it off.
+    sizer_timesteps: int = 16_384
 
     @property
     def embedded(self) -> bool:
@@ -114,6 +116,7 @@ def from_environ(env: Mapping[str, str]) -> Settings:
         seed=int(get("BRAIN_SEED") or base.seed),
         max_data_age=int(get("BRAIN_MAX_DATA_AGE") or base.max_data_age),
         min_evidence_bars=int(get("BRAIN_MIN_EVIDENCE_BARS") or base.min_evidence_bars),
+        sizer_timesteps=int(get("BRAIN_SIZER_TIMESTEPS") or base.sizer_timesteps),
     )
 
 

@@ -23,7 +23,8 @@ def _sig(name: str, *args: object, immutable: bool = False, **kwargs: object) ->
 
 
 def symbol_canvas(symbol: str, as_of: dt.date, models: Sequence[str], run_id: str) -> Signature:
-    """collect -> train every model type in parallel -> compare -> importance -> rollback -> select.
+    """collect -> train every model type in parallel -> compare -> importance -> rollback -> select
+    -> train the position sizer (whose own failure is a status that never fails the symbol).
 
     `run_id` rides along in the kwargs so that an operator can tell in Flower which run a task is for.
     """
@@ -35,6 +36,7 @@ def symbol_canvas(symbol: str, as_of: dt.date, models: Sequence[str], run_id: st
         _sig("compute_importance", symbol, day),
         _sig("check_rollback", symbol, day),
         _sig("select_model", symbol, day, run_id=run_id),
+        _sig("train_sizer", symbol, day, run_id=run_id),
     )
 
 
