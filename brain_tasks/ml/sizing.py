@@ -166,8 +166,8 @@ def rolling_inputs(pred: np.ndarray, bar_return: np.ndarray, delay: int, hit_win
     A hit is a bar whose return had the prediction's sign (a zero prediction or return counts half).
     Warm-up bars are NaN.
     """
-    hit = pd.Series(np.where(np.sign(pred) * np.sign(bar_return) > 0, 1.0,
-                             np.where(np.sign(pred) * np.sign(bar_return) < 0, 0.0, 0.5)))
+    agree = np.sign(pred) * np.sign(bar_return)
+    hit = pd.Series(np.where(agree > 0, 1.0, np.where(agree < 0, 0.0, 0.5)))
     r = pd.Series(bar_return)
     hit_rate = hit.rolling(hit_window, min_periods=hit_window).mean().shift(delay).to_numpy()
     vol = r.rolling(vol_window, min_periods=vol_window).std().shift(delay).to_numpy()
