@@ -110,9 +110,16 @@ def sizer_worker() -> dict:
                              with_importance=False).oos
     sizer = SizerConfig(timeframe=config.timeframe, cost_bps=config.cost_bps, delay=config.execution_lag + 1,
                         embargo=config.horizon + config.execution_lag)
+    # A worker pays for importing torch and SB3 (and torch.optim's first use) once, not per symbol.
+    t0 = time.perf_counter()
+    import stable_baselines3  # noqa: F401
+    import torch
+
+    torch.optim.Adam(torch.nn.Linear(1, 1).parameters())
+    import_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     result = train_sizer(oos, sizer)
-    return {"oos_bars": len(oos), "train_bars": result.split.train_end, "test_bars": len(result.oos),
+    return {"oos_bars": len(oos), "import_s": import_s, "train_bars": result.split.train_end, "test_bars": len(result.oos),
             "timesteps": sizer.total_timesteps, "sizer_s": time.perf_counter() - t0, "sizes": result.gate.active,
             "sharpe": {k: v["sharpe"] for k, v in result.sizer_metrics.items()},
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -127,7 +134,7 @@ def print_sizer(env: dict) -> None:
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     sharpe = ", ".join(f"{k} {v:.2f}" for k, v in r["sharpe"].items())
     print(f"sizer (ppo_sizer, {r['timesteps']} PPO timesteps, 1 thread): {r['sizer_s']:.1f} s for one symbol "
-          f"(goal <= 60 s); {r['train_bars']} training / {r['test_bars']} test bars of {r['oos_bars']} OOS bars; "
+          f"(goal <= 60 s; once per process: {r['import_s']:.1f} s importing torch + SB3); {r['train_bars']} training / {r['test_bars']} test bars of {r['oos_bars']} OOS bars; "
           f"test Sharpe {sharpe}; sizes: {r['sizes']}; peak {r['peak_rss_mb']:.0f} MB")
 
 
