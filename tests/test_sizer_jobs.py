@@ -57,7 +57,7 @@ def test_the_sizer_is_a_version_with_three_comparison_rows_and_is_served_from_th
 
     sizer = sizer_jobs.current_sizer(engine, "ETH/BTC")
     assert sizer.active == out["sizes"] and sizer.reason == out["gate"]
-    assert sizer.description["source"]["model_type"] == "baseline"
+    assert sizer.source == ("baseline", 1)
     assert sizer.description["test_start"] > str(registry.oos_frame(
         engine, registry.champion(engine, "ETH/BTC").oos_sha256)["ts"].min())
     for use in SIZERS:

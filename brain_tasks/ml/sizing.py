@@ -310,6 +310,13 @@ class Sizer:
         return str(self.description.get("reason", ""))
 
     @property
+    def source(self) -> tuple[str, int] | None:
+        """(model type, version) of the supervised version whose predictions it was trained on: its
+        sizes are meant for that model's predictions."""
+        src = self.description.get("source") or {}
+        return (str(src["model_type"]), int(src["version"])) if "model_type" in src else None
+
+    @property
     def config(self) -> SizerConfig:
         return SizerConfig.from_dict(self.description["config"])
 
