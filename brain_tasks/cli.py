@@ -78,24 +78,29 @@ def db_upgrade() -> None:
 
 
 @main.command()
-@click.option("--source", type=click.Choice(["freqtrade"]), default="freqtrade", show_default=True,
-              help="the kind of files under --path")
-@click.option("--path", "path", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="the directory of freqtrade data files (feather / json / parquet)")
+@click.option("--source", type=click.Choice(["freqtrade", "news"]), default="freqtrade", show_default=True,
+              help="freqtrade: candle / funding files; news: items scored into sentiment_scores")
+@click.option("--path", "path", type=click.Path(exists=True, path_type=Path), required=True,
+              help="freqtrade: a data directory (feather / json / parquet); news: a CSV or JSON Lines file of items")
 @click.option("--symbols", default=None, help="comma-separated pairs, e.g. ETH/BTC,LTC/BTC (default: all)")
 @click.option("--timeframe", default="5m", show_default=True, help="the candle timeframe to load")
 @click.option("--json", "as_json", is_flag=True, help="print the full summary as JSON instead of a table")
 def ingest(source: str, path: Path, symbols: str | None, timeframe: str, as_json: bool) -> None:
-    """Load candles / funding rates from files into the Brain (idempotent).  Exits 1 when a symbol
-    failed or nothing was found."""
+    """Load candles / funding rates, or news items scored into sentiment_scores, from files
+    (idempotent).  Exits 1 when a symbol failed or nothing was found."""
     from brain_tasks.brain.migrate import upgrade
     from brain_tasks.collect import ingest_freqtrade
-    from brain_tasks.requests import check_symbols
-
     from brain_tasks.market.sources import FreqtradeSource
+    from brain_tasks.requests import check_symbols
 
     s = get_settings()
     wanted = check_symbols(_csv(symbols)) if symbols else None
+    if source == "news":
+        upgrade(s.database_url)
+        ingest_news_file(s, path, wanted, as_json)
+        return
+    if not path.is_dir():
+        raise click.BadParameter(f"{path} is not a directory", param_hint="--path")
     available = FreqtradeSource(path).symbols(timeframe)
     if not available or (wanted and not set(wanted) & set(available)):
         what = ", ".join(wanted) if wanted else "any pair"
@@ -129,6 +134,25 @@ def _ingest_table(summary: dict[str, Any]) -> str:
         lines.append(f"{kind:<8} {symbol:<22} failed: {error}")
     lines.append(f"{summary.get('stored', 0)} rows stored for {len(summary.get('symbols', []))} symbols")
     return "\n".join(lines)
+
+
+def ingest_news_file(settings: Settings, path: Path, symbols: list[str] | None, as_json: bool = False) -> None:
+    """Score a file of news items into sentiment_scores; a file that cannot be read exits with status 2."""
+    from brain_tasks.collect_news import ingest_news
+    from brain_tasks.errors import DataError
+
+    try:
+        summary = ingest_news(_engine(settings), path, symbols=symbols, keywords=settings.sentiment_keywords)
+    except DataError as exc:
+        click.echo(f"brain-tasks: {exc}", err=True)
+        raise SystemExit(2) from None
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+        return
+    click.echo(f"{summary['items']} items ({summary['duplicates']} duplicates, {summary['rejected']} rejected, "
+               f"{summary['unattributed']} about no symbol): {summary['stored']} hourly rows stored in sentiment_scores")
+    for check, n in sorted(summary["findings"].items()):
+        click.echo(f"  finding {check}: {n}")
 
 
 @contextlib.contextmanager

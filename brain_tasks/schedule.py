@@ -9,12 +9,12 @@ from brain_tasks.settings import Settings
 
 def beat_schedule(settings: Settings) -> dict[str, dict]:
     """Daily retrain at the configured UTC time, the nightly analysis after it, funding every 8 hours,
-    candles hourly and the data-quality check daily."""
+    candles hourly and the data-quality check daily; with news feeds configured, sentiment hourly."""
     rh, rm = settings.retrain_at
     nh, nm = settings.nightly_at
     symbols = list(settings.symbols)
     models = list(settings.models)
-    return {
+    schedule = {
         "daily-retrain": {
             "task": "brain_tasks.daily_retrain",
             "schedule": crontab(hour=rh, minute=rm),
@@ -41,3 +41,8 @@ def beat_schedule(settings: Settings) -> dict[str, dict]:
             "kwargs": {"symbols": symbols},
         },
     }
+    if settings.news_feeds:
+        # Hourly, a few minutes past the hour: only whole hours are stored, so the last one is ready.
+        schedule["collect-sentiment"] = {"task": "brain_tasks.collect_sentiment", "schedule": crontab(minute=4),
+                                         "kwargs": {}}
+    return schedule

@@ -57,6 +57,31 @@ class Settings:
     min_evidence_bars: int = 288
     # PPO timesteps of the position-sizing agent per symbol (brain_tasks.train_sizer); 0 turns it off.
     sizer_timesteps: int = 16_384
+    # A model trades a regime only when its deflated Sharpe ratio over every trial reaches this.
+    dsr_level: float = 0.95
+    # A pool child is replaced after a task that leaves it above this resident size (0: never).  About
+    # four times the peak of a real-sized training (~520 MB, bench/train.py): only a leak or an outsized
+    # symbol triggers it.  Replaces recycling every 200 tasks, which re-imported the ML stack each time.
+    max_memory_per_child_mb: int = 2048
+    # A bar whose close is more than this many times (or less than 1/this of) the previous close is
+    # implausible: rejected at collection and skipped by training (a 1e308 print, a unit mix-up).
+    max_bar_ratio: float = 100.0
+
+    # News and social sentiment (brain_tasks.collect_news): feeds as [NAME=]rss:URL or [NAME=]reddit:SUBREDDIT,
+    # extra asset keywords as ASSET=word|word.
+    news_feeds: tuple[str, ...] = ()
+    sentiment_keywords: tuple[str, ...] = ()
+    news_user_agent: str = "brain-tasks/0.1 (news sentiment collector)"
+    news_min_interval: float = 1.0         # seconds between two requests to one feed
+    news_stale_hours: float = 24.0         # a feed whose newest item is older is reported stale
+    news_lookback_hours: int = 72          # how far back the first collection of a feed reaches
+
+    @property
+    def task_soft_time_limit(self) -> int:
+        """The soft limit of collect / analysis tasks: 30 s before the hard one, or a tenth of it when the
+        hard limit is short (18 s minus 30 used to leave a soft limit of 1 s, which a loaded machine
+        exceeded in the fan-out task itself)."""
+        return max(1, self.task_time_limit - min(30, max(1, self.task_time_limit // 10)))
 
     @property
     def embedded(self) -> bool:
@@ -117,6 +142,15 @@ def from_environ(env: Mapping[str, str]) -> Settings:
         max_data_age=int(get("BRAIN_MAX_DATA_AGE") or base.max_data_age),
         min_evidence_bars=int(get("BRAIN_MIN_EVIDENCE_BARS") or base.min_evidence_bars),
         sizer_timesteps=int(get("BRAIN_SIZER_TIMESTEPS") or base.sizer_timesteps),
+        dsr_level=float(get("BRAIN_DSR_LEVEL") or base.dsr_level),
+        max_memory_per_child_mb=int(get("BRAIN_MAX_MEMORY_PER_CHILD_MB") or base.max_memory_per_child_mb),
+        max_bar_ratio=float(get("BRAIN_MAX_BAR_RATIO") or base.max_bar_ratio),
+        news_feeds=_csv(get("BRAIN_NEWS_FEEDS")),
+        sentiment_keywords=_csv(get("BRAIN_SENTIMENT_KEYWORDS")),
+        news_user_agent=get("BRAIN_NEWS_USER_AGENT") or base.news_user_agent,
+        news_min_interval=float(get("BRAIN_NEWS_MIN_INTERVAL") or base.news_min_interval),
+        news_stale_hours=float(get("BRAIN_NEWS_STALE_HOURS") or base.news_stale_hours),
+        news_lookback_hours=int(get("BRAIN_NEWS_LOOKBACK_HOURS") or base.news_lookback_hours),
     )
 
 
@@ -128,4 +162,6 @@ def get_settings() -> Settings:
         raise ValueError(
             "BRAIN_VISIBILITY_TIMEOUT must exceed every hard time limit, or Redis re-delivers a task "
             "that is still running")
+    if not s.max_bar_ratio > 1:
+        raise ValueError("BRAIN_MAX_BAR_RATIO must be a number above 1 (a bar-to-bar price ratio)")
     return s
