@@ -8,7 +8,7 @@ an embargo between them, so every bar it is scored on was out of sample for both
 
 It is compared on its test bars with (a) sign sizing of the prediction at full size and (b) sign
 sizing scaled to a volatility target.  It sizes only if its Sharpe ratio beats both with a one-sided
-HAC (Newey-West) test of the Sharpe difference (Ledoit & Wolf 2008) at ``alpha``; both tests must pass
+HAC (prewhitened Newey-West) test of the Sharpe difference (Ledoit & Wolf 2008) at ``alpha``; both must pass
 (an intersection-union test, so no multiplicity correction), otherwise the better baseline sizes and
 the stored reason says so.
 
@@ -34,7 +34,13 @@ import pandas as pd
 from scipy import stats
 
 from brain_tasks.errors import DataError
-from brain_tasks.ml.metrics import bars_per_year, composite_score, probabilistic_sharpe_ratio, strategy_metrics
+from brain_tasks.ml.metrics import (
+    bars_per_year,
+    composite_score,
+    long_run_covariance,
+    probabilistic_sharpe_ratio,
+    strategy_metrics,
+)
 from brain_tasks.ml.regimes import REGIMES
 
 AGENT, SIGN, VOL_TARGET = "ppo_sizer", "sign_sizing", "vol_target_sizing"
@@ -444,21 +450,20 @@ def _moments(x: np.ndarray) -> tuple[float, float, float]:
 
 
 def sharpe_difference_test(a: Any, b: Any | None = None, nlags: int | None = None) -> SharpeTest:
-    """Ledoit & Wolf (2008)'s HAC test of a Sharpe-ratio difference, with Newey-West weights.
+    """Ledoit & Wolf (2008)'s HAC test of a Sharpe-ratio difference.
 
-    The delta method maps the HAC long-run covariance of (r_a, r_b, r_a^2, r_b^2) to the variance of
-    SR_a - SR_b, so autocorrelated, heteroskedastic and cross-correlated returns are allowed.  A series
-    without variance (e.g. always flat) has Sharpe 0 and contributes no variance; `b` None means flat.
-    Lags: Newey-West's rule floor(4 (n/100)^(2/9)) unless given.
+    The delta method maps the long-run covariance of (r_a, r_b, r_a^2, r_b^2) -- the project's
+    prewhitened Newey-West estimator, `metrics.long_run_covariance` (Andrews' bandwidth unless `nlags`)
+    -- to the variance of SR_a - SR_b, so autocorrelated, heteroskedastic and cross-correlated returns
+    are allowed.  Sharpe, not mean return, because the sizers differ in scale.  A series without
+    variance (e.g. always flat) has Sharpe 0 and contributes no variance; `b` None means flat.
     """
-    from statsmodels.stats.sandwich_covariance import S_hac_simple
-
     x = np.asarray(a, "float64").ravel()
     y = np.zeros_like(x) if b is None else np.asarray(b, "float64").ravel()
     if len(x) != len(y) or len(x) < 3:
         raise ValueError(f"need two paired series of >= 3 bars, got {len(x)} and {len(y)}")
     n = len(x)
-    lags = int(np.floor(4 * (n / 100.0) ** (2.0 / 9.0))) if nlags is None else int(nlags)
+    lags = 0
     srs, cols, grad = [], [], []
     for series, sign in ((x, 1.0), (y, -1.0)):
         mu, var, m2 = _moments(series)
@@ -470,7 +475,7 @@ def sharpe_difference_test(a: Any, b: Any | None = None, nlags: int | None = Non
         grad += [sign * m2 / var ** 1.5, -sign * mu / (2.0 * var ** 1.5)]
     diff = srs[0] - srs[1]
     if cols:
-        psi = S_hac_simple(np.column_stack(cols), nlags=lags) / n
+        psi, lags = long_run_covariance(np.column_stack(cols), nlags)
         g = np.asarray(grad)
         se = math.sqrt(max(float(g @ psi @ g) / n, 0.0))
     else:
