@@ -141,7 +141,8 @@ def test_daily_retrain_end_to_end_twice_with_a_broken_symbol(tmp_path, pg_url, f
     sizers = len(SYMBOLS)  # one ppo_sizer version per symbol, compared with two baselines
     assert _count(url, "model_manifests") == n + sizers
     assert _count(url, "model_registry") == n + sizers
-    assert _count(url, "model_comparisons") == n + 3 * sizers
+    # + flat and buy-and-hold per symbol (compare_models) + the three sizers per symbol (train_sizer)
+    assert _count(url, "model_comparisons") == n + 2 * len(SYMBOLS) + 3 * sizers
     assert _count(url, "model_artifacts") == 2 * (n + sizers)  # model + out-of-sample predictions, each by sha256
     assert _count(url, "rollback_logs") == len(SYMBOLS)
     registry = store.read_table(engine, "model_registry")
