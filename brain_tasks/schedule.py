@@ -40,6 +40,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict]:
             "schedule": crontab(hour=1, minute=15),
             "kwargs": {"symbols": symbols},
         },
+        # Runs the broker lost are re-driven and dead chords' attempts closed (brain_tasks/reconcile.py).
+        "reconcile-runs": {
+            "task": "brain_tasks.reconcile_runs",
+            "schedule": float(settings.reconcile_interval),
+        },
     }
     if settings.news_feeds:
         # Hourly, a few minutes past the hour: only whole hours are stored, so the last one is ready.

@@ -75,6 +75,12 @@ class Settings:
     news_min_interval: float = 1.0         # seconds between two requests to one feed
     news_stale_hours: float = 24.0         # a feed whose newest item is older is reported stale
     news_lookback_hours: int = 72          # how far back the first collection of a feed reaches
+    # Runs (reconcile_runs): how often open attempts are checked, how long past a step's hard time limit
+    # a symbol may go without progress (and with no live task) before its chain is re-driven, and how
+    # many re-drives it gets before it is marked failed.
+    reconcile_interval: int = 300
+    stall_timeout: int = 600
+    max_redrives: int = 2
 
     @property
     def task_soft_time_limit(self) -> int:
@@ -151,6 +157,9 @@ def from_environ(env: Mapping[str, str]) -> Settings:
         news_min_interval=float(get("BRAIN_NEWS_MIN_INTERVAL") or base.news_min_interval),
         news_stale_hours=float(get("BRAIN_NEWS_STALE_HOURS") or base.news_stale_hours),
         news_lookback_hours=int(get("BRAIN_NEWS_LOOKBACK_HOURS") or base.news_lookback_hours),
+        reconcile_interval=int(get("BRAIN_RECONCILE_INTERVAL") or base.reconcile_interval),
+        stall_timeout=int(get("BRAIN_STALL_TIMEOUT") or base.stall_timeout),
+        max_redrives=int(get("BRAIN_MAX_REDRIVES") or base.max_redrives),
     )
 
 

@@ -539,7 +539,7 @@ def list_symbols(bind: Bind, exchange: str | None = None, timeframe: str | None 
 # When a row was written, not what it says: the only columns allowed to differ between two runs of
 # the same work.
 WALL_CLOCK_COLUMNS = frozenset({"created_at", "updated_at", "started_at", "finished_at", "first_seen",
-                                "last_seen", "resolved_at"})
+                                "last_seen", "resolved_at", "progress_at", "deadline"})
 
 
 def wall_clock_columns() -> dict[str, list[str]]:
