@@ -1,7 +1,7 @@
 """training_runs by attempt: one row per (attempt, symbol) with the step reached, progress and deadline.
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-11-30 21:50:00
 
 Existing rows become one attempt per run whose id is the run id (a run had exactly one row per symbol,
