@@ -39,10 +39,9 @@ def symbol_canvas(symbol: str, as_of: dt.date, models: Sequence[str], run_id: st
         _sig("compute_importance", symbol, day, **ids),
         _sig("check_rollback", symbol, day, **ids),
         _sig("select_model", symbol, day, **ids),
-        # After the symbol's outcome is recorded (select_model is the final step of its attempt): the
-        # sizer's own failure or slowness never changes the symbol's state, and it carries no
-        # attempt_id, so it marks no progress that reconcile_runs would wait for.
-        _sig("train_sizer", symbol, day, run_id=run_id),
+        # After the symbol's outcome is recorded (select_model is the final step of its attempt; a
+        # finished symbol stays finished): the sizer's own failure or slowness never changes it.
+        _sig("train_sizer", symbol, day, **ids),
     )
 
 
