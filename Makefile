@@ -7,9 +7,11 @@ PYTEST_ARGS ?=
 
 .PHONY: install demo test servers bench clean
 
+# torch first, pinned: here 2.13.0 is a CPU build on disk; unpinned, stable-baselines3 pulls a multi-GB CUDA build.
 $(BIN)/brain-tasks: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "torch==2.13.0"
 	$(BIN)/pip install -q -e ".[test,bench]"
 	@touch $@
 

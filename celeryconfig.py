@@ -73,6 +73,7 @@ task_routes = {
     "brain_tasks.data_quality_check": {"queue": "collect"},
     "brain_tasks.train_symbol": {"queue": "train"},
     "brain_tasks.compute_importance": {"queue": "train"},
+    "brain_tasks.train_sizer": {"queue": "train"},
     "brain_tasks.*": {"queue": "analysis"},
 }
 

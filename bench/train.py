@@ -113,13 +113,59 @@ def worker(model_type: str, importance_rows: int, walk_forward: bool = True) -> 
     }
 
 
+def sizer_worker() -> dict:
+    """Time the position-sizing agent (PPO, default SizerConfig, one torch thread) on the benchmark
+    symbol's out-of-sample predictions; the linear baseline makes them (the fastest walk-forward)."""
+    from brain_tasks.ml.pipeline import TrainConfig, train_and_evaluate
+    from brain_tasks.ml.sizing import SizerConfig, train_sizer
+
+    market = _market()
+    config = TrainConfig()
+    oos = train_and_evaluate(market["candles"], "baseline", config, funding=market["funding"],
+                             open_interest=market["open_interest"], liquidations=market["liquidations"],
+                             with_importance=False).oos
+    sizer = SizerConfig(timeframe=config.timeframe, cost_bps=config.cost_bps, delay=config.execution_lag + 1,
+                        embargo=config.horizon + config.execution_lag)
+    # A worker pays for importing torch and SB3 (and torch.optim's first use) once, not per symbol.
+    t0 = time.perf_counter()
+    import stable_baselines3  # noqa: F401
+    import torch
+
+    torch.optim.Adam(torch.nn.Linear(1, 1).parameters())
+    import_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = train_sizer(oos, sizer)
+    return {"oos_bars": len(oos), "import_s": import_s, "train_bars": result.split.train_end, "test_bars": len(result.oos),
+            "timesteps": sizer.total_timesteps, "sizer_s": time.perf_counter() - t0, "sizes": result.gate.active,
+            "sharpe": {k: v["sharpe"] for k, v in result.sizer_metrics.items()},
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def print_sizer(env: dict) -> None:
+    proc = subprocess.run([sys.executable, __file__, "--sizer-worker"], env=env, capture_output=True, text=True,
+                          check=False)
+    if proc.returncode != 0:
+        print(f"sizer FAILED\n{proc.stderr[-2000:]}")
+        return
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    sharpe = ", ".join(f"{k} {v:.2f}" for k, v in r["sharpe"].items())
+    print(f"sizer (ppo_sizer, {r['timesteps']} PPO timesteps, 1 thread): {r['sizer_s']:.1f} s for one symbol "
+          f"(goal <= 60 s; once per process: {r['import_s']:.1f} s importing torch + SB3); {r['train_bars']} training / {r['test_bars']} test bars of {r['oos_bars']} OOS bars; "
+          f"test Sharpe {sharpe}; sizes: {r['sizes']}; peak {r['peak_rss_mb']:.0f} MB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--models", default="lightgbm,xgboost,baseline,lstm,cnn,transformer")
     parser.add_argument("--no-walk-forward", action="store_true", help="skip train_and_evaluate")
     parser.add_argument("--importance-rows", type=int, default=1000, help="rows sampled for importance")
+    parser.add_argument("--sizer-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-sizer", action="store_true", help="skip timing the position-sizing agent")
     args = parser.parse_args()
+    if args.sizer_worker:
+        print(json.dumps(sizer_worker()))
+        return
     if args.worker:
         print(json.dumps(worker(args.worker, args.importance_rows, not args.no_walk_forward)))
         return
@@ -164,6 +210,8 @@ def main() -> None:
         "rows as pipeline.explain; peak MB = ru_maxrss of the trainer's process, data MB = RSS once the "
         "feature matrix is built"
     )
+    if not args.no_sizer:
+        print_sizer(env)
 
 
 if __name__ == "__main__":

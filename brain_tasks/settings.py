@@ -61,6 +61,8 @@ class Settings:
     # The dashboard's credentials: `user:password` (HTTP basic) and/or a bearer token.
     dashboard_auth: str | None = field(default=None, repr=False)
     dashboard_token: str | None = field(default=None, repr=False)
+    # PPO timesteps of the position-sizing agent per symbol (brain_tasks.train_sizer); 0 turns it off.
+    sizer_timesteps: int = 16_384
     # A model trades a regime only when its deflated Sharpe ratio over every trial reaches this.
     dsr_level: float = 0.95
     # A pool child is replaced after a task that leaves it above this resident size (0: never).  About
@@ -155,6 +157,7 @@ def from_environ(env: Mapping[str, str]) -> Settings:
         min_evidence_bars=int(get("BRAIN_MIN_EVIDENCE_BARS") or base.min_evidence_bars),
         dashboard_auth=get("BRAIN_DASHBOARD_AUTH") or None,
         dashboard_token=get("BRAIN_DASHBOARD_TOKEN") or None,
+        sizer_timesteps=int(get("BRAIN_SIZER_TIMESTEPS") or base.sizer_timesteps),
         dsr_level=float(get("BRAIN_DSR_LEVEL") or base.dsr_level),
         max_memory_per_child_mb=int(get("BRAIN_MAX_MEMORY_PER_CHILD_MB") or base.max_memory_per_child_mb),
         max_bar_ratio=float(get("BRAIN_MAX_BAR_RATIO") or base.max_bar_ratio),

@@ -226,3 +226,25 @@ def collect_sentiment(self: Task, feeds: list[str] | None = None) -> dict:
 
     summary = collect_configured(_engine(), get_settings(), feeds=feeds)
     return {"status": jobs.FAILED if summary["failed"] else jobs.OK, **summary}
+
+
+# --- position sizing -----------------------------------------------------------------------------
+
+@guarded("models")
+def _sizer_step(self: Task, symbol: str, as_of: str | None = None, chain_state: Any = None) -> dict:
+    from brain_tasks import sizer_jobs
+
+    return sizer_jobs.train_sizer(_engine(), get_settings(), chain_state, symbol, as_of_date(as_of))
+
+
+@app.task(name="brain_tasks.train_sizer", bind=True, **_limits("train"))
+def train_sizer(self: Task, prev: Any, symbol: str, as_of: str | None = None, run_id: str | None = None,
+                attempt_id: str | None = None) -> dict:
+    """The chain's last link: train and judge the symbol's position sizer.  Its own failure never fails
+    the symbol: the chain's state passes through unchanged and the sizer's outcome (or failure, by the
+    usual policy) rides along under "sizer".  The symbol's state in the attempt was written by
+    select_model (the final step), so `attempt_id` is only carried, like every step's ids."""
+    outcome = _sizer_step(self, symbol, as_of, chain_state=prev)
+    state = prev if isinstance(prev, dict) else {"symbol": symbol, "status": jobs.FAILED,
+                                                 "error": f"unexpected chain state {type(prev).__name__}"}
+    return {**state, "sizer": outcome}

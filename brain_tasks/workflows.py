@@ -24,7 +24,8 @@ def _sig(name: str, *args: object, immutable: bool = False, **kwargs: object) ->
 
 def symbol_canvas(symbol: str, as_of: dt.date, models: Sequence[str], run_id: str,
                   attempt_id: str | None = None) -> Signature:
-    """collect -> train every model type in parallel -> compare -> importance -> rollback -> select.
+    """collect -> train every model type in parallel -> compare -> importance -> rollback -> select
+    -> train the position sizer.
 
     `run_id` and `attempt_id` ride along in the kwargs: each step marks its progress in the attempt's
     training_runs row, and an operator can tell in Flower which run a task is for.
@@ -38,6 +39,9 @@ def symbol_canvas(symbol: str, as_of: dt.date, models: Sequence[str], run_id: st
         _sig("compute_importance", symbol, day, **ids),
         _sig("check_rollback", symbol, day, **ids),
         _sig("select_model", symbol, day, **ids),
+        # After the symbol's outcome is recorded (select_model is the final step of its attempt; a
+        # finished symbol stays finished): the sizer's own failure or slowness never changes it.
+        _sig("train_sizer", symbol, day, **ids),
     )
 
 

@@ -31,7 +31,9 @@ SYMBOLS, MODELS, AS_OF = ["ETH/BTC", "LTC/BTC"], ["baseline"], "2018-01-30"
 # (Soft limits of collect / analysis tasks are the hard limit minus 30 s.)
 LIMITS = {"BRAIN_VISIBILITY_TIMEOUT": "50", "BRAIN_TRAIN_TIME_LIMIT": "40", "BRAIN_TRAIN_SOFT_TIME_LIMIT": "35",
           "BRAIN_TASK_TIME_LIMIT": "40", "BRAIN_STALL_TIMEOUT": "5", "BRAIN_RECONCILE_INTERVAL": "2",
-          "BRAIN_CONCURRENCY": "2"}
+          "BRAIN_CONCURRENCY": "2",
+          # The chain's last link trains a position sizer: few PPO timesteps keep it far inside the 35 s limit.
+          "BRAIN_SIZER_TIMESTEPS": "2048"}
 
 ENQUEUE = """
 import json

@@ -29,7 +29,7 @@ def test_db_upgrade_twice_is_a_no_op(tmp_path):
 @pytest.mark.slow
 def test_demo_on_the_embedded_default_prints_the_summary_and_writes_the_report(tmp_path):
     url = f"sqlite:///{tmp_path / 'brain.db'}"
-    env = brain_env(url, None, tmp_path / ".brain")
+    env = brain_env(url, None, tmp_path / ".brain", BRAIN_SIZER_TIMESTEPS="2048")
     out = _cli(["demo", "--symbols", "ETH/BTC,LTC/BTC", "--models", "lightgbm,baseline",
                 "--out", str(tmp_path / "report")], env, tmp_path)
     text = out.stdout
@@ -39,7 +39,7 @@ def test_demo_on_the_embedded_default_prints_the_summary_and_writes_the_report(t
     html = (tmp_path / "report" / "index.html").read_text()
     assert "ETH/BTC" in html and "<img" in html
     engine = make_engine(url)
-    assert len(store.read_table(engine, "model_manifests")) == 4
+    assert len(store.read_table(engine, "model_manifests")) == 4 + 2  # and one ppo_sizer per symbol
     assert len(store.read_table(engine, "feature_drift")) > 0
     models = _cli(["models", "--symbol", "ETH/BTC"], env, tmp_path).stdout
     assert "lightgbm" in models and "baseline" in models and "LTC/BTC" not in models

@@ -30,6 +30,9 @@ SYMBOLS = ["ETH/BTC", "LTC/BTC", "ADA/BTC", "TRX/BTC", "XMR/BTC"]  # ADA, TRX, X
 MODELS = ["lightgbm", "xgboost", "baseline"]
 AS_OF = "2018-01-30"
 BROKEN = "BROKEN/BTC"
+# The chain's last link trains a position sizer per symbol; its skill is tested in tests/ml/test_sizing.py,
+# here only its place in the chain, so with few PPO timesteps.
+SIZER = {"BRAIN_SIZER_TIMESTEPS": "2048"}
 # Wall-clock columns: the only ones allowed to differ between two runs of the same work.
 
 ENGINE = """
@@ -109,7 +112,7 @@ def test_daily_retrain_end_to_end_twice_with_a_broken_symbol(tmp_path, pg_url, f
     port, broker = flower
     url = _fresh_brain(pg_url)
     _insert_broken_symbol(url)
-    env = brain_env(url, broker, tmp_path)
+    env = brain_env(url, broker, tmp_path, **SIZER)
     symbols = SYMBOLS + [BROKEN]
     with worker(env, name="train", queues="train", concurrency=2, log_dir=tmp_path), \
          worker(env, name="rest", queues="collect,analysis", concurrency=1, log_dir=tmp_path):
@@ -136,10 +139,12 @@ def test_daily_retrain_end_to_end_twice_with_a_broken_symbol(tmp_path, pg_url, f
 
     engine = make_engine(url)
     n = len(SYMBOLS) * len(MODELS)
-    assert _count(url, "model_manifests") == n
-    assert _count(url, "model_registry") == n
-    assert _count(url, "model_comparisons") == n
-    assert _count(url, "model_artifacts") == 2 * n  # model + out-of-sample predictions, each by sha256
+    sizers = len(SYMBOLS)  # one ppo_sizer version per symbol, compared with two baselines
+    assert _count(url, "model_manifests") == n + sizers
+    assert _count(url, "model_registry") == n + sizers
+    # + flat and buy-and-hold per symbol (compare_models) + the three sizers per symbol (train_sizer)
+    assert _count(url, "model_comparisons") == n + 2 * len(SYMBOLS) + 3 * sizers
+    assert _count(url, "model_artifacts") == 2 * (n + sizers)  # model + out-of-sample predictions, each by sha256
     assert _count(url, "rollback_logs") == len(SYMBOLS)
     registry = store.read_table(engine, "model_registry")
     assert (registry[registry.status == "champion"].groupby("symbol").size() == 1).all()
@@ -189,7 +194,9 @@ def test_kill_9_mid_training_reruns_on_another_worker(tmp_path, pg_url, redis_ur
     # Collect / analysis tasks get a soft limit of their hard limit minus 30 s: at 18 s that was 1 s, and
     # daily_retrain overran it on a loaded machine.
     limits = {"BRAIN_VISIBILITY_TIMEOUT": "45", "BRAIN_TRAIN_TIME_LIMIT": "18", "BRAIN_TRAIN_SOFT_TIME_LIMIT": "15",
-              "BRAIN_TASK_TIME_LIMIT": "40"}
+              "BRAIN_TASK_TIME_LIMIT": "40",
+              # The sizer off: under a 15 s limit on a loaded machine it could time out in one run only.
+              "BRAIN_SIZER_TIMESTEPS": "0"}
 
     # Reference: an undisturbed run.
     ref_url, ref_broker = _fresh_brain(pg_url), _redis_db(redis_url, 4)

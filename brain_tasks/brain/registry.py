@@ -491,3 +491,23 @@ def known(engine: sa.Engine, values: Iterable[str]) -> set[str]:
     if not values:
         return set()
     return set(_scalars(engine, sa.select(ModelManifest.symbol).where(ModelManifest.symbol.in_(values)).distinct()))
+
+
+# --- position sizers (model type ppo_sizer; see brain_tasks/ml/sizing.py) ------------------------
+
+def latest_version(engine: sa.Engine, symbol: str, model_type: str) -> ModelManifest | None:
+    """The symbol's newest version of `model_type` (latest as-of date, then highest version)."""
+    return _first(engine, sa.select(ModelManifest).where(
+        ModelManifest.symbol == symbol, ModelManifest.model_type == model_type)
+        .order_by(ModelManifest.as_of.desc(), ModelManifest.version.desc()))
+
+
+def current_sizer(engine: sa.Engine, symbol: str, model_type: str = "ppo_sizer") -> tuple[ModelManifest, bytes] | None:
+    """The symbol's newest sizer version and its artifact bytes (sha256 checked), or None.
+
+    The artifact carries the gate's outcome (which sizer sizes, and why) with the agent's weights."""
+    found = latest_version(engine, symbol, model_type)
+    if found is None:
+        return None
+    _fmt, data = load_artifact(engine, found.artifact_sha256)
+    return found, data
