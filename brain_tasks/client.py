@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from brain_tasks.brain.db import make_engine
 from brain_tasks.brain.models import ModelManifest, ModelRegistry
+from brain_tasks.errors import BrainError, NoDataError, NoModelError, StaleDataError  # noqa: F401 (re-exported)
 from brain_tasks.runs import as_of_date, run_id_for
 from brain_tasks.settings import Settings, get_settings
 
@@ -33,6 +34,35 @@ class ActiveModel:
     regime: str | None
     manifest: dict[str, Any]
     model: Any  # has .predict(X); X columns = manifest["feature_names"]
+
+
+@dataclass(frozen=True)
+class Signal:
+    """The Brain's decision for one closed bar of one symbol.
+
+    `ts` is the bar's open time (UTC); `position` is -1 / 0 / +1 by the backtest's own rule and `size`
+    the fraction of the unit stake (the walk-forward metrics trade size 1).  `model_type` is 'flat'
+    (version None, prediction None) when no model was chosen for the regime or the data was stale;
+    `tradeable` False means "stay flat" and `reason` says why.  `data_age_seconds`: how long ago the
+    bar closed when the signal was computed.
+    """
+
+    symbol: str
+    ts: dt.datetime
+    regime: str | None
+    model_type: str
+    version: int | None
+    prediction: float | None
+    position: int
+    size: float
+    confidence: float | None
+    tradeable: bool
+    reason: str
+    data_age_seconds: float
+    artifact_sha256: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "ts": self.ts.isoformat()}
 
 
 class BrainClient:
@@ -148,3 +178,25 @@ class BrainClient:
                                    .order_by(ModelRegistry.as_of.desc())).all()
         latest = rows[0].as_of if rows else None
         return next((r for r in rows if r.as_of == latest and regime in (r.selected_regimes or {})), None)
+
+    # --- serve -----------------------------------------------------------------------------------
+    def predict(self, symbol: str, at: str | dt.datetime | None = None) -> Signal:
+        """The decision for the latest closed bar (or the bar stamped `at`) from stored data, recorded
+        in the signals table.  Raises NoDataError, StaleDataError (latest bar older than
+        BRAIN_MAX_DATA_AGE; only when `at` is None) or NoModelError."""
+        from brain_tasks import serving
+
+        return serving.predict(self.engine, self.settings, symbol, at)
+
+    def predict_many(self, symbols: Sequence[str]) -> dict[str, Signal | BrainError]:
+        """`predict` for each symbol; a symbol that cannot be served maps to its error, so one bad
+        symbol never hides the others' signals."""
+        from brain_tasks import serving
+
+        return serving.predict_many(self.engine, self.settings, symbols)
+
+    def latest_signal(self, symbol: str) -> Signal | None:
+        """The newest recorded signal of `symbol` (e.g. published by the bar-close task), or None."""
+        from brain_tasks import serving
+
+        return serving.latest_signal(self.engine, symbol)

@@ -51,6 +51,11 @@ class Settings:
     concurrency: int = field(default_factory=lambda: os.cpu_count() or 2)
     sample_dir: Path = REPO_ROOT / "sample" / "freqtrade-testdata"
     seed: int = 42
+    # Serving: a latest bar whose close is older than this many seconds is stale (None: two bars).
+    max_data_age: int | None = None
+    # Beat's bar-close canvas (collect, then publish_signals) runs every this many seconds (None: at
+    # each close of `timeframe`).
+    signals_every: int | None = None
 
     @property
     def embedded(self) -> bool:
@@ -108,6 +113,8 @@ def from_environ(env: Mapping[str, str]) -> Settings:
         concurrency=int(get("BRAIN_CONCURRENCY") or base.concurrency),
         sample_dir=Path(get("BRAIN_SAMPLE_DIR") or base.sample_dir),
         seed=int(get("BRAIN_SEED") or base.seed),
+        max_data_age=int(get("BRAIN_MAX_DATA_AGE")) if get("BRAIN_MAX_DATA_AGE") else None,
+        signals_every=int(get("BRAIN_SIGNALS_EVERY")) if get("BRAIN_SIGNALS_EVERY") else None,
     )
 
 
