@@ -238,3 +238,25 @@ def analyse_symbol(self: Task, symbol: str, as_of: str | None = None) -> dict:
           retry_jitter=True, max_retries=MAX_RETRIES)
 def summarize_nightly(self: Task, results: Any, run_id: str, as_of: str | None = None) -> dict:
     return jobs.summarize_nightly(_engine(), results, run_id, as_of_date(as_of))
+
+
+# --- serving -------------------------------------------------------------------------------------
+
+@app.task(name="brain_tasks.publish_signals", bind=True, **_limits("analysis"))
+@guarded("signals")
+def publish_signals(self: Task, symbols: list[str] | None = None) -> dict:
+    """Compute and record every symbol's decision for its latest closed bar (idempotent per bar)."""
+    from brain_tasks.publish import publish_signals as publish
+
+    return publish(_engine(), get_settings(), symbols)
+
+
+@app.task(name="brain_tasks.bar_close", bind=True)
+def bar_close(self: Task, symbols: list[str] | None = None) -> Any:
+    """At a bar close: collect the bar that just closed for the universe, then publish the signals."""
+    from brain_tasks.publish import universe
+
+    symbols = universe(_engine(), get_settings(), symbols)
+    if not symbols:
+        return {"status": jobs.SKIPPED, "reason": "no symbols to serve"}
+    return self.replace(workflows.bar_close_canvas(symbols))
