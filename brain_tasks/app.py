@@ -1,4 +1,4 @@
-"""The Celery app: `celery -A brain_tasks.app worker|beat|flower`."""
+"""The Celery app: `celery -A brain_tasks worker|beat|flower|inspect` (found through brain_tasks/celery.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""The `brain-tasks` command line."""
+"""The `brain-tasks` command line.
+
+A refused request (unknown model type, malformed or unknown symbol, bad date, missing schema,
+unreachable database or broker) prints one line on stderr and exits with status 2; nothing is written.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,30 @@ from typing import Any, Iterator
 
 import click
 
+from brain_tasks import __version__
+from brain_tasks.errors import BrainError
 from brain_tasks.settings import Settings, get_settings
+
+USAGE_ERROR = 2
+
+
+class BrainGroup(click.Group):
+    """Turns the Brain's own errors into one line and exit status 2 instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        import sqlalchemy.exc
+
+        try:
+            return super().invoke(ctx)
+        except BrainError as exc:
+            click.echo(f"brain-tasks: {exc}", err=True)
+            ctx.exit(USAGE_ERROR)
+        except sqlalchemy.exc.OperationalError as exc:
+            from brain_tasks.brain.db import redact_url
+
+            first = str(exc.orig or exc).strip().splitlines()[0]
+            click.echo(f"brain-tasks: database {redact_url(get_settings().database_url)}: {first}", err=True)
+            ctx.exit(USAGE_ERROR)
 
 
 def _csv(value: str | None) -> list[str]:
@@ -22,9 +49,17 @@ def _engine(settings: Settings) -> Any:
     return make_engine(settings.database_url)
 
 
-@click.group()
+@click.group(cls=BrainGroup)
+@click.version_option(__version__, prog_name="brain-tasks")
 def main() -> None:
     """brain_tasks: per-symbol ML for crypto trading on Celery workers."""
+
+
+def _schema(settings: Settings) -> None:
+    """Refuse to go on (exit 2) unless the Brain schema exists; creates nothing."""
+    from brain_tasks.brain.db import check_schema
+
+    check_schema(settings.database_url)
 
 
 @main.group()
@@ -43,20 +78,57 @@ def db_upgrade() -> None:
 
 
 @main.command()
-@click.option("--source", type=click.Choice(["freqtrade"]), default="freqtrade", show_default=True)
-@click.option("--path", "path", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--source", type=click.Choice(["freqtrade"]), default="freqtrade", show_default=True,
+              help="the kind of files under --path")
+@click.option("--path", "path", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="the directory of freqtrade data files (feather / json / parquet)")
 @click.option("--symbols", default=None, help="comma-separated pairs, e.g. ETH/BTC,LTC/BTC (default: all)")
-@click.option("--timeframe", default="5m", show_default=True)
-def ingest(source: str, path: Path, symbols: str | None, timeframe: str) -> None:
-    """Load candles / funding rates from files into the Brain (idempotent)."""
+@click.option("--timeframe", default="5m", show_default=True, help="the candle timeframe to load")
+@click.option("--json", "as_json", is_flag=True, help="print the full summary as JSON instead of a table")
+def ingest(source: str, path: Path, symbols: str | None, timeframe: str, as_json: bool) -> None:
+    """Load candles / funding rates from files into the Brain (idempotent).  Exits 1 when a symbol
+    failed or nothing was found."""
     from brain_tasks.brain.migrate import upgrade
     from brain_tasks.collect import ingest_freqtrade
+    from brain_tasks.requests import check_symbols
+
+    from brain_tasks.market.sources import FreqtradeSource
 
     s = get_settings()
+    wanted = check_symbols(_csv(symbols)) if symbols else None
+    available = FreqtradeSource(path).symbols(timeframe)
+    if not available or (wanted and not set(wanted) & set(available)):
+        what = ", ".join(wanted) if wanted else "any pair"
+        click.echo(f"brain-tasks: nothing to ingest: no {timeframe} candle files for {what} under {path}", err=True)
+        raise SystemExit(1)
     upgrade(s.database_url)
-    summary = ingest_freqtrade(_engine(s), path, symbols=_csv(symbols) or None, timeframe=timeframe,
-                               exchange=s.exchange)
-    click.echo(json.dumps(summary, indent=2, default=str))
+    with click.progressbar(length=1, label=f"ingest {path}", show_pos=False, file=click.get_text_stream("stderr")) \
+            as bar:
+        summary = ingest_freqtrade(_engine(s), path, symbols=wanted, timeframe=timeframe, exchange=s.exchange)
+        bar.update(1)
+    missing = sorted(set(wanted or []) - set(summary["symbols"]) - {k.split(":", 1)[1] for k in summary["failed"]})
+    for symbol in missing:
+        summary["failed"][f"candles:{symbol}"] = f"no {timeframe} candle file for {symbol} under {path}"
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+    else:
+        click.echo(_ingest_table(summary))
+    if summary["failed"] or not summary["symbols"]:
+        raise SystemExit(1)
+
+
+def _ingest_table(summary: dict[str, Any]) -> str:
+    lines = [f"{'kind':<8} {'symbol':<22} {'fetched':>9} {'stored':>9} {'rejected':>9}  range"]
+    for kind in ("candles", "funding"):
+        for symbol, info in sorted(summary.get(kind, {}).items()):
+            span = f"{info.get('first') or '-'} .. {info.get('last') or '-'}"
+            lines.append(f"{kind:<8} {symbol:<22} {info.get('fetched', 0):>9} {info.get('stored', 0):>9} "
+                         f"{info.get('rejected', 0):>9}  {span}")
+    for key, error in sorted(summary.get("failed", {}).items()):
+        kind, _, symbol = key.partition(":")
+        lines.append(f"{kind:<8} {symbol:<22} failed: {error}")
+    lines.append(f"{summary.get('stored', 0)} rows stored for {len(summary.get('symbols', []))} symbols")
+    return "\n".join(lines)
 
 
 @contextlib.contextmanager
@@ -117,15 +189,21 @@ def run_retrain(client: Any, symbols: list[str], models: list[str] | None, as_of
 
 
 @main.command()
-@click.option("--symbols", required=True, help="comma-separated pairs")
-@click.option("--models", default=None, help="comma-separated: lightgbm,xgboost,baseline (default: all)")
-@click.option("--as-of", "as_of", default=None, help="YYYY-MM-DD (default: today, UTC)")
+@click.option("--symbols", required=True, help="comma-separated pairs, e.g. ETH/BTC,LTC/BTC")
+@click.option("--models", default=None, help="comma-separated model types (default: BRAIN_MODELS)")
+@click.option("--as-of", "as_of", default=None, help="YYYY-MM-DD: train on data up to that day (default: today, UTC)")
 @click.option("--wait/--no-wait", default=False, help="follow the run (always, in embedded mode)")
 def retrain(symbols: str, models: str | None, as_of: str | None, wait: bool) -> None:
     """Enqueue (or, embedded, run) the daily retrain fan-out."""
+    from brain_tasks.requests import check_as_of, check_models, check_symbols
+
     s = get_settings()
+    # Refuse a bad request before starting a worker or enqueueing anything.
+    client = _client(s)
+    check_as_of(as_of), check_models(_csv(models) or s.models)
+    client._check_known(check_symbols(_csv(symbols)))
     with _workers(s):
-        status = run_retrain(_client(s), _csv(symbols), _csv(models) or None, as_of, wait or s.embedded)
+        status = run_retrain(client, _csv(symbols), _csv(models) or None, as_of, wait or s.embedded)
     if status and status["state"] == "failed":
         raise SystemExit(1)
 
@@ -143,67 +221,83 @@ def run_nightly(client: Any, as_of: str | None, wait: bool, timeout: float = 360
         click.echo(f"  {symbol}: {len(drifted)} drifted features {', '.join(drifted[:5])}")
     for symbol, error in sorted((details.get("failed") or {}).items()):
         click.echo(f"  {symbol}: failed: {error}")
+    skipped = details.get("skipped") or {}
+    for symbol in sorted(skipped):
+        why = skipped[symbol] if isinstance(skipped, dict) else ""
+        click.echo(f"  {symbol}: skipped: {why or 'no reason recorded'}")
+    for symbol, reason in sorted((details.get("rollbacks") or {}).items()):
+        click.echo(f"  {symbol}: ROLLED BACK: {reason}")
     return status
 
 
 @main.command()
-@click.option("--as-of", "as_of", default=None)
-@click.option("--wait/--no-wait", default=False)
+@click.option("--as-of", "as_of", default=None, help="YYYY-MM-DD: analyse data up to that day (default: today, UTC)")
+@click.option("--wait/--no-wait", default=False, help="follow the run (always, in embedded mode)")
 def nightly(as_of: str | None, wait: bool) -> None:
-    """Enqueue (or run) the nightly feature analysis."""
+    """Enqueue (or run) the nightly analysis: live check and rollback, drift, importance trends."""
+    from brain_tasks.requests import check_as_of
+
     s = get_settings()
+    check_as_of(as_of)
+    _schema(s)
     with _workers(s):
         run_nightly(_client(s), as_of, wait or s.embedded)
 
 
 def models_table(settings: Settings, symbol: str | None = None) -> str:
     """The registry as a readable table: versions, status, per-regime choice, key metrics."""
-    import pandas as pd
-    import sqlalchemy as sa
-
-    from brain_tasks.brain.models import ModelMetric, ModelRegistry
+    from brain_tasks.brain import registry
 
     engine = _engine(settings)
-    with engine.connect() as conn:
-        stmt = sa.select(ModelRegistry).order_by(ModelRegistry.symbol, ModelRegistry.as_of, ModelRegistry.model_type)
-        if symbol:
-            stmt = stmt.where(ModelRegistry.symbol == symbol)
-        reg = pd.DataFrame(conn.execute(stmt).mappings().all())
-        metrics = pd.DataFrame(conn.execute(sa.select(ModelMetric).where(
-            ModelMetric.regime == "all", ModelMetric.evaluation == "walk_forward",
-            ModelMetric.metric.in_(["sharpe", "max_drawdown", "hit_ratio", "psr"]))).mappings().all())
+    reg = registry.registry_table(engine, symbol)
     if reg.empty:
-        return "no models in the registry yet"
-    if not metrics.empty:
-        wide = metrics.pivot_table(index=["symbol", "model_type", "version"], columns="metric", values="value")
-        reg = reg.join(wide, on=["symbol", "model_type", "version"])
-    reg["regimes"] = reg["selected_regimes"].map(
-        lambda d: ", ".join(f"{k}({v.get('confidence', 0):.2f})" for k, v in sorted((d or {}).items())) or "-")
+        return "no models in the registry yet" + (f" for {symbol}" if symbol else "")
+    choices = {s: registry.regime_choice(engine, s) for s in reg["symbol"].unique()}
+
+    def chosen(row: Any) -> str:
+        mine = [f"{regime}({c['confidence'] or 0:.2f})" for regime, c in sorted(choices[row.symbol].items())
+                if c["model_type"] == row.model_type and c["version"] == row.version]
+        return ", ".join(mine) or "-"
+
+    reg["regimes"] = [chosen(r) for r in reg.itertuples()]
     cols = [c for c in ["symbol", "model_type", "version", "as_of", "status", "composite_score", "sharpe",
-                        "max_drawdown", "hit_ratio", "psr", "regimes"] if c in reg]
-    return reg[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}")
+                        "total_return", "max_drawdown", "psr", "regimes"] if c in reg]
+    lines = [reg[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}")]
+    flat = sorted({f"{s} {regime}" for s, cs in choices.items() for regime, c in cs.items() if not c["tradeable"]})
+    if flat:
+        lines.append("not traded (no edge over flat): " + ", ".join(flat))
+    return "\n".join(lines)
 
 
 @main.command()
-@click.option("--symbol", default=None)
+@click.option("--symbol", default=None, help="one symbol (default: all)")
 def models(symbol: str | None) -> None:
     """Show the registry: versions, champion, per-regime choice, metrics."""
-    click.echo(models_table(get_settings(), symbol))
+    from brain_tasks.requests import check_symbol
+
+    s = get_settings()
+    if symbol:
+        check_symbol(symbol)
+    _schema(s)
+    click.echo(models_table(s, symbol))
 
 
 @main.command()
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="the directory to write index.html into")
 def report(out: Path) -> None:
     """Write an HTML report with plots."""
     from brain_tasks.report import write_report
 
-    path = write_report(_engine(get_settings()), out)
+    s = get_settings()
+    _schema(s)
+    path = write_report(_engine(s), out)
     click.echo(f"report written to {path}")
 
 
 @main.command()
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("report"),
-              show_default=True)
+              show_default=True, help="the directory of the HTML report")
 @click.option("--symbols", default=None, help="a subset of the sample's pairs (default: all ten)")
 @click.option("--models", default=None, help="default: every model type")
 def demo(out: Path, symbols: str | None, models: str | None) -> None:

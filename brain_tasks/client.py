@@ -2,6 +2,10 @@
 
 Importing this module pulls in Celery and SQLAlchemy, not LightGBM or XGBoost: enqueueing uses
 task names only, and a model library is loaded only when `active_model` is asked for the model.
+
+Every error this module raises on purpose is a `BrainError`: a refused request (`RequestError`:
+unknown model type, malformed or unknown symbol, bad date) before anything is enqueued, or a
+`ServiceError` naming the database or broker that cannot be used (password redacted).
 """
 
 from __future__ import annotations
@@ -11,13 +15,18 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-import sqlalchemy as sa
-
-from brain_tasks.brain.db import make_engine
-from brain_tasks.brain.models import ModelManifest, ModelRegistry
-from brain_tasks.errors import BrainError, NoDataError, NoModelError, StaleDataError  # noqa: F401 (re-exported)
-from brain_tasks.runs import as_of_date, run_id_for
+from brain_tasks.brain import registry
+from brain_tasks.brain.db import check_schema, make_engine, redact_url
+from brain_tasks.errors import (BrainError, BrokerUnavailableError, DatabaseUnavailableError, IntegrityError,
+                                NoDataError, NoModelError, SchemaMissingError, ServiceError, StaleDataError)
+from brain_tasks.requests import (BadDateError, BadSymbolError, RequestError, UnknownModelError, check_as_of,
+                                  check_models, check_symbols)
+from brain_tasks.runs import run_id_for
 from brain_tasks.settings import Settings, get_settings
+
+__all__ = ["BrainClient", "RunHandle", "ActiveModel", "BrainError", "RequestError", "UnknownModelError",
+           "BadSymbolError", "BadDateError", "ServiceError", "SchemaMissingError", "DatabaseUnavailableError",
+           "BrokerUnavailableError", "IntegrityError", "NoModelError", "NoDataError", "StaleDataError", "Signal"]
 
 
 @dataclass(frozen=True)
@@ -80,18 +89,43 @@ class BrainClient:
     # --- enqueue ---------------------------------------------------------------------------------
     def retrain(self, symbols: Sequence[str], models: Sequence[str] | None = None,
                 as_of: str | dt.date | None = None) -> RunHandle:
-        day = as_of_date(as_of)
-        models = list(models or self.settings.models)
-        result = self.app.send_task("brain_tasks.daily_retrain", kwargs={
-            "symbols": list(symbols), "models": models, "as_of": day.isoformat()})
+        """Enqueue the retrain fan-out; a bad request raises a `RequestError` and enqueues nothing."""
+        day = check_as_of(as_of)
+        symbols = check_symbols(symbols)
+        models = check_models(models or self.settings.models)
+        self._check_known(symbols)
+        result = self._send("brain_tasks.daily_retrain", {"symbols": symbols, "models": models,
+                                                          "as_of": day.isoformat()})
         return RunHandle(run_id_for("retrain", day, symbols, models), result.id)
 
     def nightly(self, as_of: str | dt.date | None = None, symbols: Sequence[str] | None = None) -> RunHandle:
-        day = as_of_date(as_of)
-        symbols = list(symbols or self.settings.symbols or self._stored_symbols())
-        result = self.app.send_task("brain_tasks.nightly_analysis",
-                                    kwargs={"symbols": symbols, "as_of": day.isoformat()})
+        day = check_as_of(as_of)
+        check_schema(self.settings.database_url)
+        symbols = check_symbols(symbols or self.settings.symbols or self._stored_symbols())
+        result = self._send("brain_tasks.nightly_analysis", {"symbols": symbols, "as_of": day.isoformat()})
         return RunHandle(run_id_for("nightly", day, symbols), result.id)
+
+    def _check_known(self, symbols: list[str]) -> None:
+        """File sources cannot collect a symbol the Brain has never seen: refuse it up front."""
+        check_schema(self.settings.database_url)
+        if self.settings.exchange != "freqtrade":
+            return  # an exchange or the synthetic market collects new symbols in the chain's first step
+        stored = set(self._stored_symbols())
+        unknown = [s for s in symbols if s not in stored]
+        if unknown:
+            raise BadSymbolError(f"unknown symbol {', '.join(unknown)}: no {self.settings.timeframe} candles stored "
+                                 f"for it on {self.settings.exchange!r} (ingest it first)")
+
+    def _send(self, name: str, kwargs: dict[str, Any]) -> Any:
+        """send_task with a short connection retry, so a dead broker is named within seconds."""
+        from kombu.exceptions import OperationalError
+
+        try:
+            return self.app.send_task(name, kwargs=kwargs, retry=True, retry_policy={
+                "max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0})
+        except OperationalError as exc:
+            raise BrokerUnavailableError(f"cannot reach the broker {redact_url(str(self.app.conf.broker_url))}: "
+                                         f"{exc}; nothing was enqueued") from None
 
     def _stored_symbols(self) -> list[str]:
         from brain_tasks.brain import store
@@ -120,24 +154,25 @@ class BrainClient:
             time.sleep(poll)
 
     def active_model(self, symbol: str, regime: str | None = None) -> ActiveModel:
-        """The model to trade: the one selected for `regime`, else the champion (sha256 checked)."""
-        from brain_tasks.jobs import get_artifact
+        """The model to trade: the one chosen for `regime` when that choice is a tradeable model, else
+        the champion (sha256 checked).  NoModelError when nothing was promoted yet."""
         from brain_tasks.ml.models import load_model
 
-        row = self._selected(symbol, regime) if regime else None
-        if row is None:
-            row = self._latest(symbol, ModelRegistry.status == "champion")
-        if row is None:
-            raise LookupError(f"no champion model for {symbol!r}")
-        with sa.orm.Session(self.engine) as session:
-            manifest = session.get_one(ModelManifest, (row.symbol, row.model_type, row.version))
-            info = {c.name: getattr(manifest, c.name) for c in ModelManifest.__table__.columns}
-        fmt, data = get_artifact(self.engine, row.artifact_sha256)
-        return ActiveModel(symbol, row.model_type, row.version, regime, info, load_model(fmt, data))
+        chosen = registry.regime_choice(self.engine, symbol).get(regime or "", {})
+        if chosen.get("tradeable") and chosen.get("version") is not None:
+            manifest = registry.manifest(self.engine, symbol, chosen["model_type"], int(chosen["version"]))
+        else:
+            manifest = registry.champion(self.engine, symbol)
+        if manifest is None:
+            raise NoModelError(f"no champion model for {symbol!r}")
+        info = {c.name: getattr(manifest, c.name) for c in manifest.__table__.columns}
+        fmt, data = registry.load_artifact(self.engine, manifest.artifact_sha256)
+        return ActiveModel(symbol, manifest.model_type, manifest.version, regime, info, load_model(fmt, data))
 
     def current_choice(self, symbol: str) -> dict[str, Any]:
-        """The current volatility regime (from the latest stored candles), the model chosen for it and
-        the confidence of that choice."""
+        """The current volatility regime (from the latest stored candles), the model chosen for it, the
+        confidence of that choice and whether to trade at all (`trade`: False with the reason when no
+        model beat doing nothing there)."""
         import pandas as pd
 
         from brain_tasks.brain import store
@@ -148,42 +183,31 @@ class BrainClient:
         last = store.last_timestamp(self.engine, "candles", exchange=s.exchange, symbol=symbol,
                                     timeframe=s.timeframe)
         if last is None:
-            raise LookupError(f"no candles stored for {symbol!r}")
-        champion = self._latest(symbol, ModelRegistry.status == "champion")
+            raise NoModelError(f"no candles stored for {symbol!r}")
+        champion = registry.champion(self.engine, symbol)
         if champion is None:
-            raise LookupError(f"no champion model for {symbol!r}")
-        with sa.orm.Session(self.engine) as session:
-            config = session.get_one(ModelManifest, (symbol, champion.model_type, champion.version)).config
+            raise NoModelError(f"no champion model for {symbol!r}")
         # The regime is classified exactly as the models' training classified it.
-        window, lookback = int(config["regime_window"]), int(config["regime_lookback"])
+        window, lookback = int(champion.config["regime_window"]), int(champion.config["regime_lookback"])
         bar = pd.Timedelta(seconds=timeframe_seconds(s.timeframe))
         candles = store.read_candles(self.engine, s.exchange, symbol, s.timeframe,
                                      start=last - (window + lookback + 1) * bar)
         regimes = volatility_regimes(candles, window=window, lookback=lookback).dropna()
         regime = str(regimes.iloc[-1]) if len(regimes) else "normal"
-        row = self._selected(symbol, regime) or champion
-        choice = (row.selected_regimes or {}).get(regime, {})
-        return {"symbol": symbol, "regime": regime, "as_of_bar": last.isoformat(), "model_type": row.model_type,
-                "version": row.version, "confidence": choice.get("confidence"),
-                "reason": choice.get("reason", "champion (no per-regime choice for this regime)")}
-
-    def _latest(self, symbol: str, *where: Any) -> ModelRegistry | None:
-        with sa.orm.Session(self.engine) as session:
-            return session.scalars(sa.select(ModelRegistry).where(ModelRegistry.symbol == symbol, *where)
-                                   .order_by(ModelRegistry.as_of.desc(), ModelRegistry.updated_at.desc())).first()
-
-    def _selected(self, symbol: str, regime: str) -> ModelRegistry | None:
-        with sa.orm.Session(self.engine) as session:
-            rows = session.scalars(sa.select(ModelRegistry).where(ModelRegistry.symbol == symbol)
-                                   .order_by(ModelRegistry.as_of.desc())).all()
-        latest = rows[0].as_of if rows else None
-        return next((r for r in rows if r.as_of == latest and regime in (r.selected_regimes or {})), None)
+        chosen = registry.regime_choice(self.engine, symbol).get(regime)
+        if chosen is None:
+            return {"symbol": symbol, "regime": regime, "as_of_bar": last.isoformat(),
+                    "model_type": champion.model_type, "version": champion.version, "confidence": None,
+                    "trade": True, "reason": "champion (no per-regime choice for this regime)"}
+        return {"symbol": symbol, "regime": regime, "as_of_bar": last.isoformat(), "model_type": chosen["model_type"],
+                "version": chosen["version"], "confidence": chosen["confidence"], "trade": bool(chosen["tradeable"]),
+                "reason": chosen["reason"]}
 
     # --- serve -----------------------------------------------------------------------------------
     def predict(self, symbol: str, at: str | dt.datetime | None = None) -> Signal:
         """The decision for the latest closed bar (or the bar stamped `at`) from stored data, recorded
         in the signals table.  Raises NoDataError, StaleDataError (latest bar older than
-        BRAIN_MAX_DATA_AGE; only when `at` is None) or NoModelError."""
+        BRAIN_SIGNAL_MAX_AGE; only when `at` is None) or NoModelError."""
         from brain_tasks import serving
 
         return serving.predict(self.engine, self.settings, symbol, at)

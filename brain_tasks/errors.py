@@ -38,3 +38,19 @@ class StaleDataError(DataError):
 
 class NoModelError(BrainError, LookupError):
     """No champion and no per-regime choice to serve for a symbol."""
+
+
+class ServiceError(BrainError):
+    """The Brain's database or broker cannot be used as configured (named, password redacted)."""
+
+
+class SchemaMissingError(ServiceError):
+    """The database has no Brain schema yet: `brain-tasks db upgrade` creates it."""
+
+
+class DatabaseUnavailableError(ServiceError):
+    """The database cannot be reached or its URL cannot be used."""
+
+
+class BrokerUnavailableError(ServiceError):
+    """The Celery broker cannot be reached: nothing was enqueued."""

@@ -8,9 +8,8 @@ not redone.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import hashlib
-import io
 import time
 from typing import Any, Iterable, Sequence
 
@@ -19,29 +18,21 @@ import pandas as pd
 import sqlalchemy as sa
 
 from brain_tasks import __version__
-from brain_tasks.brain import store
+from brain_tasks.brain import registry, store
 from brain_tasks.brain.locks import claim
-from brain_tasks.brain.models import (DataQualityLog, FeatureDrift, FeatureImportance, ModelArtifact,
-                                      ModelComparison, ModelManifest, ModelMetric, ModelRegistry,
-                                      RollbackLog, TrainingRun)
-from brain_tasks.errors import DataError, IntegrityError
+from brain_tasks.brain.models import ModelManifest, TrainingRun
+from brain_tasks.errors import DataError
 from brain_tasks.runs import RUN_SUMMARY_SYMBOL
 from brain_tasks.settings import Settings
 
-OK, FAILED, SKIPPED = "succeeded", "failed", "skipped"
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+# Chain statuses: `stale` ends a symbol's chain like a failure (no promotion) but says why.
+OK, FAILED, SKIPPED, STALE = "succeeded", "failed", "skipped", "stale"
+now = registry.now
 
 
 def _day_end(as_of: dt.date) -> dt.datetime:
     """Data visible on an as-of date: everything strictly before the next UTC midnight."""
     return dt.datetime.combine(as_of + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 # --- configuration -------------------------------------------------------------------------------
@@ -70,187 +61,133 @@ def load_market(engine: sa.Engine, settings: Settings, symbol: str, end: dt.date
     return {"candles": candles, **extra}
 
 
-# --- artifacts -----------------------------------------------------------------------------------
-
-def put_artifact(conn: sa.Connection, data: bytes, artifact_format: str) -> str:
-    digest = sha256(data)
-    stmt = _insert(conn, ModelArtifact).values(sha256=digest, artifact_format=artifact_format, data=data,
-                                                size_bytes=len(data), created_at=now())
-    conn.execute(stmt.on_conflict_do_nothing())
-    return digest
+def _market_kwargs(market: dict[str, pd.DataFrame | None]) -> dict[str, pd.DataFrame | None]:
+    return {k: v for k, v in market.items() if k != "candles"}
 
 
-def get_artifact(engine: sa.Engine, digest: str) -> tuple[str, bytes]:
-    """The artifact's format and bytes, refusing bytes whose sha256 does not match."""
-    row = _first(engine, sa.select(ModelArtifact.artifact_format, ModelArtifact.data)
-                 .where(ModelArtifact.sha256 == digest))
-    if row is None:
-        raise IntegrityError(f"artifact {digest} is missing from model_artifacts")
-    data = bytes(row.data)
-    if sha256(data) != digest:
-        raise IntegrityError(f"artifact {digest} is corrupted: its bytes hash to {sha256(data)}")
-    return row.artifact_format, data
+# --- artifacts (kept under these names for callers of the first round) ---------------------------
+
+get_artifact = registry.load_artifact
+oos_frame = registry.oos_frame
+find_version = registry.find_version
 
 
-def _insert(conn: sa.Connection, model: type) -> Any:
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(model)
+def load_version(engine: sa.Engine, manifest: ModelManifest) -> Any:
+    from brain_tasks.ml.models import load_model
 
-
-def _first(engine: sa.Engine, stmt: Any) -> Any:
-    with engine.connect() as conn:
-        return conn.execute(stmt).first()
-
-
-def _all(engine: sa.Engine, stmt: Any) -> list[Any]:
-    with engine.connect() as conn:
-        return list(conn.execute(stmt))
-
-
-def oos_frame(engine: sa.Engine, digest: str) -> pd.DataFrame:
-    fmt, data = get_artifact(engine, digest)
-    if fmt != "oos-parquet":
-        raise IntegrityError(f"artifact {digest} is {fmt}, not out-of-sample predictions")
-    return pd.read_parquet(io.BytesIO(data))
-
-
-def _parquet_bytes(frame: pd.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    frame.reset_index(drop=True).to_parquet(buf, index=False, compression="zstd")
-    return buf.getvalue()
+    fmt, data = registry.load_artifact(engine, manifest.artifact_sha256)
+    return load_model(fmt, data)
 
 
 # --- train ---------------------------------------------------------------------------------------
 
-def find_version(engine: sa.Engine, symbol: str, model_type: str, as_of: dt.date,
-                 config_hash: str) -> ModelManifest | None:
-    with sa.orm.Session(engine) as session:
-        return session.scalars(sa.select(ModelManifest).where(
-            ModelManifest.symbol == symbol, ModelManifest.model_type == model_type,
-            ModelManifest.as_of == as_of, ModelManifest.config_hash == config_hash)).first()
+def _stale(settings: Settings, candles: pd.DataFrame, as_of: dt.date) -> str | None:
+    """Why the newest bar is too old to train on as of `as_of`, or None when it is fresh enough."""
+    newest = pd.Timestamp(candles["ts"].iloc[-1]).to_pydatetime()
+    age = _day_end(as_of) - newest
+    if age.total_seconds() <= settings.max_data_age:
+        return None
+    return (f"the newest stored bar ({newest:%Y-%m-%d %H:%M} UTC) is {age.total_seconds() / 86400:.1f} days "
+            f"older than the end of {as_of.isoformat()}; more than the allowed {settings.max_data_age} s "
+            "(BRAIN_MAX_DATA_AGE): collect fresh data or retrain as of an earlier day")
 
 
 def train_symbol(engine: sa.Engine, settings: Settings, symbol: str, model_type: str,
                  as_of: dt.date) -> dict[str, Any]:
     """Walk-forward train one (symbol, model type, as-of) and register the new version.
 
-    Identity = (symbol, model type, as-of, config hash): a finished identity is returned as it is;
-    a claim makes a concurrent copy wait and then find the finished one.  The claim covers every
-    training of (symbol, model type), since those share one sequence of version numbers.
+    Identity = (symbol, model type, as-of, config hash): a finished identity is returned as it is; a
+    claim makes a concurrent copy wait and then find the finished one (the claim covers every training
+    of the (symbol, model type), which share one sequence of version numbers).  Inputs identical to an
+    earlier version's (same config, same dataset digest) return that version: nothing new is learnt
+    from the same data.  Data older than `settings.max_data_age` at the as-of day's end is `stale`.
     """
-    from brain_tasks.ml.pipeline import train_and_evaluate
+    from brain_tasks.ml.pipeline import build_dataset, dataset_digest, train_and_evaluate
 
     started = time.perf_counter()
     config = train_config(settings)
     chash = config.config_hash()
     base = {"symbol": symbol, "model_type": model_type, "as_of": as_of.isoformat(), "config_hash": chash}
-    done = find_version(engine, symbol, model_type, as_of, chash)
-    if done is None:
-        with claim(engine, f"train:{symbol}:{model_type}"):
-            done = find_version(engine, symbol, model_type, as_of, chash)
-            if done is None:
-                market = load_market(engine, settings, symbol, end=_day_end(as_of))
-                result = train_and_evaluate(market["candles"], model_type, config,
-                                            funding=market["funding"],
-                                            open_interest=market["open_interest"],
-                                            liquidations=market["liquidations"], with_importance=False)
-                _register(engine, symbol, model_type, as_of, config, result)
-                done = find_version(engine, symbol, model_type, as_of, chash)
-                return {**base, "status": OK, "version": done.version, "trained": True,
-                        "seconds": round(time.perf_counter() - started, 4)}
-    return {**base, "status": OK, "version": done.version, "trained": False,
+
+    def answer(version: ModelManifest, trained: bool, reason: str, **extra: Any) -> dict[str, Any]:
+        return {**base, "status": OK, "version": version.version, "trained": trained, "reason": reason,
+                **extra, "seconds": round(time.perf_counter() - started, 4)}
+
+    done = registry.find_version(engine, symbol, model_type, as_of, chash)
+    if done is not None:
+        return answer(done, False, f"{model_type} v{done.version} was already trained for this as-of date and config")
+    with claim(engine, f"train:{symbol}:{model_type}"):
+        done = registry.find_version(engine, symbol, model_type, as_of, chash)
+        if done is not None:
+            return answer(done, False, f"{model_type} v{done.version} was trained meanwhile by another copy")
+        market = load_market(engine, settings, symbol, end=_day_end(as_of))
+        stale = _stale(settings, market["candles"], as_of)
+        if stale:
+            registry.record_finding(engine, source=settings.exchange, symbol=symbol, timeframe=settings.timeframe,
+                                    data_kind="candles", check="stale", day=as_of, details={"error": stale},
+                                    severity="warning")
+            return {**base, "status": STALE, "error": stale, "seconds": round(time.perf_counter() - started, 4)}
+        X, y, _bar = build_dataset(market["candles"], config, **_market_kwargs(market))
+        same = registry.find_same_inputs(engine, symbol, model_type, chash, dataset_digest(X, y))
+        if same is not None:
+            return answer(same, False, f"inputs unchanged: {model_type} v{same.version} (as of {same.as_of}) was "
+                          "trained on the same data with the same config", reused_as_of=same.as_of.isoformat())
+        result = train_and_evaluate(market["candles"], model_type, config, **_market_kwargs(market),
+                                    with_importance=False)
+        version = registry.register_version(engine, symbol, model_type, as_of, config=config.to_dict(),
+                                            config_hash=chash, result=result, code_version=__version__,
+                                            seed=config.seed)
+    return {**base, "status": OK, "version": version, "trained": True, "reason": "trained",
             "seconds": round(time.perf_counter() - started, 4)}
-
-
-def _register(engine: sa.Engine, symbol: str, model_type: str, as_of: dt.date, config: Any,
-              result: Any) -> None:
-    """Write artifact, OOS predictions, metrics, manifest and registry row in one transaction."""
-    stamp = now()
-    with engine.begin() as conn:
-        art = put_artifact(conn, result.artifact, result.artifact_format)
-        oos = put_artifact(conn, _parquet_bytes(result.oos), "oos-parquet")
-        version = 1 + (conn.execute(sa.select(sa.func.max(ModelManifest.version)).where(
-            ModelManifest.symbol == symbol, ModelManifest.model_type == model_type)).scalar() or 0)
-        chash = config.config_hash()
-        conn.execute(sa.insert(ModelManifest).values(
-            symbol=symbol, model_type=model_type, version=version, as_of=as_of, config_hash=chash,
-            artifact_sha256=art, oos_sha256=oos, hyperparameters=store.jsonable(result.params),
-            config=store.jsonable(config.to_dict()), feature_names=list(result.feature_names),
-            feature_hash=result.feature_hash, dataset_digest=result.dataset_digest,
-            data_start=result.data_start, data_end=result.data_end, n_rows=int(result.n_rows),
-            code_version=__version__, seed=int(config.seed), created_at=stamp))
-        conn.execute(sa.insert(ModelRegistry).values(
-            symbol=symbol, model_type=model_type, version=version, as_of=as_of, config_hash=chash,
-            artifact_sha256=art, status="candidate", composite_score=_f(result.metrics.get("composite")),
-            selected_regimes={}, created_at=stamp, updated_at=stamp))
-        rows = [dict(symbol=symbol, model_type=model_type, version=version, evaluation="walk_forward",
-                     regime=regime, metric=name, value=_f(value), as_of=as_of)
-                for regime, metrics in [("all", result.metrics), *result.regime_metrics.items()]
-                for name, value in metrics.items() if _is_number(value)]
-        if rows:
-            conn.execute(sa.insert(ModelMetric), rows)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
-def _f(value: Any) -> float | None:
-    if value is None:
-        return None
-    v = float(value)
-    return v if np.isfinite(v) else None
 
 
 # --- compare -------------------------------------------------------------------------------------
 
-def versions_of(engine: sa.Engine, symbol: str, as_of: dt.date, config_hash: str) -> list[ModelManifest]:
-    with sa.orm.Session(engine) as session:
-        return list(session.scalars(sa.select(ModelManifest).where(
-            ModelManifest.symbol == symbol, ModelManifest.as_of == as_of,
-            ModelManifest.config_hash == config_hash).order_by(ModelManifest.model_type)))
-
-
-def metrics_of(engine: sa.Engine, symbol: str, model_type: str, version: int,
-               evaluation: str = "walk_forward") -> dict[str, dict[str, float]]:
-    """{regime: {metric: value}} of one version."""
-    out: dict[str, dict[str, float]] = {}
-    for row in _all(engine, sa.select(ModelMetric.regime, ModelMetric.metric, ModelMetric.value).where(
-            ModelMetric.symbol == symbol, ModelMetric.model_type == model_type,
-            ModelMetric.version == version, ModelMetric.evaluation == evaluation)):
-        out.setdefault(row.regime, {})[row.metric] = row.value
-    return out
+def _results(train_results: Any) -> list[dict[str, Any]]:
+    items = train_results if isinstance(train_results, list) else [train_results]
+    return [r for r in items if isinstance(r, dict)]
 
 
 def compare_models(engine: sa.Engine, settings: Settings, train_results: Any, symbol: str,
                    as_of: dt.date) -> dict[str, Any]:
-    """Rank this run's versions of `symbol` by composite score; name the best candidate."""
+    """Rank this run's versions of `symbol` by composite score; name the best candidate.
+
+    When every model type came back with a version of an earlier day on identical inputs, nothing is
+    new: the chain goes on as `unchanged` and writes nothing."""
     from brain_tasks.ml.metrics import composite_score
 
-    results = train_results if isinstance(train_results, list) else [train_results]
-    failures = {r.get("model_type", "?"): r.get("error", "failed") for r in results
-                if isinstance(r, dict) and r.get("status") == FAILED}
+    results = _results(train_results)
+    failures = {r.get("model_type", "?"): r.get("error", "failed") for r in results if r.get("status") != OK}
     chash = train_config(settings).config_hash()
-    versions = versions_of(engine, symbol, as_of, chash)
     base = {"symbol": symbol, "as_of": as_of.isoformat(), "config_hash": chash, "failed_models": failures}
-    if not versions:
+    stale = [r for r in results if r.get("status") == STALE]
+    if stale:
+        return {**base, "status": STALE, "error": stale[0]["error"]}
+    done = [r for r in results if r.get("status") == OK]
+    if not done:
         errors = "; ".join(f"{m}: {e}" for m, e in failures.items()) or "no model was trained"
         return {**base, "status": FAILED, "error": errors}
+    versions = [registry.manifest(engine, symbol, r["model_type"], int(r["version"])) for r in done]
     scored = []
     for v in versions:
-        overall = metrics_of(engine, symbol, v.model_type, v.version).get("all", {})
+        overall = registry.metrics_of(engine, symbol, v.model_type, v.version).get("all", {})
         scored.append((composite_score(overall), v, overall))
     scored.sort(key=lambda item: (-item[0], item[1].model_type))
-    rows = [dict(symbol=symbol, as_of=as_of, config_hash=chash, model_type=v.model_type, version=v.version,
-                 composite_score=float(score), rank=i + 1, is_best=(i == 0), metrics=store.jsonable(overall))
-            for i, (score, v, overall) in enumerate(scored)]
-    store.upsert(engine, ModelComparison.__table__, rows)
     best = scored[0][1]
-    return {**base, "status": OK, "best": {"model_type": best.model_type, "version": best.version},
-            "ranking": [r["model_type"] for r in rows]}
+    out = {**base, "status": OK, "best": {"model_type": best.model_type, "version": best.version},
+           "ranking": [v.model_type for _, v, _ in scored],
+           "versions": {v.model_type: v.version for v in versions}}
+    if all(r.get("reused_as_of") for r in done):
+        return {**out, "unchanged": True}
+    registry.write_comparisons(engine, [
+        dict(symbol=symbol, as_of=as_of, config_hash=chash, model_type=v.model_type, version=v.version,
+             composite_score=float(score), rank=i + 1, is_best=(i == 0), metrics=store.jsonable(overall))
+        for i, (score, v, overall) in enumerate(scored)])
+    return out
+
+
+def _run_versions(engine: sa.Engine, symbol: str, prev: dict[str, Any]) -> list[ModelManifest]:
+    return [registry.manifest(engine, symbol, m, int(v)) for m, v in sorted(prev.get("versions", {}).items())]
 
 
 # --- importance ----------------------------------------------------------------------------------
@@ -263,45 +200,32 @@ def dataset_for(engine: sa.Engine, settings: Settings, manifest: ModelManifest) 
     market = load_market(engine, settings, manifest.symbol, start=manifest.data_start,
                          end=manifest.data_end + dt.timedelta(microseconds=1))
     config = TrainConfig.from_dict(manifest.config)
-    X, y, _bar = build_dataset(market["candles"], config, funding=market["funding"],
-                               open_interest=market["open_interest"], liquidations=market["liquidations"])
+    X, y, _bar = build_dataset(market["candles"], config, **_market_kwargs(market))
     if list(X.columns) != list(manifest.feature_names) or dataset_digest(X, y) != manifest.dataset_digest:
         raise DataError(f"{manifest.symbol} {manifest.model_type} v{manifest.version}: the stored data no longer "
                         "rebuilds the training set recorded in its manifest")
     return X, y
 
 
-def load_version(engine: sa.Engine, manifest: ModelManifest) -> Any:
-    from brain_tasks.ml.models import load_model
-
-    fmt, data = get_artifact(engine, manifest.artifact_sha256)
-    return load_model(fmt, data)
-
-
 def compute_importance(engine: sa.Engine, settings: Settings, prev: dict[str, Any], symbol: str,
                        as_of: dt.date) -> dict[str, Any]:
-    """Feature importance (every method the model supports) of each version of this run."""
+    """Feature importance (every method the model supports) of each version of this run that has none."""
     from brain_tasks.ml.pipeline import TrainConfig, explain
 
-    if prev.get("status") != OK:
+    if prev.get("status") != OK or prev.get("unchanged"):
         return prev
-    chash = prev["config_hash"]
     written = {}
     datasets: dict[str, tuple[pd.DataFrame, pd.Series]] = {}  # the run's model types share one dataset
-    for manifest in versions_of(engine, symbol, as_of, chash):
-        have = _first(engine, sa.select(sa.func.count()).select_from(FeatureImportance).where(
-            FeatureImportance.symbol == symbol, FeatureImportance.model_type == manifest.model_type,
-            FeatureImportance.version == manifest.version))[0]
+    for manifest in _run_versions(engine, symbol, prev):
+        have = registry.importance_count(engine, symbol, manifest.model_type, manifest.version)
         if not have:
             if manifest.dataset_digest not in datasets:
                 datasets[manifest.dataset_digest] = dataset_for(engine, settings, manifest)
             X, y = datasets[manifest.dataset_digest]
             frame = explain(load_version(engine, manifest), manifest.model_type, X, y,
                             TrainConfig.from_dict(manifest.config))
-            rows = [dict(symbol=symbol, model_type=manifest.model_type, version=manifest.version,
-                         method=r.method, feature=r.feature, importance=_f(r.importance) or 0.0,
-                         rank=int(r.rank), as_of=as_of) for r in frame.itertuples()]
-            store.upsert(engine, FeatureImportance.__table__, rows)
+            rows = registry.importance_rows(symbol, manifest.model_type, manifest.version, manifest.as_of, frame)
+            registry.write_importance(engine, rows)
             have = len(rows)
         written[manifest.model_type] = int(have)
     return {**prev, "importance_rows": written}
@@ -309,17 +233,30 @@ def compute_importance(engine: sa.Engine, settings: Settings, prev: dict[str, An
 
 # --- rollback ------------------------------------------------------------------------------------
 
-def _registry(engine: sa.Engine, symbol: str, **where: Any) -> list[ModelRegistry]:
-    with sa.orm.Session(engine) as session:
-        stmt = sa.select(ModelRegistry).where(ModelRegistry.symbol == symbol)
-        for key, value in where.items():
-            stmt = stmt.where(getattr(ModelRegistry, key) == value)
-        return list(session.scalars(stmt.order_by(ModelRegistry.as_of, ModelRegistry.model_type)))
+def out_of_time_returns(engine: sa.Engine, settings: Settings, manifest: ModelManifest, start: dt.datetime,
+                        end: dt.datetime) -> pd.Series:
+    """A version's strategy returns on the bars in (start, end]: features rebuilt with its own stored
+    config, predictions from its own artifact, its own costs and execution lag."""
+    from brain_tasks.ml.features import timeframe_seconds
+    from brain_tasks.ml.metrics import strategy_returns
+    from brain_tasks.ml.pipeline import TrainConfig, build_dataset
 
-
-def _manifest(engine: sa.Engine, symbol: str, model_type: str, version: int) -> ModelManifest:
-    with sa.orm.Session(engine) as session:
-        return session.get_one(ModelManifest, (symbol, model_type, version))
+    config = TrainConfig.from_dict(manifest.config)
+    # Enough earlier bars for every rolling feature and the regime lookback to be warm at `start`.
+    warmup = dt.timedelta(seconds=timeframe_seconds(config.timeframe) * (config.regime_lookback + 2 * 288))
+    market = load_market(engine, settings, manifest.symbol, start=start - warmup, end=end)
+    try:
+        X, _y, bar = build_dataset(market["candles"], dataclasses.replace(config, min_rows=1),
+                                   **_market_kwargs(market))
+    except DataError:
+        return pd.Series(dtype=float)
+    keep = X.index > pd.Timestamp(start)
+    X, bar = X[keep], bar[keep]
+    if X.empty:
+        return pd.Series(dtype=float)
+    pred = load_version(engine, manifest).predict(X.reindex(columns=manifest.feature_names))
+    return pd.Series(strategy_returns(pd.Series(pred, index=X.index), bar, config.cost_bps).to_numpy(),
+                     index=X.index)
 
 
 def recent_returns(engine: sa.Engine, settings: Settings, candidate: ModelManifest,
@@ -331,7 +268,7 @@ def recent_returns(engine: sa.Engine, settings: Settings, candidate: ModelManife
     """
     from brain_tasks.ml.metrics import strategy_returns
 
-    oos = oos_frame(engine, candidate.oos_sha256)
+    oos = registry.oos_frame(engine, candidate.oos_sha256)
     oos = oos[pd.to_datetime(oos["ts"], utc=True) > pd.Timestamp(champion.data_end)]
     if oos.empty:
         empty = pd.Series(dtype=float)
@@ -341,92 +278,112 @@ def recent_returns(engine: sa.Engine, settings: Settings, candidate: ModelManife
     champion_X = X.reindex(columns=champion.feature_names)
     champion_pred = load_version(engine, champion).predict(champion_X)
     cost = float(candidate.config.get("cost_bps", 0.0))
-    bar = oos.set_index(pd.DatetimeIndex(pd.to_datetime(oos["ts"], utc=True)))["bar_return"].loc[X.index]
+    indexed = oos.set_index(pd.DatetimeIndex(pd.to_datetime(oos["ts"], utc=True)))
+    bar = indexed["bar_return"].loc[X.index]
     champ = strategy_returns(pd.Series(champion_pred, index=X.index), bar, cost)
-    cand = oos.set_index(pd.DatetimeIndex(pd.to_datetime(oos["ts"], utc=True)))["strategy_return"].loc[X.index]
+    cand = indexed["strategy_return"].loc[X.index]
     return cand, champ
+
+
+def _label(m: Any) -> str:
+    return f"{m.model_type} v{m.version}"
 
 
 def check_rollback(engine: sa.Engine, settings: Settings, prev: dict[str, Any], symbol: str,
                    as_of: dt.date) -> dict[str, Any]:
-    """Promote this run's best version, or keep / restore the previous champion."""
-    from brain_tasks.ml.rollback import rollback_decision
+    """Decide whether this run's best version (the candidate) replaces the champion.
+
+    - no champion yet: promote;
+    - the candidate is already the champion, or nothing changed: nothing to decide;
+    - trained as of a day before the champion's (a backfill): recorded, never promoted;
+    - otherwise both trade the candidate's out-of-sample bars after the champion's training data, and
+      the candidate is promoted unless it is significantly worse there (keep) or there are too few such
+      bars to tell (insufficient_evidence: the champion stays).
+    A claim per symbol orders concurrent decisions; the decision's log row makes a repeat a no-op.
+    """
+    from brain_tasks.ml.rollback import promotion_decision
 
     if prev.get("status") != OK:
         return prev
+    if prev.get("unchanged"):
+        return {**prev, "rollback": {"action": "unchanged", "reason": "inputs unchanged since the versions of "
+                                     "an earlier day: nothing to decide"}}
     chash = prev["config_hash"]
-    logged = _first(engine, sa.select(RollbackLog).where(
-        RollbackLog.symbol == symbol, RollbackLog.as_of == as_of, RollbackLog.config_hash == chash))
-    if logged is not None:
-        return {**prev, "rollback": {"action": logged.action, "reason": logged.reason}}
+    with claim(engine, f"champion:{symbol}"):
+        logged = registry.logged_decision(engine, symbol, as_of, chash)
+        if logged is None:
+            logged = registry.apply_decision(engine, _decide(engine, settings, prev, symbol, as_of,
+                                                             promotion_decision))
+    return {**prev, "rollback": {"action": logged.action, "reason": logged.reason}}
+
+
+def _decide(engine: sa.Engine, settings: Settings, prev: dict[str, Any], symbol: str, as_of: dt.date,
+            rule: Any) -> registry.Decision:
     best = prev["best"]
-    candidate = _manifest(engine, symbol, best["model_type"], best["version"])
-    champions = [r for r in _registry(engine, symbol, status="champion") if r.as_of < as_of]
-    stamp = now()
-    if not champions:
-        action, reason, stats, from_v = "promote", "no champion yet: the best candidate becomes champion", {}, None
-        champion_row = None
-    else:
-        champion_row = champions[-1]
-        champion = _manifest(engine, symbol, champion_row.model_type, champion_row.version)
-        cand_r, champ_r = recent_returns(engine, settings, candidate, champion)
-        decision = rollback_decision(cand_r, champ_r, margin=0.0, min_samples=288, alpha=0.05)
-        stats = store.jsonable(decision.stats)
-        from_v = champion_row.version
-        if decision.action == "rollback":
-            action = "rollback"
-            reason = (f"kept {champion_row.model_type} v{champion_row.version}: the new "
-                      f"{candidate.model_type} v{candidate.version} was worse on the same recent window. "
-                      + decision.reason)
-        else:
-            action = "promote"
-            reason = (f"{candidate.model_type} v{candidate.version} replaces {champion_row.model_type} "
-                      f"v{champion_row.version}: " + decision.reason)
-    with engine.begin() as conn:
-        if action == "promote":
-            if champion_row is not None:
-                _set_status(conn, champion_row, "previous", stamp)
-            _set_status(conn, candidate, "champion", stamp)
-        else:
-            _set_status(conn, candidate, "rejected", stamp)
-        conn.execute(sa.insert(RollbackLog).values(
-            symbol=symbol, as_of=as_of, config_hash=chash, action=action, model_type=candidate.model_type,
-            from_version=from_v, to_version=candidate.version if action == "promote" else from_v,
-            reason=reason, stats=stats, created_at=stamp))
-    return {**prev, "rollback": {"action": action, "reason": reason}}
+    candidate = registry.manifest(engine, symbol, best["model_type"], int(best["version"]))
+    current = registry.champion(engine, symbol)
 
+    def decision(action: str, reason: str, stats: dict[str, Any] | None = None) -> registry.Decision:
+        return registry.Decision(symbol=symbol, as_of=as_of, config_hash=prev["config_hash"], action=action,
+                                 model_type=candidate.model_type, version=candidate.version,
+                                 champion=(current.model_type, current.version) if current else None,
+                                 reason=reason, stats=stats or {})
 
-def _set_status(conn: sa.Connection, row: Any, status: str, stamp: dt.datetime) -> None:
-    conn.execute(sa.update(ModelRegistry).where(
-        ModelRegistry.symbol == row.symbol, ModelRegistry.model_type == row.model_type,
-        ModelRegistry.version == row.version).values(status=status, updated_at=stamp))
+    if current is None:
+        return decision("promote", f"{_label(candidate)} becomes the first champion of {symbol}")
+    if (current.model_type, current.version) == (candidate.model_type, candidate.version):
+        return decision("keep", f"{_label(candidate)} is already the champion")
+    if as_of < current.as_of:
+        return decision("backfill", f"{_label(candidate)} was trained as of {as_of}, before the champion "
+                        f"{_label(current)} (as of {current.as_of}): recorded as a backfill, not promoted")
+    cand_r, champ_r = recent_returns(engine, settings, candidate, current)
+    verdict = rule(cand_r, champ_r, alpha=0.05, min_samples=settings.min_evidence_bars)
+    subject = {"promote": f"{_label(candidate)} replaces {_label(current)}",
+               "keep": f"{_label(current)} stays champion over {_label(candidate)}",
+               "insufficient_evidence": f"{_label(current)} stays champion; {_label(candidate)} is not promoted"}
+    return decision(verdict.action, f"{subject[verdict.action]}: {verdict.reason}", store.jsonable(verdict.stats))
 
 
 # --- select --------------------------------------------------------------------------------------
 
 def select_model(engine: sa.Engine, settings: Settings, prev: dict[str, Any], symbol: str, as_of: dt.date,
                  run_id: str | None = None) -> dict[str, Any]:
-    """Pick the model to trade in each volatility regime, with hysteresis against the last choice."""
+    """Pick the model to trade in each volatility regime among this run's versions that were not
+    rejected, with hysteresis against the current choice.  A backfill or an unchanged run leaves the
+    current choice alone."""
     from brain_tasks.ml.regimes import select_per_regime
 
-    if prev.get("status") == OK:
-        chash = prev["config_hash"]
-        rows = [r for r in _registry(engine, symbol, as_of=as_of, config_hash=chash) if r.status != "rejected"]
-        candidates = {r.model_type: metrics_of(engine, symbol, r.model_type, r.version) for r in rows}
-        earlier = [r for r in _registry(engine, symbol) if r.as_of < as_of and r.selected_regimes]
-        last_choice = {regime: r.model_type for r in earlier for regime in r.selected_regimes}
-        choice = select_per_regime(candidates, min_bars=200, champion=last_choice or None)
-        stamp = now()
-        with engine.begin() as conn:
-            for r in rows:
-                mine = {regime: store.jsonable(c) for regime, c in choice.items() if c.get("model") == r.model_type}
-                conn.execute(sa.update(ModelRegistry).where(
-                    ModelRegistry.symbol == symbol, ModelRegistry.model_type == r.model_type,
-                    ModelRegistry.version == r.version).values(selected_regimes=mine, updated_at=stamp))
-        prev = {**prev, "selection": {k: v.get("model") for k, v in choice.items()}}
+    action = (prev.get("rollback") or {}).get("action")
+    current = registry.regime_choice(engine, symbol)
+    if current and min(c["as_of"] for c in current.values()) >= as_of:
+        # Selected already for this day (a repeated step) or for a later one: finished work stands.
+        prev = {**prev, "selection": {k: v["model_type"] for k, v in current.items()}}
+    elif prev.get("status") == OK and action not in ("backfill", "unchanged"):
+        rows = {(r.model_type, r.version): r for r in registry.registry_rows(engine, symbol)}
+        versions = [v for v in _run_versions(engine, symbol, prev)
+                    if rows[(v.model_type, v.version)].status not in (registry.REJECTED, registry.BACKFILL)]
+        candidates = {v.model_type: registry.metrics_of(engine, symbol, v.model_type, v.version) for v in versions}
+        by_type = {v.model_type: v.version for v in versions}
+        choice = select_per_regime(candidates, min_bars=200, champion=registry.previous_choice(engine, symbol) or None)
+        registry.write_regime_choice(engine, symbol, as_of, {
+            regime: {"model_type": c["model"], "version": by_type.get(c["model"]),
+                     "confidence": c.get("confidence"), "tradeable": c["model"] in by_type,
+                     "reason": c.get("reason", ""), **{k: v for k, v in c.items() if k not in ("model", "reason")}}
+            for regime, c in choice.items() if c.get("model")})
+        prev = {**prev, "selection": {k: v.get("model") for k, v in choice.items() if v.get("model")}}
     if run_id:
         record_symbol_state(engine, run_id, symbol, as_of, prev)
     return prev
+
+
+def _first(engine: sa.Engine, stmt: Any) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(stmt).first()
+
+
+def _all(engine: sa.Engine, stmt: Any) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(stmt))
 
 
 # --- runs ----------------------------------------------------------------------------------------
@@ -491,22 +448,20 @@ def run_status(engine: sa.Engine, run_id: str) -> dict[str, Any]:
 def record_task_failure(engine: sa.Engine, settings: Settings, symbol: str, data_kind: str, check: str,
                         error: BaseException | str, as_of: dt.date | None = None) -> None:
     """A domain error as a data-quality row: logged once per (symbol, check, day), never retried."""
-    stamp = now()
-    day = as_of or stamp.date()
-    ts = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
-    store.upsert(engine, DataQualityLog.__table__, [dict(
-        source=settings.exchange, symbol=symbol[:64], timeframe=settings.timeframe, data_kind=data_kind,
-        check=check, ts_start=ts, ts_end=None, severity="error",
-        details={"error": str(error)[:2000]}, first_seen=stamp,
-        last_seen=stamp, resolved=False, resolved_at=None)],
-        update_columns=["details", "last_seen"])
+    registry.record_finding(engine, source=settings.exchange, symbol=printable(symbol)[:64],
+                            timeframe=settings.timeframe, data_kind=data_kind, check=check,
+                            day=as_of or now().date(), details={"error": printable(str(error))[:2000]})
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped: a NUL byte must not stop a failure from being recorded."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 # --- nightly -------------------------------------------------------------------------------------
 
 def champion_of(engine: sa.Engine, symbol: str) -> ModelManifest | None:
-    rows = _registry(engine, symbol, status="champion")
-    return _manifest(engine, symbol, rows[-1].model_type, rows[-1].version) if rows else None
+    return registry.champion(engine, symbol)
 
 
 # Calendar features are uniform over a week by construction: a recent window shorter than a week
@@ -516,18 +471,33 @@ RECENT_WINDOW = dt.timedelta(days=7)  # at most; see analyse_symbol
 
 
 def analyse_symbol(engine: sa.Engine, settings: Settings, symbol: str, as_of: dt.date) -> dict[str, Any]:
-    """Feature drift of the champion's features (its training window vs the most recent week) and
-    the importance trend of its model type over the last runs."""
-    from brain_tasks.ml.drift import feature_drift
-    from brain_tasks.ml.features import make_features
-    from brain_tasks.ml.importance import rank_changes
-
-    champion = champion_of(engine, symbol)
+    """The nightly look at one symbol: the champion's live check (and automatic rollback), feature
+    drift of its features (its training window vs the most recent week) and its importance trend."""
+    champion = registry.champion(engine, symbol)
     if champion is None:
         return {"symbol": symbol, "status": SKIPPED, "reason": "no champion model yet"}
+    live = live_check(engine, settings, symbol, as_of)
+    champion = registry.champion(engine, symbol) or champion  # a rollback changed it
+    drift = _drift(engine, settings, champion, as_of)
+    movers: list[dict[str, Any]] = []
+    history = registry.importance_history(engine, symbol, champion.model_type)
+    if len(history):
+        from brain_tasks.ml.importance import rank_changes
+
+        trend = rank_changes(history)
+        moved = trend[trend["rank_change"] != 0]
+        movers = store.jsonable(moved.reindex(moved["rank_change"].abs().sort_values(ascending=False).index)
+                                .head(5).to_dict("records"))
+    return {"symbol": symbol, "status": OK, "live": live, **drift, "importance_movers": movers}
+
+
+def _drift(engine: sa.Engine, settings: Settings, champion: ModelManifest, as_of: dt.date) -> dict[str, Any]:
+    from brain_tasks.ml.drift import feature_drift
+    from brain_tasks.ml.features import make_features
+
+    symbol = champion.symbol
     market = load_market(engine, settings, symbol, end=_day_end(as_of))
-    feats = make_features(market["candles"], timeframe=settings.timeframe, funding=market["funding"],
-                          open_interest=market["open_interest"], liquidations=market["liquidations"])
+    feats = make_features(market["candles"], timeframe=settings.timeframe, **_market_kwargs(market))
     names = [f for f in champion.feature_names if f in feats.columns and f not in CALENDAR_FEATURES]
     feats = feats[names].dropna(axis=1, how="all").dropna()
     if feats.empty:
@@ -546,29 +516,55 @@ def analyse_symbol(engine: sa.Engine, settings: Settings, symbol: str, as_of: dt
                  reference_end=reference.index[-1].to_pydatetime(),
                  current_start=current.index[0].to_pydatetime(), current_end=current.index[-1].to_pydatetime(),
                  n_reference=len(reference), n_current=len(current)) for r in drift.itertuples()]
-    store.upsert(engine, FeatureDrift.__table__, rows)
-    history = store.read_table(engine, FeatureImportance.__table__, where={"symbol": symbol,
-                                                                           "model_type": champion.model_type})
-    movers: list[dict[str, Any]] = []
-    if len(history):
-        trend = rank_changes(history)
-        moved = trend[trend["rank_change"] != 0]
-        movers = store.jsonable(moved.reindex(moved["rank_change"].abs().sort_values(ascending=False).index)
-                           .head(5).to_dict("records"))
-    return {"symbol": symbol, "status": OK, "drifted": sorted(r["feature"] for r in rows if r["drifted"]),
-            "n_features": len(rows), "importance_movers": movers}
+    registry.write_drift(engine, rows)
+    return {"drifted": sorted(r["feature"] for r in rows if r["drifted"]), "n_features": len(rows)}
+
+
+def live_check(engine: sa.Engine, settings: Settings, symbol: str, as_of: dt.date) -> dict[str, Any]:
+    """The champion against the previous champion on the bars it has met since it was trained (out of
+    time for both); a significantly worse champion is rolled back to the previous one, logged with the
+    statistics.  Both versions' out-of-time metrics are stored (evaluation 'out_of_time')."""
+    from brain_tasks.ml.metrics import bars_per_year, strategy_metrics
+    from brain_tasks.ml.rollback import live_rollback_decision
+
+    current = registry.champion(engine, symbol)
+    previous = registry.previous_champion(engine, symbol)
+    if current is None or previous is None:
+        return {"action": "none", "reason": "no previous champion to compare with"}
+    start, end = current.data_end, _day_end(as_of)
+    ours = out_of_time_returns(engine, settings, current, start, end)
+    theirs = out_of_time_returns(engine, settings, previous, start, end)
+    ppy = bars_per_year(settings.timeframe)
+    for m, r in ((current, ours), (previous, theirs)):
+        if len(r):
+            registry.write_metrics(engine, symbol, m.model_type, m.version, "out_of_time", as_of,
+                                   {"all": strategy_metrics(r, ppy)})
+    config_hash = "live"  # the nightly decision's key in rollback_logs, beside the retrains' config hashes
+    with claim(engine, f"champion:{symbol}"):
+        logged = registry.logged_decision(engine, symbol, as_of, config_hash)
+        if logged is None:
+            verdict = live_rollback_decision(ours, theirs, alpha=0.05, min_samples=settings.min_evidence_bars)
+            if verdict.action != "rollback":
+                return {"action": verdict.action, "reason": f"{_label(current)} stays champion: {verdict.reason}"}
+            logged = registry.apply_decision(engine, registry.Decision(
+                symbol=symbol, as_of=as_of, config_hash=config_hash, action="rollback",
+                model_type=previous.model_type, version=previous.version,
+                champion=(current.model_type, current.version),
+                reason=f"{_label(current)} rolled back to {_label(previous)}: {verdict.reason}",
+                stats=store.jsonable(verdict.stats)))
+    return {"action": logged.action, "reason": logged.reason}
 
 
 def summarize_nightly(engine: sa.Engine, results: Any, run_id: str, as_of: dt.date) -> dict[str, Any]:
     results = [r for r in (results if isinstance(results, list) else [results]) if isinstance(r, dict)]
-    open_findings = _all(engine, sa.select(DataQualityLog.severity, sa.func.count()).where(
-        DataQualityLog.resolved.is_(False)).group_by(DataQualityLog.severity))
-    quality = {sev: int(n) for sev, n in open_findings}
+    quality = registry.open_findings_by_severity(engine)
     failed = {r.get("symbol", "?"): r.get("error", r.get("reason", "")) for r in results
               if r.get("status") == FAILED}
     drift = {r["symbol"]: r.get("drifted", []) for r in results if r.get("status") == OK}
     details = {"drifted": drift, "failed": failed, "open_quality_findings": quality,
-               "skipped": sorted(r["symbol"] for r in results if r.get("status") == SKIPPED)}
+               "skipped": {r["symbol"]: r.get("reason", "") for r in results if r.get("status") == SKIPPED},
+               "rollbacks": {r["symbol"]: r["live"]["reason"] for r in results
+                             if r.get("status") == OK and (r.get("live") or {}).get("action") == "rollback"}}
     stamp = now()
     state = OK if not failed else "partial"
     store.upsert(engine, TrainingRun.__table__, [dict(

@@ -24,12 +24,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from brain_tasks.brain.models import (Candle, DataQualityLog, FeatureDrift, FeatureImportance,
-                                      ModelComparison, ModelManifest, ModelRegistry, RollbackLog, TrainingRun)
+from brain_tasks.brain import registry, views
 from brain_tasks.errors import IntegrityError
-from brain_tasks.jobs import oos_frame
 from brain_tasks.ml.regimes import REGIMES
-from brain_tasks.runs import RUN_SUMMARY_SYMBOL
 
 # The columns the report reads of the stored frame (ts, fold, pred, label, bar_return, strategy_return, regime).
 OOS_REQUIRED = ("ts", "strategy_return", "regime")
@@ -92,22 +89,13 @@ def render_report(engine: sa.Engine, *, symbols: list[str] | None = None) -> str
     return _page(generated, "\n".join(sections), views)
 
 
-def known_symbols(engine: sa.Engine) -> list[str]:
-    """Every symbol with candles, models, runs, drift or data-quality findings, sorted."""
-    queries = [sa.select(Candle.symbol).distinct(), sa.select(ModelManifest.symbol).distinct(),
-               sa.select(TrainingRun.symbol).where(TrainingRun.symbol != RUN_SUMMARY_SYMBOL).distinct(),
-               sa.select(FeatureDrift.symbol).distinct(), sa.select(DataQualityLog.symbol).distinct()]
-    found: set[str] = set()
-    with engine.connect() as conn:
-        for query in queries:
-            found.update(conn.execute(query).scalars())
-    return sorted(found)
+known_symbols = views.known_symbols
 
 
 def load_oos(engine: sa.Engine, digest: str) -> pd.DataFrame:
     """The out-of-sample predictions stored under `digest` (sha256 and format checked by
-    `jobs.oos_frame`), sorted by time."""
-    frame = oos_frame(engine, digest)
+    `registry.oos_frame`), sorted by time."""
+    frame = registry.oos_frame(engine, digest)
     missing = [c for c in OOS_REQUIRED if c not in frame.columns]
     if missing:
         raise IntegrityError(f"out-of-sample artifact {digest} lacks the columns {missing}")
@@ -160,54 +148,21 @@ class SymbolView:
         return self.latest_as_of is not None
 
 
-def _rows(conn: sa.Connection, stmt: Any) -> list[Any]:
-    return list(conn.execute(stmt))
-
-
 def load_symbol(engine: sa.Engine, symbol: str) -> SymbolView:
     """Read everything the report shows of `symbol` (OOS artifacts are sha256-checked)."""
-    view = SymbolView(symbol)
-    with engine.connect() as conn:
-        view.latest_as_of = conn.execute(sa.select(sa.func.max(ModelManifest.as_of))
-                                         .where(ModelManifest.symbol == symbol)).scalar()
-        view.rollbacks = _rows(conn, sa.select(RollbackLog).where(RollbackLog.symbol == symbol)
-                               .order_by(RollbackLog.as_of.desc(), RollbackLog.created_at.desc()))
-        view.drift_as_of = conn.execute(sa.select(sa.func.max(FeatureDrift.as_of))
-                                        .where(FeatureDrift.symbol == symbol)).scalar()
-        if view.drift_as_of is not None:
-            view.drift = _rows(conn, sa.select(FeatureDrift).where(
-                FeatureDrift.symbol == symbol, FeatureDrift.as_of == view.drift_as_of)
-                .order_by(FeatureDrift.psi.desc(), FeatureDrift.feature))
-        view.quality = [(r.check, r.severity, int(r.n)) for r in _rows(conn, sa.select(
-            DataQualityLog.check, DataQualityLog.severity, sa.func.count().label("n"))
-            .where(DataQualityLog.symbol == symbol, DataQualityLog.resolved.is_(False))
-            .group_by(DataQualityLog.check, DataQualityLog.severity)
-            .order_by(DataQualityLog.check, DataQualityLog.severity))]
-        view.runs = _rows(conn, sa.select(TrainingRun).where(TrainingRun.symbol == symbol)
-                          .order_by(TrainingRun.as_of.desc(), TrainingRun.run_id.desc()).limit(MAX_RUN_ROWS))
-        if view.latest_as_of is None:
-            return view
-        registry = _rows(conn, sa.select(ModelRegistry).where(ModelRegistry.symbol == symbol)
-                         .order_by(ModelRegistry.as_of, ModelRegistry.updated_at, ModelRegistry.model_type))
-        champions = [r for r in registry if r.status == "champion"]
-        view.champion = champions[-1] if champions else None
-        manifests = _rows(conn, sa.select(ModelManifest).where(
-            ModelManifest.symbol == symbol, ModelManifest.as_of == view.latest_as_of)
-            .order_by(ModelManifest.model_type, ModelManifest.version))
-        view.comparisons = _rows(conn, sa.select(ModelComparison).where(
-            ModelComparison.symbol == symbol, ModelComparison.as_of == view.latest_as_of)
-            .order_by(ModelComparison.config_hash, ModelComparison.rank))
-        view.selection = _selection(registry, view.champion)
-        view.focus = _focus(view, manifests)
-        champion_key = _key(view.champion)
-        if view.champion is not None and champion_key not in {_key(m) for m in manifests}:
-            # A champion kept from an earlier day is still what trades: show its curve too.
-            older = conn.execute(sa.select(ModelManifest).where(
-                ModelManifest.symbol == symbol, ModelManifest.model_type == view.champion.model_type,
-                ModelManifest.version == view.champion.version)).first()
-            manifests = manifests + ([older] if older is not None else [])
-        view.importance_method, view.importance = _importance(conn, symbol, view.focus)
-    for m in manifests:
+    rec = views.symbol_records(engine, symbol, max_runs=MAX_RUN_ROWS)
+    view = SymbolView(symbol, latest_as_of=rec.latest_as_of, rollbacks=rec.rollbacks, drift_as_of=rec.drift_as_of,
+                      drift=rec.drift, quality=rec.quality, runs=rec.runs)
+    if rec.latest_as_of is None:
+        return view
+    view.champion, view.comparisons = rec.champion, rec.comparisons
+    view.selection = _selection(engine, symbol, rec.registry, view.champion)
+    view.focus = _focus(view, rec.manifests)
+    if view.focus is not None:
+        view.importance_method, view.importance = views.top_importance(
+            engine, symbol, view.focus.model_type, view.focus.version, IMPORTANCE_METHODS, TOP_FEATURES)
+    champion_key = _key(view.champion)
+    for m in rec.manifests:
         oos = load_oos(engine, m.oos_sha256)
         if oos.empty:  # nothing to draw; the comparison table still lists the version
             continue
@@ -230,39 +185,26 @@ def _focus(view: SymbolView, manifests: Sequence[Any]) -> Any:
     return manifests[0] if manifests else None
 
 
-def _selection(registry: Sequence[Any], champion: Any) -> list[tuple[str, Any, dict[str, Any]]]:
+def _selection(engine: sa.Engine, symbol: str, rows: Sequence[Any],
+               champion: Any) -> list[tuple[str, Any, dict[str, Any]]]:
     """(regime, registry row or None, choice) for each regime, as `BrainClient.current_choice` reads
-    them: the choices of the latest training day, else the champion."""
-    if not registry:
+    them: the stored per-regime choice, else the champion."""
+    chosen_by_regime = registry.regime_choice(engine, symbol)
+    if not chosen_by_regime:
         return []
-    latest_day = max(r.as_of for r in registry)
-    chosen: dict[str, tuple[Any, dict[str, Any]]] = {}
-    for row in registry:
-        if row.as_of == latest_day:
-            for regime, choice in (row.selected_regimes or {}).items():
-                chosen[str(regime)] = (row, choice if isinstance(choice, dict) else {"confidence": choice})
-    if not chosen:
-        return []
+    by_key = {(r.model_type, r.version): r for r in rows}
     fallback = {"reason": "champion (no per-regime choice for this regime)" if champion is not None
                 else "no model chosen and no champion"}
     order = {r: i for i, r in enumerate(REGIMES)}
-    regimes = sorted(set(REGIMES) | set(chosen), key=lambda r: (order.get(r, len(order)), r))
-    return [(regime, *chosen.get(regime, (champion, fallback))) for regime in regimes]
-
-
-def _importance(conn: sa.Connection, symbol: str, focus: Any) -> tuple[str | None, list[Any]]:
-    if focus is None:
-        return None, []
-    where = (FeatureImportance.symbol == symbol, FeatureImportance.model_type == focus.model_type,
-             FeatureImportance.version == focus.version)
-    methods = set(conn.execute(sa.select(FeatureImportance.method).where(*where).distinct()).scalars())
-    if not methods:
-        return None, []
-    order = {m: i for i, m in enumerate(IMPORTANCE_METHODS)}
-    method = min(methods, key=lambda m: (order.get(m, len(order)), m))
-    rows = _rows(conn, sa.select(FeatureImportance).where(*where, FeatureImportance.method == method)
-                 .order_by(FeatureImportance.rank, FeatureImportance.feature).limit(TOP_FEATURES))
-    return method, rows
+    regimes = sorted(set(REGIMES) | set(chosen_by_regime), key=lambda r: (order.get(r, len(order)), r))
+    out = []
+    for regime in regimes:
+        c = chosen_by_regime.get(regime)
+        if c is None:
+            out.append((regime, champion, fallback))
+        else:
+            out.append((regime, by_key.get((c["model_type"], c["version"])), c))
+    return out
 
 
 # --- plots ---------------------------------------------------------------------------------------
@@ -497,7 +439,8 @@ def _selection_table(view: SymbolView) -> str:
                     f"day: the champion {_e(view.champion.model_type)} v{_e(view.champion.version)} trades "
                     "every regime.</p>")
         return '<h3>Model per regime</h3><p class="muted">No per-regime selection yet.</p>'
-    rows = [[_e(regime), f"{_e(row.model_type)} v{_e(row.version)}" if row is not None else "\u2013",
+    rows = [[_e(regime), f"{_e(row.model_type)} v{_e(row.version)}" if row is not None
+             else _e(choice.get("model_type") or "\u2013"),
              _num(choice.get("confidence")), _e(choice.get("reason", ""))] for regime, row, choice in view.selection]
     return "<h3>Model per regime</h3>" + _table(["regime", "model", "confidence", "why"], rows, numeric=[2])
 
@@ -541,9 +484,7 @@ def _runs_table(view: SymbolView) -> str:
 
 def _runs_section(engine: sa.Engine) -> str:
     """The fan-out runs' own summary rows, newest first."""
-    with engine.connect() as conn:
-        runs = _rows(conn, sa.select(TrainingRun).where(TrainingRun.symbol == RUN_SUMMARY_SYMBOL)
-                     .order_by(TrainingRun.as_of.desc(), TrainingRun.run_id.desc()).limit(MAX_RUN_ROWS))
+    runs = views.run_summaries(engine, MAX_RUN_ROWS)
     if not runs:
         return '<h2 id="runs">Runs</h2><p class="muted">No fan-out runs recorded.</p>'
     rows = [[_e(r.run_id), _e(r.as_of), _e(r.state), _e(r.error or ""),
@@ -551,5 +492,4 @@ def _runs_section(engine: sa.Engine) -> str:
     return '<h2 id="runs">Runs</h2>' + _table(["run", "as of", "state", "error", "finished (UTC)"], rows)
 
 
-def _has_schema(engine: sa.Engine) -> bool:
-    return sa.inspect(engine).has_table(ModelManifest.__tablename__)
+_has_schema = views.has_schema

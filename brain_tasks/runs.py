@@ -15,14 +15,10 @@ RUN_SUMMARY_SYMBOL = "*"
 
 
 def as_of_date(value: str | dt.date | dt.datetime | None) -> dt.date:
-    """Parse an as-of date (ISO string or date); default: today in UTC."""
-    if value is None:
-        return dt.datetime.now(dt.timezone.utc).date()
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.timezone.utc).date() if value.tzinfo else value.date()
-    if isinstance(value, dt.date):
-        return value
-    return dt.date.fromisoformat(str(value)[:10])
+    """Parse an as-of date (ISO string or date); default: today in UTC.  A bad date is a BadDateError."""
+    from brain_tasks.requests import check_as_of
+
+    return check_as_of(value)
 
 
 def run_id_for(kind: str, as_of: dt.date, symbols: Iterable[str] = (), models: Iterable[str] = ()) -> str:

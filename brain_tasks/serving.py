@@ -21,7 +21,13 @@ import sqlalchemy as sa
 from brain_tasks.brain import registry, store
 from brain_tasks.brain import signals as signal_rows
 from brain_tasks.client import Signal
-from brain_tasks.errors import BrainError, DataError, NoDataError, NoModelError, StaleDataError
+from brain_tasks.errors import (
+    BrainError,
+    DataError,
+    NoDataError,
+    NoModelError,
+    StaleDataError,
+)
 from brain_tasks.settings import Settings
 
 FLAT = "flat"
@@ -33,7 +39,7 @@ _lock = threading.Lock()
 
 
 def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def bar_seconds(timeframe: str) -> int:
@@ -42,9 +48,9 @@ def bar_seconds(timeframe: str) -> int:
     return timeframe_seconds(timeframe)
 
 
-def max_data_age(settings: Settings) -> float:
-    """Seconds after a bar's close beyond which it is stale: BRAIN_MAX_DATA_AGE, else two bars."""
-    return float(settings.max_data_age if settings.max_data_age is not None else 2 * bar_seconds(settings.timeframe))
+def signal_max_age(settings: Settings) -> float:
+    """Seconds after a bar's close beyond which it is stale: BRAIN_SIGNAL_MAX_AGE, else two bars."""
+    return float(settings.signal_max_age if settings.signal_max_age is not None else 2 * bar_seconds(settings.timeframe))
 
 
 # --- caches of immutable things ------------------------------------------------------------------
@@ -109,7 +115,7 @@ def _latest_bar(engine: sa.Engine, settings: Settings, symbol: str, stamp: dt.da
     if last is None:
         raise NoDataError(f"no closed {settings.timeframe} bar stored for {symbol!r} on {settings.exchange!r}")
     age = (stamp - last).total_seconds() - step
-    limit = max_data_age(settings)
+    limit = signal_max_age(settings)
     if age > limit:
         raise StaleDataError(f"{symbol}: latest bar {last:%Y-%m-%d %H:%M} closed {age:.0f} s ago "
                              f"(more than {limit:.0f} s)", symbol=symbol, last_bar=last, age_seconds=age)

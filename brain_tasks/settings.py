@@ -51,8 +51,12 @@ class Settings:
     concurrency: int = field(default_factory=lambda: os.cpu_count() or 2)
     sample_dir: Path = REPO_ROOT / "sample" / "freqtrade-testdata"
     seed: int = 42
+    # Training as of a day whose newest stored bar is older than this at the day's end is `stale`.
+    max_data_age: int = 86400
+    # Paired out-of-time bars needed before a promotion or a live rollback is judged (288 = a day of 5m).
+    min_evidence_bars: int = 288
     # Serving: a latest bar whose close is older than this many seconds is stale (None: two bars).
-    max_data_age: int | None = None
+    signal_max_age: int | None = None
     # Beat's bar-close canvas (collect, then publish_signals) runs every this many seconds (None: at
     # each close of `timeframe`).
     signals_every: int | None = None
@@ -113,7 +117,9 @@ def from_environ(env: Mapping[str, str]) -> Settings:
         concurrency=int(get("BRAIN_CONCURRENCY") or base.concurrency),
         sample_dir=Path(get("BRAIN_SAMPLE_DIR") or base.sample_dir),
         seed=int(get("BRAIN_SEED") or base.seed),
-        max_data_age=int(get("BRAIN_MAX_DATA_AGE")) if get("BRAIN_MAX_DATA_AGE") else None,
+        max_data_age=int(get("BRAIN_MAX_DATA_AGE") or base.max_data_age),
+        min_evidence_bars=int(get("BRAIN_MIN_EVIDENCE_BARS") or base.min_evidence_bars),
+        signal_max_age=int(get("BRAIN_SIGNAL_MAX_AGE")) if get("BRAIN_SIGNAL_MAX_AGE") else None,
         signals_every=int(get("BRAIN_SIGNALS_EVERY")) if get("BRAIN_SIGNALS_EVERY") else None,
     )
 

@@ -189,10 +189,14 @@ def select_model(self: Task, prev: dict, symbol: str, as_of: str | None = None,
 
 def _fan_out(task: Task, symbols: list[str] | None, as_of: str | None, models: list[str] | None) -> Any:
     """Replace `task` by the fan-out canvas; its result becomes the run's summary."""
+    from brain_tasks.requests import check_models, check_symbols
+
     s = get_settings()
     day = as_of_date(as_of)
-    symbols = list(symbols or s.symbols)
-    models = list(models or s.models)
+    # A message sent by name bypasses the client: refuse a bad request here too (a string of symbols
+    # would otherwise fan out over its characters).
+    symbols = check_symbols(s.symbols if symbols is None else symbols)
+    models = check_models(models or s.models)
     run_id = run_id_for("retrain", day, symbols, models)
     jobs.start_run(_engine(), run_id, day, symbols, models)
     return task.replace(workflows.daily_retrain_canvas(symbols, day, models, run_id))
@@ -222,7 +226,10 @@ def nightly_analysis(self: Task, symbols: list[str] | None = None, as_of: str | 
 
     s = get_settings()
     day = as_of_date(as_of)
-    symbols = list(symbols or s.symbols or store.list_symbols(_engine(), s.exchange, s.timeframe))
+    from brain_tasks.requests import check_symbols
+
+    symbols = check_symbols(symbols if symbols is not None else (s.symbols or store.list_symbols(
+        _engine(), s.exchange, s.timeframe)), allow_empty=True)
     run_id = run_id_for("nightly", day, symbols)
     jobs.start_run(_engine(), run_id, day, [], [])
     return self.replace(workflows.nightly_canvas(symbols, day, run_id))

@@ -75,7 +75,7 @@ def option(args: list[str], *names: str) -> str | None:
 
 
 def subcommand(args: list[str]) -> str:
-    assert args[:2] == ["-A", "brain_tasks.app"], args
+    assert args[:2] == ["-A", "brain_tasks"], args
     return args[2]
 
 

@@ -21,7 +21,7 @@ from brain_tasks.brain import store
 from brain_tasks.brain.db import dispose_engine, make_engine
 from brain_tasks.brain.migrate import upgrade
 from tests import servers
-from tests.workers import brain_env, run_python, wait_for, worker
+from tests.workers import REPO, brain_env, run_python, wait_for, worker
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 
@@ -93,7 +93,8 @@ def flower(tmp_path, redis_url):
     broker = _redis_db(redis_url, 3)
     env = brain_env("sqlite:///unused.db", broker, tmp_path, FLOWER_UNAUTHENTICATED_API="false")
     log = open(tmp_path / "flower.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "brain_tasks.app", "flower", f"--port={port}",
+    proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "brain_tasks", "flower", f"--port={port}",
+                             f"--conf={REPO / 'brain_tasks' / 'flowerconfig.py'}",
                              "--address=127.0.0.1", "--basic-auth=operator:s3cret-test"],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     wait_for(lambda: _flower_get(port, "/healthcheck", None)[0] in (200, 401), 60, what="flower")
@@ -123,6 +124,8 @@ def test_daily_retrain_end_to_end_twice_with_a_broken_symbol(tmp_path, pg_url, f
         _, tasks = _flower_get(port, "/api/tasks?taskname=brain_tasks.train_symbol&state=SUCCESS",
                                "operator:s3cret-test")
         unauthenticated, _ = _flower_get(port, "/api/workers", None)
+        metrics_anonymous, _ = _flower_get(port, "/metrics", None)
+        metrics_status, _ = _flower_get(port, "/metrics", "operator:s3cret-test")
         second_summary = _retrain(broker, symbols, MODELS, env)
 
     # The summary names the broken symbol and only it.
@@ -162,6 +165,7 @@ def test_daily_retrain_end_to_end_twice_with_a_broken_symbol(tmp_path, pg_url, f
     # The broken symbol's trainings finish too: they return a failed status instead of raising.
     assert len(tasks) == (len(SYMBOLS) + 1) * len(MODELS)
     assert unauthenticated == 401
+    assert (metrics_anonymous, metrics_status) == (401, 200)  # /metrics behind the pages' auth
 
     # The second identical run trains nothing and leaves the database identical (wall clock aside).
     assert second_summary == summary

@@ -105,8 +105,8 @@ def test_bad_data_is_a_data_error_and_a_failed_status_downstream(brain_db_url):
     with pytest.raises(DataError, match="no 5m candles"):
         jobs.train_symbol(engine, settings, "NOPE/BTC", "lightgbm", DAY)
     _load(engine, "ETH/BTC", end="2018-01-11")  # about a day of bars: too few to train on
-    with pytest.raises(DataError, match="usable rows"):
-        jobs.train_symbol(engine, settings, "ETH/BTC", "lightgbm", DAY)
+    with pytest.raises(DataError, match="usable rows"):  # as of the 10th: fresh data, just too little of it
+        jobs.train_symbol(engine, settings, "ETH/BTC", "lightgbm", dt.date(2018, 1, 10))
     failed = {"symbol": "ETH/BTC", "model_type": "lightgbm", "status": "failed", "error": "too few rows"}
     out = jobs.compare_models(engine, settings, [failed], "ETH/BTC", DAY)
     assert out["status"] == "failed" and "too few rows" in out["error"]

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from brain_tasks.brain.models import (Base, Candle, DataQualityLog, FeatureDrift, FeatureImportance,
-                                      ModelArtifact, ModelComparison, ModelManifest, ModelRegistry,
+                                      ModelArtifact, ModelComparison, ModelManifest, RegimeChoice, ModelRegistry,
                                       RollbackLog, TrainingRun)
 from brain_tasks.errors import IntegrityError
 from brain_tasks.report import equity_curve, load_symbol, write_report
@@ -115,6 +115,13 @@ def build_brain(engine: sa.Engine) -> Brain:
     b.version(ETH, "lightgbm", 1, DAY2, "candidate", selected={"high": {"confidence": 0.55, "reason": "calm"}})
     b.version(ETH, "xgboost", 1, DAY2, "candidate",
               selected={"low": {"confidence": 0.91, "reason": EVIL}, "normal": {"confidence": 0.7}})
+    # The current per-regime choice (regime_choices) is ETH's day-2 one; BTC's day-2 selection found nothing
+    # to choose (both versions rejected), which cleared its day-1 choice.
+    b.add(RegimeChoice, [
+        dict(symbol=ETH, regime=regime, model_type=model, version=1, confidence=conf, tradeable=True, reason=why,
+             as_of=DAY2, details={}, updated_at=STAMP)
+        for regime, model, conf, why in (("high", "lightgbm", 0.55, "calm"), ("low", "xgboost", 0.91, EVIL),
+                                         ("normal", "xgboost", 0.7, ""))])
     b.add(ModelComparison, [comparison(BTC, "lightgbm", 1, n_trades=41.0), comparison(BTC, "xgboost", 2),
                             dict(comparison(ETH, "xgboost", 1), version=1), dict(comparison(ETH, "lightgbm", 2))])
     features = [MATH_FEATURE] + [f"feat_{i:02d}" for i in range(1, 20)]

@@ -34,14 +34,14 @@ def _candles() -> pd.DataFrame:
     return df.rename(columns={"date": "ts"}).assign(exchange="freqtrade", symbol=SYMBOL, timeframe="5m")
 
 
-def _store(engine, frame: pd.DataFrame) -> None:  # noqa: ANN001
+def _store(engine, frame: pd.DataFrame) -> None:
     store.upsert(engine, "candles", frame)
 
 
-def _train(url: str):  # noqa: ANN202
+def _train(url: str):
     """ETH/BTC up to CUT, a baseline version trained as of AS_OF and made champion."""
     engine = make_engine(url)
-    settings = from_environ({"BRAIN_DATABASE_URL": url, "BRAIN_MAX_DATA_AGE": str(10**10)})
+    settings = from_environ({"BRAIN_DATABASE_URL": url, "BRAIN_SIGNAL_MAX_AGE": str(10**10)})
     candles = _candles()
     _store(engine, candles[candles.ts < CUT])
     out = jobs.train_symbol(engine, settings, SYMBOL, "baseline", AS_OF)
@@ -50,19 +50,19 @@ def _train(url: str):  # noqa: ANN202
 
 
 @pytest.fixture
-def trained(brain_db_url):  # noqa: ANN001
+def trained(brain_db_url):
     return _train(brain_db_url)
 
 
 @pytest.fixture
-def trained_sqlite(sqlite_url):  # noqa: ANN001
+def trained_sqlite(sqlite_url):
     from brain_tasks.brain.migrate import upgrade
 
     upgrade(sqlite_url)
     return _train(sqlite_url)
 
 
-def _training_rows(engine, settings, manifest):  # noqa: ANN001, ANN202
+def _training_rows(engine, settings, manifest):
     X, _y = jobs.dataset_for(engine, settings, manifest)
     oos = registry.oos_frame(engine, manifest.oos_sha256)
     oos_ts = pd.DatetimeIndex(pd.to_datetime(oos["ts"], utc=True))

@@ -44,7 +44,7 @@ print(json.dumps({{"run": status["state"], "predicted": signal.to_json(), "publi
 """
 
 
-def _beat(env: dict, log_path) -> subprocess.Popen:  # noqa: ANN001
+def _beat(env: dict, log_path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "celery", "-A", "brain_tasks.app", "beat", "-l", "info"],
                             env=env, cwd=REPO, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -56,7 +56,7 @@ def test_engine_retrains_waits_predicts_and_reads_the_published_signal(tmp_path,
     broker = re.sub(r"/\d+$", "/11", redis_url)
     # The sample ends in 2018: without a generous age limit every bar of it is stale.
     env = brain_env(url, broker, tmp_path, BRAIN_SYMBOLS=SYMBOL, BRAIN_MODELS="baseline",
-                    BRAIN_MAX_DATA_AGE=str(10**10), BRAIN_SIGNALS_EVERY="3")
+                    BRAIN_SIGNAL_MAX_AGE=str(10**10), BRAIN_SIGNALS_EVERY="3")
     beat = None
     try:
         with worker(env, name="all", concurrency=2, log_dir=tmp_path):

@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+CONNECT_TIMEOUT_S = 5
 # Sorted keys: SQLite compares JSON as text, so the same dict must always serialise the same way.
 _json_dumps = functools.partial(json.dumps, sort_keys=True)
 
@@ -56,10 +57,48 @@ def dispose_engine(url: str) -> None:
 
 
 def _create(url: str) -> sa.Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
+    from brain_tasks.errors import DatabaseUnavailableError
+
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise DatabaseUnavailableError(f"cannot parse the database URL {redact_url(url)}: {exc}") from None
+    backend = parsed.get_backend_name()
+    if backend == "postgres":
+        raise DatabaseUnavailableError(f"{redact_url(url)}: SQLAlchemy names PostgreSQL 'postgresql'; use "
+                                       "postgresql+psycopg://user:password@host:port/dbname")
+    if backend == "sqlite":
         return _sqlite_engine(parsed)
-    return sa.create_engine(parsed, pool_pre_ping=True, json_serializer=_json_dumps)
+    try:
+        # A server that does not answer is named within seconds instead of hanging on the OS timeout.
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT_S} if backend == "postgresql" else {}
+        return sa.create_engine(parsed, pool_pre_ping=True, json_serializer=_json_dumps, connect_args=connect_args)
+    except (sa.exc.NoSuchModuleError, ImportError) as exc:
+        raise DatabaseUnavailableError(f"{redact_url(url)}: no driver for this URL ({exc})") from None
+
+
+def check_schema(url: str) -> str:
+    """The Brain schema revision at `url`; a clear error (and nothing created) when the database cannot
+    be reached or was never migrated."""
+    from alembic.runtime.migration import MigrationContext
+
+    from brain_tasks.errors import DatabaseUnavailableError, SchemaMissingError
+
+    parsed = make_url(url) if not isinstance(url, sa.URL) else url
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        from pathlib import Path
+
+        if not Path(parsed.database).exists():  # connecting would create an empty file
+            raise SchemaMissingError(f"{redact_url(url)} does not exist yet: run `brain-tasks db upgrade`")
+    try:
+        with make_engine(url).connect() as conn:
+            revision = MigrationContext.configure(conn).get_current_revision()
+    except sa.exc.OperationalError as exc:
+        raise DatabaseUnavailableError(f"cannot reach the database {redact_url(url)}: "
+                                       f"{str(exc.orig).strip().splitlines()[0] if exc.orig else exc}") from None
+    if revision is None:
+        raise SchemaMissingError(f"{redact_url(url)} has no Brain schema: run `brain-tasks db upgrade`")
+    return revision
 
 
 def _sqlite_engine(parsed: sa.URL) -> sa.Engine:

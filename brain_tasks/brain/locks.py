@@ -2,8 +2,8 @@
 
 PostgreSQL: a session-level advisory lock on a dedicated connection.  The server releases it when the
 connection closes, so a worker killed with SIGKILL cannot leave a stale claim behind.
-SQLite (embedded mode, one machine): an exclusive `flock` on a file beside the database, which the
-kernel likewise releases when the process dies.
+SQLite (embedded mode, one machine): an exclusive `flock` on a file under `BRAIN_HOME/locks`, which
+the kernel likewise releases when the process dies.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import contextlib
 import fcntl
 import hashlib
 import time
-from pathlib import Path
 from typing import Iterator
 
 import sqlalchemy as sa
@@ -37,10 +36,11 @@ def claim(engine: sa.Engine, name: str, *, timeout: float = 3600.0) -> Iterator[
                 conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _key64(name)})
                 conn.commit()
         return
-    database = engine.url.database
-    folder = Path(database).resolve().parent if database and database != ":memory:" else Path("/tmp")
-    path = folder / f".brain-locks-{hashlib.sha256(str(engine.url).encode()).hexdigest()[:12]}"
-    path.mkdir(exist_ok=True)
+    from brain_tasks.settings import get_settings
+
+    # Under BRAIN_HOME (never beside the database, e.g. in a repository), one folder per database.
+    path = get_settings().home.resolve() / "locks" / hashlib.sha256(str(engine.url).encode()).hexdigest()[:12]
+    path.mkdir(parents=True, exist_ok=True)
     with open(path / hashlib.sha256(name.encode()).hexdigest()[:32], "w") as handle:
         deadline = time.monotonic() + timeout
         while True:

@@ -126,4 +126,4 @@ def last_closed_bar(engine: sa.Engine, exchange: str, symbol: str, timeframe: st
         value = conn.execute(stmt).scalar_one()
     if value is None:
         return None
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)

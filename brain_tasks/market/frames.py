@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from brain_tasks.errors import DataError
+from brain_tasks.requests import SYMBOL
 
 CANDLE_COLUMNS = ("ts", "open", "high", "low", "close", "volume")
 FUNDING_COLUMNS = ("ts", "rate", "mark_price")
@@ -35,7 +36,7 @@ KINDS = tuple(COLUMNS)
 
 # ccxt unified symbols: BASE/QUOTE, optionally :SETTLE and an expiry/strike suffix.  Anything else
 # (quotes, spaces, semicolons) is refused before it reaches an exchange or a table.
-_SYMBOL = re.compile(r"^[A-Za-z0-9.]{1,24}/[A-Za-z0-9.]{1,16}(:[A-Za-z0-9.]{1,16}(-[A-Za-z0-9.]{1,16}){0,3})?$")
+_SYMBOL = SYMBOL  # one definition of a valid symbol, shared with request validation
 
 
 class BadRequest(DataError):

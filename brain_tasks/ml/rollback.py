@@ -107,3 +107,32 @@ def rollback_decision(
             f"(p = {base['p_value']:.3g} > {alpha:g})"
         )
     return RollbackDecision("keep", f"keep the champion: over {n} bars {why}", base)
+
+
+def promotion_decision(candidate_returns: Any, champion_returns: Any, *, alpha: float = 0.05,
+                       min_samples: int = 288, margin: float = 0.0) -> RollbackDecision:
+    """promote | keep | insufficient_evidence for a newly trained candidate against the champion on the
+    same out-of-time bars: promoted unless significantly worse."""
+    d = rollback_decision(candidate_returns, champion_returns, margin=margin, min_samples=min_samples, alpha=alpha)
+    n = int(d.stats.get("n", 0))
+    if d.action == "insufficient_evidence":
+        return RollbackDecision(d.action, f"only {n} paired out-of-time bars, {min_samples} needed to judge", d.stats)
+    if d.action == "rollback":
+        return RollbackDecision("keep", f"over {n} bars the candidate earned {d.stats['mean_diff']:.3g} less per bar "
+                                f"than the champion (p = {d.stats['p_value']:.3g} <= {alpha:g})", d.stats)
+    return RollbackDecision("promote", f"over {n} bars the candidate was not significantly worse "
+                            f"(difference {-d.stats['mean_diff']:+.3g} per bar, p = {d.stats['p_value']:.3g})", d.stats)
+
+
+def live_rollback_decision(champion_returns: Any, previous_returns: Any, *, alpha: float = 0.05,
+                           min_samples: int = 288) -> RollbackDecision:
+    """rollback | keep | insufficient_evidence for the current champion against the previous one."""
+    d = rollback_decision(champion_returns, previous_returns, margin=0.0, min_samples=min_samples, alpha=alpha)
+    n = int(d.stats.get("n", 0))
+    if d.action == "insufficient_evidence":
+        return RollbackDecision(d.action, f"only {n} live bars, {min_samples} needed to judge", d.stats)
+    if d.action == "rollback":
+        return RollbackDecision("rollback", f"over {n} live bars it earned {d.stats['mean_diff']:.3g} less per bar "
+                                f"than the previous champion (p = {d.stats['p_value']:.3g} <= {alpha:g})", d.stats)
+    return RollbackDecision("keep", f"over {n} live bars it was not significantly worse than the previous champion "
+                            f"(p = {d.stats['p_value']:.3g})", d.stats)

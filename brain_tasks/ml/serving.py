@@ -19,8 +19,13 @@ import pandas as pd
 
 from brain_tasks.errors import DataError
 from brain_tasks.ml.features import CANDLE_FEATURES, make_features
-from brain_tasks.ml.metrics import (bars_per_year, positions, probabilistic_sharpe_ratio, strategy_metrics,
-                                    strategy_returns)
+from brain_tasks.ml.metrics import (
+    bars_per_year,
+    positions,
+    probabilistic_sharpe_ratio,
+    strategy_metrics,
+    strategy_returns,
+)
 from brain_tasks.ml.pipeline import TrainConfig
 from brain_tasks.ml.regimes import REGIMES, volatility_regimes
 

@@ -1,0 +1,92 @@
+"""Validate a request before any work: model types, symbols, dates, task arguments.
+
+Used by the client (before anything is enqueued), the CLI (one line, exit status 2) and the fan-out
+tasks (a message sent by name, bypassing the client, is refused the same way).  Light on purpose:
+importing it loads no ML or exchange library.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from brain_tasks.errors import BrainError
+
+# Every model type the trainers know; tests check this equals brain_tasks.ml.models.MODEL_TYPES
+# (which imports LightGBM, so the client cannot read it from there).
+MODEL_TYPES = ("lightgbm", "xgboost", "baseline", "lstm", "cnn", "transformer")
+# A ccxt unified symbol: BASE/QUOTE, optionally :SETTLE and -expiry/strike/option parts.  Letters,
+# digits and dots only, so control characters (a NUL byte included) can never reach a table.
+SYMBOL = re.compile(r"^[A-Za-z0-9.]{1,24}/[A-Za-z0-9.]{1,16}(:[A-Za-z0-9.]{1,16}(-[A-Za-z0-9.]{1,16}){0,3})?$")
+MAX_SYMBOLS = 10_000
+
+
+class RequestError(BrainError, ValueError):
+    """A request that cannot be carried out as asked; nothing was enqueued or written."""
+
+
+class UnknownModelError(RequestError):
+    """A model type the trainers do not know."""
+
+
+class BadSymbolError(RequestError):
+    """A symbol that is malformed, or unknown to the Brain where it must be known."""
+
+
+class BadDateError(RequestError):
+    """An as-of date that is not a real YYYY-MM-DD date."""
+
+
+def _printable(value: Any) -> str:
+    return repr(value) if isinstance(value, str) and not value.isprintable() else repr(value)[:80]
+
+
+def check_symbol(symbol: Any) -> str:
+    if not isinstance(symbol, str) or not SYMBOL.match(symbol):
+        raise BadSymbolError(f"invalid symbol {_printable(symbol)}: expected a ccxt unified symbol such as "
+                             "'ETH/BTC' or 'BTC/USDT:USDT'")
+    return symbol
+
+
+def check_symbols(symbols: Any, *, allow_empty: bool = False) -> list[str]:
+    """A list of valid, distinct symbols (order kept).  A bare string is refused, not split into letters."""
+    if isinstance(symbols, (str, bytes)) or not isinstance(symbols, Iterable):
+        raise BadSymbolError(f"symbols must be a list of symbols, got {type(symbols).__name__} "
+                             f"{_printable(symbols)}")
+    out = list(dict.fromkeys(check_symbol(s) for s in symbols))
+    if not out and not allow_empty:
+        raise BadSymbolError("no symbols given")
+    if len(out) > MAX_SYMBOLS:
+        raise BadSymbolError(f"{len(out)} symbols in one request; at most {MAX_SYMBOLS}")
+    return out
+
+
+def check_models(models: Any) -> list[str]:
+    if isinstance(models, (str, bytes)) or not isinstance(models, Iterable):
+        raise UnknownModelError(f"models must be a list of model types, got {_printable(models)}")
+    out = list(dict.fromkeys(models))
+    unknown = [m for m in out if m not in MODEL_TYPES]
+    if unknown:
+        raise UnknownModelError(f"unknown model type {', '.join(map(_printable, unknown))}; "
+                                f"known: {', '.join(MODEL_TYPES)}")
+    if not out:
+        raise UnknownModelError("no model types given")
+    return out
+
+
+def check_as_of(value: str | dt.date | dt.datetime | None) -> dt.date:
+    """An as-of date (ISO string or date); None means today in UTC."""
+    if value is None:
+        return dt.datetime.now(dt.timezone.utc).date()
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.timezone.utc).date() if value.tzinfo else value.date()
+    if isinstance(value, dt.date):
+        return value
+    text = str(value).strip()
+    try:
+        return dt.date.fromisoformat(text[:10]) if re.fullmatch(r"\d{4}-\d{2}-\d{2}([T ].*)?", text) \
+            else dt.date.fromisoformat(text)
+    except ValueError:
+        raise BadDateError(f"invalid as-of date {_printable(value)}: expected YYYY-MM-DD") from None
