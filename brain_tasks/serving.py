@@ -10,9 +10,11 @@ importers; loaded models are kept per artifact sha256 (checked once, on load).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -34,8 +36,10 @@ FLAT = "flat"
 MODEL_CACHE_SIZE = 256
 
 _models: OrderedDict[str, Any] = OrderedDict()
-_manifests: dict[tuple[str, str, int], Any] = {}
+# Keyed by database too: one process may serve from several Brains (tests do).
+_manifests: dict[tuple[str, str, str, int], Any] = {}
 _lock = threading.Lock()
+_generations = itertools.count()
 
 
 def now() -> dt.datetime:
@@ -56,7 +60,7 @@ def signal_max_age(settings: Settings) -> float:
 # --- caches of immutable things ------------------------------------------------------------------
 
 def _manifest(engine: sa.Engine, symbol: str, model_type: str, version: int) -> Any:
-    key = (symbol, model_type, int(version))
+    key = (str(engine.url), symbol, model_type, int(version))
     found = _manifests.get(key)
     if found is None:
         found = registry.manifest(engine, symbol, model_type, int(version))
@@ -84,18 +88,101 @@ def load_model(engine: sa.Engine, digest: str) -> Any:
 
 # --- market data ---------------------------------------------------------------------------------
 
-def _market(engine: sa.Engine, exchange: str, symbol: str, timeframe: str, start: dt.datetime,
-            bar: dt.datetime) -> dict[str, pd.DataFrame | None]:
-    """What training read for the bar `bar`: candles from `start` up to it, and the external series
-    known by its close (events stamped before the close; the feature code drops the rest)."""
-    close = bar + dt.timedelta(seconds=bar_seconds(timeframe))
-    candles = store.read_candles(engine, exchange, symbol, timeframe, start=start, end=bar + dt.timedelta(microseconds=1))
-    out: dict[str, pd.DataFrame | None] = {"candles": candles}
-    for key, reader in (("funding", store.read_funding), ("open_interest", store.read_open_interest),
-                        ("liquidations", store.read_liquidations)):
-        frame = reader(engine, exchange, symbol, start=start, end=close)
-        out[key] = frame if len(frame) else None
+# Bars younger than this are re-read on every call: a collector may still rewrite them (an in-progress
+# bar finalised, a late event).  Older rows are cached per process and checked by their counts.
+FRESH_BARS = 12
+# Symbols whose old rows are kept (least recently used dropped): a year of 5m bars is about 5 MB.
+MARKET_CACHE_SIZE = 128
+_markets: OrderedDict[tuple[str, str, str, str, dt.datetime], _Cached] = OrderedDict()
+
+
+@dataclass
+class _Cached:
+    frozen_end: dt.datetime                      # every stored row with ts < frozen_end is in `frames`
+    frames: dict[str, pd.DataFrame | None]
+    counts: tuple[int, int, int, int]
+    generation: int
+
+
+_KINDS = ("candles", "funding", "open_interest", "liquidations")
+_READERS = {"funding": store.read_funding, "open_interest": store.read_open_interest,
+            "liquidations": store.read_liquidations}
+
+
+def _read(engine: sa.Engine, exchange: str, symbol: str, timeframe: str, start: dt.datetime, bar: dt.datetime,
+          close: dt.datetime) -> dict[str, pd.DataFrame]:
+    out = {"candles": store.read_candles(engine, exchange, symbol, timeframe, start=start,
+                                         end=bar + dt.timedelta(microseconds=1))}
+    for key, reader in _READERS.items():
+        out[key] = reader(engine, exchange, symbol, start=start, end=close)
     return out
+
+
+def _count(frames: dict[str, pd.DataFrame | None]) -> tuple[int, int, int, int]:
+    return tuple(0 if frames[k] is None else len(frames[k]) for k in _KINDS)  # type: ignore[return-value]
+
+
+def _before(frame: pd.DataFrame | None, end: dt.datetime) -> pd.DataFrame | None:
+    if frame is None or frame.empty:
+        return None
+    part = frame[frame["ts"] < pd.Timestamp(end)]
+    return part.reset_index(drop=True) if len(part) else None
+
+
+def _join(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame | None:
+    if old is None:
+        return new if len(new) else None
+    return pd.concat([old, new], ignore_index=True) if len(new) else old
+
+
+def _market(engine: sa.Engine, exchange: str, symbol: str, timeframe: str, start: dt.datetime,
+            bar: dt.datetime) -> tuple[dict[str, pd.DataFrame | None], tuple[Any, ...]]:
+    """What training read for the bar `bar`: candles from `start` up to it, and the external series
+    known by its close (events stamped before the close; the feature code drops the rest).
+
+    Also returns an identity of those inputs (the cache's generation and a digest of the re-read tail),
+    equal for two calls that read the same rows, or None when the rows were read without the cache.
+    """
+    step = dt.timedelta(seconds=bar_seconds(timeframe))
+    close = bar + step
+    key = (str(engine.url), exchange, symbol, timeframe, start)
+    cached = _markets.get(key)
+    historical = cached is not None and cached.frozen_end > close  # older than the cache: read, leave it
+    if cached is not None and not historical and stored_counts_match(engine, key, cached):
+        tail = _read(engine, exchange, symbol, timeframe, cached.frozen_end, bar, close)
+        frames = {k: _join(cached.frames[k], tail[k]) for k in _KINDS}
+    else:
+        cached = None
+        frames = {k: (v if len(v) else None) for k, v in
+                  _read(engine, exchange, symbol, timeframe, start, bar, close).items()}
+    if historical:
+        identity = None
+    else:
+        frozen_end = bar - FRESH_BARS * step
+        if cached is None or frozen_end > cached.frozen_end:
+            kept = {k: _before(frames[k], frozen_end) for k in _KINDS}
+            cached = _Cached(frozen_end, kept, _count(kept), next(_generations))
+            with _lock:
+                _markets[key] = cached
+                _markets.move_to_end(key)
+                while len(_markets) > MARKET_CACHE_SIZE:
+                    _markets.popitem(last=False)
+        since = pd.Timestamp(cached.frozen_end)
+        identity = (cached.generation, tuple(0 if frames[k] is None else _digest(frames[k][frames[k]["ts"] >= since])
+                                             for k in _KINDS))
+    if frames["candles"] is None:
+        frames["candles"] = pd.DataFrame(columns=["ts", "open", "high", "low", "close", "volume"])
+    return frames, identity
+
+
+def stored_counts_match(engine: sa.Engine, key: tuple[str, str, str, str, dt.datetime], cached: _Cached) -> bool:
+    _url, exchange, symbol, timeframe, start = key
+    return signal_rows.stored_counts(engine, exchange, symbol, timeframe, start, cached.frozen_end,
+                                     cached.frozen_end) == cached.counts
+
+
+def _digest(frame: pd.DataFrame) -> int:
+    return int(pd.util.hash_pandas_object(frame, index=False).sum()) if len(frame) else 0
 
 
 def _since(market: dict[str, pd.DataFrame | None], start: dt.datetime) -> dict[str, pd.DataFrame | None]:
@@ -122,6 +209,17 @@ def _latest_bar(engine: sa.Engine, settings: Settings, symbol: str, stamp: dt.da
     return last
 
 
+def _champion(engine: sa.Engine, symbol: str) -> Any:
+    row = registry.champion_row(engine, symbol)
+    return None if row is None else _manifest(engine, symbol, row.model_type, row.version)
+
+
+# The last decision per symbol with the identity of everything it was computed from (registry state
+# and the rows read): a second call for the same bar with the same inputs returns it instead of
+# recomputing features over the whole history (the bar-close task and the Engine ask for the same bar).
+_decisions: dict[tuple[str, str], tuple[tuple[Any, ...], Signal]] = {}
+
+
 def predict(engine: sa.Engine, settings: Settings, symbol: str, at: Any = None, *, stamp: dt.datetime | None = None,
             record: bool = True) -> Signal:
     """The decision for `symbol`'s latest closed bar (or the last stored bar at or before `at`).
@@ -133,7 +231,7 @@ def predict(engine: sa.Engine, settings: Settings, symbol: str, at: Any = None, 
 
     stamp = stamp or now()
     target = _latest_bar(engine, settings, symbol, stamp) if at is None else store.to_utc(at, "at")
-    champion = registry.champion(engine, symbol)
+    champion = _champion(engine, symbol)
     choices = registry.regime_choice(engine, symbol)
     anchor = champion or next((_manifest(engine, symbol, c["model_type"], c["version"]) for c in choices.values()
                                if c["model_type"] != FLAT and c["version"] is not None), None)
@@ -141,20 +239,36 @@ def predict(engine: sa.Engine, settings: Settings, symbol: str, at: Any = None, 
         raise NoModelError(f"no champion and no per-regime choice for {symbol!r}: retrain it first")
     config = ml.serve_config(anchor.config)
     exchange = settings.exchange
-    market = _market(engine, exchange, symbol, config.timeframe, anchor.data_start, target)
+    market, rows_read = _market(engine, exchange, symbol, config.timeframe, anchor.data_start, target)
     candles = market["candles"]
     if candles is None or candles.empty:
         raise NoDataError(f"{symbol}: no stored bar at or before {target:%Y-%m-%d %H:%M} since its model's "
                           f"training data began ({anchor.data_start:%Y-%m-%d %H:%M})")
     bar = candles["ts"].iloc[-1].to_pydatetime()
     age = (stamp - bar).total_seconds() - bar_seconds(config.timeframe)
-    regime = ml.regime_at(candles, config)
+    inputs = None if rows_read is None else (
+        bar, anchor.symbol, anchor.model_type, anchor.version, rows_read,
+        tuple(sorted((r, tuple(sorted((k, str(v)) for k, v in c.items()))) for r, c in choices.items())))
+    memo = _decisions.get((str(engine.url), symbol))
+    if inputs is not None and memo is not None and memo[0] == inputs:
+        return _recorded(engine, replace(memo[1], data_age_seconds=age), stamp, record)
+    signal, same_rows = _decide(engine, exchange, symbol, bar, age, anchor, config, champion, choices, market)
+    if inputs is not None and same_rows:
+        _decisions[(str(engine.url), symbol)] = (inputs, signal)
+    return _recorded(engine, signal, stamp, record)
 
+
+def _decide(engine: sa.Engine, exchange: str, symbol: str, bar: dt.datetime, age: float, anchor: Any, config: Any,
+            champion: Any, choices: dict[str, dict[str, Any]],
+            market: dict[str, pd.DataFrame | None]) -> tuple[Signal, bool]:
+    """The decision, and whether it was computed from `market` alone (not from other rows read)."""
+    from brain_tasks.ml import serving as ml
+
+    regime = ml.regime_at(market["candles"], config)
     choice = choices.get(regime) if regime else None
     if choice is not None and (choice["model_type"] == FLAT or choice["version"] is None):
-        signal = Signal(symbol, bar, regime, FLAT, None, None, 0, 0.0, choice["confidence"], False,
-                        f"flat in regime '{regime}': {choice['reason'] or 'no model beat doing nothing'}", age)
-        return _recorded(engine, signal, stamp, record)
+        return Signal(symbol, bar, regime, FLAT, None, None, 0, 0.0, choice["confidence"], False,
+                      f"flat in regime '{regime}': {choice['reason'] or 'no model beat doing nothing'}", age), True
     if choice is not None:
         version = _manifest(engine, symbol, choice["model_type"], int(choice["version"]))
         tradeable, confidence = bool(choice["tradeable"]), choice["confidence"]
@@ -167,14 +281,17 @@ def predict(engine: sa.Engine, settings: Settings, symbol: str, at: Any = None, 
         why = (f"champion {champion.model_type} v{champion.version}: "
                + (f"no per-regime choice for regime '{regime}'" if regime else "regime unknown (warm-up)"))
     else:
-        signal = Signal(symbol, bar, regime, FLAT, None, None, 0, 0.0, None, False,
-                        f"no model chosen for regime '{regime}' and no champion", age)
-        return _recorded(engine, signal, stamp, record)
+        return Signal(symbol, bar, regime, FLAT, None, None, 0, 0.0, None, False,
+                      f"no model chosen for regime '{regime}' and no champion", age), True
 
     vconfig = config if version is anchor else ml.serve_config(version.config)
-    vmarket = market if version.data_start == anchor.data_start else (
-        _since(market, version.data_start) if version.data_start > anchor.data_start
-        else _market(engine, exchange, symbol, vconfig.timeframe, version.data_start, bar))
+    same_rows = version.data_start >= anchor.data_start
+    if version.data_start == anchor.data_start:
+        vmarket = market
+    elif same_rows:
+        vmarket = _since(market, version.data_start)
+    else:
+        vmarket, _ = _market(engine, exchange, symbol, vconfig.timeframe, version.data_start, bar)
     try:
         rows = ml.model_rows(ml.feature_frame(vmarket, vconfig), list(version.feature_names), version.model_type)
     except DataError as exc:
@@ -182,9 +299,9 @@ def predict(engine: sa.Engine, settings: Settings, symbol: str, at: Any = None, 
     prediction = ml.predict_last(load_model(engine, version.artifact_sha256), rows)
     position = ml.position_of(prediction, vconfig, tradeable)
     side = {1: "long", -1: "short", 0: "flat"}[position]
-    signal = Signal(symbol, bar, regime, version.model_type, int(version.version), prediction, position,
-                    float(abs(position)), confidence, tradeable, f"{why}; {side}", age, version.artifact_sha256)
-    return _recorded(engine, signal, stamp, record)
+    return Signal(symbol, bar, regime, version.model_type, int(version.version), prediction, position,
+                  float(abs(position)), confidence, tradeable, f"{why}; {side}", age,
+                  version.artifact_sha256), same_rows
 
 
 def _recorded(engine: sa.Engine, signal: Signal, stamp: dt.datetime, record: bool, stale: bool = False) -> Signal:

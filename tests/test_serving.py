@@ -227,3 +227,36 @@ def test_features_computed_from_a_later_first_bar_differ_in_the_last_bits():
     tail = make_features(candles.iloc[-1500:], timeframe="5m").iloc[-1]
     assert np.allclose(full, tail, rtol=1e-9, equal_nan=True)
     assert not np.array_equal(full.to_numpy().view(np.int64), tail.to_numpy().view(np.int64))
+
+
+def test_cached_rows_never_serve_a_decision_the_stored_rows_would_not(trained, monkeypatch):
+    """The per-process cache of old rows is checked by counts (a backfilled gap) and the fresh tail is
+    re-read (a rewritten recent bar); an unchanged bar is not recomputed."""
+    import sqlalchemy as sa
+
+    from brain_tasks.brain.models import Candle
+
+    engine, settings, _manifest, candles = trained
+    stored = candles[candles.ts < CUT]
+    stamp = CUT.to_pydatetime() + FIVE_MIN
+    gap = stored.iloc[-200]
+    with engine.begin() as conn:
+        conn.execute(sa.delete(Candle).where(Candle.symbol == SYMBOL, Candle.ts == gap.ts.to_pydatetime()))
+
+    def fresh() -> object:
+        serving._markets.clear()
+        serving._decisions.clear()
+        return serving.predict(engine, settings, SYMBOL, stamp=stamp, record=False)
+
+    first = serving.predict(engine, settings, SYMBOL, stamp=stamp, record=False)
+    calls = []
+    monkeypatch.setattr(ml, "feature_frame", lambda *a, _f=ml.feature_frame: calls.append(1) or _f(*a))
+    assert serving.predict(engine, settings, SYMBOL, stamp=stamp, record=False) == first and not calls
+
+    _store(engine, stored[stored.ts == gap.ts])  # the gap is backfilled
+    backfilled = serving.predict(engine, settings, SYMBOL, stamp=stamp, record=False)
+    assert calls and backfilled == fresh() and backfilled.prediction != first.prediction
+
+    _store(engine, stored.tail(1).assign(close=stored.close.iloc[-1] * 1.01))  # the last bar is rewritten
+    rewritten = serving.predict(engine, settings, SYMBOL, stamp=stamp, record=False)
+    assert rewritten == fresh() and rewritten.prediction != backfilled.prediction

@@ -26,7 +26,19 @@ def write(engine: sa.Engine | sa.Connection, rows: Sequence[Mapping[str, Any]]) 
     number of new rows."""
     if not rows:
         return 0
-    return store.upsert(engine, SignalRecord.__table__, [dict(r) for r in rows], conflict="nothing")
+    if len(rows) > 1:
+        return store.upsert(engine, SignalRecord.__table__, [dict(r) for r in rows], conflict="nothing")
+    # One row (the common case, once per predict): a plain statement skips upsert's frame building.
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    row = {**rows[0], "ts": store.to_utc(rows[0]["ts"])}
+    stmt = insert(SignalRecord).values(**row).on_conflict_do_nothing()
+    if isinstance(engine, sa.Connection):
+        return engine.execute(stmt).rowcount
+    with engine.begin() as conn:
+        return conn.execute(stmt).rowcount
 
 
 def _where(symbol: str | None, model_type: str | None, version: int | None, start: Any, end: Any) -> list[Any]:
@@ -127,3 +139,23 @@ def last_closed_bar(engine: sa.Engine, exchange: str, symbol: str, timeframe: st
     if value is None:
         return None
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def stored_counts(engine: sa.Engine, exchange: str, symbol: str, timeframe: str, start: dt.datetime,
+                  candles_end: dt.datetime, events_end: dt.datetime) -> tuple[int, int, int, int]:
+    """Rows stored of candles in [start, candles_end) and of funding, open interest and liquidations in
+    [start, events_end), in one round trip: serving's cache of old bars is still valid while these
+    counts match the rows it holds (a backfilled gap or a late event changes a count)."""
+    from brain_tasks.brain.models import Candle, FundingRate, Liquidation, OpenInterest
+
+    def count(model: Any, end: dt.datetime, *extra: Any) -> Any:
+        return (sa.select(sa.func.count()).select_from(model)
+                .where(model.exchange == exchange, model.symbol == symbol, model.ts >= start, model.ts < end, *extra)
+                .scalar_subquery())
+
+    start, candles_end, events_end = store.to_utc(start), store.to_utc(candles_end), store.to_utc(events_end)
+    stmt = sa.select(count(Candle, candles_end, Candle.timeframe == timeframe), count(FundingRate, events_end),
+                     count(OpenInterest, events_end), count(Liquidation, events_end))
+    with engine.connect() as conn:
+        row = conn.execute(stmt).one()
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
