@@ -59,11 +59,12 @@ def signal_max_age(settings: Settings) -> float:
 
 # --- caches of immutable things ------------------------------------------------------------------
 
-def _manifest(engine: sa.Engine, symbol: str, model_type: str, version: int) -> Any:
+def _manifest(bind: sa.Engine | sa.Connection, engine: sa.Engine, symbol: str, model_type: str,
+              version: int) -> Any:
     key = (str(engine.url), symbol, model_type, int(version))
     found = _manifests.get(key)
     if found is None:
-        found = registry.manifest(engine, symbol, model_type, int(version))
+        found = registry.manifest(bind, symbol, model_type, int(version))
         _manifests[key] = found
     return found
 
@@ -109,7 +110,7 @@ _READERS = {"funding": store.read_funding, "open_interest": store.read_open_inte
             "liquidations": store.read_liquidations}
 
 
-def _read(engine: sa.Engine, exchange: str, symbol: str, timeframe: str, start: dt.datetime, bar: dt.datetime,
+def _read(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, start: dt.datetime, bar: dt.datetime,
           close: dt.datetime) -> dict[str, pd.DataFrame]:
     out = {"candles": store.read_candles(engine, exchange, symbol, timeframe, start=start,
                                          end=bar + dt.timedelta(microseconds=1))}
@@ -135,7 +136,7 @@ def _join(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame | None:
     return pd.concat([old, new], ignore_index=True) if len(new) else old
 
 
-def _market(engine: sa.Engine, exchange: str, symbol: str, timeframe: str, start: dt.datetime,
+def _market(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, start: dt.datetime,
             bar: dt.datetime) -> tuple[dict[str, pd.DataFrame | None], tuple[Any, ...]]:
     """What training read for the bar `bar`: candles from `start` up to it, and the external series
     known by its close (events stamped before the close; the feature code drops the rest).
@@ -145,7 +146,7 @@ def _market(engine: sa.Engine, exchange: str, symbol: str, timeframe: str, start
     """
     step = dt.timedelta(seconds=bar_seconds(timeframe))
     close = bar + step
-    key = (str(engine.url), exchange, symbol, timeframe, start)
+    key = (str(engine.engine.url), exchange, symbol, timeframe, start)
     cached = _markets.get(key)
     historical = cached is not None and cached.frozen_end > close  # older than the cache: read, leave it
     if cached is not None and not historical and stored_counts_match(engine, key, cached):
@@ -175,7 +176,7 @@ def _market(engine: sa.Engine, exchange: str, symbol: str, timeframe: str, start
     return frames, identity
 
 
-def stored_counts_match(engine: sa.Engine, key: tuple[str, str, str, str, dt.datetime], cached: _Cached) -> bool:
+def stored_counts_match(engine: sa.Connection, key: tuple[str, str, str, str, dt.datetime], cached: _Cached) -> bool:
     _url, exchange, symbol, timeframe, start = key
     return signal_rows.stored_counts(engine, exchange, symbol, timeframe, start, cached.frozen_end,
                                      cached.frozen_end) == cached.counts
@@ -196,7 +197,7 @@ def _since(market: dict[str, pd.DataFrame | None], start: dt.datetime) -> dict[s
 
 # --- the decision --------------------------------------------------------------------------------
 
-def _latest_bar(engine: sa.Engine, settings: Settings, symbol: str, stamp: dt.datetime) -> dt.datetime:
+def _latest_bar(engine: sa.Engine | sa.Connection, settings: Settings, symbol: str, stamp: dt.datetime) -> dt.datetime:
     step = bar_seconds(settings.timeframe)
     last = signal_rows.last_closed_bar(engine, settings.exchange, symbol, settings.timeframe, step, stamp)
     if last is None:
@@ -209,9 +210,9 @@ def _latest_bar(engine: sa.Engine, settings: Settings, symbol: str, stamp: dt.da
     return last
 
 
-def _champion(engine: sa.Engine, symbol: str) -> Any:
-    row = registry.champion_row(engine, symbol)
-    return None if row is None else _manifest(engine, symbol, row.model_type, row.version)
+def _champion(conn: sa.Connection, engine: sa.Engine, symbol: str) -> Any:
+    row = registry.champion_row(conn, symbol)
+    return None if row is None else _manifest(conn, engine, symbol, row.model_type, row.version)
 
 
 # The last decision per symbol with the identity of everything it was computed from (registry state
@@ -227,19 +228,31 @@ def predict(engine: sa.Engine, settings: Settings, symbol: str, at: Any = None, 
     `stamp` is "now" (tests and the bar-close task pass their own).  With `record`, the signal is
     written to the signals table (once per bar and model).
     """
+    stamp = stamp or now()
+    # One connection for every read and the write: a checkout costs a ping and a release a rollback,
+    # which were most of a warm call's time with a connection per query.
+    with engine.connect() as conn:
+        signal = _predict(conn, engine, settings, symbol, at, stamp)
+        if record:
+            signal_rows.write(conn, [to_row(signal, stamp)])
+            conn.commit()
+    return signal
+
+
+def _predict(conn: sa.Connection, engine: sa.Engine, settings: Settings, symbol: str, at: Any,
+             stamp: dt.datetime) -> Signal:
     from brain_tasks.ml import serving as ml
 
-    stamp = stamp or now()
-    target = _latest_bar(engine, settings, symbol, stamp) if at is None else store.to_utc(at, "at")
-    champion = _champion(engine, symbol)
-    choices = registry.regime_choice(engine, symbol)
-    anchor = champion or next((_manifest(engine, symbol, c["model_type"], c["version"]) for c in choices.values()
+    target = _latest_bar(conn, settings, symbol, stamp) if at is None else store.to_utc(at, "at")
+    champion = _champion(conn, engine, symbol)
+    choices = registry.regime_choice(conn, symbol)
+    anchor = champion or next((_manifest(conn, engine, symbol, c["model_type"], c["version"]) for c in choices.values()
                                if c["model_type"] != FLAT and c["version"] is not None), None)
     if anchor is None:
         raise NoModelError(f"no champion and no per-regime choice for {symbol!r}: retrain it first")
     config = ml.serve_config(anchor.config)
     exchange = settings.exchange
-    market, rows_read = _market(engine, exchange, symbol, config.timeframe, anchor.data_start, target)
+    market, rows_read = _market(conn, exchange, symbol, config.timeframe, anchor.data_start, target)
     candles = market["candles"]
     if candles is None or candles.empty:
         raise NoDataError(f"{symbol}: no stored bar at or before {target:%Y-%m-%d %H:%M} since its model's "
@@ -251,15 +264,15 @@ def predict(engine: sa.Engine, settings: Settings, symbol: str, at: Any = None, 
         tuple(sorted((r, tuple(sorted((k, str(v)) for k, v in c.items()))) for r, c in choices.items())))
     memo = _decisions.get((str(engine.url), symbol))
     if inputs is not None and memo is not None and memo[0] == inputs:
-        return _recorded(engine, replace(memo[1], data_age_seconds=age), stamp, record)
-    signal, same_rows = _decide(engine, exchange, symbol, bar, age, anchor, config, champion, choices, market)
+        return replace(memo[1], data_age_seconds=age)
+    signal, same_rows = _decide(conn, engine, exchange, symbol, bar, age, anchor, config, champion, choices, market)
     if inputs is not None and same_rows:
         _decisions[(str(engine.url), symbol)] = (inputs, signal)
-    return _recorded(engine, signal, stamp, record)
+    return signal
 
 
-def _decide(engine: sa.Engine, exchange: str, symbol: str, bar: dt.datetime, age: float, anchor: Any, config: Any,
-            champion: Any, choices: dict[str, dict[str, Any]],
+def _decide(conn: sa.Connection, engine: sa.Engine, exchange: str, symbol: str, bar: dt.datetime, age: float,
+            anchor: Any, config: Any, champion: Any, choices: dict[str, dict[str, Any]],
             market: dict[str, pd.DataFrame | None]) -> tuple[Signal, bool]:
     """The decision, and whether it was computed from `market` alone (not from other rows read)."""
     from brain_tasks.ml import serving as ml
@@ -270,7 +283,7 @@ def _decide(engine: sa.Engine, exchange: str, symbol: str, bar: dt.datetime, age
         return Signal(symbol, bar, regime, FLAT, None, None, 0, 0.0, choice["confidence"], False,
                       f"flat in regime '{regime}': {choice['reason'] or 'no model beat doing nothing'}", age), True
     if choice is not None:
-        version = _manifest(engine, symbol, choice["model_type"], int(choice["version"]))
+        version = _manifest(conn, engine, symbol, choice["model_type"], int(choice["version"]))
         tradeable, confidence = bool(choice["tradeable"]), choice["confidence"]
         why = f"{version.model_type} v{version.version} chosen for regime '{regime}'"
         why += f" ({choice['reason']})" if choice["reason"] else ""
@@ -291,7 +304,7 @@ def _decide(engine: sa.Engine, exchange: str, symbol: str, bar: dt.datetime, age
     elif same_rows:
         vmarket = _since(market, version.data_start)
     else:
-        vmarket, _ = _market(engine, exchange, symbol, vconfig.timeframe, version.data_start, bar)
+        vmarket, _ = _market(conn, exchange, symbol, vconfig.timeframe, version.data_start, bar)
     try:
         rows = ml.model_rows(ml.feature_frame(vmarket, vconfig), list(version.feature_names), version.model_type)
     except DataError as exc:
@@ -302,12 +315,6 @@ def _decide(engine: sa.Engine, exchange: str, symbol: str, bar: dt.datetime, age
     return Signal(symbol, bar, regime, version.model_type, int(version.version), prediction, position,
                   float(abs(position)), confidence, tradeable, f"{why}; {side}", age,
                   version.artifact_sha256), same_rows
-
-
-def _recorded(engine: sa.Engine, signal: Signal, stamp: dt.datetime, record: bool, stale: bool = False) -> Signal:
-    if record:
-        signal_rows.write(engine, [to_row(signal, stamp, stale)])
-    return signal
 
 
 def stale_signal(settings: Settings, error: StaleDataError, stamp: dt.datetime) -> Signal:

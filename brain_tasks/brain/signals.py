@@ -8,7 +8,8 @@ told and when, not a cache to refresh.  version 0 stands for "no model" (model t
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
@@ -19,9 +20,20 @@ from brain_tasks.brain.models import SignalRecord
 
 NO_VERSION = 0
 COLUMNS = tuple(c.name for c in SignalRecord.__table__.columns)
+Bind = sa.Engine | sa.Connection
 
 
-def write(engine: sa.Engine | sa.Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+@contextmanager
+def _connect(bind: Bind) -> Iterator[sa.Connection]:
+    """`bind` itself when it is a connection (serving runs a decision's reads on one), else a new one."""
+    if isinstance(bind, sa.Connection):
+        yield bind
+    else:
+        with bind.connect() as conn:
+            yield conn
+
+
+def write(engine: Bind, rows: Sequence[Mapping[str, Any]]) -> int:
     """Insert `rows` (dicts with every column); a row whose key exists is left as it is.  Returns the
     number of new rows."""
     if not rows:
@@ -34,11 +46,12 @@ def write(engine: sa.Engine | sa.Connection, rows: Sequence[Mapping[str, Any]]) 
     else:
         from sqlalchemy.dialects.sqlite import insert
     row = {**rows[0], "ts": store.to_utc(rows[0]["ts"])}
-    stmt = insert(SignalRecord).values(**row).on_conflict_do_nothing()
+    # RETURNING counts the inserted row on every driver (psycopg reports rowcount -1 here).
+    stmt = insert(SignalRecord).values(**row).on_conflict_do_nothing().returning(SignalRecord.symbol)
     if isinstance(engine, sa.Connection):
-        return engine.execute(stmt).rowcount
+        return len(engine.execute(stmt).all())
     with engine.begin() as conn:
-        return conn.execute(stmt).rowcount
+        return len(conn.execute(stmt).all())
 
 
 def _where(symbol: str | None, model_type: str | None, version: int | None, start: Any, end: Any) -> list[Any]:
@@ -125,7 +138,7 @@ def with_following_bars(engine: sa.Engine, exchange: str, timeframe: str, bar_se
 
 
 
-def last_closed_bar(engine: sa.Engine, exchange: str, symbol: str, timeframe: str, bar_seconds: int,
+def last_closed_bar(engine: Bind, exchange: str, symbol: str, timeframe: str, bar_seconds: int,
                     now: dt.datetime) -> dt.datetime | None:
     """The open time of the symbol's latest stored bar that had closed by `now` (a collector may have
     stored the bar still in progress: deciding on it would use prices not final yet)."""
@@ -134,14 +147,14 @@ def last_closed_bar(engine: sa.Engine, exchange: str, symbol: str, timeframe: st
     stmt = sa.select(sa.func.max(Candle.ts)).where(
         Candle.exchange == exchange, Candle.symbol == symbol, Candle.timeframe == timeframe,
         Candle.ts <= store.to_utc(now) - dt.timedelta(seconds=bar_seconds))
-    with engine.connect() as conn:
+    with _connect(engine) as conn:
         value = conn.execute(stmt).scalar_one()
     if value is None:
         return None
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-def stored_counts(engine: sa.Engine, exchange: str, symbol: str, timeframe: str, start: dt.datetime,
+def stored_counts(engine: Bind, exchange: str, symbol: str, timeframe: str, start: dt.datetime,
                   candles_end: dt.datetime, events_end: dt.datetime) -> tuple[int, int, int, int]:
     """Rows stored of candles in [start, candles_end) and of funding, open interest and liquidations in
     [start, events_end), in one round trip: serving's cache of old bars is still valid while these
@@ -156,6 +169,6 @@ def stored_counts(engine: sa.Engine, exchange: str, symbol: str, timeframe: str,
     start, candles_end, events_end = store.to_utc(start), store.to_utc(candles_end), store.to_utc(events_end)
     stmt = sa.select(count(Candle, candles_end, Candle.timeframe == timeframe), count(FundingRate, events_end),
                      count(OpenInterest, events_end), count(Liquidation, events_end))
-    with engine.connect() as conn:
+    with _connect(engine) as conn:
         row = conn.execute(stmt).one()
     return int(row[0]), int(row[1]), int(row[2]), int(row[3])
