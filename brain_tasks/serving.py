@@ -111,11 +111,15 @@ _READERS = {"funding": store.read_funding, "open_interest": store.read_open_inte
 
 
 def _read(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, start: dt.datetime, bar: dt.datetime,
-          close: dt.datetime) -> dict[str, pd.DataFrame]:
-    out = {"candles": store.read_candles(engine, exchange, symbol, timeframe, start=start,
-                                         end=bar + dt.timedelta(microseconds=1))}
+          close: dt.datetime, kinds: Sequence[str] = _KINDS) -> dict[str, pd.DataFrame]:
+    """Candles in [start, bar] and events in [start, close) of `kinds` (the others empty)."""
+    out = {k: pd.DataFrame(columns=["ts"]) for k in _KINDS}
+    if "candles" in kinds:
+        out["candles"] = store.read_candles(engine, exchange, symbol, timeframe, start=start,
+                                            end=bar + dt.timedelta(microseconds=1))
     for key, reader in _READERS.items():
-        out[key] = reader(engine, exchange, symbol, start=start, end=close)
+        if key in kinds:
+            out[key] = reader(engine, exchange, symbol, start=start, end=close)
     return out
 
 
@@ -149,8 +153,11 @@ def _market(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, s
     key = (str(engine.engine.url), exchange, symbol, timeframe, start)
     cached = _markets.get(key)
     historical = cached is not None and cached.frozen_end > close  # older than the cache: read, leave it
-    if cached is not None and not historical and stored_counts_match(engine, key, cached):
-        tail = _read(engine, exchange, symbol, timeframe, cached.frozen_end, bar, close)
+    counts = None if cached is None or historical else signal_rows.stored_counts(
+        engine, exchange, symbol, timeframe, start, cached.frozen_end, bar + dt.timedelta(microseconds=1), close)
+    if cached is not None and counts is not None and counts[0] == cached.counts:
+        recent = [k for k, n in zip(_KINDS, counts[1]) if n]
+        tail = _read(engine, exchange, symbol, timeframe, cached.frozen_end, bar, close, recent)
         frames = {k: _join(cached.frames[k], tail[k]) for k in _KINDS}
     else:
         cached = None
@@ -174,12 +181,6 @@ def _market(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, s
     if frames["candles"] is None:
         frames["candles"] = pd.DataFrame(columns=["ts", "open", "high", "low", "close", "volume"])
     return frames, identity
-
-
-def stored_counts_match(engine: sa.Connection, key: tuple[str, str, str, str, dt.datetime], cached: _Cached) -> bool:
-    _url, exchange, symbol, timeframe, start = key
-    return signal_rows.stored_counts(engine, exchange, symbol, timeframe, start, cached.frozen_end,
-                                     cached.frozen_end) == cached.counts
 
 
 def _digest(frame: pd.DataFrame) -> int:

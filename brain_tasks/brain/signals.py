@@ -155,20 +155,26 @@ def last_closed_bar(engine: Bind, exchange: str, symbol: str, timeframe: str, ba
 
 
 def stored_counts(engine: Bind, exchange: str, symbol: str, timeframe: str, start: dt.datetime,
-                  candles_end: dt.datetime, events_end: dt.datetime) -> tuple[int, int, int, int]:
-    """Rows stored of candles in [start, candles_end) and of funding, open interest and liquidations in
-    [start, events_end), in one round trip: serving's cache of old bars is still valid while these
-    counts match the rows it holds (a backfilled gap or a late event changes a count)."""
+                  frozen_end: dt.datetime, candles_end: dt.datetime,
+                  events_end: dt.datetime) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
+    """Rows stored of candles, funding, open interest and liquidations in [start, frozen_end), and after
+    it up to candles_end (candles) / events_end (the rest), in one round trip.  Serving's cache of old
+    rows is valid while the first counts match the rows it holds (a backfilled gap or a late event
+    changes one); the second say which recent series need reading at all."""
     from brain_tasks.brain.models import Candle, FundingRate, Liquidation, OpenInterest
 
-    def count(model: Any, end: dt.datetime, *extra: Any) -> Any:
+    start, frozen_end = store.to_utc(start), store.to_utc(frozen_end)
+    candles_end, events_end = store.to_utc(candles_end), store.to_utc(events_end)
+
+    def count(model: Any, lo: dt.datetime, hi: dt.datetime) -> Any:
+        extra = [model.timeframe == timeframe] if model is Candle else []
         return (sa.select(sa.func.count()).select_from(model)
-                .where(model.exchange == exchange, model.symbol == symbol, model.ts >= start, model.ts < end, *extra)
+                .where(model.exchange == exchange, model.symbol == symbol, model.ts >= lo, model.ts < hi, *extra)
                 .scalar_subquery())
 
-    start, candles_end, events_end = store.to_utc(start), store.to_utc(candles_end), store.to_utc(events_end)
-    stmt = sa.select(count(Candle, candles_end, Candle.timeframe == timeframe), count(FundingRate, events_end),
-                     count(OpenInterest, events_end), count(Liquidation, events_end))
+    models = (Candle, FundingRate, OpenInterest, Liquidation)
+    stmt = sa.select(*(count(m, start, frozen_end) for m in models),
+                     *(count(m, frozen_end, candles_end if m is Candle else events_end) for m in models))
     with _connect(engine) as conn:
-        row = conn.execute(stmt).one()
-    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+        row = [int(v) for v in conn.execute(stmt).one()]
+    return (row[0], row[1], row[2], row[3]), (row[4], row[5], row[6], row[7])
