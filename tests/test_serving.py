@@ -138,7 +138,7 @@ def test_the_same_bar_twice_is_one_row_and_a_new_bar_a_new_one(trained):
 
 def test_stale_data_raises_and_publishes_a_stale_flat_signal(trained):
     engine, _settings, _manifest, candles = trained
-    settings = from_environ({"BRAIN_DATABASE_URL": str(engine.url.render_as_string(hide_password=False))})
+    settings = from_environ({"BRAIN_DATABASE_URL": engine.url.render_as_string(hide_password=False)})
     last = candles[candles.ts < CUT].ts.iloc[-1].to_pydatetime()
     late = last + dt.timedelta(hours=1)  # eleven bars missed; the default limit is two bars
     with pytest.raises(StaleDataError) as info:
@@ -260,3 +260,40 @@ def test_cached_rows_never_serve_a_decision_the_stored_rows_would_not(trained, m
     _store(engine, stored.tail(1).assign(close=stored.close.iloc[-1] * 1.01))  # the last bar is rewritten
     rewritten = serving.predict(engine, settings, SYMBOL, stamp=stamp, record=False)
     assert rewritten == fresh() and rewritten.prediction != backfilled.prediction
+
+
+def test_brain_tasks_signals_lists_what_was_served(trained, monkeypatch):
+    from click.testing import CliRunner
+
+    from brain_tasks import cli
+
+    engine, settings, _manifest, candles = trained
+    last = candles[candles.ts < CUT].ts.iloc[-1].to_pydatetime()
+    strict = from_environ({"BRAIN_DATABASE_URL": engine.url.render_as_string(hide_password=False)})
+    publish.publish_signals(engine, settings, [SYMBOL], stamp=last + FIVE_MIN)
+    publish.publish_signals(engine, strict, [SYMBOL], stamp=last + dt.timedelta(hours=1) + FIVE_MIN)
+    monkeypatch.setattr(cli, "get_settings", lambda: strict)
+    out = CliRunner().invoke(cli.main, ["signals", "--symbol", SYMBOL])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert len(lines) == 3 and "stale" in lines[1] and "baseline" in lines[2]
+    assert "no signals yet" in CliRunner().invoke(cli.main, ["signals", "--symbol", "LTC/BTC"]).output
+
+
+def test_bar_close_runs_at_each_close_of_the_timeframe_as_one_canvas():
+    from celery.schedules import crontab
+
+    from brain_tasks.schedule import beat_schedule
+    from brain_tasks.workflows import bar_close_canvas
+
+    entry = beat_schedule(from_environ({"BRAIN_SYMBOLS": "ETH/BTC,LTC/BTC"}))["bar-close"]
+    assert entry["task"] == "brain_tasks.bar_close" and entry["schedule"] == crontab(minute="*/5")
+    assert entry["kwargs"] == {"symbols": ["ETH/BTC", "LTC/BTC"]} and entry["options"]["expires"] == 300
+    hourly = beat_schedule(from_environ({"BRAIN_TIMEFRAME": "1h"}))["bar-close"]["schedule"]
+    assert hourly == crontab(minute=0, hour="*/1")
+    every = beat_schedule(from_environ({"BRAIN_SIGNALS_EVERY": "3"}))["bar-close"]["schedule"]
+    assert every == dt.timedelta(seconds=3)
+    canvas = bar_close_canvas(["ETH/BTC", "LTC/BTC"])  # collect both bars, then publish both signals
+    assert [t.task for t in canvas.tasks] == ["brain_tasks.collect_candles"] * 2
+    assert canvas.body.task == "brain_tasks.publish_signals" and canvas.body.immutable
+    assert canvas.body.args == (["ETH/BTC", "LTC/BTC"],)
