@@ -53,8 +53,15 @@ def bar_seconds(timeframe: str) -> int:
 
 
 def signal_max_age(settings: Settings) -> float:
-    """Seconds after a bar's close beyond which it is stale: BRAIN_SIGNAL_MAX_AGE, else two bars."""
-    return float(settings.signal_max_age if settings.signal_max_age is not None else 2 * bar_seconds(settings.timeframe))
+    """Seconds after a bar's close beyond which it is stale: BRAIN_SIGNAL_MAX_AGE, else one bar.
+
+    One bar: once the next bar has closed without being stored, deciding on the previous one is
+    deciding on old data.  The bar-close canvas collects before it publishes, so only a bar that did
+    not come is flagged; an Engine asking in the seconds before collection ends is told so too.
+    """
+    if settings.signal_max_age is not None:
+        return float(settings.signal_max_age)
+    return float(bar_seconds(settings.timeframe))
 
 
 # --- caches of immutable things ------------------------------------------------------------------
@@ -220,6 +227,7 @@ def _champion(conn: sa.Connection, engine: sa.Engine, symbol: str) -> Any:
 # and the rows read): a second call for the same bar with the same inputs returns it instead of
 # recomputing features over the whole history (the bar-close task and the Engine ask for the same bar).
 _decisions: dict[tuple[str, str], tuple[tuple[Any, ...], Signal]] = {}
+_written: dict[tuple[str, str], tuple[Any, ...]] = {}  # the last signal key each symbol recorded
 
 
 def predict(engine: sa.Engine, settings: Settings, symbol: str, at: Any = None, *, stamp: dt.datetime | None = None,
@@ -235,9 +243,22 @@ def predict(engine: sa.Engine, settings: Settings, symbol: str, at: Any = None, 
     with engine.connect() as conn:
         signal = _predict(conn, engine, settings, symbol, at, stamp)
         if record:
-            signal_rows.write(conn, [to_row(signal, stamp)])
-            conn.commit()
+            _record(conn, engine, [signal], stamp)
     return signal
+
+
+def _record(conn: sa.Connection, engine: sa.Engine, signals: Sequence[Signal], stamp: dt.datetime) -> None:
+    """Write the signals not yet written by this process (a key it wrote already would change nothing,
+    and the commit, a WAL flush, was the largest part of a repeated call)."""
+    url = str(engine.url)
+    new = [s for s in signals if _written.get((url, s.symbol)) != (s.ts, s.model_type, s.version)]
+    if not new:
+        return
+    for signal in new:
+        signal_rows.write(conn, [to_row(signal, stamp)])
+    conn.commit()
+    for signal in new:
+        _written[(url, signal.symbol)] = (signal.ts, signal.model_type, signal.version)
 
 
 def _predict(conn: sa.Connection, engine: sa.Engine, settings: Settings, symbol: str, at: Any,
@@ -328,12 +349,16 @@ def stale_signal(settings: Settings, error: StaleDataError, stamp: dt.datetime) 
 
 def predict_many(engine: sa.Engine, settings: Settings, symbols: Sequence[str], *,
                  stamp: dt.datetime | None = None) -> dict[str, Signal | BrainError]:
+    """`predict` of each symbol on one connection, recorded in one transaction."""
+    stamp = stamp or now()
     out: dict[str, Signal | BrainError] = {}
-    for symbol in symbols:
-        try:
-            out[symbol] = predict(engine, settings, symbol, stamp=stamp)
-        except BrainError as exc:
-            out[symbol] = exc
+    with engine.connect() as conn:
+        for symbol in symbols:
+            try:
+                out[symbol] = _predict(conn, engine, settings, symbol, None, stamp)
+            except BrainError as exc:
+                out[symbol] = exc
+        _record(conn, engine, [s for s in out.values() if isinstance(s, Signal)], stamp)
     return out
 
 

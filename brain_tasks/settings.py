@@ -55,7 +55,7 @@ class Settings:
     max_data_age: int = 86400
     # Paired out-of-time bars needed before a promotion or a live rollback is judged (288 = a day of 5m).
     min_evidence_bars: int = 288
-    # Serving: a latest bar whose close is older than this many seconds is stale (None: two bars).
+    # Serving: a latest bar whose close is older than this many seconds is stale (None: one bar).
     signal_max_age: int | None = None
     # Beat's bar-close canvas (collect, then publish_signals) runs every this many seconds (None: at
     # each close of `timeframe`).

@@ -140,7 +140,7 @@ def test_stale_data_raises_and_publishes_a_stale_flat_signal(trained):
     engine, _settings, _manifest, candles = trained
     settings = from_environ({"BRAIN_DATABASE_URL": engine.url.render_as_string(hide_password=False)})
     last = candles[candles.ts < CUT].ts.iloc[-1].to_pydatetime()
-    late = last + dt.timedelta(hours=1)  # eleven bars missed; the default limit is two bars
+    late = last + dt.timedelta(hours=1)  # eleven bars missed; the default limit is one bar
     with pytest.raises(StaleDataError) as info:
         serving.predict(engine, settings, SYMBOL, stamp=late)
     assert info.value.last_bar == last and info.value.age_seconds == 3300
@@ -297,3 +297,15 @@ def test_bar_close_runs_at_each_close_of_the_timeframe_as_one_canvas():
     assert [t.task for t in canvas.tasks] == ["brain_tasks.collect_candles"] * 2
     assert canvas.body.task == "brain_tasks.publish_signals" and canvas.body.immutable
     assert canvas.body.args == (["ETH/BTC", "LTC/BTC"],)
+
+
+def test_a_bar_missing_at_the_close_gets_a_stale_signal_not_the_previous_one(trained):
+    engine, _settings, _manifest, candles = trained
+    strict = from_environ({"BRAIN_DATABASE_URL": engine.url.render_as_string(hide_password=False)})
+    last = candles[candles.ts < CUT].ts.iloc[-1].to_pydatetime()
+    on_time = publish.publish_signals(engine, strict, [SYMBOL], stamp=last + FIVE_MIN + dt.timedelta(seconds=3))
+    assert list(on_time["published"]) == [SYMBOL]
+    # The next close passes and its bar was not collected: 3 s later the bar-close task says so.
+    late = publish.publish_signals(engine, strict, [SYMBOL], stamp=last + 2 * FIVE_MIN + dt.timedelta(seconds=3))
+    assert list(late["stale"]) == [SYMBOL] and late["new_rows"] == 1
+    assert signal_rows.latest(engine, SYMBOL)["ts"] == last + FIVE_MIN
