@@ -164,10 +164,11 @@ def _market(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, s
         engine, exchange, symbol, timeframe, start, cached.frozen_end, bar + dt.timedelta(microseconds=1), close)
     if cached is not None and counts is not None and counts[0] == cached.counts:
         recent = [k for k, n in zip(_KINDS, counts[1]) if n]
-        tail = _read(engine, exchange, symbol, timeframe, cached.frozen_end, bar, close, recent)
+        tail: dict[str, pd.DataFrame] | None = _read(engine, exchange, symbol, timeframe, cached.frozen_end, bar,
+                                                     close, recent)
         frames = {k: _join(cached.frames[k], tail[k]) for k in _KINDS}
     else:
-        cached = None
+        cached, tail = None, None
         frames = {k: (v if len(v) else None) for k, v in
                   _read(engine, exchange, symbol, timeframe, start, bar, close).items()}
     if historical:
@@ -175,6 +176,7 @@ def _market(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, s
     else:
         frozen_end = bar - FRESH_BARS * step
         if cached is None or frozen_end > cached.frozen_end:
+            tail = None  # the cache moves on: its tail is re-cut below
             kept = {k: _before(frames[k], frozen_end) for k in _KINDS}
             cached = _Cached(frozen_end, kept, _count(kept), next(_generations))
             with _lock:
@@ -182,16 +184,17 @@ def _market(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, s
                 _markets.move_to_end(key)
                 while len(_markets) > MARKET_CACHE_SIZE:
                     _markets.popitem(last=False)
-        since = pd.Timestamp(cached.frozen_end)
-        identity = (cached.generation, tuple(0 if frames[k] is None else _digest(frames[k][frames[k]["ts"] >= since])
-                                             for k in _KINDS))
+        if tail is None:
+            since = pd.Timestamp(cached.frozen_end)
+            tail = {k: frames[k][frames[k]["ts"] >= since] for k in _KINDS if frames[k] is not None}
+        identity = (cached.generation, tuple(_digest(tail[k]) if k in tail else 0 for k in _KINDS))
     if frames["candles"] is None:
         frames["candles"] = pd.DataFrame(columns=["ts", "open", "high", "low", "close", "volume"])
     return frames, identity
 
 
 def _digest(frame: pd.DataFrame) -> int:
-    return int(pd.util.hash_pandas_object(frame, index=False).sum()) if len(frame) else 0
+    return int(pd.util.hash_pandas_object(frame, index=False).sum()) if len(frame) else 0  # empty == absent
 
 
 def _since(market: dict[str, pd.DataFrame | None], start: dt.datetime) -> dict[str, pd.DataFrame | None]:
