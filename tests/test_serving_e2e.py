@@ -15,6 +15,7 @@ import pytest
 from brain_tasks.brain import signals as signal_rows
 from brain_tasks.brain.db import dispose_engine, make_engine
 from brain_tasks.brain.migrate import upgrade
+from brain_tasks.collect import ingest_freqtrade
 from tests import servers
 from tests.workers import REPO, brain_env, run_python, worker
 
@@ -53,6 +54,9 @@ def _beat(env: dict, log_path) -> subprocess.Popen:
 def test_engine_retrains_waits_predicts_and_reads_the_published_signal(tmp_path, pg_url, redis_url):
     url = servers.create_database(pg_url)
     upgrade(url)
+    # A file source collects only what was ingested: the client refuses a symbol the Brain never saw.
+    ingest_freqtrade(make_engine(url), REPO / "sample" / "freqtrade-testdata", symbols=[SYMBOL], timeframe="5m",
+                     exchange="freqtrade")
     broker = re.sub(r"/\d+$", "/11", redis_url)
     # The sample ends in 2018: without a generous age limit every bar of it is stale.
     env = brain_env(url, broker, tmp_path, BRAIN_SYMBOLS=SYMBOL, BRAIN_MODELS="baseline",
