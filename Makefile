@@ -37,6 +37,7 @@ bench: install servers
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/overhead.py
 
 clean:
 	rm -rf .brain brain.db report .pytest_cache

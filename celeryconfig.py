@@ -33,12 +33,20 @@ worker_prefetch_multiplier = 1
 worker_pool_start_method = "spawn"
 worker_cancel_long_running_tasks_on_connection_loss = True
 worker_concurrency = _s.concurrency
-# A leaking native library cannot grow a worker process forever.
-worker_max_tasks_per_child = 200
+# A leaking native library cannot grow a worker process forever: a child above this size (KiB) is
+# replaced after its task.  Not a task count: each new spawned child re-imports its modules, and
+# recycling every 200 tasks cost 3-5x plain Celery's throughput (FIELD-NOTES, round 2).
+worker_max_memory_per_child = _s.max_memory_per_child_mb * 1024 or None
+# A spawned child imports the tasks and the ML stack before it reports UP: 2.5-3 s on an idle 2-core
+# machine, 4-15 s on a loaded one and up to ~30 s with every core busy, beyond Celery's default of 4 s:
+# the pool killed replacement after replacement (13 in 70 s; 36 in 3 min in tests/test_pool.py).  The
+# import stays at start-up (lazily it took 1-3.6 s, but moved 2-15 s into the first training's time
+# limit); the cost of a long timeout is only that a child hung at start holds its slot that long.
+worker_proc_alive_timeout = 120.0
 broker_connection_retry_on_startup = True
 
 task_time_limit = _s.task_time_limit
-task_soft_time_limit = max(1, _s.task_time_limit - 30)
+task_soft_time_limit = _s.task_soft_time_limit
 result_expires = 7 * 24 * 3600
 result_extended = True
 task_track_started = True

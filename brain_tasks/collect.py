@@ -20,9 +20,11 @@ from brain_tasks.brain import models, store
 from brain_tasks.brain.quality import open_findings, record_findings, resolve_findings
 from brain_tasks.errors import DataError
 from brain_tasks.market.frames import BadRequest, timeframe_delta, to_utc, utcnow, validate_symbol
-from brain_tasks.market.quality import (VALIDATORS, Finding, Validated, coverage, find_gaps, stale_finding,
-                                        validate_candles)
+from brain_tasks.market.quality import (JUMP_WINDOW, VALIDATORS, Finding, Validated, coverage, find_gaps,
+                                        stale_finding, validate_candles)
 from brain_tasks.market.sources import CcxtSource, FreqtradeSource, MarketSource, SyntheticSource
+from brain_tasks.market.symbols import symbol_label
+from brain_tasks.settings import get_settings
 
 
 class BadBatch(DataError):
@@ -85,9 +87,11 @@ def _fetch(source: MarketSource, kind: str, symbol: str, timeframe: str | None, 
     return getattr(source, f"fetch_{kind}")(symbol, since, until)
 
 
-def _validate(kind: str, df: pd.DataFrame, step_tf: str | None, now: pd.Timestamp, fallback: pd.Timestamp) -> Validated:
+def _validate(kind: str, df: pd.DataFrame, step_tf: str | None, now: pd.Timestamp, fallback: pd.Timestamp,
+              max_bar_ratio: float, reference_closes: list[float]) -> Validated:
     if kind == "candles":
-        return validate_candles(df, step_tf, now=now, fallback_ts=fallback)
+        return validate_candles(df, step_tf, now=now, fallback_ts=fallback, max_bar_ratio=max_bar_ratio,
+                                reference_closes=reference_closes)
     if kind == "funding":
         return VALIDATORS[kind](df, interval=step_tf, now=now, fallback_ts=fallback)
     return VALIDATORS[kind](df, now=now, fallback_ts=fallback)
@@ -95,13 +99,15 @@ def _validate(kind: str, df: pd.DataFrame, step_tf: str | None, now: pd.Timestam
 
 def collect(engine: sa.Engine, source: MarketSource, kind: str, symbol: str, *, timeframe: str | None = None,
             since: Any = None, until: Any = None, now: Any = None, max_rows: int = 500_000,
-            lookback_bars: int = 1000, backfill_bars: int = 5000) -> dict[str, Any]:
+            lookback_bars: int = 1000, backfill_bars: int = 5000,
+            max_bar_ratio: float | None = None) -> dict[str, Any]:
     """Collect one kind of data of one symbol into the Brain and return a JSON-safe summary.
 
     ``since=None`` resumes after the last stored row (reaching back to the oldest open gap within
     ``backfill_bars``); ``timeframe`` is the bar of candles / open interest and the settlement
     interval of funding (default: the source's, else 8h).  Collecting the same window twice
-    changes nothing.
+    changes nothing.  A candle more than ``max_bar_ratio`` (default: the BRAIN_MAX_BAR_RATIO setting)
+    times away from the bars before it is rejected as implausible.
     """
     now_ts = to_utc(now) if now is not None else utcnow()
     dq_tf = timeframe if kind in ("candles", "open_interest") else None
@@ -135,15 +141,17 @@ def collect(engine: sa.Engine, source: MarketSource, kind: str, symbol: str, *, 
             if expected is None or (explicit_since and expected >= 1) or (_live(source) and expected >= 2):
                 raise BadRequest(f"{source.name} returned no {kind} for {symbol} from {_iso(start)} to {_iso(end)}",
                                  check="empty")
-        validated = _validate(kind, df, step_tf, now_ts, fallback)
+        ratio = max_bar_ratio if max_bar_ratio is not None else get_settings().max_bar_ratio
+        before = _closes_before(engine, source, symbol, timeframe, start, step) if kind == "candles" else []
+        validated = _validate(kind, df, step_tf, now_ts, fallback, ratio, before)
     except DataError as exc:
         check = getattr(exc, "check", "data_error")
         finding = Finding(kind[:16], check, "error", fallback, None,
                           {"message": str(exc)[:2000], "error": type(exc).__name__, "timeframe": timeframe,
                            "since": _iso(to_utc(since)) if _readable(since) else repr(since),
                            "until": _iso(to_utc(until)) if _readable(until) else repr(until)})
-        record_findings(engine, getattr(source, "name", "?"), symbol if isinstance(symbol, str) else repr(symbol),
-                        dq_tf, [finding], now=now_ts)
+        # symbol_label: the finding must be storable even when the symbol is what was wrong (a NUL byte).
+        record_findings(engine, getattr(source, "name", "?"), symbol_label(symbol), dq_tf, [finding], now=now_ts)
         raise
 
     clean = validated.clean
@@ -181,6 +189,16 @@ def collect(engine: sa.Engine, source: MarketSource, kind: str, symbol: str, *, 
                        f"{summary['rejected']} rejected, {summary['stored']} stored, details in data_quality_logs",
                        summary)
     return summary
+
+
+def _closes_before(engine: sa.Engine, source: MarketSource, symbol: str, timeframe: str | None,
+                   start: pd.Timestamp | None, step: pd.Timedelta | None) -> list[float]:
+    """The stored closes of the bars just before ``start``: what a new batch's first bars are judged by."""
+    if start is None or step is None or timeframe is None:
+        return []
+    frame = store.read_candles(engine, source.name, symbol, timeframe, start=start - step * (4 * JUMP_WINDOW),
+                               end=start)
+    return [float(c) for c in frame["close"].tail(JUMP_WINDOW)]
 
 
 def _live(source: MarketSource) -> bool:

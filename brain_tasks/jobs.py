@@ -132,8 +132,9 @@ def train_symbol(engine: sa.Engine, settings: Settings, symbol: str, model_type:
         if same is not None:
             return answer(same, False, f"inputs unchanged: {model_type} v{same.version} (as of {same.as_of}) was "
                           "trained on the same data with the same config", reused_as_of=same.as_of.isoformat())
+        # Importance is computed here, out of sample: each fold's model on its own test block.
         result = train_and_evaluate(market["candles"], model_type, config, **_market_kwargs(market),
-                                    with_importance=False)
+                                    with_importance=True)
         version = registry.register_version(engine, symbol, model_type, as_of, config=config.to_dict(),
                                             config_hash=chash, result=result, code_version=__version__,
                                             seed=config.seed)
@@ -154,7 +155,8 @@ def compare_models(engine: sa.Engine, settings: Settings, train_results: Any, sy
 
     When every model type came back with a version of an earlier day on identical inputs, nothing is
     new: the chain goes on as `unchanged` and writes nothing."""
-    from brain_tasks.ml.metrics import composite_score
+    from brain_tasks.ml.metrics import bars_per_year, composite_score
+    from brain_tasks.ml.regimes import benchmark_metrics
 
     results = _results(train_results)
     failures = {r.get("model_type", "?"): r.get("error", "failed") for r in results if r.get("status") != OK}
@@ -179,11 +181,16 @@ def compare_models(engine: sa.Engine, settings: Settings, train_results: Any, sy
            "versions": {v.model_type: v.version for v in versions}}
     if all(r.get("reused_as_of") for r in done):
         return {**out, "unchanged": True}
-    registry.write_comparisons(engine, [
-        dict(symbol=symbol, as_of=as_of, config_hash=chash, model_type=v.model_type, version=v.version,
-             composite_score=float(score), rank=i + 1, is_best=(i == 0), metrics=store.jsonable(overall))
-        for i, (score, v, overall) in enumerate(scored)])
-    return out
+    rows = [dict(model_type=v.model_type, version=v.version, composite_score=float(score), is_best=v is best,
+                 metrics=store.jsonable(overall)) for score, v, overall in scored]
+    # Flat and buy-and-hold on the best candidate's out-of-sample bars: what a model must beat.
+    bench = benchmark_metrics(registry.oos_frame(engine, best.oos_sha256), bars_per_year(settings.timeframe))
+    rows += [dict(model_type=name, version=0, composite_score=float(m["composite"]), is_best=False,
+                  metrics=store.jsonable(m)) for name, m in bench.items()]
+    rows.sort(key=lambda r: (-r["composite_score"], not r["is_best"], r["model_type"]))
+    registry.write_comparisons(engine, [dict(symbol=symbol, as_of=as_of, config_hash=chash, rank=i + 1, **r)
+                                        for i, r in enumerate(rows)])
+    return {**out, "benchmarks": {name: round(float(m["composite"]), 6) for name, m in bench.items()}}
 
 
 def _run_versions(engine: sa.Engine, symbol: str, prev: dict[str, Any]) -> list[ModelManifest]:
@@ -209,22 +216,25 @@ def dataset_for(engine: sa.Engine, settings: Settings, manifest: ModelManifest) 
 
 def compute_importance(engine: sa.Engine, settings: Settings, prev: dict[str, Any], symbol: str,
                        as_of: dt.date) -> dict[str, Any]:
-    """Feature importance (every method the model supports) of each version of this run that has none."""
-    from brain_tasks.ml.pipeline import TrainConfig, explain
+    """Make sure every version of this run has its out-of-sample importance.  Training stores it; a
+    version without it (trained before importance moved out of sample, or by an older worker) gets it
+    by re-running its walk-forward on the rebuilt, digest-checked dataset (deterministic, so the same
+    folds and models)."""
+    from brain_tasks.ml.pipeline import TrainConfig, train_and_evaluate
 
     if prev.get("status") != OK or prev.get("unchanged"):
         return prev
     written = {}
-    datasets: dict[str, tuple[pd.DataFrame, pd.Series]] = {}  # the run's model types share one dataset
     for manifest in _run_versions(engine, symbol, prev):
         have = registry.importance_count(engine, symbol, manifest.model_type, manifest.version)
         if not have:
-            if manifest.dataset_digest not in datasets:
-                datasets[manifest.dataset_digest] = dataset_for(engine, settings, manifest)
-            X, y = datasets[manifest.dataset_digest]
-            frame = explain(load_version(engine, manifest), manifest.model_type, X, y,
-                            TrainConfig.from_dict(manifest.config))
-            rows = registry.importance_rows(symbol, manifest.model_type, manifest.version, manifest.as_of, frame)
+            dataset_for(engine, settings, manifest)  # refuses data that no longer rebuilds this version
+            market = load_market(engine, settings, symbol, start=manifest.data_start,
+                                 end=manifest.data_end + dt.timedelta(microseconds=1))
+            result = train_and_evaluate(market["candles"], manifest.model_type, TrainConfig.from_dict(manifest.config),
+                                        **_market_kwargs(market), with_importance=True)
+            rows = registry.importance_rows(symbol, manifest.model_type, manifest.version, manifest.as_of,
+                                            result.importance)
             registry.write_importance(engine, rows)
             have = len(rows)
         written[manifest.model_type] = int(have)
@@ -348,9 +358,11 @@ def _decide(engine: sa.Engine, settings: Settings, prev: dict[str, Any], symbol:
 
 def select_model(engine: sa.Engine, settings: Settings, prev: dict[str, Any], symbol: str, as_of: dt.date,
                  run_id: str | None = None) -> dict[str, Any]:
-    """Pick the model to trade in each volatility regime among this run's versions that were not
-    rejected, with hysteresis against the current choice.  A backfill or an unchanged run leaves the
-    current choice alone."""
+    """Pick what to trade in each volatility regime (and overall) among this run's versions that were
+    not rejected, buy-and-hold and flat: a candidate is chosen only when its deflated Sharpe ratio over
+    every trial reaches `settings.dsr_level`, else the choice is flat (not tradeable, with the reason).
+    A backfill or an unchanged run leaves the current choice alone."""
+    from brain_tasks.ml.metrics import bars_per_year
     from brain_tasks.ml.regimes import select_per_regime
 
     action = (prev.get("rollback") or {}).get("action")
@@ -362,15 +374,19 @@ def select_model(engine: sa.Engine, settings: Settings, prev: dict[str, Any], sy
         rows = {(r.model_type, r.version): r for r in registry.registry_rows(engine, symbol)}
         versions = [v for v in _run_versions(engine, symbol, prev)
                     if rows[(v.model_type, v.version)].status not in (registry.REJECTED, registry.BACKFILL)]
-        candidates = {v.model_type: registry.metrics_of(engine, symbol, v.model_type, v.version) for v in versions}
+        oos = {v.model_type: registry.oos_frame(engine, v.oos_sha256) for v in versions}
         by_type = {v.model_type: v.version for v in versions}
-        choice = select_per_regime(candidates, min_bars=200, champion=registry.previous_choice(engine, symbol) or None)
+        # Every configuration tried for the symbol counts as trials of the deflated Sharpe ratio.
+        configs = len({m.config_hash for m in registry.manifests(engine, symbol)})
+        n_trials = None if configs <= 1 else configs * (len(oos) + 1) * 5
+        choice = select_per_regime(oos, periods_per_year=bars_per_year(settings.timeframe), n_trials=n_trials,
+                                   dsr_level=settings.dsr_level, previous=registry.previous_choice(engine, symbol))
         registry.write_regime_choice(engine, symbol, as_of, {
-            regime: {"model_type": c["model"], "version": by_type.get(c["model"]),
-                     "confidence": c.get("confidence"), "tradeable": c["model"] in by_type,
-                     "reason": c.get("reason", ""), **{k: v for k, v in c.items() if k not in ("model", "reason")}}
-            for regime, c in choice.items() if c.get("model")})
-        prev = {**prev, "selection": {k: v.get("model") for k, v in choice.items() if v.get("model")}}
+            regime: {**{k: v for k, v in c.items() if k not in ("model",)}, "model_type": c["model"],
+                     "version": by_type.get(c["model"])}
+            for regime, c in choice.items()})
+        prev = {**prev, "selection": {k: v["model"] for k, v in choice.items()},
+                "tradeable": sorted(k for k, v in choice.items() if v["tradeable"])}
     if run_id:
         record_symbol_state(engine, run_id, symbol, as_of, prev)
     return prev
@@ -492,20 +508,20 @@ def analyse_symbol(engine: sa.Engine, settings: Settings, symbol: str, as_of: dt
 
 
 def _drift(engine: sa.Engine, settings: Settings, champion: ModelManifest, as_of: dt.date) -> dict[str, Any]:
-    from brain_tasks.ml.drift import feature_drift
-    from brain_tasks.ml.features import make_features
+    """The champion's features over the last day (at least 168 bars) against the four times as many
+    bars before it (`ml.drift.drift_windows`), tested with the autocorrelation taken into account."""
+    from brain_tasks.ml.drift import drift_windows, feature_drift
+    from brain_tasks.ml.features import make_features, usable_candles
 
     symbol = champion.symbol
     market = load_market(engine, settings, symbol, end=_day_end(as_of))
-    feats = make_features(market["candles"], timeframe=settings.timeframe, **_market_kwargs(market))
+    feats = make_features(usable_candles(market["candles"]), timeframe=settings.timeframe, **_market_kwargs(market))
     names = [f for f in champion.feature_names if f in feats.columns and f not in CALENDAR_FEATURES]
     feats = feats[names].dropna(axis=1, how="all").dropna()
     if feats.empty:
         raise DataError(f"{symbol}: no complete feature rows to test for drift")
-    # The most recent week, or the last quarter of a shorter history, against what came before it.
-    recent_start = max(feats.index[-1] - RECENT_WINDOW, feats.index[len(feats) * 3 // 4])
-    current = feats[feats.index >= recent_start]
-    reference = feats[(feats.index >= pd.Timestamp(champion.data_start)) & (feats.index < recent_start)]
+    ref_mask, cur_mask = drift_windows(pd.DatetimeIndex(feats.index), settings.timeframe)
+    reference, current = feats[ref_mask], feats[cur_mask]
     if len(current) < 50 or len(reference) < 100:
         raise DataError(f"{symbol}: not enough bars for drift ({len(reference)} reference, {len(current)} recent)")
     drift = feature_drift(reference, current, seed=settings.seed)
@@ -515,9 +531,16 @@ def _drift(engine: sa.Engine, settings: Settings, champion: ModelManifest, as_of
                  drifted=bool(r.drifted), reference_start=reference.index[0].to_pydatetime(),
                  reference_end=reference.index[-1].to_pydatetime(),
                  current_start=current.index[0].to_pydatetime(), current_end=current.index[-1].to_pydatetime(),
-                 n_reference=len(reference), n_current=len(current)) for r in drift.itertuples()]
+                 n_reference=len(reference), n_current=len(current), pvalue=_finite(r.pvalue),
+                 effect_size=_finite(r.effect_size), n_eff_reference=_finite(r.n_eff_reference),
+                 n_eff_current=_finite(r.n_eff_current)) for r in drift.itertuples()]
     registry.write_drift(engine, rows)
-    return {"drifted": sorted(r["feature"] for r in rows if r["drifted"]), "n_features": len(rows)}
+    drifted = sorted((r for r in rows if r["drifted"]), key=lambda r: -abs(r["effect_size"] or 0.0))
+    return {"drifted": [r["feature"] for r in drifted], "n_features": len(rows),
+            "drift_size": {r["feature"]: round(r["effect_size"] or 0.0, 3) for r in drifted}}
+
+
+_finite = registry._finite
 
 
 def live_check(engine: sa.Engine, settings: Settings, symbol: str, as_of: dt.date) -> dict[str, Any]:

@@ -13,13 +13,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from brain_tasks.errors import BrainError
+from brain_tasks.market.symbols import InvalidArgument, InvalidSymbol, symbol_label, validate_symbol
 
 # Every model type the trainers know; tests check this equals brain_tasks.ml.models.MODEL_TYPES
 # (which imports LightGBM, so the client cannot read it from there).
 MODEL_TYPES = ("lightgbm", "xgboost", "baseline", "lstm", "cnn", "transformer")
-# A ccxt unified symbol: BASE/QUOTE, optionally :SETTLE and -expiry/strike/option parts.  Letters,
-# digits and dots only, so control characters (a NUL byte included) can never reach a table.
-SYMBOL = re.compile(r"^[A-Za-z0-9.]{1,24}/[A-Za-z0-9.]{1,16}(:[A-Za-z0-9.]{1,16}(-[A-Za-z0-9.]{1,16}){0,3})?$")
 MAX_SYMBOLS = 10_000
 
 
@@ -39,22 +37,29 @@ class BadDateError(RequestError):
     """An as-of date that is not a real YYYY-MM-DD date."""
 
 
+class BadArgumentError(RequestError, InvalidArgument):
+    """An argument of the wrong shape: a bare string where a list belongs ("ETH/BTC" would fan out over
+    its seven characters).  Also the workers' InvalidArgument, so a task refuses it alike."""
+
+
 def _printable(value: Any) -> str:
-    return repr(value) if isinstance(value, str) and not value.isprintable() else repr(value)[:80]
+    return repr(symbol_label(value))
 
 
 def check_symbol(symbol: Any) -> str:
-    if not isinstance(symbol, str) or not SYMBOL.match(symbol):
-        raise BadSymbolError(f"invalid symbol {_printable(symbol)}: expected a ccxt unified symbol such as "
-                             "'ETH/BTC' or 'BTC/USDT:USDT'")
-    return symbol
+    """The workers' own rule (`market.symbols.validate_symbol`), raised as a request error."""
+    try:
+        return validate_symbol(symbol)
+    except InvalidSymbol as exc:
+        raise BadSymbolError(str(exc)) from None
 
 
 def check_symbols(symbols: Any, *, allow_empty: bool = False) -> list[str]:
     """A list of valid, distinct symbols (order kept).  A bare string is refused, not split into letters."""
     if isinstance(symbols, (str, bytes)) or not isinstance(symbols, Iterable):
-        raise BadSymbolError(f"symbols must be a list of symbols, got {type(symbols).__name__} "
-                             f"{_printable(symbols)}")
+        raise BadArgumentError(f"symbols must be a list of symbols, got {type(symbols).__name__} "
+                               f"{_printable(symbols)}" + (f" (did you mean [{symbols!r}]?)" if isinstance(symbols, str)
+                                                          else ""))
     out = list(dict.fromkeys(check_symbol(s) for s in symbols))
     if not out and not allow_empty:
         raise BadSymbolError("no symbols given")
@@ -65,7 +70,7 @@ def check_symbols(symbols: Any, *, allow_empty: bool = False) -> list[str]:
 
 def check_models(models: Any) -> list[str]:
     if isinstance(models, (str, bytes)) or not isinstance(models, Iterable):
-        raise UnknownModelError(f"models must be a list of model types, got {_printable(models)}")
+        raise BadArgumentError(f"models must be a list of model types, got {_printable(models)}")
     out = list(dict.fromkeys(models))
     unknown = [m for m in out if m not in MODEL_TYPES]
     if unknown:

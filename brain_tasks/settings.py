@@ -55,11 +55,27 @@ class Settings:
     max_data_age: int = 86400
     # Paired out-of-time bars needed before a promotion or a live rollback is judged (288 = a day of 5m).
     min_evidence_bars: int = 288
+    # A model trades a regime only when its deflated Sharpe ratio over every trial reaches this.
+    dsr_level: float = 0.95
+    # A pool child is replaced after a task that leaves it above this resident size (0: never).  About
+    # four times the peak of a real-sized training (~520 MB, bench/train.py): only a leak or an outsized
+    # symbol triggers it.  Replaces recycling every 200 tasks, which re-imported the ML stack each time.
+    max_memory_per_child_mb: int = 2048
+    # A bar whose close is more than this many times (or less than 1/this of) the previous close is
+    # implausible: rejected at collection and skipped by training (a 1e308 print, a unit mix-up).
+    max_bar_ratio: float = 100.0
     # Serving: a latest bar whose close is older than this many seconds is stale (None: one bar).
     signal_max_age: int | None = None
     # Beat's bar-close canvas (collect, then publish_signals) runs every this many seconds (None: at
     # each close of `timeframe`).
     signals_every: int | None = None
+
+    @property
+    def task_soft_time_limit(self) -> int:
+        """The soft limit of collect / analysis tasks: 30 s before the hard one, or a tenth of it when the
+        hard limit is short (18 s minus 30 used to leave a soft limit of 1 s, which a loaded machine
+        exceeded in the fan-out task itself)."""
+        return max(1, self.task_time_limit - min(30, max(1, self.task_time_limit // 10)))
 
     @property
     def embedded(self) -> bool:
@@ -119,6 +135,9 @@ def from_environ(env: Mapping[str, str]) -> Settings:
         seed=int(get("BRAIN_SEED") or base.seed),
         max_data_age=int(get("BRAIN_MAX_DATA_AGE") or base.max_data_age),
         min_evidence_bars=int(get("BRAIN_MIN_EVIDENCE_BARS") or base.min_evidence_bars),
+        dsr_level=float(get("BRAIN_DSR_LEVEL") or base.dsr_level),
+        max_memory_per_child_mb=int(get("BRAIN_MAX_MEMORY_PER_CHILD_MB") or base.max_memory_per_child_mb),
+        max_bar_ratio=float(get("BRAIN_MAX_BAR_RATIO") or base.max_bar_ratio),
         signal_max_age=int(get("BRAIN_SIGNAL_MAX_AGE")) if get("BRAIN_SIGNAL_MAX_AGE") else None,
         signals_every=int(get("BRAIN_SIGNALS_EVERY")) if get("BRAIN_SIGNALS_EVERY") else None,
     )
@@ -132,4 +151,6 @@ def get_settings() -> Settings:
         raise ValueError(
             "BRAIN_VISIBILITY_TIMEOUT must exceed every hard time limit, or Redis re-delivers a task "
             "that is still running")
+    if not s.max_bar_ratio > 1:
+        raise ValueError("BRAIN_MAX_BAR_RATIO must be a number above 1 (a bar-to-bar price ratio)")
     return s

@@ -27,6 +27,7 @@ from brain_tasks.ml import pipeline  # noqa: F401  (workers load the ML stack at
 from brain_tasks.app import app
 from brain_tasks.brain.db import make_engine
 from brain_tasks.errors import DataError, TransientError
+from brain_tasks.market.symbols import symbol_label
 from brain_tasks.runs import as_of_date, run_id_for
 from brain_tasks.settings import get_settings
 
@@ -51,7 +52,7 @@ def guarded(data_kind: str, record: bool = True) -> Callable[[Callable[..., dict
         @functools.wraps(body)
         def run(self: Task, *args: Any, **kwargs: Any) -> dict:
             call = signature.bind(self, *args, **kwargs).arguments
-            symbol = str(call.get("symbol", "*"))
+            symbol = symbol_label(call.get("symbol", "*"))  # storable even when the symbol is the fault
             prev = call["prev"] if isinstance(call.get("prev"), dict) else {}
             step = self.name.rsplit(".", 1)[-1]
             ids = {k: call[k] for k in ("symbol", "model_type", "as_of") if call.get(k) is not None}
@@ -90,7 +91,7 @@ def _limits(kind: str) -> dict[str, int]:
     s = get_settings()
     if kind == "train":
         return {"soft_time_limit": s.train_soft_time_limit, "time_limit": s.train_time_limit}
-    return {"soft_time_limit": max(1, s.task_time_limit - 30), "time_limit": s.task_time_limit}
+    return {"soft_time_limit": s.task_soft_time_limit, "time_limit": s.task_time_limit}
 
 
 # --- plumbing ------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from pathlib import Path
 PG_BIN = Path(os.environ.get("BRAIN_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_USER = "postgres"
 STARTUP_TIMEOUT_S = 60.0
+# port -> (data directory, temporary directory) of each running throwaway PostgreSQL, for restarts.
+_PG_SERVERS: dict[int, tuple[Path, Path]] = {}
 
 
 class ServerError(RuntimeError):
@@ -129,6 +131,7 @@ def postgres_server(database: str = "brain", settings: dict[str, str] | None = N
                               "-o", opts, "-w", "-t", str(int(STARTUP_TIMEOUT_S)), "start"]),
                  "pg_ctl start", tmp)
             started = True
+            _PG_SERVERS[port] = (data, tmp)
             url = create_database(f"postgresql+psycopg://{PG_USER}@127.0.0.1:{port}/postgres", database)
         except ServerError as exc:
             log = tmp / "postgres.log"
@@ -136,10 +139,30 @@ def postgres_server(database: str = "brain", settings: dict[str, str] | None = N
             raise ServerError(f"{exc}\n{tail}") from None
         yield url
     finally:
+        _PG_SERVERS.pop(port, None)
         if started:
             subprocess.run(_as_pg_user([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate",
                                         "-w", "stop"]), capture_output=True, env=_clean_env(), cwd=tmp)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def restart_postgres(url: str, mode: str = "fast") -> None:
+    """Restart the throwaway PostgreSQL behind `url` (same port, data directory and options).
+
+    `mode` is pg_ctl's shutdown mode: "fast" ends every session cleanly, "immediate" kills the server
+    processes and the restart goes through crash recovery, as after a power cut.
+    """
+    from sqlalchemy.engine import make_url
+
+    if mode not in ("smart", "fast", "immediate"):
+        raise ValueError(f"unknown pg_ctl shutdown mode {mode!r}")
+    port = make_url(url).port
+    if port not in _PG_SERVERS:
+        raise ServerError(f"no throwaway PostgreSQL of this process listens on port {port}")
+    data, tmp = _PG_SERVERS[port]
+    # pg_ctl restart reuses the options of the previous start (postmaster.opts).
+    _run(_as_pg_user([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(tmp / "postgres.log"), "-m", mode,
+                      "-w", "-t", str(int(STARTUP_TIMEOUT_S)), "restart"]), f"pg_ctl restart -m {mode}", tmp)
 
 
 def _redis_ping(port: int) -> bool:

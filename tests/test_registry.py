@@ -119,7 +119,7 @@ def _inverted_copy(engine, source: ModelManifest, as_of: dt.date) -> int:  # noq
         conn.execute(sa.insert(ModelRegistry).values(
             symbol=source.symbol, model_type=source.model_type, version=version, as_of=as_of,
             config_hash=source.config_hash, artifact_sha256=sha, status="candidate", composite_score=None,
-            selected_regimes={}, created_at=registry.now(), updated_at=registry.now()))
+            created_at=registry.now(), updated_at=registry.now()))
     return version
 
 
@@ -197,8 +197,9 @@ def test_the_migration_repairs_two_champions(db_url):
                  selected_regimes={"normal": {"confidence": 0.5, "reason": "old"}} if v == 2 else {},
                  created_at=stamp, updated_at=stamp)
             for v, day in ((1, dt.date(2018, 1, 30)), (2, dt.date(2018, 1, 25)))]
+    old_registry = sa.Table("model_registry", sa.MetaData(), autoload_with=engine)  # the 0001 columns
     with engine.begin() as conn:
-        conn.execute(sa.insert(ModelRegistry.__table__), rows)
+        conn.execute(sa.insert(old_registry), rows)
     upgrade(db_url)
     status = {r.version: r.status for r in registry.registry_rows(engine, "ETH/BTC")}
     assert status == {1: "champion", 2: "previous"}

@@ -53,8 +53,7 @@ class Brain:
         self.engine = engine
         self.seed = 0
 
-    def version(self, symbol: str, model_type: str, version: int, as_of: dt.date, status: str,
-                selected: dict | None = None) -> str:
+    def version(self, symbol: str, model_type: str, version: int, as_of: dt.date, status: str) -> str:
         self.seed += 1
         data = oos_bytes(self.seed)
         digest = hashlib.sha256(data).hexdigest()
@@ -69,7 +68,7 @@ class Brain:
                 data_start=STAMP - dt.timedelta(days=30), data_end=STAMP, n_rows=400, code_version="0.1.0",
                 seed=42, created_at=STAMP))
             conn.execute(sa.insert(ModelRegistry).values(
-                **common, status=status, composite_score=0.1, selected_regimes=selected or {},
+                **common, status=status, composite_score=0.1,
                 created_at=STAMP, updated_at=STAMP))
         return digest
 
@@ -107,14 +106,11 @@ def build_brain(engine: sa.Engine) -> Brain:
     """BTC: a champion from day 1 kept over two rejected day-2 versions; ETH: day-2 candidates,
     no champion yet; SOL: candles only."""
     b = Brain(engine)
-    b.version(BTC, "lightgbm", 1, DAY1, "champion",
-              selected={"low": {"confidence": 0.91, "reason": "best composite"},
-                        "high": {"confidence": 0.64, "reason": "best composite"}})
+    b.version(BTC, "lightgbm", 1, DAY1, "champion")
     b.version(BTC, "lightgbm", 2, DAY2, "rejected")
     b.version(BTC, "xgboost", 1, DAY2, "rejected")
-    b.version(ETH, "lightgbm", 1, DAY2, "candidate", selected={"high": {"confidence": 0.55, "reason": "calm"}})
-    b.version(ETH, "xgboost", 1, DAY2, "candidate",
-              selected={"low": {"confidence": 0.91, "reason": EVIL}, "normal": {"confidence": 0.7}})
+    b.version(ETH, "lightgbm", 1, DAY2, "candidate")
+    b.version(ETH, "xgboost", 1, DAY2, "candidate")
     # The current per-regime choice (regime_choices) is ETH's day-2 one; BTC's day-2 selection found nothing
     # to choose (both versions rejected), which cleared its day-1 choice.
     b.add(RegimeChoice, [

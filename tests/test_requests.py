@@ -12,7 +12,7 @@ import pytest
 from brain_tasks import client
 from brain_tasks.brain import store
 from brain_tasks.brain.db import make_engine
-from brain_tasks.requests import (MODEL_TYPES, BadDateError, BadSymbolError, RequestError, UnknownModelError,
+from brain_tasks.requests import (MODEL_TYPES, BadArgumentError, BadDateError, BadSymbolError, RequestError, UnknownModelError,
                                   check_as_of, check_models, check_symbols)
 from brain_tasks.settings import from_environ
 from tests.workers import REPO, brain_env
@@ -39,8 +39,8 @@ def test_the_light_model_type_list_matches_the_trainers():
 
 @pytest.mark.parametrize("call, error", [
     (lambda: check_models(["catboost"]), UnknownModelError),
-    (lambda: check_models("lightgbm"), UnknownModelError),
-    (lambda: check_symbols("ETH/BTC"), BadSymbolError),          # a string is not a list of 7 symbols
+    (lambda: check_models("lightgbm"), BadArgumentError),
+    (lambda: check_symbols("ETH/BTC"), BadArgumentError),        # a string is not a list of 7 symbols
     (lambda: check_symbols(["ETH/BTC\x00"]), BadSymbolError),
     (lambda: check_symbols(["eth-btc"]), BadSymbolError),
     (lambda: check_symbols([]), BadSymbolError),

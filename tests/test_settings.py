@@ -80,3 +80,27 @@ def test_importing_the_app_does_not_load_model_libraries():
     code = "import sys, brain_tasks.client; print(any(m in sys.modules for m in ('lightgbm', 'xgboost', 'shap')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_pool_children_recycle_by_memory_and_have_time_to_start():
+    conf = _celery_conf({"BRAIN_BROKER_URL": "redis://h/0"})
+    assert "worker_max_tasks_per_child" not in conf  # each recycle re-imported the ML stack
+    assert conf["worker_max_memory_per_child"] == 2048 * 1024  # KiB
+    assert conf["worker_proc_alive_timeout"] >= 30  # a loaded machine took up to 15 s to start a child
+    conf = _celery_conf({"BRAIN_BROKER_URL": "redis://h/0", "BRAIN_MAX_MEMORY_PER_CHILD_MB": "0"})
+    assert "worker_max_memory_per_child" not in conf  # None: never
+
+
+def test_the_bar_ratio_bound_is_read_and_checked():
+    assert from_environ({}).max_bar_ratio == 100.0
+    assert from_environ({"BRAIN_MAX_BAR_RATIO": "20"}).max_bar_ratio == 20.0
+    with pytest.raises(subprocess.CalledProcessError):
+        _celery_conf({"BRAIN_BROKER_URL": "redis://h/0", "BRAIN_MAX_BAR_RATIO": "0.5"})
+
+
+def test_a_short_task_time_limit_keeps_a_usable_soft_limit():
+    assert Settings(task_time_limit=600).task_soft_time_limit == 570
+    assert Settings(task_time_limit=18).task_soft_time_limit == 17  # was 1 s: the fan-out task timed out
+    conf = _celery_conf({"BRAIN_BROKER_URL": "redis://h/0", "BRAIN_TASK_TIME_LIMIT": "18",
+                         "BRAIN_TRAIN_TIME_LIMIT": "18", "BRAIN_VISIBILITY_TIMEOUT": "20"})
+    assert conf["task_soft_time_limit"] == 17

@@ -186,7 +186,7 @@ class ModelManifest(Base):
 
 
 class ModelRegistry(Base):
-    """One row per trained version; status says its role, selected_regimes the regimes it trades."""
+    """One row per trained version; status says its role (the regimes it trades: regime_choices)."""
 
     __tablename__ = "model_registry"
     __table_args__ = (UniqueConstraint("symbol", "model_type", "as_of", "config_hash",
@@ -206,8 +206,6 @@ class ModelRegistry(Base):
     # rollback restored the previous champion).  See brain/registry.py.
     status: Mapped[str] = mapped_column(String(16))
     composite_score: Mapped[float | None]
-    # {regime: {"confidence": float, "score": float, "reason": str}} for the regimes this version trades
-    selected_regimes: Mapped[dict[str, Any]]
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
 
@@ -297,6 +295,12 @@ class FeatureDrift(Base):
     current_end: Mapped[dt.datetime]
     n_reference: Mapped[int] = mapped_column(Integer)
     n_current: Mapped[int] = mapped_column(Integer)
+    # Dependence-aware test (ml/drift.py): p-value adjusted over the features (Holm), the mean shift
+    # in reference standard deviations, and the effective sample sizes the autocorrelation leaves.
+    pvalue: Mapped[float | None]
+    effect_size: Mapped[float | None]
+    n_eff_reference: Mapped[float | None]
+    n_eff_current: Mapped[float | None]
 
 
 class ChampionHistory(Base):

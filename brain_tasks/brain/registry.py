@@ -154,7 +154,7 @@ def register_version(engine: sa.Engine, symbol: str, model_type: str, as_of: dt.
         conn.execute(sa.insert(ModelRegistry).values(
             symbol=symbol, model_type=model_type, version=version, as_of=as_of, config_hash=config_hash,
             artifact_sha256=art, status=CANDIDATE, composite_score=_finite(result.metrics.get("composite")),
-            selected_regimes={}, created_at=stamp, updated_at=stamp))
+            created_at=stamp, updated_at=stamp))
         rows = [dict(symbol=symbol, model_type=model_type, version=version, evaluation="walk_forward",
                      regime=regime, metric=name, value=_finite(value), as_of=as_of)
                 for regime, metrics in [("all", result.metrics), *result.regime_metrics.items()]

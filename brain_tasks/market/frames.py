@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from brain_tasks.errors import DataError
-from brain_tasks.requests import SYMBOL
+from brain_tasks.market.symbols import validate_symbol  # the rule lives in symbols.py; re-exported
 
 CANDLE_COLUMNS = ("ts", "open", "high", "low", "close", "volume")
 FUNDING_COLUMNS = ("ts", "rate", "mark_price")
@@ -34,9 +34,6 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 OPTIONAL = {"mark_price", "open_interest_value", "value", "magnitude", "n_items"}
 KINDS = tuple(COLUMNS)
 
-# ccxt unified symbols: BASE/QUOTE, optionally :SETTLE and an expiry/strike suffix.  Anything else
-# (quotes, spaces, semicolons) is refused before it reaches an exchange or a table.
-_SYMBOL = SYMBOL  # one definition of a valid symbol, shared with request validation
 
 
 class BadRequest(DataError):
@@ -68,18 +65,16 @@ class ExchangeRejected(DataError):
     check = "exchange_rejected"
 
 
+class EmptyFile(DataError):
+    """A data file without a single row: a finding, not a silent no-op."""
+
+    check = "empty_file"
+
+
 class Malformed(DataError):
     """The response could not be read as market data (truncated or mis-shaped payload)."""
 
     check = "malformed"
-
-
-def validate_symbol(symbol: Any) -> str:
-    """Return ``symbol`` if it is a ccxt unified symbol, else raise BadRequest."""
-    if not isinstance(symbol, str) or len(symbol) > 64 or not _SYMBOL.match(symbol):
-        raise BadRequest(f"invalid symbol {symbol!r}: expected a ccxt unified symbol such as "
-                         "'BTC/USDT' or 'BTC/USDT:USDT'", check="invalid_symbol")
-    return symbol
 
 
 def timeframe_delta(timeframe: Any) -> pd.Timedelta:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,12 @@ CANDLE_VALUES = ("open", "high", "low", "close", "volume")
 # Checks that describe the state of the stored series rather than a defect of the input batch.
 SERIES_CHECKS = frozenset({"gap", "stale", "coverage"})
 _EXAMPLES = 5
+# Magnitudes whose square overflows float64 (about 1.3e154): variances, products and returns built on
+# them are infinite, so nothing downstream could use such a value.
+OVERFLOW_LIMIT = float(np.sqrt(np.finfo("float64").max))
+# The default of BRAIN_MAX_BAR_RATIO (settings.py): a price 100x away from the bars before it is no trade.
+DEFAULT_MAX_BAR_RATIO = 100.0
+JUMP_WINDOW = 9  # bars whose median close a bar is compared with (odd: one spike never moves it)
 
 
 @dataclass(frozen=True)
@@ -195,8 +202,34 @@ def _fallback(df: pd.DataFrame, now: pd.Timestamp | None, fallback_ts: Any) -> p
     return (now or pd.Timestamp("1970-01-01", tz="UTC")).floor("D")
 
 
-def validate_candles(df: pd.DataFrame, timeframe: str, *, now: Any = None, fallback_ts: Any = None) -> Validated:
-    """Split OHLCV rows into storable and rejected; bars still open at ``now`` are withheld."""
+def implausible_jumps(prices: pd.DataFrame, max_ratio: float, *, before: Sequence[float] = (),
+                      window: int = JUMP_WINDOW) -> np.ndarray:
+    """True for each bar (rows sorted by time; positive finite prices) whose open, high, low or close is
+    more than ``max_ratio`` times above or below the median close of the ``window`` bars before it.
+
+    ``before`` are the closes stored just before these bars (oldest first), so a batch of one bar is
+    judged like a bar inside a long batch.  The first bars of a series, with fewer than ``window`` bars
+    before them, are compared with the median of the series' first ``window`` closes instead: a bad
+    first bar must not make every good bar after it look like a jump.
+    """
+    cols = ["open", "high", "low", "close"]
+    logp = np.log(prices[cols].to_numpy(dtype="float64"))
+    logc = np.concatenate([np.log(np.asarray(before, dtype="float64")), logp[:, 3]])
+    prior = pd.Series(logc).rolling(window, min_periods=window).median().shift(1).to_numpy(copy=True)
+    prior[np.isnan(prior)] = np.median(logc[:window]) if len(logc) else np.nan
+    prior = prior[len(before):]
+    return (np.abs(logp - prior[:, None]) > np.log(max_ratio)).any(axis=1)
+
+
+def validate_candles(df: pd.DataFrame, timeframe: str, *, now: Any = None, fallback_ts: Any = None,
+                     max_bar_ratio: float | None = DEFAULT_MAX_BAR_RATIO,
+                     reference_closes: Sequence[float] = ()) -> Validated:
+    """Split OHLCV rows into storable and rejected; bars still open at ``now`` are withheld.
+
+    Besides malformed rows, values no computation can use are rejected: magnitudes that overflow float
+    arithmetic, and prices more than ``max_bar_ratio`` times away from the bars before them (None: no
+    such check); ``reference_closes`` are the stored closes just before the batch (see
+    `implausible_jumps`)."""
     step = timeframe_delta(timeframe)
     now = to_utc(now)
     df = conform(df, "candles").copy()
@@ -206,6 +239,8 @@ def validate_candles(df: pd.DataFrame, timeframe: str, *, now: Any = None, fallb
     _start(rows, df, now)
     rows.flag("nan", _not_finite(df, prices + ("volume",)), "NaN or infinite prices or volume",
               columns=prices + ("volume",))
+    rows.flag("overflow", (df[list(CANDLE_VALUES)].abs() >= OVERFLOW_LIMIT).any(axis=1),
+              f"values of {OVERFLOW_LIMIT:.3g} or more overflow float arithmetic", columns=CANDLE_VALUES)
     if step <= pd.Timedelta(days=1):
         epoch = df["ts"] - pd.Timestamp(0, tz="UTC")
         rows.flag("misaligned", (epoch % step) != pd.Timedelta(0), f"timestamps not on {timeframe} bar boundaries")
@@ -214,6 +249,13 @@ def validate_candles(df: pd.DataFrame, timeframe: str, *, now: Any = None, fallb
     bad_ohlc = (df["high"] < df[["open", "close", "low"]].max(axis=1)) | (df["low"] > df[["open", "close"]].min(axis=1))
     rows.flag("ohlc_inconsistent", bad_ohlc, "high below open/close/low or low above open/close", columns=prices)
     rows.flag("negative_volume", df["volume"] < 0, "negative volume", columns=("volume",))
+    if max_bar_ratio is not None:
+        alive = df[rows.alive].sort_values("ts", kind="stable")
+        jump = pd.Series(False, index=df.index)
+        if len(alive):
+            jump[alive.index[implausible_jumps(alive, max_bar_ratio, before=reference_closes)]] = True
+        rows.flag("implausible_jump", jump, f"prices more than {max_bar_ratio:g}x away from the median close of "
+                  f"the {JUMP_WINDOW} bars before", columns=prices)
     clean = _sort(rows, _dedupe(rows, ["ts"], CANDLE_VALUES), ["ts"])
     withheld = 0
     if now is not None:
@@ -398,6 +440,7 @@ def coverage(df: pd.DataFrame, timeframe: str) -> pd.DataFrame:
 
 VALIDATORS = {"candles": validate_candles, "funding": validate_funding, "open_interest": validate_open_interest,
               "liquidations": validate_liquidations, "sentiment": validate_sentiment}
-__all__ = ["Finding", "Validated", "check_candles", "check_funding", "check_liquidations", "check_open_interest",
-           "check_sentiment", "coverage", "empty_frame", "find_gaps", "stale_finding", "validate_candles",
-           "validate_funding", "validate_liquidations", "validate_open_interest", "validate_sentiment"]
+__all__ = ["DEFAULT_MAX_BAR_RATIO", "OVERFLOW_LIMIT", "Finding", "Validated", "check_candles", "check_funding",
+           "check_liquidations", "check_open_interest", "check_sentiment", "coverage", "empty_frame", "find_gaps",
+           "implausible_jumps", "stale_finding", "validate_candles", "validate_funding", "validate_liquidations",
+           "validate_open_interest", "validate_sentiment"]

@@ -21,7 +21,7 @@ import pandas as pd
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from brain_tasks.errors import DataError, TransientError
-from brain_tasks.market.frames import (BadRequest, ExchangeRejected, Malformed, UnknownSymbol, Unsupported,
+from brain_tasks.market.frames import (BadRequest, EmptyFile, ExchangeRejected, Malformed, UnknownSymbol, Unsupported,
                                        conform, empty_frame, freqtrade_pair, freqtrade_stem, timeframe_delta,
                                        to_ms, to_utc, ts_series, validate_symbol)
 from brain_tasks.market.synthetic import SyntheticSource
@@ -248,7 +248,16 @@ _FT_FILE = re.compile(r"^(?P<pair>[^-]+)-(?P<tf>[1-9][0-9]*[smhdwM])(?:-(?P<ctyp
 
 
 def read_table_file(path: Path) -> pd.DataFrame:
-    """Read a feather / parquet / csv / json(.gz) file; freqtrade JSON is a list of [ms, o, h, l, c, v]."""
+    """Read a feather / parquet / csv / json(.gz) file; freqtrade JSON is a list of [ms, o, h, l, c, v].
+
+    A file without rows raises `EmptyFile`: a truncated download must be a finding, not a quiet no-op."""
+    df = _read_table_file(path)
+    if df.empty:
+        raise EmptyFile(f"{path} holds no rows")
+    return df
+
+
+def _read_table_file(path: Path) -> pd.DataFrame:
     name = path.name
     try:
         if name.endswith(".feather"):

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from brain_tasks.errors import DataError
+from brain_tasks.market.quality import DEFAULT_MAX_BAR_RATIO, OVERFLOW_LIMIT, implausible_jumps
 
 FEATURE_SET_VERSION = "1"
 
@@ -102,6 +103,28 @@ def validate_candles(candles: pd.DataFrame) -> None:
         raise DataError("candles: NaN, infinite or negative volume")
     if np.unique(candles["close"].to_numpy()).size < 2:
         raise DataError("candles: constant close price, nothing to learn")
+
+
+def usable_candles(candles: pd.DataFrame, max_bar_ratio: float = DEFAULT_MAX_BAR_RATIO) -> pd.DataFrame:
+    """``candles`` without the bars no computation can use: non-finite or non-positive prices,
+    non-finite or negative volume, magnitudes that overflow float arithmetic, and prices more than
+    ``max_bar_ratio`` times away from the bars before them.
+
+    Collection rejects such bars; a stored one (written before that check, or by hand) is skipped
+    here, so one bad print cannot make every later training of its symbol fail.  The same frame comes
+    back when every bar is usable.
+    """
+    if any(c not in candles.columns for c in CANDLE_COLUMNS) or len(candles) == 0:
+        return candles  # validate_candles says what is wrong
+    values = candles[["open", "high", "low", "close", "volume"]].to_numpy(dtype="float64")
+    with np.errstate(invalid="ignore"):
+        keep = np.isfinite(values).all(axis=1) & (np.abs(values) < OVERFLOW_LIMIT).all(axis=1)
+        keep &= (values[:, :4] > 0).all(axis=1) & (values[:, 4] >= 0)
+    if keep.any():
+        sane = candles[keep]
+        jump = implausible_jumps(sane, max_bar_ratio)
+        keep[np.flatnonzero(keep)[jump]] = False
+    return candles if keep.all() else candles[keep].reset_index(drop=True)
 
 
 def _zscore(x: pd.Series, window: int, min_periods: int | None = None) -> pd.Series:

@@ -1,5 +1,24 @@
 """Feature importance, each stored under the name of the method that produced it.
 
+Out of sample (``fold_importance`` + ``aggregate_importance``, used by ``pipeline.train_and_evaluate``):
+each walk-forward fold's own model is explained on its own test block, and the folds are averaged
+weighted by their test rows.  In-sample importance (a final model on its own training rows) rewards
+what the model memorised: over a 20-day history it ranked day-of-week first, acting as a day id, above a
+planted informative feature.  Out of sample, memorised ids cannot help, so they cannot rank.  There:
+
+- ``shap``: mean |SHAP value|: TreeSHAP for the tree models; for the linear baseline the exact SHAP
+  value coef_j * (x_j - mean_j) / scale_j (interventional, the training mean as background), i.e. its
+  additive term;
+- ``permutation``: drop in out-of-sample R^2 when the column is shuffled (``permutation_repeats``
+  shuffles per fold, 1 by default: the folds average it);
+- ``correlation``: |Spearman correlation| of feature and label on the test rows (model-free).
+
+Rows are capped per fold (seeded, time-ordered sample) so importance costs a fraction of training
+(bench/stats.py measures it).  ``calendar_features_to_drop`` names the calendar features that a
+history too short to repeat their cycle would turn into ids; the pipeline leaves them out.
+
+The in-sample ``compute_importance`` below remains for explaining a stored model on given rows:
+
 - ``shap``: mean |TreeSHAP value| from the library's native contribution call (LightGBM
   ``pred_contrib``, XGBoost ``pred_contribs``) on a seeded row sample.
 - ``variance``: for models without a native contribution call (the linear baseline): the variance
@@ -15,10 +34,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 from sklearn.inspection import permutation_importance
 from sklearn.metrics import r2_score
 
 METHODS = ("shap", "variance", "permutation", "correlation")
+OOS_METHODS = ("shap", "permutation", "correlation")
+# A calendar feature needs its cycle repeated this many times in the history before a model can learn
+# a seasonality from it rather than use it to tell days (or weeks) apart.
+MIN_CALENDAR_CYCLES = 8
+CALENDAR_CYCLES = {"tod_": pd.Timedelta(days=1), "dow_": pd.Timedelta(days=7)}
 PERMUTATION_REPEATS = 3
 _RUN_COLUMNS = ("run", "run_id", "version", "as_of", "created_at", "ts")
 
@@ -64,6 +89,45 @@ def _permutation(model: Any, X: pd.DataFrame, y: np.ndarray, seed: int) -> np.nd
         n_jobs=1,
     )
     return np.asarray(result.importances_mean, dtype="float64")
+
+
+def _permutation_batched(model: Any, X: pd.DataFrame, y: np.ndarray, seed: int, repeats: int) -> np.ndarray:
+    """Drop in R^2 when each column is shuffled, averaged over ``repeats`` shuffles.
+
+    Same quantity as scikit-learn's permutation importance, but every shuffled copy of the rows is
+    stacked into one matrix and predicted in one call: per-call overhead, not arithmetic, dominates
+    tree prediction on a few hundred rows.
+    """
+    base = X.to_numpy(dtype="float64", na_value=np.nan)
+    n, p = base.shape
+    if n < 2 or np.var(y) == 0:
+        return np.zeros(p)
+    rng = np.random.default_rng(seed)
+    blocks = []
+    for _ in range(repeats):
+        for j in range(p):
+            block = base.copy()
+            block[:, j] = block[rng.permutation(n), j]
+            blocks.append(block)
+    stacked = pd.DataFrame(np.vstack([base, *blocks]), columns=X.columns)
+    pred = np.asarray(model.predict(stacked), dtype="float64").reshape(1 + repeats * p, n)
+    baseline = r2_score(y, pred[0])
+    drops = np.array([baseline - r2_score(y, row) for row in pred[1:]]).reshape(repeats, p)
+    return drops.mean(axis=0)
+
+
+def _rank_correlation(X: pd.DataFrame, y: np.ndarray) -> np.ndarray:
+    """|Spearman correlation| per column, NaN rows of a column left out; 0 for a constant column."""
+    m = X.to_numpy(dtype="float64", na_value=np.nan)
+    out = np.zeros(m.shape[1])
+    ry = stats.rankdata(y)
+    for j in range(m.shape[1]):
+        ok = np.isfinite(m[:, j])
+        if ok.sum() > 2 and np.ptp(m[ok, j]) > 0 and np.ptp(y[ok]) > 0:
+            rx = stats.rankdata(m[ok, j])
+            r = ry[ok] if ok.all() else stats.rankdata(y[ok])
+            out[j] = abs(float(np.corrcoef(rx, r)[0, 1]))
+    return np.nan_to_num(out, nan=0.0)
 
 
 def _correlation(X: pd.DataFrame, y: np.ndarray) -> np.ndarray:
@@ -161,3 +225,78 @@ def rank_changes(history_df: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows).sort_values(["method", "last_rank"], kind="stable").reset_index(drop=True)
+
+
+def calendar_features_to_drop(names: list[str], history: pd.Timedelta) -> list[str]:
+    """Calendar features (``tod_*``: daily cycle, ``dow_*``: weekly) whose cycle repeats fewer than
+    ``MIN_CALENDAR_CYCLES`` times in ``history``: over 20 days day-of-week takes each value on two or
+    three days only and acts as a day id that a model memorises."""
+    out = []
+    for name in names:
+        for prefix, cycle in CALENDAR_CYCLES.items():
+            if name.startswith(prefix) and history < MIN_CALENDAR_CYCLES * cycle:
+                out.append(name)
+    return out
+
+
+def fold_importance(
+    model: Any,
+    X_test: pd.DataFrame,
+    y_test: Any,
+    *,
+    methods: tuple[str, ...] = OOS_METHODS,
+    sample_rows: int = 200,
+    seed: int = 0,
+    permutation_repeats: int = 1,
+    shap_rows: int | None = None,
+) -> pd.DataFrame:
+    """Unranked importance (method, feature, importance, n_rows) of one fold's model on its test rows.
+
+    Permutation and correlation use ``sample_rows`` sampled test rows; SHAP the first ``shap_rows``
+    of them (default half: TreeSHAP costs about ten training rows per row explained, and mean |SHAP|
+    settles on fewer rows than a permutation drop).  ``shap`` is skipped for a model with neither
+    native contributions nor linear terms (it then gets permutation and correlation only).
+    """
+    unknown = set(methods) - set(OOS_METHODS)
+    if unknown:
+        raise ValueError(f"unknown out-of-sample importance methods {sorted(unknown)}; known: {OOS_METHODS}")
+    names = list(getattr(model, "feature_names", X_test.columns))
+    Xs, ys = _sample(X_test[names], np.asarray(y_test, dtype="float64"), sample_rows, seed)
+    target = getattr(model, "model", None) or model
+    n_shap = max(1, (len(Xs) + 1) // 2 if shap_rows is None else min(shap_rows, len(Xs)))
+    # Every other sampled row: still spread over the whole test block.
+    shap_x = Xs.iloc[:: max(1, len(Xs) // n_shap)].iloc[:n_shap]
+    frames = []
+    for method in methods:
+        n_rows = len(Xs)
+        if method == "shap":
+            n_rows = len(shap_x)
+            if hasattr(target, "contributions"):
+                values = _shap(target, shap_x)
+            elif hasattr(target, "linear_terms"):
+                values = np.abs(target.linear_terms(shap_x)).mean(axis=0)  # exact linear SHAP
+            else:
+                continue
+        elif method == "permutation":
+            values = _permutation_batched(target, Xs, ys, seed, permutation_repeats)
+        else:
+            values = _rank_correlation(Xs, ys)
+        frames.append(pd.DataFrame({"method": method, "feature": names, "importance": values, "n_rows": n_rows}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def aggregate_importance(folds: list[pd.DataFrame]) -> pd.DataFrame:
+    """Rank the folds' importances: mean per (method, feature) weighted by each fold's rows, then
+    ``compute_importance``'s long frame (method, feature, importance, rank)."""
+    if not folds:
+        raise ValueError("no fold importances to aggregate")
+    stacked = pd.concat(folds, ignore_index=True)
+    stacked["weighted"] = stacked["importance"].fillna(0.0) * stacked["n_rows"]
+    sums = stacked.groupby(["method", "feature"], sort=False)[["weighted", "n_rows"]].sum()
+    mean = (sums["weighted"] / sums["n_rows"]).rename("importance").reset_index()
+    order = {m: i for i, m in enumerate(dict.fromkeys(stacked["method"]))}
+    frames = [
+        _ranked(method, list(g["feature"]), g["importance"].to_numpy(dtype="float64"))
+        for method, g in sorted(mean.groupby("method", sort=False), key=lambda kv: order[kv[0]])
+    ]
+    return pd.concat(frames, ignore_index=True)

@@ -22,8 +22,14 @@ from brain_tasks.ml.features import (
     feature_set_hash,
     make_features,
     timeframe_seconds,
+    usable_candles,
 )
-from brain_tasks.ml.importance import compute_importance
+from brain_tasks.ml.importance import (
+    aggregate_importance,
+    calendar_features_to_drop,
+    compute_importance,
+    fold_importance,
+)
 from brain_tasks.ml.labels import bar_returns, forward_return
 from brain_tasks.ml.metrics import bars_per_year, evaluate, strategy_returns
 from brain_tasks.ml.models import MODEL_TYPES, make_trainer
@@ -158,7 +164,13 @@ def build_dataset(
     open_interest: pd.DataFrame | None = None,
     liquidations: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
-    """(X, label, bar_return) on the rows usable for training, indexed by ts."""
+    """(X, label, bar_return) on the rows usable for training, indexed by ts.
+
+    Calendar features whose cycle the history does not repeat ``importance.MIN_CALENDAR_CYCLES``
+    times are left out (day-of-week below 8 weeks, time-of-day below 8 days): on a short history
+    they identify days rather than describe a season, and models memorise them.
+    """
+    candles = usable_candles(candles)  # unusable bars (non-finite, overflowing, implausible) skipped
     X = make_features(
         candles, timeframe=config.timeframe, funding=funding, open_interest=open_interest, liquidations=liquidations
     )
@@ -172,11 +184,15 @@ def build_dataset(
             f"only {int(usable.sum())} usable rows after feature warm-up and the {config.horizon}-bar label "
             f"horizon (from {len(candles)} candles); need at least {config.min_rows}"
         )
-    return X[usable], y[usable], br[usable]
+    X = X[usable]
+    short = calendar_features_to_drop(list(X.columns), X.index[-1] - X.index[0])
+    return X.drop(columns=short), y[usable], br[usable]
 
 
 def explain(model: Any, model_type: str, X: pd.DataFrame, y: pd.Series, config: TrainConfig) -> pd.DataFrame:
-    """Importance of a fitted model by every method it supports (``compute_importance``'s frame)."""
+    """IN-SAMPLE importance of a fitted model by every method it supports (``compute_importance``'s
+    frame) on its most recent rows.  Kept for explaining a stored model; the importance to store is
+    ``train_and_evaluate(..., with_importance=True).importance``, computed out of sample."""
     methods = (
         ("shap", "permutation", "correlation")
         if model_type != "baseline"
@@ -200,9 +216,12 @@ def train_and_evaluate(
     with_importance: bool = True,
 ) -> TrainResult:
     """Walk-forward OOS evaluation, metrics overall and per regime, final model and (unless
-    ``with_importance`` is false: the Celery chain explains models in a step of its own) its importance."""
+    ``with_importance`` is false) the out-of-sample importance: each fold's model explained on its
+    own test block (``importance.fold_importance``), folds averaged by test rows, on
+    ``config.importance_rows`` sampled test rows in all (split evenly over the folds)."""
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
+    candles = usable_candles(candles)  # the regimes and the data window skip them too
     X, y, br = build_dataset(candles, config, funding=funding, open_interest=open_interest, liquidations=liquidations)
     regimes = volatility_regimes(candles, window=config.regime_window, lookback=config.regime_lookback).loc[X.index]
     n = len(X)
@@ -213,11 +232,16 @@ def train_and_evaluate(
     except ValueError as exc:
         raise DataError(f"cannot split {n} rows for walk-forward: {exc}") from exc
     params = config.model_params(model_type)
-    preds, folds = [], []
+    preds, folds, importances = [], [], []
     for k, (train_idx, test_idx) in enumerate(splits):
         trainer = make_trainer(model_type, params, seed=config.seed, n_threads=config.n_threads)
         trainer.fit(X.iloc[train_idx], y.iloc[train_idx])
         preds.append(trainer.predict(X.iloc[test_idx]))
+        if with_importance:
+            # importance_rows is the budget over all folds: it keeps importance under half the training CPU.
+            importances.append(fold_importance(trainer, X.iloc[test_idx], y.iloc[test_idx],
+                                               sample_rows=-(-config.importance_rows // len(splits)),
+                                               seed=config.seed + k))
         folds.append(
             {
                 "fold": k,
@@ -252,7 +276,7 @@ def train_and_evaluate(
     regime_metrics = metrics_by_regime(pred, label, bar_ret, regime, ppy, config.cost_bps, config.threshold)
 
     final = make_trainer(model_type, params, seed=config.seed, n_threads=config.n_threads).fit(X, y)
-    importance = explain(final, model_type, X, y, config) if with_importance else None
+    importance = aggregate_importance(importances) if with_importance else None
     names = list(X.columns)
     return TrainResult(
         model_type=model_type,

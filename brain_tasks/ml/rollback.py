@@ -1,10 +1,21 @@
-"""The rollback rule: the champion against the previous version on the same recent out-of-time window.
+"""Promotion and rollback: paired, autocorrelation-robust comparisons of two versions on the same bars.
 
-Roll back when the champion's mean per-bar return is below the previous version's by more than
-``margin`` (same units as the returns) and a one-sided paired t-test says so at ``alpha`` with at
-least ``min_samples`` paired bars.  Pairing bar by bar removes the market's common movement, which is
-what makes a short window informative.  The t-test treats bars as independent: a strategy's per-bar
-returns are close to serially uncorrelated even when its positions persist, because market returns are.
+Vocabulary: the *candidate* is the newly trained version, the *champion* the one currently trading,
+the *previous* champion the one it replaced.
+
+- ``promotion_decision``: promote the candidate unless, on the same out-of-time bars, it earned
+  significantly less than the champion (then keep the champion).  The burden of proof is on the
+  shortfall because the candidate saw more recent data.
+- ``live_rollback_decision``: roll back when the current champion earned significantly less than the
+  previous champion on the same live bars.
+
+Both test the mean of the per-bar difference d_t of strategy returns.  Pairing bar by bar removes the
+market's common movement.  The differences are autocorrelated (positions persist, volatility
+clusters), so the standard error is the prewhitened Newey-West long-run variance of d
+(``metrics.long_run_covariance``) rather than the iid t-test's, which rolled back falsely 7.2% of the
+time at AR(1) phi = 0.2 instead of 5%.  The one-sided p-value uses Student's t with n - 1 degrees of
+freedom.  Fewer than ``min_samples`` paired bars is ``insufficient_evidence``: the caller keeps the
+champion.
 """
 
 from __future__ import annotations
@@ -17,28 +28,33 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-ACTIONS = ("keep", "rollback", "insufficient_evidence")
+from brain_tasks.ml.metrics import long_run_covariance
+
+TEST_METHOD = "paired mean difference, Newey-West HAC (VAR(1)-prewhitened, Andrews bandwidth), one-sided t"
 
 
 @dataclass(frozen=True)
-class RollbackDecision:
-    """What to do, why (in words), and the numbers behind it (finite floats)."""
+class Decision:
+    """What to do, one sentence of why with the numbers, and the numbers (JSON-safe)."""
 
     action: str
     reason: str
-    stats: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
 
 
-def _paired(champion: Any, previous: Any) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(champion, pd.Series) and isinstance(previous, pd.Series):
-        joined = pd.concat([champion.rename("c"), previous.rename("p")], axis=1, join="inner")
-        c, p = joined["c"].to_numpy(dtype="float64"), joined["p"].to_numpy(dtype="float64")
+RollbackDecision = Decision  # the name before candidate / champion were separated
+
+
+def _paired(a: Any, b: Any, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(a, pd.Series) and isinstance(b, pd.Series):
+        joined = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner")
+        x, y = joined["a"].to_numpy(dtype="float64"), joined["b"].to_numpy(dtype="float64")
     else:
-        c, p = np.asarray(champion, dtype="float64").ravel(), np.asarray(previous, dtype="float64").ravel()
-        if c.size != p.size:
-            raise ValueError(f"champion has {c.size} returns, previous {p.size}; pass Series to align by index")
-    ok = np.isfinite(c) & np.isfinite(p)
-    return c[ok], p[ok]
+        x, y = np.asarray(a, dtype="float64").ravel(), np.asarray(b, dtype="float64").ravel()
+        if x.size != y.size:
+            raise ValueError(f"{names[0]} has {x.size} returns, {names[1]} {y.size}; pass Series to align by index")
+    ok = np.isfinite(x) & np.isfinite(y)
+    return x[ok], y[ok]
 
 
 def _sharpe(r: np.ndarray) -> float:
@@ -48,6 +64,116 @@ def _sharpe(r: np.ndarray) -> float:
     return float(r.mean() / sd) if sd > 0 else 0.0
 
 
+def shortfall_test(worse: np.ndarray, better: np.ndarray, margin: float = 0.0) -> dict[str, Any]:
+    """One-sided test that ``better`` earns more than ``worse`` by more than ``margin`` per bar.
+
+    d = better - worse; H0: mean(d) <= margin.  Returns n, mean_diff, se (HAC), t_stat, p_value,
+    lags and method.  Identical differences on every bar make the shortfall exact (p 0 or 1).
+    """
+    d = np.asarray(better, dtype="float64") - np.asarray(worse, dtype="float64")
+    n = d.size
+    mean = float(d.mean()) if n else 0.0
+    out: dict[str, Any] = {"n": int(n), "mean_diff": mean, "se": 0.0, "t_stat": 0.0, "p_value": 1.0,
+                           "lags": 0, "method": TEST_METHOD}
+    if n < 3:
+        return out
+    # Rounding leaves a ~1e-19 spread on identical differences; that is no variance, not a t-test.
+    if float(d.std(ddof=1)) <= 1e-12 * max(abs(mean), 1e-300):
+        out["p_value"] = 0.0 if mean > margin else 1.0
+        return out
+    omega, lags = long_run_covariance(d, None)
+    se = math.sqrt(max(float(omega[0, 0]), 0.0) / n)
+    if se == 0.0:
+        out["p_value"] = 0.0 if mean > margin else 1.0
+        return out
+    t = (mean - margin) / se
+    out.update(se=se, t_stat=float(t), p_value=float(stats.t.sf(t, df=n - 1)), lags=int(lags))
+    return out
+
+
+def _check(alpha: float, min_samples: int, margin: float) -> None:
+    if margin < 0 or not 0 < alpha < 1 or min_samples < 3:
+        raise ValueError("need margin >= 0, 0 < alpha < 1 and min_samples >= 3")
+
+
+def _evidence(test: dict[str, Any], alpha: float) -> str:
+    return f"HAC t = {test['t_stat']:.2f}, one-sided p = {test['p_value']:.3g}, alpha {alpha:g}"
+
+
+def promotion_decision(
+    candidate_returns: Any,
+    champion_returns: Any,
+    *,
+    alpha: float = 0.05,
+    min_samples: int = 288,
+    margin: float = 0.0,
+) -> Decision:
+    """promote / keep / insufficient_evidence for a candidate against the champion on the same bars.
+
+    keep when the candidate's mean per-bar return is below the champion's by more than ``margin``
+    with one-sided p <= ``alpha``; promote otherwise; insufficient_evidence (keep the champion) with
+    fewer than ``min_samples`` paired bars.  Series are paired by index, arrays by position.
+    """
+    _check(alpha, min_samples, margin)
+    cand, champ = _paired(candidate_returns, champion_returns, ("candidate", "champion"))
+    test = shortfall_test(cand, champ, margin)
+    n, diff = test["n"], test["mean_diff"]
+    info = {**test, "alpha": alpha, "min_samples": min_samples, "margin": margin,
+            "candidate_mean": float(cand.mean()) if n else 0.0, "champion_mean": float(champ.mean()) if n else 0.0,
+            "candidate_sharpe": _sharpe(cand), "champion_sharpe": _sharpe(champ)}
+    if n < min_samples:
+        return Decision("insufficient_evidence", f"Keep the champion: only {n} paired bars, fewer than the "
+                        f"{min_samples} needed to compare the candidate with it.", info)
+    if diff > margin and test["p_value"] <= alpha:
+        return Decision("keep", f"Keep the champion: over {n} paired bars the candidate earned {diff:.3g} per "
+                        f"bar less, a significant shortfall beyond the margin {margin:g} ({_evidence(test, alpha)}).",
+                        info)
+    if diff <= 0:
+        why = f"the candidate earned {-diff:.3g} per bar more than the champion"
+    elif diff <= margin:
+        why = f"the candidate's shortfall of {diff:.3g} per bar is within the margin {margin:g}"
+    else:
+        why = f"the candidate's shortfall of {diff:.3g} per bar is not significant ({_evidence(test, alpha)})"
+    return Decision("promote", f"Promote the candidate: over {n} paired bars {why}.", info)
+
+
+def live_rollback_decision(
+    champion_returns: Any,
+    previous_returns: Any,
+    *,
+    alpha: float = 0.05,
+    min_samples: int = 288,
+    margin: float = 0.0,
+) -> Decision:
+    """rollback / keep / insufficient_evidence for the current champion against the previous one.
+
+    rollback when, on the same live bars, the champion's mean per-bar return is below the previous
+    champion's by more than ``margin`` with one-sided p <= ``alpha``.
+    """
+    _check(alpha, min_samples, margin)
+    champ, prev = _paired(champion_returns, previous_returns, ("champion", "previous"))
+    test = shortfall_test(champ, prev, margin)
+    n, diff = test["n"], test["mean_diff"]
+    info = {**test, "alpha": alpha, "min_samples": min_samples, "margin": margin,
+            "champion_mean": float(champ.mean()) if n else 0.0, "previous_mean": float(prev.mean()) if n else 0.0,
+            "champion_sharpe": _sharpe(champ), "previous_sharpe": _sharpe(prev)}
+    if n < min_samples:
+        return Decision("insufficient_evidence", f"Keep the current champion: only {n} paired live bars, fewer "
+                        f"than the {min_samples} needed to compare it with the previous champion.", info)
+    if diff > margin and test["p_value"] <= alpha:
+        return Decision("rollback", f"Roll back to the previous champion: over {n} paired live bars the current "
+                        f"champion earned {diff:.3g} per bar less, a significant shortfall beyond the margin "
+                        f"{margin:g} ({_evidence(test, alpha)}).", info)
+    if diff <= 0:
+        why = f"it earned {-diff:.3g} per bar more than the previous champion"
+    elif diff <= margin:
+        why = f"its shortfall of {diff:.3g} per bar against the previous champion is within the margin {margin:g}"
+    else:
+        why = (f"its shortfall of {diff:.3g} per bar against the previous champion is not significant "
+               f"({_evidence(test, alpha)})")
+    return Decision("keep", f"Keep the current champion: over {n} paired live bars {why}.", info)
+
+
 def rollback_decision(
     champion_returns: Any,
     previous_returns: Any,
@@ -55,84 +181,7 @@ def rollback_decision(
     margin: float,
     min_samples: int,
     alpha: float = 0.05,
-) -> RollbackDecision:
-    """Decide keep / rollback / insufficient_evidence (see the module docstring for the rule)."""
-    if margin < 0 or not 0 < alpha < 1 or min_samples < 2:
-        raise ValueError("need margin >= 0, 0 < alpha < 1 and min_samples >= 2")
-    c, p = _paired(champion_returns, previous_returns)
-    n = c.size
-    diff = p - c  # positive = the previous version earned more
-    mean_diff = float(diff.mean()) if n else 0.0
-    base = {
-        "n": float(n),
-        "min_samples": float(min_samples),
-        "margin": float(margin),
-        "alpha": float(alpha),
-        "champion_mean": float(c.mean()) if n else 0.0,
-        "previous_mean": float(p.mean()) if n else 0.0,
-        "mean_diff": mean_diff,
-        "champion_sharpe": _sharpe(c),
-        "previous_sharpe": _sharpe(p),
-        "t_stat": 0.0,
-        "p_value": 1.0,
-    }
-    if n < min_samples:
-        return RollbackDecision(
-            "insufficient_evidence",
-            f"only {n} paired bars on the recent window, need {min_samples}; keeping the champion",
-            base,
-        )
-    sd = float(diff.std(ddof=1))
-    # Rounding leaves a ~1e-19 spread on identical differences; that is no variance, not a t-test.
-    if sd > 1e-12 * abs(mean_diff):
-        test = stats.ttest_1samp(diff, popmean=margin, alternative="greater")
-        t_stat, p_value = float(test.statistic), float(test.pvalue)
-    else:
-        # Identical differences on every bar: the shortfall is known exactly.
-        t_stat, p_value = 0.0, 0.0 if mean_diff > margin else 1.0
-    base.update(t_stat=t_stat if math.isfinite(t_stat) else 0.0, p_value=p_value if math.isfinite(p_value) else 1.0)
-    shortfall = f"the champion's mean return per bar is {mean_diff:+.3g} below the previous version's"
-    if mean_diff > margin and base["p_value"] <= alpha:
-        return RollbackDecision(
-            "rollback",
-            f"roll back: over {n} bars {shortfall}, more than the margin {margin:g} "
-            f"(one-sided paired t-test p = {base['p_value']:.3g} <= {alpha:g})",
-            base,
-        )
-    if mean_diff <= margin:
-        why = f"the shortfall {mean_diff:+.3g} is within the margin {margin:g}"
-    else:
-        why = (
-            f"the shortfall {mean_diff:+.3g} exceeds the margin but is not significant "
-            f"(p = {base['p_value']:.3g} > {alpha:g})"
-        )
-    return RollbackDecision("keep", f"keep the champion: over {n} bars {why}", base)
-
-
-def promotion_decision(candidate_returns: Any, champion_returns: Any, *, alpha: float = 0.05,
-                       min_samples: int = 288, margin: float = 0.0) -> RollbackDecision:
-    """promote | keep | insufficient_evidence for a newly trained candidate against the champion on the
-    same out-of-time bars: promoted unless significantly worse."""
-    d = rollback_decision(candidate_returns, champion_returns, margin=margin, min_samples=min_samples, alpha=alpha)
-    n = int(d.stats.get("n", 0))
-    if d.action == "insufficient_evidence":
-        return RollbackDecision(d.action, f"only {n} paired out-of-time bars, {min_samples} needed to judge", d.stats)
-    if d.action == "rollback":
-        return RollbackDecision("keep", f"over {n} bars the candidate earned {d.stats['mean_diff']:.3g} less per bar "
-                                f"than the champion (p = {d.stats['p_value']:.3g} <= {alpha:g})", d.stats)
-    return RollbackDecision("promote", f"over {n} bars the candidate was not significantly worse "
-                            f"(difference {-d.stats['mean_diff']:+.3g} per bar, p = {d.stats['p_value']:.3g})", d.stats)
-
-
-def live_rollback_decision(champion_returns: Any, previous_returns: Any, *, alpha: float = 0.05,
-                           min_samples: int = 288) -> RollbackDecision:
-    """rollback | keep | insufficient_evidence for the current champion against the previous one."""
-    d = rollback_decision(champion_returns, previous_returns, margin=0.0, min_samples=min_samples, alpha=alpha)
-    n = int(d.stats.get("n", 0))
-    if d.action == "insufficient_evidence":
-        return RollbackDecision(d.action, f"only {n} live bars, {min_samples} needed to judge", d.stats)
-    if d.action == "rollback":
-        return RollbackDecision("rollback", f"over {n} live bars it earned {d.stats['mean_diff']:.3g} less per bar "
-                                f"than the previous champion (p = {d.stats['p_value']:.3g} <= {alpha:g})", d.stats)
-    return RollbackDecision("keep", f"over {n} live bars it was not significantly worse than the previous champion "
-                            f"(p = {d.stats['p_value']:.3g})", d.stats)
+) -> Decision:
+    """Deprecated name of ``live_rollback_decision`` (same test); kept until its callers move."""
+    return live_rollback_decision(champion_returns, previous_returns, alpha=alpha, min_samples=min_samples,
+                                  margin=margin)

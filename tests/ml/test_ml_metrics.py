@@ -10,16 +10,21 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import PAIRS, load_pair
-from scipy import stats
+from scipy import signal, stats
 
 from brain_tasks.ml.labels import bar_returns
 from brain_tasks.ml.metrics import (
     DEFAULT_WEIGHTS,
+    FLAT_METRICS,
+    LOG_GROWTH_CAP,
     RATIO_CAP,
     bars_per_year,
     composite_score,
+    deflated_sharpe_ratio,
     evaluate,
+    expected_max_sharpe,
     probabilistic_sharpe_ratio,
+    sharpe_standard_error,
     strategy_metrics,
     strategy_returns,
 )
@@ -95,13 +100,76 @@ def test_only_gains_are_capped_not_infinite() -> None:
     assert m["profit_factor"] == RATIO_CAP and m["calmar"] == RATIO_CAP and m["max_drawdown"] == 0.0
 
 
+def test_equity_is_compounded_in_log_space_so_long_series_do_not_overflow() -> None:
+    """200k bars of +1% grow equity to e^1990: a product overflows to inf; the log sum does not."""
+    r = np.concatenate([np.full(200_000, 0.01), [-0.5], np.full(10, 0.01)])
+    m = strategy_metrics(r, 8760)
+    assert m["max_drawdown"] == pytest.approx(-0.5, abs=1e-12)
+    assert m["total_return"] == pytest.approx(math.expm1(LOG_GROWTH_CAP)) and math.isfinite(m["total_return"])
+    assert all(math.isfinite(v) for v in m.values())
+    ruined = strategy_metrics([0.1, -1.0, 0.2], 365)
+    assert ruined["total_return"] == -1.0 and ruined["max_drawdown"] == -1.0
+
+
+def test_a_strategy_that_never_trades_ranks_exactly_as_flat_and_above_losers() -> None:
+    flat = evaluate(np.zeros(500), np.zeros(500), np.random.default_rng(0).normal(0, 0.01, 500), 8760, 5.0)
+    for key, value in FLAT_METRICS.items():
+        assert flat[key] == value, key
+    assert composite_score(flat) == pytest.approx(composite_score(FLAT_METRICS))
+    rng = np.random.default_rng(1)
+    for _ in range(20):  # losers of every shape, including many small wins and rare large losses
+        r = np.where(rng.random(500) < 0.9, 0.001, -0.012) + rng.normal(0, 1e-4, 500)
+        loser = strategy_metrics(r, 8760) | {"psr": probabilistic_sharpe_ratio(r)}
+        assert loser["sharpe"] < 0 and loser["hit_ratio"] > 0.8
+        assert composite_score(loser) <= composite_score(flat)
+
+
+def _ar1(n: int, phi: float, reps: int, rng: np.random.Generator) -> np.ndarray:
+    e = rng.standard_normal((reps, n + 200))
+    return signal.lfilter([1.0], [1.0, -phi], e, axis=1)[:, 200:] * 0.01
+
+
+@pytest.mark.parametrize("phi", [-0.3, 0.0, 0.3])
+def test_psr_false_positive_rate_under_autocorrelated_returns(phi: float) -> None:
+    """Zero-mean AR(1) returns: PSR > 0.95 at most 5% of the time, within three simulation sds
+    (bench/stats.py measures 4.8-5.2% on 4000 paths), where the iid formula gives 12-13% at phi = 0.3."""
+    reps = 1000
+    paths = _ar1(500, phi, reps, np.random.default_rng(7))
+    rate = np.mean([probabilistic_sharpe_ratio(p) > 0.95 for p in paths])
+    assert rate <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / reps)
+    if phi == 0.3:
+        assert np.mean([probabilistic_sharpe_ratio(p, method="iid") > 0.95 for p in paths]) > 0.09
+
+
+def test_sharpe_standard_error_matches_lo_under_iid_normal_returns() -> None:
+    r = np.random.default_rng(3).normal(0.001, 0.01, 20_000)
+    sr = r.mean() / r.std(ddof=1)
+    assert sharpe_standard_error(r) == pytest.approx(math.sqrt((1 + sr**2 / 2) / len(r)), rel=0.05)
+    assert sharpe_standard_error(r, method="iid") == pytest.approx(math.sqrt((1 + sr**2 / 2) / len(r)), rel=0.05)
+    # Positive autocorrelation inflates the error by about sqrt((1 + phi) / (1 - phi)).
+    ar = _ar1(20_000, 0.5, 1, np.random.default_rng(4))[0]
+    assert sharpe_standard_error(ar) == pytest.approx(math.sqrt(3 / len(ar)), rel=0.1)
+    assert sharpe_standard_error([0.01, 0.01, 0.01]) == math.inf
+
+
+def test_deflated_sharpe_ratio_is_the_psr_against_the_expected_maximum() -> None:
+    r = np.random.default_rng(5).normal(0.002, 0.01, 2000)
+    assert deflated_sharpe_ratio(r, n_trials=1, trial_sharpe_variance=0.01) == probabilistic_sharpe_ratio(r)
+    v, n = 0.03**2, 50
+    gamma = 0.5772156649015329
+    sr0 = math.sqrt(v) * ((1 - gamma) * stats.norm.ppf(1 - 1 / n) + gamma * stats.norm.ppf(1 - 1 / (n * math.e)))
+    assert expected_max_sharpe(n, v) == pytest.approx(sr0)
+    dsr = deflated_sharpe_ratio(r, n_trials=n, trial_sharpe_variance=v)
+    assert dsr == pytest.approx(probabilistic_sharpe_ratio(r, benchmark=sr0)) and dsr < probabilistic_sharpe_ratio(r)
+
+
 def test_psr_matches_bailey_lopez_de_prado(eth: pd.DataFrame) -> None:
     r = bar_returns(eth).dropna().to_numpy()
     sr = r.mean() / r.std(ddof=1)
     g3, g4 = stats.skew(r), stats.kurtosis(r, fisher=False)
     z = sr * math.sqrt(len(r) - 1) / math.sqrt(1 - g3 * sr + (g4 - 1) / 4 * sr**2)
-    assert probabilistic_sharpe_ratio(r) == pytest.approx(stats.norm.cdf(z), abs=1e-12)
-    assert probabilistic_sharpe_ratio(r, sr_benchmark=sr) == pytest.approx(0.5, abs=1e-12)
+    assert probabilistic_sharpe_ratio(r, method="iid") == pytest.approx(stats.norm.cdf(z), abs=1e-12)
+    assert probabilistic_sharpe_ratio(r, benchmark=sr) == pytest.approx(0.5, abs=1e-12)
 
 
 def test_psr_grows_with_sample_length_at_the_same_sharpe() -> None:
@@ -141,6 +209,15 @@ def test_composite_is_bounded_and_configurable() -> None:
     assert composite_score({"sharpe": 3.0}, {"sharpe": 1.0}) == pytest.approx(math.tanh(1.0))
     with pytest.raises(ValueError):
         composite_score(huge, {"made_up": 1.0})
+
+
+def test_evaluate_carries_what_selection_needs() -> None:
+    r = np.random.default_rng(8).normal(0.0005, 0.01, 1000)
+    out = evaluate(np.ones(1000), r, r, 8760, 0.0)
+    for key in ("psr", "sharpe_se", "sharpe_per_bar", "skew", "kurtosis", "n_bars"):
+        assert isinstance(out[key], float) and math.isfinite(out[key]), key
+    assert out["sharpe_se"] == pytest.approx(sharpe_standard_error(r), rel=1e-3)
+    assert out["psr"] == pytest.approx(probabilistic_sharpe_ratio(r), rel=1e-3)
 
 
 def test_evaluate_counts_trades_and_accuracy() -> None:

@@ -1,9 +1,11 @@
-"""One champion per symbol (enforced by a partial unique index), champion history, regime choices.
+"""One champion per symbol (enforced by a partial unique index), champion history, regime choices, and
+the dependence-aware drift columns (adjusted p-value, effect size, effective sample sizes).
 
 Repairs data written by 0001-era code: where a symbol had several 'champion' rows (a backfill retrain
 promoted an older version next to the current one), the version with the latest as-of date stays
 champion and the others become 'previous'.  Each remaining champion opens its history, and the latest
-per-regime selection (model_registry.selected_regimes) is copied into regime_choices.
+per-regime selection (model_registry.selected_regimes) moves into regime_choices, and the column goes:
+one place holds the choice.
 
 Revision ID: 0002
 Revises: 0001
@@ -98,14 +100,22 @@ def upgrade() -> None:
                 confidence=choice.get("confidence"), tradeable=True,
                 reason=str(choice.get("reason") or "selected before migration 0002"), as_of=row.as_of,
                 details=choice, updated_at=stamp))
+    with op.batch_alter_table("feature_drift") as batch:
+        for name in ("pvalue", "effect_size", "n_eff_reference", "n_eff_current"):
+            batch.add_column(sa.Column(name, sa.Double(), nullable=True))
     with op.batch_alter_table("model_registry") as batch:
+        batch.drop_column("selected_regimes")
         batch.create_index("uq_model_registry_one_champion", ["symbol"], unique=True,
                            postgresql_where=sa.text("status = 'champion'"),
                            sqlite_where=sa.text("status = 'champion'"))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("feature_drift") as batch:
+        for name in ("pvalue", "effect_size", "n_eff_reference", "n_eff_current"):
+            batch.drop_column(name)
     with op.batch_alter_table("model_registry") as batch:
         batch.drop_index("uq_model_registry_one_champion")
+        batch.add_column(sa.Column("selected_regimes", _JSON, nullable=False, server_default="{}"))
     op.drop_table("regime_choices")
     op.drop_table("champion_history")
