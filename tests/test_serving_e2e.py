@@ -33,7 +33,7 @@ run = brain.retrain([{symbol!r}], models=["baseline"], as_of="2018-01-30")   # s
 status = brain.wait(run.run_id, timeout=600, poll=0.5)
 published = None
 deadline = time.monotonic() + 120
-while published is None or published.model_type == "flat":    # the beat's next bar-close canvas
+while published is None:    # the beat's next bar-close canvas (before the retrain: no model, no row)
     assert time.monotonic() < deadline, "no signal published by the bar-close canvas"
     time.sleep(0.5)
     published = brain.latest_signal({symbol!r})
@@ -73,7 +73,12 @@ def test_engine_retrains_waits_predicts_and_reads_the_published_signal(tmp_path,
 
     assert out["run"] == "succeeded"
     predicted, published = out["predicted"], out["published"]
-    assert published["model_type"] == "baseline" and published["version"] == 1
+    # The sample's 16 days rarely show an edge that survives deflation: the choice may well be flat.
+    if published["model_type"] == "flat":
+        assert published["version"] is None and published["position"] == 0 and not published["tradeable"]
+    else:
+        assert (published["model_type"], published["version"]) == ("baseline", 1)
+        assert published["artifact_sha256"]
     assert predicted["ts"] == published["ts"] == "2018-01-30T04:50:00+00:00"  # the last stored bar
     same = ("symbol", "ts", "regime", "model_type", "version", "prediction", "position", "size", "confidence",
             "tradeable", "reason", "artifact_sha256")
@@ -81,7 +86,8 @@ def test_engine_retrains_waits_predicts_and_reads_the_published_signal(tmp_path,
     # The beat published the bar first; predict found the same decision and added no row.
     assert out["rows"] == 1
     rows = signal_rows.frame(make_engine(url), SYMBOL)
-    assert len(rows) == 1 and not rows.stale.iloc[0] and rows.artifact_sha256.iloc[0] == published["artifact_sha256"]
+    assert len(rows) == 1 and not rows.stale.iloc[0]
+    assert (rows.artifact_sha256.iloc[0] or None) == published["artifact_sha256"]
     assert b"brain_tasks.bar_close" in (tmp_path / "beat.log").read_bytes()
     assert b"brain_tasks.publish_signals" in (tmp_path / "all.log").read_bytes()
     dispose_engine(url)
