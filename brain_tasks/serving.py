@@ -97,7 +97,8 @@ def load_model(engine: sa.Engine, digest: str) -> Any:
 # --- market data ---------------------------------------------------------------------------------
 
 # Bars younger than this are re-read on every call: a collector may still rewrite them (an in-progress
-# bar finalised, a late event).  Older rows are cached per process and checked by their counts.
+# bar finalised, a late event).  Older rows are cached per process and checked by their counts once
+# per bar decided.
 FRESH_BARS = 12
 # Symbols whose old rows are kept (least recently used dropped): a year of 5m bars is about 5 MB.
 MARKET_CACHE_SIZE = 128
@@ -110,6 +111,7 @@ class _Cached:
     frames: dict[str, pd.DataFrame | None]
     counts: tuple[int, int, int, int]
     generation: int
+    checked_bar: dt.datetime                     # the bar for which `counts` were last checked
 
 
 _KINDS = ("candles", "funding", "open_interest", "liquidations")
@@ -160,9 +162,14 @@ def _market(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, s
     key = (str(engine.engine.url), exchange, symbol, timeframe, start)
     cached = _markets.get(key)
     historical = cached is not None and cached.frozen_end > close  # older than the cache: read, leave it
+    # Old rows are counted once per bar: counting them scans the whole history, and a backfill seen one
+    # bar late changes nothing already decided (the recorded signal keeps what was first said).
+    check_old = cached is not None and cached.checked_bar != bar
     counts = None if cached is None or historical else signal_rows.stored_counts(
-        engine, exchange, symbol, timeframe, start, cached.frozen_end, bar + dt.timedelta(microseconds=1), close)
-    if cached is not None and counts is not None and counts[0] == cached.counts:
+        engine, exchange, symbol, timeframe, start, cached.frozen_end, bar + dt.timedelta(microseconds=1), close,
+        check_old=check_old)
+    if cached is not None and counts is not None and (not check_old or counts[0] == cached.counts):
+        cached.checked_bar = bar
         recent = [k for k, n in zip(_KINDS, counts[1]) if n]
         tail: dict[str, pd.DataFrame] | None = _read(engine, exchange, symbol, timeframe, cached.frozen_end, bar,
                                                      close, recent)
@@ -178,7 +185,7 @@ def _market(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, s
         if cached is None or frozen_end > cached.frozen_end:
             tail = None  # the cache moves on: its tail is re-cut below
             kept = {k: _before(frames[k], frozen_end) for k in _KINDS}
-            cached = _Cached(frozen_end, kept, _count(kept), next(_generations))
+            cached = _Cached(frozen_end, kept, _count(kept), next(_generations), bar)
             with _lock:
                 _markets[key] = cached
                 _markets.move_to_end(key)

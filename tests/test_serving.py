@@ -230,8 +230,9 @@ def test_features_computed_from_a_later_first_bar_differ_in_the_last_bits():
 
 
 def test_cached_rows_never_serve_a_decision_the_stored_rows_would_not(trained, monkeypatch):
-    """The per-process cache of old rows is checked by counts (a backfilled gap) and the fresh tail is
-    re-read (a rewritten recent bar); an unchanged bar is not recomputed."""
+    """The per-process cache of old rows is checked by counts once per bar (a backfilled gap is seen at
+    the next bar) and the fresh tail is re-read on every call (a rewritten recent bar is seen at once);
+    an unchanged bar is not recomputed."""
     import sqlalchemy as sa
 
     from brain_tasks.brain.models import Candle
@@ -243,23 +244,26 @@ def test_cached_rows_never_serve_a_decision_the_stored_rows_would_not(trained, m
     with engine.begin() as conn:
         conn.execute(sa.delete(Candle).where(Candle.symbol == SYMBOL, Candle.ts == gap.ts.to_pydatetime()))
 
-    def fresh() -> object:
+    def fresh(when: dt.datetime) -> object:
         serving._markets.clear()
         serving._decisions.clear()
-        return serving.predict(engine, settings, SYMBOL, stamp=stamp, record=False)
+        return serving.predict(engine, settings, SYMBOL, stamp=when, record=False)
 
     first = serving.predict(engine, settings, SYMBOL, stamp=stamp, record=False)
     calls = []
     monkeypatch.setattr(ml, "feature_frame", lambda *a, _f=ml.feature_frame: calls.append(1) or _f(*a))
     assert serving.predict(engine, settings, SYMBOL, stamp=stamp, record=False) == first and not calls
 
-    _store(engine, stored[stored.ts == gap.ts])  # the gap is backfilled
-    backfilled = serving.predict(engine, settings, SYMBOL, stamp=stamp, record=False)
-    assert calls and backfilled == fresh() and backfilled.prediction != first.prediction
+    _store(engine, stored[stored.ts == gap.ts])  # the gap is backfilled: the bar already decided stays so
+    assert serving.predict(engine, settings, SYMBOL, stamp=stamp, record=False) == first
+    _store(engine, candles[candles.ts == CUT])  # the next bar closes: the old rows are counted again
+    later = stamp + FIVE_MIN
+    backfilled = serving.predict(engine, settings, SYMBOL, stamp=later, record=False)
+    assert calls and backfilled == fresh(later)
 
-    _store(engine, stored.tail(1).assign(close=stored.close.iloc[-1] * 1.01))  # the last bar is rewritten
-    rewritten = serving.predict(engine, settings, SYMBOL, stamp=stamp, record=False)
-    assert rewritten == fresh() and rewritten.prediction != backfilled.prediction
+    _store(engine, candles[candles.ts == CUT].assign(close=candles[candles.ts == CUT].close * 1.01))  # rewritten
+    rewritten = serving.predict(engine, settings, SYMBOL, stamp=later, record=False)
+    assert rewritten == fresh(later) and rewritten.prediction != backfilled.prediction
 
 
 def test_brain_tasks_signals_lists_what_was_served(trained, monkeypatch):

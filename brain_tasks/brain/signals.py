@@ -156,11 +156,13 @@ def last_closed_bar(engine: Bind, exchange: str, symbol: str, timeframe: str, ba
 
 def stored_counts(engine: Bind, exchange: str, symbol: str, timeframe: str, start: dt.datetime,
                   frozen_end: dt.datetime, candles_end: dt.datetime,
-                  events_end: dt.datetime) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
+                  events_end: dt.datetime, check_old: bool = True
+                  ) -> tuple[tuple[int, int, int, int] | None, tuple[int, int, int, int]]:
     """Rows stored of candles, funding, open interest and liquidations in [start, frozen_end), and after
     it up to candles_end (candles) / events_end (the rest), in one round trip.  Serving's cache of old
     rows is valid while the first counts match the rows it holds (a backfilled gap or a late event
-    changes one); the second say which recent series need reading at all."""
+    changes one); the second say which recent series need reading at all.  With `check_old` False
+    only the second are counted (None for the first)."""
     from brain_tasks.brain.models import Candle, FundingRate, Liquidation, OpenInterest
 
     start, frozen_end = store.to_utc(start), store.to_utc(frozen_end)
@@ -173,8 +175,9 @@ def stored_counts(engine: Bind, exchange: str, symbol: str, timeframe: str, star
                 .scalar_subquery())
 
     models = (Candle, FundingRate, OpenInterest, Liquidation)
-    stmt = sa.select(*(count(m, start, frozen_end) for m in models),
-                     *(count(m, frozen_end, candles_end if m is Candle else events_end) for m in models))
+    old = [count(m, start, frozen_end) for m in models] if check_old else []
+    stmt = sa.select(*old, *(count(m, frozen_end, candles_end if m is Candle else events_end) for m in models))
     with _connect(engine) as conn:
         row = [int(v) for v in conn.execute(stmt).one()]
-    return (row[0], row[1], row[2], row[3]), (row[4], row[5], row[6], row[7])
+    recent = (row[-4], row[-3], row[-2], row[-1])
+    return ((row[0], row[1], row[2], row[3]) if check_old else None), recent
