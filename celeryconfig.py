@@ -31,7 +31,18 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 worker_pool_start_method = "spawn"
-worker_cancel_long_running_tasks_on_connection_loss = True
+# A broker restart (issue 11): cancelling running late-ack tasks on a connection loss lost them.  The
+# cancel stores a RETRY state in the result backend first; with Redis as the backend that store fails
+# while Redis is down, the cancel is left half done, and the terminated task is then announced REVOKED
+# and *acknowledged* on the new connection (celery/worker/request.py: _announce_cancelled,
+# on_failure -> _announce_revoked), so nothing is redelivered.  Instead the task runs on: its result
+# store and its chain's next message retry until Redis is back, and its message, left in Redis'
+# unacked set, comes back after the visibility timeout if the task could not acknowledge it.  A copy
+# running twice is safe (idempotent steps, claims); whatever is still lost, reconcile_runs re-drives.
+worker_cancel_long_running_tasks_on_connection_loss = False
+result_backend_always_retry = True
+result_backend_max_retries = 60
+task_publish_retry_policy = {"max_retries": 60, "interval_start": 0, "interval_step": 0.5, "interval_max": 2}
 worker_concurrency = _s.concurrency
 # A leaking native library cannot grow a worker process forever: a child above this size (KiB) is
 # replaced after its task.  Not a task count: each new spawned child re-imports its modules, and
@@ -64,6 +75,10 @@ task_routes = {
 }
 
 if _s.embedded:
+    from brain_tasks.embedded import register_transport
+
+    # Kombu's filesystem transport, with messages made visible atomically (brain_tasks/embedded.py).
+    broker_url = register_transport()
     # Folders shared by the CLI and the worker process it starts; the loop polls quickly because
     # the default one-second poll made chains of short tasks crawl (FIELD-NOTES: ~1 task/s).
     _folder = str(_s.broker_folder)

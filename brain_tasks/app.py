@@ -13,7 +13,8 @@ from celery import Celery  # noqa: E402
 from brain_tasks.schedule import beat_schedule  # noqa: E402
 from brain_tasks.settings import get_settings  # noqa: E402
 
-app = Celery("brain_tasks")
+# Every task shares the failure and progress policy of BrainTask (brain_tasks/policy.py).
+app = Celery("brain_tasks", task_cls="brain_tasks.policy:BrainTask")
 app.config_from_object("celeryconfig")
 # Workers import the tasks; Engine code that only enqueues by name imports this module alone, which
 # keeps LightGBM and XGBoost out of the Engine's process.

@@ -78,24 +78,29 @@ def db_upgrade() -> None:
 
 
 @main.command()
-@click.option("--source", type=click.Choice(["freqtrade"]), default="freqtrade", show_default=True,
-              help="the kind of files under --path")
-@click.option("--path", "path", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="the directory of freqtrade data files (feather / json / parquet)")
+@click.option("--source", type=click.Choice(["freqtrade", "news"]), default="freqtrade", show_default=True,
+              help="freqtrade: candle / funding files; news: items scored into sentiment_scores")
+@click.option("--path", "path", type=click.Path(exists=True, path_type=Path), required=True,
+              help="freqtrade: a data directory (feather / json / parquet); news: a CSV or JSON Lines file of items")
 @click.option("--symbols", default=None, help="comma-separated pairs, e.g. ETH/BTC,LTC/BTC (default: all)")
 @click.option("--timeframe", default="5m", show_default=True, help="the candle timeframe to load")
 @click.option("--json", "as_json", is_flag=True, help="print the full summary as JSON instead of a table")
 def ingest(source: str, path: Path, symbols: str | None, timeframe: str, as_json: bool) -> None:
-    """Load candles / funding rates from files into the Brain (idempotent).  Exits 1 when a symbol
-    failed or nothing was found."""
+    """Load candles / funding rates, or news items scored into sentiment_scores, from files
+    (idempotent).  Exits 1 when a symbol failed or nothing was found."""
     from brain_tasks.brain.migrate import upgrade
     from brain_tasks.collect import ingest_freqtrade
-    from brain_tasks.requests import check_symbols
-
     from brain_tasks.market.sources import FreqtradeSource
+    from brain_tasks.requests import check_symbols
 
     s = get_settings()
     wanted = check_symbols(_csv(symbols)) if symbols else None
+    if source == "news":
+        upgrade(s.database_url)
+        ingest_news_file(s, path, wanted, as_json)
+        return
+    if not path.is_dir():
+        raise click.BadParameter(f"{path} is not a directory", param_hint="--path")
     available = FreqtradeSource(path).symbols(timeframe)
     if not available or (wanted and not set(wanted) & set(available)):
         what = ", ".join(wanted) if wanted else "any pair"
@@ -131,26 +136,69 @@ def _ingest_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def ingest_news_file(settings: Settings, path: Path, symbols: list[str] | None, as_json: bool = False) -> None:
+    """Score a file of news items into sentiment_scores; a file that cannot be read exits with status 2."""
+    from brain_tasks.collect_news import ingest_news
+    from brain_tasks.errors import DataError
+
+    try:
+        summary = ingest_news(_engine(settings), path, symbols=symbols, keywords=settings.sentiment_keywords)
+    except DataError as exc:
+        click.echo(f"brain-tasks: {exc}", err=True)
+        raise SystemExit(2) from None
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+        return
+    click.echo(f"{summary['items']} items ({summary['duplicates']} duplicates, {summary['rejected']} rejected, "
+               f"{summary['unattributed']} about no symbol): {summary['stored']} hourly rows stored in sentiment_scores")
+    for check, n in sorted(summary["findings"].items()):
+        click.echo(f"  finding {check}: {n}")
+
+
+class _Session:
+    """What a command started: in embedded mode its worker process (checked while waiting) and its
+    attempts (finished on the way out, so none is left pending and no message is replayed later)."""
+
+    def __init__(self, proc: Any = None, log_path: Path | None = None) -> None:
+        self.proc, self.log_path, self.attempts = proc, log_path, []
+
+    def check(self, _status: Any = None) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise click.ClickException(f"the embedded worker died (exit code {self.proc.returncode}); "
+                                       f"unfinished symbols are cancelled; see {self.log_path}")
+
+
 @contextlib.contextmanager
-def _workers(settings: Settings) -> Iterator[None]:
+def _workers(settings: Settings) -> Iterator[_Session]:
     """Embedded: a local worker process for the duration of the command; production: nothing."""
     if not settings.embedded:
-        yield
+        yield _Session()
         return
-    from brain_tasks.embedded import CRASH_WARNING, embedded_worker
+    from brain_tasks.embedded import CRASH_WARNING, embedded_worker, finish_attempts
 
     click.secho(CRASH_WARNING, fg="yellow", err=True)
-    with embedded_worker(settings):
-        yield
+    session = _Session()
+    reason = "the command stopped before this symbol finished"
+    try:
+        with embedded_worker(settings) as proc:
+            session.proc, session.log_path = proc, settings.home / "worker.log"
+            yield session
+    except click.ClickException as exc:
+        reason = exc.message
+        raise
+    finally:
+        if session.attempts:
+            finish_attempts(settings, session.attempts, reason)
 
 
-def _follow(client: Any, run_id: str, symbols: list[str], timeout: float) -> dict[str, Any]:
-    """A progress bar of symbols done / failed until the run's summary is written."""
+def _follow(client: Any, handle: Any, symbols: list[str], timeout: float, session: _Session) -> dict[str, Any]:
+    """A progress bar of symbols done / failed until the attempt's summary is written."""
     shown = 0
-    with click.progressbar(length=max(1, len(symbols)), label=f"run {run_id}", show_pos=True,
+    with click.progressbar(length=max(1, len(symbols)), label=f"run {handle.run_id}", show_pos=True,
                            item_show_func=lambda s: s) as bar:
         def progress(status: dict[str, Any]) -> None:
             nonlocal shown
+            session.check()
             counts = status["counts"]
             done = counts.get("succeeded", 0) + counts.get("failed", 0)
             if done > shown:
@@ -158,13 +206,13 @@ def _follow(client: Any, run_id: str, symbols: list[str], timeout: float) -> dic
                 shown = done
 
         try:
-            return client.wait(run_id, timeout=timeout, poll=0.5, on_poll=progress)
+            return client.wait(handle, timeout=timeout, poll=0.5, on_poll=progress)
         except TimeoutError as exc:
             raise click.ClickException(str(exc)) from None
 
 
 def _print_run(status: dict[str, Any]) -> None:
-    click.echo(f"run {status['run_id']}: {status['state']}  {status['counts']}")
+    click.echo(f"run {status['run_id']} attempt {status.get('attempt_id')}: {status['state']}  {status['counts']}")
     for symbol, info in sorted(status["symbols"].items()):
         if info["state"] != "succeeded":
             click.echo(f"  {symbol}: {info['state']}  {info.get('error') or ''}")
@@ -177,13 +225,15 @@ def _client(settings: Settings) -> Any:
 
 
 def run_retrain(client: Any, symbols: list[str], models: list[str] | None, as_of: str | None,
-                wait: bool, timeout: float = 6 * 3600) -> dict[str, Any] | None:
+                wait: bool, timeout: float = 6 * 3600, session: _Session | None = None) -> dict[str, Any] | None:
     """Enqueue the retrain; with `wait`, follow it and print its outcome (workers must be running)."""
+    session = session or _Session()
     handle = client.retrain(symbols, models=models, as_of=as_of)
-    click.echo(f"enqueued brain_tasks.daily_retrain: run {handle.run_id} (task {handle.task_id})")
+    session.attempts.append(handle.attempt_id)
+    click.echo(f"enqueued brain_tasks.daily_retrain: run {handle.run_id} attempt {handle.attempt_id}")
     if not wait:
         return None
-    status = _follow(client, handle.run_id, symbols, timeout)
+    status = _follow(client, handle, symbols, timeout, session)
     _print_run(status)
     return status
 
@@ -202,19 +252,25 @@ def retrain(symbols: str, models: str | None, as_of: str | None, wait: bool) -> 
     client = _client(s)
     check_as_of(as_of), check_models(_csv(models) or s.models)
     client._check_known(check_symbols(_csv(symbols)))
-    with _workers(s):
-        status = run_retrain(client, _csv(symbols), _csv(models) or None, as_of, wait or s.embedded)
+    with _workers(s) as session:
+        status = run_retrain(client, _csv(symbols), _csv(models) or None, as_of, wait or s.embedded,
+                             session=session)
     if status and status["state"] == "failed":
         raise SystemExit(1)
 
 
 def run_nightly(client: Any, as_of: str | None, wait: bool, timeout: float = 3600,
-                symbols: list[str] | None = None) -> dict | None:
+                symbols: list[str] | None = None, session: _Session | None = None) -> dict | None:
+    session = session or _Session()
     handle = client.nightly(as_of=as_of, symbols=symbols)
-    click.echo(f"enqueued brain_tasks.nightly_analysis: run {handle.run_id}")
+    session.attempts.append(handle.attempt_id)
+    click.echo(f"enqueued brain_tasks.nightly_analysis: run {handle.run_id} attempt {handle.attempt_id}")
     if not wait:
         return None
-    status = client.wait(handle.run_id, timeout=timeout, poll=0.5)
+    try:
+        status = client.wait(handle, timeout=timeout, poll=0.5, on_poll=session.check)
+    except TimeoutError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"nightly {status['run_id']}: {status['state']}")
     details = status.get("details") or {}
     for symbol, drifted in sorted((details.get("drifted") or {}).items()):
@@ -240,8 +296,8 @@ def nightly(as_of: str | None, wait: bool) -> None:
     s = get_settings()
     check_as_of(as_of)
     _schema(s)
-    with _workers(s):
-        run_nightly(_client(s), as_of, wait or s.embedded)
+    with _workers(s) as session:
+        run_nightly(_client(s), as_of, wait or s.embedded, session=session)
 
 
 def models_table(settings: Settings, symbol: str | None = None) -> str:
@@ -325,17 +381,58 @@ def demo(out: Path, symbols: str | None, models: str | None) -> None:
             by_day.setdefault(last.date().isoformat(), []).append(pair)
     client = _client(s)
     statuses = []
-    with _workers(s):
+    with _workers(s) as session:
         for day, day_pairs in sorted(by_day.items()):
             click.echo(f"\nas of {day}: {len(day_pairs)} symbols")
-            statuses.append(run_retrain(client, day_pairs, _csv(models) or None, day, wait=True))
-            run_nightly(client, day, wait=True, symbols=day_pairs)
+            statuses.append(run_retrain(client, day_pairs, _csv(models) or None, day, wait=True, session=session))
+            run_nightly(client, day, wait=True, symbols=day_pairs, session=session)
     click.echo("")
     click.echo(models_table(s))
     path = write_report(engine, out)
     click.echo(f"\nreport written to {path}")
     if any(st and st["state"] == "failed" for st in statuses):
         raise SystemExit(1)
+
+
+@main.command("runs")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1),
+              help="how many of the most recently started runs to show")
+@click.option("--json", "as_json", is_flag=True, help="print the runs and their attempts as JSON")
+def runs_command(limit: int, as_json: bool) -> None:
+    """Recent runs, newest first, with their attempts (each enqueue of a run is a new attempt)."""
+    recent = _client(get_settings()).runs(limit)
+    if as_json:
+        click.echo(json.dumps(recent, indent=2))
+        return
+    if not recent:
+        click.echo("no runs yet")
+        return
+    for run in recent:
+        click.echo(f"{run['run_id']}  {run.get('kind', '?')}  as of {run.get('as_of', '?')}")
+        for a in run["attempts"]:
+            counts = ", ".join(f"{n} {state}" for state, n in sorted(a["counts"].items())) or "no symbols"
+            click.echo(f"  {a['attempt_id']}  {a['state']:<9}  started {a['started_at']}  {counts}")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--attempt", "attempt_id", default=None,
+              help="an attempt id of the run (default: its latest attempt)")
+@click.option("--json", "as_json", is_flag=True, help="print the status as JSON")
+def status(run_id: str, attempt_id: str | None, as_json: bool) -> None:
+    """One run's per-symbol states (of its latest attempt, or of --attempt)."""
+    info = _client(get_settings()).run_status(run_id, attempt_id)
+    if info["state"] == "unknown":
+        raise click.ClickException(f"no run {run_id}" + (f" with attempt {attempt_id}" if attempt_id else ""))
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"run {run_id} attempt {info['attempt_id']}: {info['state']}  (as of {info['as_of']}, "
+               f"started {info['started_at']}, finished {info['finished_at'] or '-'})")
+    for symbol, row in sorted(info["symbols"].items()):
+        extra = f"  re-driven {row['redrives']}x" if row["redrives"] else ""
+        line = f"  {symbol:<16} {row['state']:<9} step {row['step'] or '-':<18}{extra}  {row['error'] or ''}"
+        click.echo(line.rstrip())
 
 
 def signals_table(settings: Settings, symbol: str | None = None, limit: int = 50) -> str:

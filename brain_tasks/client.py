@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -31,8 +32,12 @@ __all__ = ["BrainClient", "RunHandle", "ActiveModel", "BrainError", "RequestErro
 
 @dataclass(frozen=True)
 class RunHandle:
+    """One enqueue of a run: the run's deterministic id, the enqueued task and the attempt it started
+    (the attempt id is the task id)."""
+
     run_id: str
     task_id: str
+    attempt_id: str
 
 
 @dataclass(frozen=True)
@@ -89,21 +94,33 @@ class BrainClient:
     # --- enqueue ---------------------------------------------------------------------------------
     def retrain(self, symbols: Sequence[str], models: Sequence[str] | None = None,
                 as_of: str | dt.date | None = None) -> RunHandle:
-        """Enqueue the retrain fan-out; a bad request raises a `RequestError` and enqueues nothing."""
+        """Enqueue the daily retrain of `symbols` as a new attempt of its run (pending rows first); a bad
+        request raises a `RequestError` and enqueues nothing."""
         day = check_as_of(as_of)
         symbols = check_symbols(symbols)
         models = check_models(models or self.settings.models)
         self._check_known(symbols)
-        result = self._send("brain_tasks.daily_retrain", {"symbols": symbols, "models": models,
-                                                          "as_of": day.isoformat()})
-        return RunHandle(run_id_for("retrain", day, symbols, models), result.id)
+        return self._enqueue("retrain", "brain_tasks.daily_retrain", run_id_for("retrain", day, symbols, models),
+                             day, symbols, models, {"models": models})
 
     def nightly(self, as_of: str | dt.date | None = None, symbols: Sequence[str] | None = None) -> RunHandle:
+        """Enqueue the nightly analysis as a new attempt of its run."""
         day = check_as_of(as_of)
         check_schema(self.settings.database_url)
         symbols = check_symbols(symbols or self.settings.symbols or self._stored_symbols())
-        result = self._send("brain_tasks.nightly_analysis", {"symbols": symbols, "as_of": day.isoformat()})
-        return RunHandle(run_id_for("nightly", day, symbols), result.id)
+        return self._enqueue("nightly", "brain_tasks.nightly_analysis", run_id_for("nightly", day, symbols),
+                             day, symbols, [], {})
+
+    def _enqueue(self, kind: str, task: str, run_id: str, day: dt.date, symbols: list[str], models: list[str],
+                 kwargs: dict[str, Any]) -> RunHandle:
+        from brain_tasks import jobs
+
+        attempt_id = str(uuid.uuid4())
+        # The attempt's rows exist before its message does: `wait` and `status` see it at once.
+        jobs.start_attempt(self.engine, self.settings, kind, run_id, attempt_id, day, symbols, models)
+        result = self._send(task, attempt_id, {"symbols": symbols, "as_of": day.isoformat(),
+                                               "attempt_id": attempt_id, **kwargs})
+        return RunHandle(run_id, result.id, attempt_id)
 
     def _check_known(self, symbols: list[str]) -> None:
         """File sources cannot collect a symbol the Brain has never seen: refuse it up front."""
@@ -116,16 +133,20 @@ class BrainClient:
             raise BadSymbolError(f"unknown symbol {', '.join(unknown)}: no {self.settings.timeframe} candles stored "
                                  f"for it on {self.settings.exchange!r} (ingest it first)")
 
-    def _send(self, name: str, kwargs: dict[str, Any]) -> Any:
-        """send_task with a short connection retry, so a dead broker is named within seconds."""
+    def _send(self, name: str, attempt_id: str, kwargs: dict[str, Any]) -> Any:
+        """send_task with a short connection retry, so a dead broker is named within seconds (and the
+        attempt's pending rows are cancelled: nothing will run them)."""
         from kombu.exceptions import OperationalError
 
+        from brain_tasks.brain import runs
+
         try:
-            return self.app.send_task(name, kwargs=kwargs, retry=True, retry_policy={
+            return self.app.send_task(name, task_id=attempt_id, kwargs=kwargs, retry=True, retry_policy={
                 "max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0})
         except OperationalError as exc:
-            raise BrokerUnavailableError(f"cannot reach the broker {redact_url(str(self.app.conf.broker_url))}: "
-                                         f"{exc}; nothing was enqueued") from None
+            broker = redact_url(str(self.app.conf.broker_url))
+            runs.cancel_attempt(self.engine, attempt_id, f"the broker {broker} could not be reached")
+            raise BrokerUnavailableError(f"cannot reach the broker {broker}: {exc}; nothing was enqueued") from None
 
     def _stored_symbols(self) -> list[str]:
         from brain_tasks.brain import store
@@ -133,24 +154,45 @@ class BrainClient:
         return store.list_symbols(self.engine, self.settings.exchange, self.settings.timeframe)
 
     # --- read ------------------------------------------------------------------------------------
-    def run_status(self, run_id: str) -> dict[str, Any]:
-        from brain_tasks.jobs import run_status
+    def run_status(self, run_id: str, attempt_id: str | None = None) -> dict[str, Any]:
+        """One attempt of a run (default: its latest): state, per-state counts and per-symbol states."""
+        from brain_tasks.brain import runs
 
-        return run_status(self.engine, run_id)
+        return runs.run_status(self.engine, run_id, attempt_id)
 
-    def wait(self, run_id: str, timeout: float = 3600.0, poll: float = 1.0,
+    def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The most recent runs with their attempts, newest first."""
+        from brain_tasks.brain import runs
+
+        return runs.list_runs(self.engine, limit)
+
+    def wait(self, handle: RunHandle | str, timeout: float = 3600.0, poll: float = 1.0,
              on_poll: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        """Block until the run's summary row is written (or raise TimeoutError); `on_poll` sees every
-        status read on the way (the CLI's progress bar)."""
+        """Block until the attempt is closed (or raise TimeoutError); `on_poll` sees every status read
+        on the way (the CLI's progress bar and liveness check) and may raise to stop waiting.
+
+        `handle` is what `retrain`/`nightly` returned, or a run id: then the run's latest attempt at
+        the time of the call is followed.  Only that attempt's rows are read, so a re-run's wait can
+        never return an earlier attempt's outcome.
+        """
+        from brain_tasks.brain import runs
+
+        if isinstance(handle, RunHandle):
+            run_id, attempt_id = handle.run_id, handle.attempt_id
+        else:
+            run_id, attempt_id = handle, runs.latest_attempt(self.engine, handle)
+            if attempt_id is None:
+                raise LookupError(f"run {run_id} has no attempt")
         deadline = time.monotonic() + timeout
         while True:
-            status = self.run_status(run_id)
+            status = runs.run_status(self.engine, run_id, attempt_id)
             if on_poll is not None:
                 on_poll(status)
-            if status["state"] not in ("pending", "unknown"):
+            if status["state"] not in (*runs.OPEN, "unknown"):
                 return status
             if time.monotonic() > deadline:
-                raise TimeoutError(f"run {run_id} not finished after {timeout:.0f} s: {status['counts']}")
+                raise TimeoutError(f"run {run_id} attempt {attempt_id} not finished after {timeout:.0f} s: "
+                                   f"{status['counts']}")
             time.sleep(poll)
 
     def active_model(self, symbol: str, regime: str | None = None) -> ActiveModel:

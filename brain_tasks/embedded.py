@@ -1,27 +1,108 @@
 """Embedded mode: no broker configured, yet the same canvases run on a real Celery worker.
 
 The command starts a worker process of its own on Kombu's filesystem transport (message files in
-`BRAIN_HOME/broker`) with the SQLAlchemy result backend on a local SQLite file, sends the canvas,
-waits, and stops the worker.  Crash recovery is weaker than with Redis: a worker killed mid-task
-loses that task (the filesystem transport does not re-deliver unacknowledged messages), so embedded
-mode is at-most-once on a crash.  Production runs Redis.
+`BRAIN_HOME/broker`, written under a temporary name and renamed into place: `brainfs://`) with the
+SQLAlchemy result backend on a local SQLite file, sends the canvas, waits while checking that the
+worker is alive, and stops the worker.  Crash recovery is weaker than with Redis: a worker killed
+mid-task loses that task (the filesystem transport does not re-deliver unacknowledged messages), so
+embedded mode is at-most-once on a crash; the command then fails in one line, cancels the attempt's
+unfinished symbols and deletes its messages, so nothing is left pending or replayed later.
+Production runs Redis.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
+
+from kombu.transport import TRANSPORT_ALIASES, filesystem
 
 from brain_tasks.settings import Settings
+
+TRANSPORT_ALIAS = "brainfs"
 
 CRASH_WARNING = ("embedded mode (no BRAIN_BROKER_URL): tasks run on a local worker process over a "
                  "filesystem broker; a worker killed mid-task loses that task (at-most-once). "
                  "Set BRAIN_BROKER_URL=redis://... for crash recovery.")
+
+
+class AtomicChannel(filesystem.Channel):
+    """Kombu's filesystem channel, except that a message becomes visible only once it is complete.
+
+    Kombu creates the message file under its final name and then writes it; a consumer listing the
+    folder in between reads an empty or partial file, and the worker died of that ("Unrecoverable
+    error: JSONDecodeError").  Here the message is written under a name no consumer matches (a
+    leading dot) and renamed into place, which is atomic on one filesystem.
+    """
+
+    def _put(self, queue: str, payload: dict, **kwargs: object) -> None:
+        name = f"{int(round(time.monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        final = os.path.join(self.data_folder_out, name)
+        partial = os.path.join(self.data_folder_out, f".{name}.partial")
+        try:
+            with open(partial, "wb") as f:
+                f.write(json.dumps(payload).encode())
+            os.replace(partial, final)
+        except OSError as exc:
+            raise filesystem.ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+
+class AtomicTransport(filesystem.Transport):
+    Channel = AtomicChannel
+
+
+def register_transport() -> str:
+    """Make `brainfs://` name the atomic filesystem transport (celeryconfig's embedded branch)."""
+    TRANSPORT_ALIASES[TRANSPORT_ALIAS] = f"{__name__}:AtomicTransport"
+    return f"{TRANSPORT_ALIAS}://"
+
+
+def _mentions(path: Path, needles: Iterable[bytes]) -> bool:
+    try:
+        raw = path.read_bytes()
+        message = json.loads(raw)
+        body = message.get("body", "")
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            raw += base64.b64decode(body)
+    except (OSError, ValueError, TypeError):
+        return False
+    return any(n in raw for n in needles)
+
+
+def purge_attempts(settings: Settings, attempt_ids: Iterable[str]) -> int:
+    """Delete the queued messages of these attempts (chord polling included); returns how many."""
+    needles = [a.encode() for a in attempt_ids]
+    if not needles or not settings.broker_folder.exists():
+        return 0
+    removed = 0
+    for path in settings.broker_folder.glob("*.msg"):
+        if _mentions(path, needles):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+    return removed
+
+
+def finish_attempts(settings: Settings, attempt_ids: Iterable[str], reason: str) -> None:
+    """On an embedded command's way out: its unfinished symbols end `cancelled` with `reason`, and no
+    message of its attempts is left for the next command's worker to replay."""
+    from brain_tasks.brain import runs
+    from brain_tasks.brain.db import make_engine
+
+    attempt_ids = list(attempt_ids)
+    engine = make_engine(settings.database_url)
+    purge_attempts(settings, attempt_ids)
+    for attempt in attempt_ids:
+        if runs.attempt_state(engine, attempt) in runs.OPEN:
+            runs.cancel_attempt(engine, attempt, reason)
 
 
 def prepare_folders(settings: Settings) -> None:

@@ -11,18 +11,17 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
 from brain_tasks import __version__
-from brain_tasks.brain import registry, store
+from brain_tasks.brain import registry, runs, store
 from brain_tasks.brain.locks import claim
-from brain_tasks.brain.models import ModelManifest, TrainingRun
+from brain_tasks.brain.models import ModelManifest
 from brain_tasks.errors import DataError
-from brain_tasks.runs import RUN_SUMMARY_SYMBOL
 from brain_tasks.settings import Settings
 
 # Chain statuses: `stale` ends a symbol's chain like a failure (no promotion) but says why.
@@ -47,7 +46,7 @@ def train_config(settings: Settings) -> Any:
 
 def load_market(engine: sa.Engine, settings: Settings, symbol: str, end: dt.datetime | None = None,
                 start: dt.datetime | None = None) -> dict[str, pd.DataFrame | None]:
-    """Candles and whatever funding / open interest / liquidations the Brain holds for `symbol`."""
+    """Candles and whatever funding / open interest / liquidations / sentiment the Brain holds for `symbol`."""
     ex = settings.exchange
     candles = store.read_candles(engine, ex, symbol, settings.timeframe, start=start, end=end)
     if candles.empty:
@@ -58,6 +57,10 @@ def load_market(engine: sa.Engine, settings: Settings, symbol: str, end: dt.date
                         ("liquidations", store.read_liquidations)):
         frame = reader(engine, ex, symbol, start=start, end=end)
         extra[key] = frame if len(frame) else None
+    # Hourly news sentiment of the symbol's base asset, when any feed covers it (ml.features adds its
+    # features only then, so the feature hash says which case a version is).
+    sentiment = store.read_sentiment(engine, symbol, start=start, end=end)
+    extra["sentiment"] = sentiment if len(sentiment) else None
     return {"candles": candles, **extra}
 
 
@@ -356,8 +359,8 @@ def _decide(engine: sa.Engine, settings: Settings, prev: dict[str, Any], symbol:
 
 # --- select --------------------------------------------------------------------------------------
 
-def select_model(engine: sa.Engine, settings: Settings, prev: dict[str, Any], symbol: str, as_of: dt.date,
-                 run_id: str | None = None) -> dict[str, Any]:
+def select_model(engine: sa.Engine, settings: Settings, prev: dict[str, Any], symbol: str,
+                 as_of: dt.date) -> dict[str, Any]:
     """Pick what to trade in each volatility regime (and overall) among this run's versions that were
     not rejected, buy-and-hold and flat: a candidate is chosen only when its deflated Sharpe ratio over
     every trial reaches `settings.dsr_level`, else the choice is flat (not tradeable, with the reason).
@@ -387,76 +390,33 @@ def select_model(engine: sa.Engine, settings: Settings, prev: dict[str, Any], sy
             for regime, c in choice.items()})
         prev = {**prev, "selection": {k: v["model"] for k, v in choice.items()},
                 "tradeable": sorted(k for k, v in choice.items() if v["tradeable"])}
-    if run_id:
-        record_symbol_state(engine, run_id, symbol, as_of, prev)
     return prev
-
-
-def _first(engine: sa.Engine, stmt: Any) -> Any:
-    with engine.connect() as conn:
-        return conn.execute(stmt).first()
-
-
-def _all(engine: sa.Engine, stmt: Any) -> list[Any]:
-    with engine.connect() as conn:
-        return list(conn.execute(stmt))
 
 
 # --- runs ----------------------------------------------------------------------------------------
 
-def start_run(engine: sa.Engine, run_id: str, as_of: dt.date, symbols: Sequence[str],
-              models: Sequence[str]) -> None:
-    """Mark a run and its symbols pending.  A re-run of the same run id resets their states, and its
-    steps (which find their finished work) write the same outcomes back; started_at keeps the first."""
-    stamp = now()
-    rows = [dict(run_id=run_id, symbol=s, as_of=as_of, state="pending", models=list(models), error=None,
-                 details={}, started_at=stamp, finished_at=None) for s in [RUN_SUMMARY_SYMBOL, *symbols]]
-    store.upsert(engine, TrainingRun.__table__, rows, update_columns=["state", "error", "details", "finished_at"])
+def start_attempt(engine: sa.Engine, settings: Settings, kind: str, run_id: str, attempt_id: str, as_of: dt.date,
+                  symbols: Sequence[str], models: Sequence[str]) -> None:
+    """The attempt's rows, every symbol pending (`brain.runs.start_attempt`)."""
+    deadline = now() + dt.timedelta(seconds=settings.stall_timeout)
+    runs.start_attempt(engine, run_id, attempt_id, kind, as_of, symbols, models, deadline)
 
 
-def record_symbol_state(engine: sa.Engine, run_id: str, symbol: str, as_of: dt.date,
-                        outcome: dict[str, Any]) -> None:
-    state = OK if outcome.get("status") == OK else FAILED
-    details = {k: store.jsonable(outcome[k]) for k in ("best", "selection", "rollback", "failed_models")
-               if k in outcome}
-    stamp = now()
-    store.upsert(engine, TrainingRun.__table__, [dict(
-        run_id=run_id, symbol=symbol, as_of=as_of, state=state, models=[],
-        error=outcome.get("error"), details=details, started_at=stamp, finished_at=stamp)],
-        update_columns=["state", "error", "details", "finished_at"])
-
-
-def summarize_run(engine: sa.Engine, results: Iterable[Any], run_id: str) -> dict[str, Any]:
-    """The run's own row: how many symbols succeeded, which failed and why."""
-    results = [r for r in (results if isinstance(results, list) else [results]) if isinstance(r, dict)]
-    failed = {r.get("symbol", "?"): r.get("error", "failed") for r in results if r.get("status") != OK}
-    ok = sorted(r["symbol"] for r in results if r.get("status") == OK)
-    state = OK if not failed else ("partial" if ok else FAILED)
-    summary = {"run_id": run_id, "state": state, "succeeded": ok, "failed": failed,
-               "n_symbols": len(results)}
-    stamp = now()
-    store.upsert(engine, TrainingRun.__table__, [dict(
-        run_id=run_id, symbol=RUN_SUMMARY_SYMBOL, as_of=_run_as_of(engine, run_id), state=state, models=[],
-        error=None if not failed else f"{len(failed)} of {len(results)} symbols failed",
-        details={"succeeded": ok, "failed": failed}, started_at=stamp, finished_at=stamp)],
-        update_columns=["state", "error", "details", "finished_at"])
-    return summary
-
-
-def _run_as_of(engine: sa.Engine, run_id: str) -> dt.date:
-    row = _first(engine, sa.select(TrainingRun.as_of).where(TrainingRun.run_id == run_id))
-    return row.as_of if row else now().date()
-
-
-def run_status(engine: sa.Engine, run_id: str) -> dict[str, Any]:
-    rows = _all(engine, sa.select(TrainingRun).where(TrainingRun.run_id == run_id))
-    symbols = {r.symbol: {"state": r.state, "error": r.error} for r in rows if r.symbol != RUN_SUMMARY_SYMBOL}
-    head = next((r for r in rows if r.symbol == RUN_SUMMARY_SYMBOL), None)
-    counts: dict[str, int] = {}
-    for v in symbols.values():
-        counts[v["state"]] = counts.get(v["state"], 0) + 1
-    return {"run_id": run_id, "state": head.state if head else "unknown",
-            "details": head.details if head else {}, "counts": counts, "symbols": symbols}
+def summarize_attempt(engine: sa.Engine, results: Any, run_id: str, attempt_id: str | None) -> dict[str, Any]:
+    """Close the attempt from its rows once the fan-out's chord is done.  An outcome the chord delivered
+    that its row lacks (its last step could not write it) is written first; a symbol with neither is
+    failed with the reason, since nothing of it is left to run."""
+    attempt_id = attempt_id or runs.latest_attempt(engine, run_id)
+    if attempt_id is None:
+        return {"run_id": run_id, "attempt_id": None, "state": "unknown"}
+    delivered = {r["symbol"]: r for r in (results if isinstance(results, list) else [results])
+                 if isinstance(r, dict) and isinstance(r.get("symbol"), str)}
+    for row in runs.open_symbols(engine, attempt_id):
+        if row.symbol in delivered:
+            runs.record_symbol_state(engine, attempt_id, row.symbol, delivered[row.symbol])
+        else:
+            runs.fail_symbol(engine, attempt_id, row.symbol, "the fan-out finished without this symbol's outcome")
+    return runs.close_attempt(engine, attempt_id) or {"run_id": run_id, "attempt_id": attempt_id, "state": "unknown"}
 
 
 # --- failures ------------------------------------------------------------------------------------
@@ -578,20 +538,3 @@ def live_check(engine: sa.Engine, settings: Settings, symbol: str, as_of: dt.dat
     return {"action": logged.action, "reason": logged.reason}
 
 
-def summarize_nightly(engine: sa.Engine, results: Any, run_id: str, as_of: dt.date) -> dict[str, Any]:
-    results = [r for r in (results if isinstance(results, list) else [results]) if isinstance(r, dict)]
-    quality = registry.open_findings_by_severity(engine)
-    failed = {r.get("symbol", "?"): r.get("error", r.get("reason", "")) for r in results
-              if r.get("status") == FAILED}
-    drift = {r["symbol"]: r.get("drifted", []) for r in results if r.get("status") == OK}
-    details = {"drifted": drift, "failed": failed, "open_quality_findings": quality,
-               "skipped": {r["symbol"]: r.get("reason", "") for r in results if r.get("status") == SKIPPED},
-               "rollbacks": {r["symbol"]: r["live"]["reason"] for r in results
-                             if r.get("status") == OK and (r.get("live") or {}).get("action") == "rollback"}}
-    stamp = now()
-    state = OK if not failed else "partial"
-    store.upsert(engine, TrainingRun.__table__, [dict(
-        run_id=run_id, symbol=RUN_SUMMARY_SYMBOL, as_of=as_of, state=state, models=[], error=None,
-        details=store.jsonable(details), started_at=stamp, finished_at=stamp)],
-        update_columns=["state", "details", "finished_at"])
-    return {"run_id": run_id, "state": state, **details}

@@ -1,7 +1,8 @@
 """Identities of runs, shared by the client, the CLI and the tasks (no heavy imports here).
 
 A run's id is derived from what it does, not drawn at random: the same daily retrain enqueued twice
-is the same run, so re-running it rewrites the same training_runs rows instead of adding new ones.
+is the same run.  Each enqueue is a new attempt of it, with rows of its own in training_runs
+(brain_tasks/brain/runs.py), so a re-run never reads an earlier attempt's states.
 """
 
 from __future__ import annotations

@@ -12,12 +12,12 @@ from brain_tasks.settings import Settings
 
 def beat_schedule(settings: Settings) -> dict[str, dict]:
     """Daily retrain at the configured UTC time, the nightly analysis after it, funding every 8 hours,
-    candles hourly and the data-quality check daily."""
+    candles hourly and the data-quality check daily; with news feeds configured, sentiment hourly."""
     rh, rm = settings.retrain_at
     nh, nm = settings.nightly_at
     symbols = list(settings.symbols)
     models = list(settings.models)
-    return {
+    schedule = {
         "daily-retrain": {
             "task": "brain_tasks.daily_retrain",
             "schedule": crontab(hour=rh, minute=rm),
@@ -43,8 +43,18 @@ def beat_schedule(settings: Settings) -> dict[str, dict]:
             "schedule": crontab(hour=1, minute=15),
             "kwargs": {"symbols": symbols},
         },
-        **bar_close_entry(settings),
+        # Runs the broker lost are re-driven and dead chords' attempts closed (brain_tasks/reconcile.py).
+        "reconcile-runs": {
+            "task": "brain_tasks.reconcile_runs",
+            "schedule": float(settings.reconcile_interval),
+        },
     }
+    if settings.news_feeds:
+        # Hourly, a few minutes past the hour: only whole hours are stored, so the last one is ready.
+        schedule["collect-sentiment"] = {"task": "brain_tasks.collect_sentiment", "schedule": crontab(minute=4),
+                                         "kwargs": {}}
+    schedule.update(bar_close_entry(settings))
+    return schedule
 
 
 def _bar(timeframe: str) -> tuple[int, str]:

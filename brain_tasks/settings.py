@@ -70,6 +70,21 @@ class Settings:
     # each close of `timeframe`).
     signals_every: int | None = None
 
+    # News and social sentiment (brain_tasks.collect_news): feeds as [NAME=]rss:URL or [NAME=]reddit:SUBREDDIT,
+    # extra asset keywords as ASSET=word|word.
+    news_feeds: tuple[str, ...] = ()
+    sentiment_keywords: tuple[str, ...] = ()
+    news_user_agent: str = "brain-tasks/0.1 (news sentiment collector)"
+    news_min_interval: float = 1.0         # seconds between two requests to one feed
+    news_stale_hours: float = 24.0         # a feed whose newest item is older is reported stale
+    news_lookback_hours: int = 72          # how far back the first collection of a feed reaches
+    # Runs (reconcile_runs): how often open attempts are checked, how long past a step's hard time limit
+    # a symbol may go without progress (and with no live task) before its chain is re-driven, and how
+    # many re-drives it gets before it is marked failed.
+    reconcile_interval: int = 300
+    stall_timeout: int = 600
+    max_redrives: int = 2
+
     @property
     def task_soft_time_limit(self) -> int:
         """The soft limit of collect / analysis tasks: 30 s before the hard one, or a tenth of it when the
@@ -138,6 +153,15 @@ def from_environ(env: Mapping[str, str]) -> Settings:
         dsr_level=float(get("BRAIN_DSR_LEVEL") or base.dsr_level),
         max_memory_per_child_mb=int(get("BRAIN_MAX_MEMORY_PER_CHILD_MB") or base.max_memory_per_child_mb),
         max_bar_ratio=float(get("BRAIN_MAX_BAR_RATIO") or base.max_bar_ratio),
+        news_feeds=_csv(get("BRAIN_NEWS_FEEDS")),
+        sentiment_keywords=_csv(get("BRAIN_SENTIMENT_KEYWORDS")),
+        news_user_agent=get("BRAIN_NEWS_USER_AGENT") or base.news_user_agent,
+        news_min_interval=float(get("BRAIN_NEWS_MIN_INTERVAL") or base.news_min_interval),
+        news_stale_hours=float(get("BRAIN_NEWS_STALE_HOURS") or base.news_stale_hours),
+        news_lookback_hours=int(get("BRAIN_NEWS_LOOKBACK_HOURS") or base.news_lookback_hours),
+        reconcile_interval=int(get("BRAIN_RECONCILE_INTERVAL") or base.reconcile_interval),
+        stall_timeout=int(get("BRAIN_STALL_TIMEOUT") or base.stall_timeout),
+        max_redrives=int(get("BRAIN_MAX_REDRIVES") or base.max_redrives),
         signal_max_age=int(get("BRAIN_SIGNAL_MAX_AGE")) if get("BRAIN_SIGNAL_MAX_AGE") else None,
         signals_every=int(get("BRAIN_SIGNALS_EVERY")) if get("BRAIN_SIGNALS_EVERY") else None,
     )

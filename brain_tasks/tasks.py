@@ -1,90 +1,28 @@
 """Thin Celery tasks: parse JSON arguments, call `jobs` (which reads the Brain and calls ml/ or
 market/), return a small JSON dict.
 
-Failure policy, the same for every task:
-- a `DataError` (bad input) is recorded as a data-quality row and returned as a failed status, never
-  retried and never raised, so one broken symbol does not fail its fan-out's chord;
-- a transient fault (exchange, database, lock wait) is retried with exponential backoff and full
-  jitter; after the last retry it is returned as a failed status as well;
-- anything else is a bug: its traceback is logged and it too becomes a failed status, because a
-  raising member would keep the fan-out's summary from running for every other symbol.
+Every task's failure and progress policy lives in its base class (`brain_tasks.policy.BrainTask`, the
+app's task class); `@guarded(data_kind)` runs a body under it.  The last step of a symbol's canvas is a
+`FinalStep`: its outcome is the symbol's state in the run's attempt.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-from typing import Any, Callable
+from typing import Any
 
-import sqlalchemy.exc
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
-from celery.utils.log import get_task_logger
-from celery.utils.time import get_exponential_backoff_interval
 
 from brain_tasks import jobs, workflows
 from brain_tasks.ml import pipeline  # noqa: F401  (workers load the ML stack at start-up, not in a task)
 from brain_tasks.app import app
 from brain_tasks.brain.db import make_engine
-from brain_tasks.errors import DataError, TransientError
-from brain_tasks.market.symbols import symbol_label
+from brain_tasks.policy import MAX_RETRIES, TRANSIENT, FinalStep, guarded, log  # noqa: F401  (tasks appended below use them)
 from brain_tasks.runs import as_of_date, run_id_for
 from brain_tasks.settings import get_settings
-
-log = get_task_logger(__name__)
-
-TRANSIENT = (TransientError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, TimeoutError,
-             ConnectionError)
-MAX_RETRIES = 5
 
 
 def _engine() -> Any:
     return make_engine(get_settings().database_url)
-
-
-def guarded(data_kind: str, record: bool = True) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
-    """The failure policy above, around a task body.  `record=False` where the body records its own
-    data-quality findings (collection)."""
-
-    def wrap(body: Callable[..., dict]) -> Callable[..., dict]:
-        signature = inspect.signature(body)
-
-        @functools.wraps(body)
-        def run(self: Task, *args: Any, **kwargs: Any) -> dict:
-            call = signature.bind(self, *args, **kwargs).arguments
-            symbol = symbol_label(call.get("symbol", "*"))  # storable even when the symbol is the fault
-            prev = call["prev"] if isinstance(call.get("prev"), dict) else {}
-            step = self.name.rsplit(".", 1)[-1]
-            ids = {k: call[k] for k in ("symbol", "model_type", "as_of") if call.get(k) is not None}
-            try:
-                return body(self, *args, **kwargs)
-            except (DataError, SoftTimeLimitExceeded) as exc:
-                log.warning("%s %s: %s", step, symbol, exc)
-                error = str(exc) or type(exc).__name__
-            except TRANSIENT as exc:
-                if self.request.retries < MAX_RETRIES and not self.request.is_eager:
-                    countdown = get_exponential_backoff_interval(
-                        factor=2, retries=self.request.retries, maximum=300, full_jitter=True)
-                    raise self.retry(exc=exc, countdown=countdown, max_retries=MAX_RETRIES)
-                log.error("%s %s gave up after %d retries: %s", step, symbol, self.request.retries, exc)
-                error = f"transient fault persisted: {type(exc).__name__}: {exc}"
-            except Exception as exc:  # a bug: keep its traceback in the log, but let the fan-out finish
-                log.exception("%s %s failed unexpectedly", step, symbol)
-                error = f"{type(exc).__name__}: {exc}"
-            failed = {**prev, **ids, "status": jobs.FAILED, "step": step, "error": error}
-            try:
-                if record:
-                    jobs.record_task_failure(_engine(), get_settings(), symbol, data_kind, step, error,
-                                             as_of_date(call.get("as_of")))
-                if call.get("run_id") and step == "select_model":
-                    jobs.record_symbol_state(_engine(), call["run_id"], symbol, as_of_date(call.get("as_of")),
-                                             failed)
-            except Exception:  # the database may be what failed; the status still travels on
-                log.exception("%s %s: could not record the failure", step, symbol)
-            return failed
-        return run
-
-    return wrap
 
 
 def _limits(kind: str) -> dict[str, int]:
@@ -115,7 +53,7 @@ def _collect(kind: str, symbol: str) -> dict:
 
 @app.task(name="brain_tasks.collect_candles", bind=True, **_limits("collect"))
 @guarded("candles", record=False)
-def collect_candles(self: Task, symbol: str, run_id: str | None = None) -> dict:
+def collect_candles(self: Task, symbol: str, run_id: str | None = None, attempt_id: str | None = None) -> dict:
     return _collect("candles", symbol)
 
 
@@ -156,40 +94,45 @@ def data_quality_check(self: Task, symbols: list[str] | None = None) -> dict:
 @app.task(name="brain_tasks.train_symbol", bind=True, **_limits("train"))
 @guarded("candles")
 def train_symbol(self: Task, symbol: str, model_type: str, as_of: str | None = None,
-                 run_id: str | None = None) -> dict:
+                 run_id: str | None = None, attempt_id: str | None = None) -> dict:
     return jobs.train_symbol(_engine(), get_settings(), symbol, model_type, as_of_date(as_of))
 
 
 @app.task(name="brain_tasks.compare_models", bind=True, **_limits("analysis"))
 @guarded("models")
 def compare_models(self: Task, prev: Any, symbol: str, as_of: str | None = None,
-                   run_id: str | None = None) -> dict:
+                   run_id: str | None = None, attempt_id: str | None = None) -> dict:
     return jobs.compare_models(_engine(), get_settings(), prev, symbol, as_of_date(as_of))
 
 
 @app.task(name="brain_tasks.compute_importance", bind=True, **_limits("train"))
 @guarded("models")
-def compute_importance(self: Task, prev: dict, symbol: str, as_of: str | None = None) -> dict:
+def compute_importance(self: Task, prev: dict, symbol: str, as_of: str | None = None,
+                       run_id: str | None = None, attempt_id: str | None = None) -> dict:
     return jobs.compute_importance(_engine(), get_settings(), prev, symbol, as_of_date(as_of))
 
 
 @app.task(name="brain_tasks.check_rollback", bind=True, **_limits("analysis"))
 @guarded("models")
-def check_rollback(self: Task, prev: dict, symbol: str, as_of: str | None = None) -> dict:
+def check_rollback(self: Task, prev: dict, symbol: str, as_of: str | None = None,
+                   run_id: str | None = None, attempt_id: str | None = None) -> dict:
     return jobs.check_rollback(_engine(), get_settings(), prev, symbol, as_of_date(as_of))
 
 
-@app.task(name="brain_tasks.select_model", bind=True, **_limits("analysis"))
+@app.task(name="brain_tasks.select_model", base=FinalStep, bind=True, **_limits("analysis"))
 @guarded("models")
 def select_model(self: Task, prev: dict, symbol: str, as_of: str | None = None,
-                 run_id: str | None = None) -> dict:
-    return jobs.select_model(_engine(), get_settings(), prev, symbol, as_of_date(as_of), run_id)
+                 run_id: str | None = None, attempt_id: str | None = None) -> dict:
+    return jobs.select_model(_engine(), get_settings(), prev, symbol, as_of_date(as_of))
 
 
 # --- fan-outs ------------------------------------------------------------------------------------
+# A fan-out's attempt id is the id of the task that was enqueued (given by BrainClient, or this task's
+# own id when beat or Engine code sent it): a redelivered message is the same attempt, not a new one.
 
-def _fan_out(task: Task, symbols: list[str] | None, as_of: str | None, models: list[str] | None) -> Any:
-    """Replace `task` by the fan-out canvas; its result becomes the run's summary."""
+def _fan_out(task: Task, symbols: list[str] | None, as_of: str | None, models: list[str] | None,
+             attempt_id: str | None) -> Any:
+    """Replace `task` by the fan-out canvas; its result becomes the attempt's summary."""
     from brain_tasks.requests import check_models, check_symbols
 
     s = get_settings()
@@ -199,30 +142,33 @@ def _fan_out(task: Task, symbols: list[str] | None, as_of: str | None, models: l
     symbols = check_symbols(s.symbols if symbols is None else symbols)
     models = check_models(models or s.models)
     run_id = run_id_for("retrain", day, symbols, models)
-    jobs.start_run(_engine(), run_id, day, symbols, models)
-    return task.replace(workflows.daily_retrain_canvas(symbols, day, models, run_id))
+    attempt_id = attempt_id or task.request.id
+    jobs.start_attempt(_engine(), s, "retrain", run_id, attempt_id, day, symbols, models)
+    return task.replace(workflows.daily_retrain_canvas(symbols, day, models, run_id, attempt_id))
 
 
 @app.task(name="brain_tasks.daily_retrain", bind=True)
 def daily_retrain(self: Task, symbols: list[str] | None = None, as_of: str | None = None,
-                  models: list[str] | None = None) -> Any:
-    return _fan_out(self, symbols, as_of, models)
+                  models: list[str] | None = None, attempt_id: str | None = None) -> Any:
+    return _fan_out(self, symbols, as_of, models, attempt_id)
 
 
 @app.task(name="brain_tasks.retrain_symbol", bind=True)
-def retrain_symbol(self: Task, symbol: str, as_of: str | None = None, models: list[str] | None = None) -> Any:
+def retrain_symbol(self: Task, symbol: str, as_of: str | None = None, models: list[str] | None = None,
+                   attempt_id: str | None = None) -> Any:
     """One symbol's whole chain, as a run of its own."""
-    return _fan_out(self, [symbol], as_of, models)
+    return _fan_out(self, [symbol], as_of, models, attempt_id)
 
 
 @app.task(name="brain_tasks.summarize_run", bind=True, autoretry_for=TRANSIENT, retry_backoff=True,
           retry_jitter=True, max_retries=MAX_RETRIES)
-def summarize_run(self: Task, results: Any, run_id: str) -> dict:
-    return jobs.summarize_run(_engine(), results, run_id)
+def summarize_run(self: Task, results: Any, run_id: str, attempt_id: str | None = None) -> dict:
+    return jobs.summarize_attempt(_engine(), results, run_id, attempt_id)
 
 
 @app.task(name="brain_tasks.nightly_analysis", bind=True)
-def nightly_analysis(self: Task, symbols: list[str] | None = None, as_of: str | None = None) -> Any:
+def nightly_analysis(self: Task, symbols: list[str] | None = None, as_of: str | None = None,
+                     attempt_id: str | None = None) -> Any:
     from brain_tasks.brain import store
 
     s = get_settings()
@@ -232,20 +178,54 @@ def nightly_analysis(self: Task, symbols: list[str] | None = None, as_of: str | 
     symbols = check_symbols(symbols if symbols is not None else (s.symbols or store.list_symbols(
         _engine(), s.exchange, s.timeframe)), allow_empty=True)
     run_id = run_id_for("nightly", day, symbols)
-    jobs.start_run(_engine(), run_id, day, [], [])
-    return self.replace(workflows.nightly_canvas(symbols, day, run_id))
+    attempt_id = attempt_id or self.request.id
+    jobs.start_attempt(_engine(), s, "nightly", run_id, attempt_id, day, symbols, [])
+    return self.replace(workflows.nightly_canvas(symbols, day, run_id, attempt_id))
 
 
-@app.task(name="brain_tasks.analyse_symbol", bind=True, **_limits("analysis"))
+@app.task(name="brain_tasks.analyse_symbol", base=FinalStep, bind=True, **_limits("analysis"))
 @guarded("features")
-def analyse_symbol(self: Task, symbol: str, as_of: str | None = None) -> dict:
+def analyse_symbol(self: Task, symbol: str, as_of: str | None = None, run_id: str | None = None,
+                   attempt_id: str | None = None) -> dict:
     return jobs.analyse_symbol(_engine(), get_settings(), symbol, as_of_date(as_of))
 
 
 @app.task(name="brain_tasks.summarize_nightly", bind=True, autoretry_for=TRANSIENT, retry_backoff=True,
           retry_jitter=True, max_retries=MAX_RETRIES)
-def summarize_nightly(self: Task, results: Any, run_id: str, as_of: str | None = None) -> dict:
-    return jobs.summarize_nightly(_engine(), results, run_id, as_of_date(as_of))
+def summarize_nightly(self: Task, results: Any, run_id: str, as_of: str | None = None,
+                      attempt_id: str | None = None) -> dict:
+    return jobs.summarize_attempt(_engine(), results, run_id, attempt_id)
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+@app.task(name="brain_tasks.reconcile_runs", bind=True, ignore_result=True)
+def reconcile_runs(self: Task) -> dict:
+    """Beat, every `reconcile_interval`: re-drive symbols whose chain the broker lost and close attempts
+    whose chord died (brain_tasks/reconcile.py).  One instance at a time; a second one skips."""
+    from brain_tasks.brain.locks import try_claim
+    from brain_tasks.reconcile import live_attempts, reconcile
+
+    engine = _engine()
+    with try_claim(engine, "reconcile_runs") as mine:
+        if not mine:
+            return {"skipped": "another reconcile_runs is running"}
+        done = reconcile(engine, get_settings(), lambda: live_attempts(app), send=lambda sig: sig.apply_async())
+    if done["redriven"] or done["failed"] or done["closed"]:
+        log.warning("reconcile_runs: %s", done)
+    return done
+
+
+# --- news and social sentiment -------------------------------------------------------------------
+
+@app.task(name="brain_tasks.collect_sentiment", bind=True, **_limits("collect"))
+@guarded("sentiment", record=False)
+def collect_sentiment(self: Task, feeds: list[str] | None = None) -> dict:
+    """Collect the configured news / social feeds (or the named ones) into sentiment_scores."""
+    from brain_tasks.collect_news import collect_configured
+
+    summary = collect_configured(_engine(), get_settings(), feeds=feeds)
+    return {"status": jobs.FAILED if summary["failed"] else jobs.OK, **summary}
 
 
 # --- serving -------------------------------------------------------------------------------------

@@ -22,34 +22,49 @@ def _sig(name: str, *args: object, immutable: bool = False, **kwargs: object) ->
     return app.signature(f"brain_tasks.{name}", args=args, kwargs=kwargs, immutable=immutable)
 
 
-def symbol_canvas(symbol: str, as_of: dt.date, models: Sequence[str], run_id: str) -> Signature:
+def symbol_canvas(symbol: str, as_of: dt.date, models: Sequence[str], run_id: str,
+                  attempt_id: str | None = None) -> Signature:
     """collect -> train every model type in parallel -> compare -> importance -> rollback -> select.
 
-    `run_id` rides along in the kwargs so that an operator can tell in Flower which run a task is for.
+    `run_id` and `attempt_id` ride along in the kwargs: each step marks its progress in the attempt's
+    training_runs row, and an operator can tell in Flower which run a task is for.
     """
     day = as_of.isoformat()
+    ids = {"run_id": run_id, "attempt_id": attempt_id}
     return chain(
-        _sig("collect_candles", symbol, run_id=run_id, immutable=True),
-        group(_sig("train_symbol", symbol, m, day, run_id=run_id, immutable=True) for m in models),
-        _sig("compare_models", symbol, day, run_id=run_id),
-        _sig("compute_importance", symbol, day),
-        _sig("check_rollback", symbol, day),
-        _sig("select_model", symbol, day, run_id=run_id),
+        _sig("collect_candles", symbol, immutable=True, **ids),
+        group(_sig("train_symbol", symbol, m, day, immutable=True, **ids) for m in models),
+        _sig("compare_models", symbol, day, **ids),
+        _sig("compute_importance", symbol, day, **ids),
+        _sig("check_rollback", symbol, day, **ids),
+        _sig("select_model", symbol, day, **ids),
     )
 
 
 def daily_retrain_canvas(symbols: Sequence[str], as_of: dt.date, models: Sequence[str],
-                         run_id: str) -> Signature:
-    """Fan the per-symbol canvases out; one summary step writes the run's training_runs row."""
-    header = [symbol_canvas(s, as_of, models, run_id) for s in symbols]
-    return chord(header, _sig("summarize_run", run_id))
+                         run_id: str, attempt_id: str | None = None) -> Signature:
+    """Fan the per-symbol canvases out; one summary step closes the attempt in training_runs."""
+    header = [symbol_canvas(s, as_of, models, run_id, attempt_id) for s in symbols]
+    return chord(header, _sig("summarize_run", run_id, attempt_id=attempt_id))
 
 
-def nightly_canvas(symbols: Sequence[str], as_of: dt.date, run_id: str) -> Signature:
+def analyse_canvas(symbol: str, as_of: dt.date, run_id: str, attempt_id: str | None = None) -> Signature:
+    return _sig("analyse_symbol", symbol, as_of.isoformat(), immutable=True, run_id=run_id, attempt_id=attempt_id)
+
+
+def nightly_canvas(symbols: Sequence[str], as_of: dt.date, run_id: str, attempt_id: str | None = None) -> Signature:
     """Per symbol: feature drift and importance trends; then one data-quality summary."""
-    day = as_of.isoformat()
-    header = [_sig("analyse_symbol", s, day, immutable=True) for s in symbols]
-    return chord(header, _sig("summarize_nightly", run_id, day))
+    header = [analyse_canvas(s, as_of, run_id, attempt_id) for s in symbols]
+    return chord(header, _sig("summarize_nightly", run_id, as_of.isoformat(), attempt_id=attempt_id))
+
+
+def redrive_canvas(kind: str, symbol: str, as_of: dt.date, models: Sequence[str], run_id: str,
+                   attempt_id: str) -> Signature:
+    """One symbol's canvas of an attempt, sent again on its own (reconcile_runs): every step finds
+    the work already done and the last step writes the symbol's state."""
+    if kind == "nightly":
+        return analyse_canvas(symbol, as_of, run_id, attempt_id)
+    return symbol_canvas(symbol, as_of, models, run_id, attempt_id)
 
 
 def collect_canvas(kind: str, symbols: Sequence[str]) -> Signature:

@@ -205,3 +205,50 @@ def redis_server() -> Iterator[str]:
             proc.wait()
         log.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+class RestartableRedis:
+    """A redis-server with AOF persistence (appendfsync always) that a test can stop with a signal and
+    start again on the same port and directory, as an operator's restart or a crash would."""
+
+    def __init__(self, tmp: Path, port: int) -> None:
+        self.tmp, self.port = tmp, port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ServerError("redis-server is not on PATH: `apt-get install -y redis-server`")
+        self._log = open(self.tmp / "redis.log", "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.tmp), "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--maxmemory-policy", "noeviction",
+             "--daemonize", "no"], stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not _redis_ping(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise ServerError(f"redis-server did not start: {(self.tmp / 'redis.log').read_text()[-2000:]}")
+            time.sleep(0.05)
+
+    def stop(self, sig: int = 15) -> None:
+        """Send `sig` (SIGTERM: a clean shutdown; SIGKILL: a crash) and wait for the process to end."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+@contextlib.contextmanager
+def restartable_redis_server() -> Iterator[RestartableRedis]:
+    """A `RestartableRedis`, started; stopped and removed when the context exits."""
+    server = RestartableRedis(Path(tempfile.mkdtemp(prefix="brain-redis-aof-")), free_port())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop(9)
+        shutil.rmtree(server.tmp, ignore_errors=True)

@@ -24,7 +24,7 @@ def client(brain_db_url):  # noqa: ANN001
     settings = from_environ({"BRAIN_DATABASE_URL": brain_db_url})
     engine = make_engine(brain_db_url)
     _load(engine, "ETH/BTC")
-    _chain(engine, settings, "ETH/BTC", ["lightgbm", "baseline"], DAY, "run")
+    _chain(engine, settings, "ETH/BTC", ["lightgbm", "baseline"], DAY)
     return BrainClient(settings)
 
 
@@ -44,8 +44,14 @@ def test_active_model_is_the_champion_and_predicts(client):
 def test_current_choice_names_a_regime_a_model_and_a_confidence(client):
     choice = client.current_choice("ETH/BTC")
     assert choice["regime"] in REGIMES
-    assert choice["model_type"] in ("lightgbm", "baseline")
+    assert choice["model_type"] in ("lightgbm", "baseline", "buy_and_hold", "flat")
+    # Flat (no model beat doing nothing there with enough evidence) is not traded, and says why.
+    assert choice["trade"] is (choice["model_type"] != "flat")
+    assert choice["reason"]
     selected = client.active_model("ETH/BTC", regime=choice["regime"])
-    assert selected.model_type == choice["model_type"]
+    if choice["model_type"] in ("lightgbm", "baseline"):
+        assert selected.model_type == choice["model_type"]
+    else:  # nothing to load for flat or buy-and-hold: the champion is the model on record
+        assert selected.model_type == client.current_choice("ETH/BTC")["model_type"] or selected.version >= 1
     if choice["confidence"] is not None:
         assert 0.0 <= choice["confidence"] <= 1.0

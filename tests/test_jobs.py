@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from brain_tasks import jobs
-from brain_tasks.brain import store
+from brain_tasks.brain import runs, store
 from brain_tasks.brain.db import make_engine
 from brain_tasks.errors import DataError, IntegrityError
 from brain_tasks.settings import from_environ
@@ -27,12 +27,17 @@ def _load(engine, symbol: str, end: str | None = None) -> None:  # noqa: ANN001
     store.upsert(engine, "candles", df)
 
 
-def _chain(engine, settings, symbol: str, models: list[str], day: dt.date, run_id: str) -> dict:  # noqa: ANN001
+def _chain(engine, settings, symbol: str, models: list[str], day: dt.date,  # noqa: ANN001
+           attempt_id: str | None = None) -> dict:
+    """A symbol's chain without Celery; with `attempt_id`, its outcome is recorded as FinalStep does."""
     trained = [jobs.train_symbol(engine, settings, symbol, m, day) for m in models]
     out = jobs.compare_models(engine, settings, trained, symbol, day)
     out = jobs.compute_importance(engine, settings, out, symbol, day)
     out = jobs.check_rollback(engine, settings, out, symbol, day)
-    return jobs.select_model(engine, settings, out, symbol, day, run_id)
+    out = jobs.select_model(engine, settings, out, symbol, day)
+    if attempt_id:
+        runs.record_symbol_state(engine, attempt_id, symbol, out)
+    return out
 
 
 
@@ -46,20 +51,22 @@ def brain(brain_db_url):  # noqa: ANN001
 
 def test_the_chain_twice_leaves_the_same_database_and_trains_nothing(brain):
     engine, settings = brain
-    jobs.start_run(engine, "r1", DAY, ["ETH/BTC"], ["lightgbm", "baseline"])
-    first = _chain(engine, settings, "ETH/BTC", ["lightgbm", "baseline"], DAY, "r1")
-    jobs.summarize_run(engine, [first], "r1")
+    jobs.start_attempt(engine, settings, "retrain", "r1", "a1", DAY, ["ETH/BTC"], ["lightgbm", "baseline"])
+    first = _chain(engine, settings, "ETH/BTC", ["lightgbm", "baseline"], DAY, "a1")
+    jobs.summarize_attempt(engine, [first], "r1", "a1")
     before = store.snapshot(engine)
     again = [jobs.train_symbol(engine, settings, "ETH/BTC", m, DAY) for m in ("lightgbm", "baseline")]
     assert [r["trained"] for r in again] == [False, False]
-    second = _chain(engine, settings, "ETH/BTC", ["lightgbm", "baseline"], DAY, "r1")
-    jobs.summarize_run(engine, [second], "r1")
+    jobs.start_attempt(engine, settings, "retrain", "r1", "a2", DAY, ["ETH/BTC"], ["lightgbm", "baseline"])
+    second = _chain(engine, settings, "ETH/BTC", ["lightgbm", "baseline"], DAY, "a2")
+    jobs.summarize_attempt(engine, [second], "r1", "a2")
     after = store.snapshot(engine)
     for table in ("model_artifacts", "model_manifests"):  # created_at included: nothing was rewritten
         pd.testing.assert_frame_equal(before[table], after[table])
-    store.assert_same_database(_without_wall_clock(before), _without_wall_clock(after))
+    store.assert_same_database(_comparable(before), _comparable(after))
     assert first["status"] == "succeeded" and first["rollback"]["action"] == "promote"
-    assert jobs.run_status(engine, "r1")["state"] == "succeeded"
+    assert runs.run_status(engine, "r1")["attempt_id"] == "a2"
+    assert runs.run_status(engine, "r1")["state"] == runs.run_status(engine, "r1", "a1")["state"] == "succeeded"
 
 
 def test_two_copies_of_one_training_at_once_give_one_result(brain):
@@ -83,8 +90,8 @@ def test_a_later_retrain_is_checked_against_the_champion_out_of_time(brain_db_ur
     engine = make_engine(brain_db_url)
     settings = from_environ({"BRAIN_DATABASE_URL": brain_db_url})
     _load(engine, "LTC/BTC")
-    early = _chain(engine, settings, "LTC/BTC", ["baseline"], dt.date(2018, 1, 25), "early")
-    late = _chain(engine, settings, "LTC/BTC", ["baseline"], dt.date(2018, 1, 30), "late")
+    early = _chain(engine, settings, "LTC/BTC", ["baseline"], dt.date(2018, 1, 25))
+    late = _chain(engine, settings, "LTC/BTC", ["baseline"], dt.date(2018, 1, 30))
     assert early["rollback"]["action"] == "promote"
     logs = store.read_table(engine, "rollback_logs").sort_values("as_of")
     assert len(logs) == 2
@@ -112,9 +119,9 @@ def test_bad_data_is_a_data_error_and_a_failed_status_downstream(brain_db_url):
     assert out["status"] == "failed" and "too few rows" in out["error"]
     for step in (jobs.compute_importance, jobs.check_rollback):
         assert step(engine, settings, out, "ETH/BTC", DAY) == out
-    jobs.start_run(engine, "bad", DAY, ["ETH/BTC"], ["lightgbm"])
-    jobs.select_model(engine, settings, out, "ETH/BTC", DAY, "bad")
-    summary = jobs.summarize_run(engine, [out], "bad")
+    jobs.start_attempt(engine, settings, "retrain", "bad", "bad-1", DAY, ["ETH/BTC"], ["lightgbm"])
+    out = jobs.select_model(engine, settings, out, "ETH/BTC", DAY)
+    summary = jobs.summarize_attempt(engine, [out], "bad", "bad-1")  # the chord's result fills the row
     assert summary["state"] == "failed" and "ETH/BTC" in summary["failed"]
     jobs.record_task_failure(engine, settings, "ETH/BTC", "candles", "train_symbol", DataError("x"), DAY)
     jobs.record_task_failure(engine, settings, "ETH/BTC", "candles", "train_symbol", DataError("x"), DAY)
@@ -139,3 +146,18 @@ def test_a_corrupted_artifact_is_refused(brain):
 def _without_wall_clock(snap: dict) -> dict:
     ignore = store.wall_clock_columns()
     return {t: f.drop(columns=ignore[t]) for t, f in snap.items()}
+
+
+def _comparable(snap: dict) -> dict:
+    """A snapshot minus wall-clock columns, with training_runs reduced to what an undisturbed run and
+    a re-run (or a recovered one) share: each run's latest attempt, without attempt ids, re-drive
+    counts and the notes they leave."""
+    out = _without_wall_clock(snap)
+    runs_ = out["training_runs"]
+    if len(runs_):
+        started = snap["training_runs"].groupby("run_id")["started_at"].transform("max")
+        latest = snap["training_runs"].loc[snap["training_runs"]["started_at"] == started, "attempt_id"]
+        runs_ = runs_[runs_["attempt_id"].isin(set(latest))]
+    out["training_runs"] = (runs_.drop(columns=["attempt_id", "redrives", "step"])
+                            .sort_values(["run_id", "symbol"]).reset_index(drop=True))
+    return out

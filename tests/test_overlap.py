@@ -28,7 +28,7 @@ MODELS = ["baseline"]
 DAY = dt.date(2018, 1, 30)
 COPIES = 2
 # Wall-clock and "was it me" fields of a step's output: the only ones two copies may disagree on.
-PER_COPY = {"seconds", "trained", "recorded", "resolved", "stored"}
+PER_COPY = {"seconds", "trained", "reason", "recorded", "resolved", "stored"}
 
 
 def one_result(outputs: list[Any]) -> Any:
@@ -50,7 +50,7 @@ def _steps(engine, settings) -> list[tuple[str, Callable[[Any], Callable[[], Any
         ("compare_models", lambda prev: lambda: jobs.compare_models(engine, settings, prev, SYMBOL, DAY)),
         ("compute_importance", lambda prev: lambda: jobs.compute_importance(engine, settings, prev, SYMBOL, DAY)),
         ("check_rollback", lambda prev: lambda: jobs.check_rollback(engine, settings, prev, SYMBOL, DAY)),
-        ("select_model", lambda prev: lambda: jobs.select_model(engine, settings, prev, SYMBOL, DAY, "run")),
+        ("select_model", lambda prev: lambda: jobs.select_model(engine, settings, prev, SYMBOL, DAY)),
     ]
 
 
@@ -65,7 +65,6 @@ def two_brains(pg_url: str) -> Iterator[tuple[str, str]]:
 def _chain(url: str, copies: int) -> dict[str, str]:
     """Run the chain with `copies` copies of each step at once; {step: what went wrong} (empty: nothing)."""
     engine, settings = make_engine(url), from_environ({"BRAIN_DATABASE_URL": url})
-    jobs.start_run(engine, "run", DAY, [SYMBOL], MODELS)
     problems: dict[str, str] = {}
     prev: Any = None
     for name, step in _steps(engine, settings):

@@ -143,7 +143,8 @@ def build_brain(engine: sa.Engine) -> Brain:
         dict(quality, symbol=ETH, check="gap", ts_start=STAMP - dt.timedelta(hours=2), resolved=True),
         dict(quality, symbol=ETH, check="nan", ts_start=STAMP, resolved=False, severity="error"),
     ])
-    run = dict(as_of=DAY2, models=["lightgbm", "xgboost"], details={}, started_at=STAMP, finished_at=STAMP)
+    run = dict(as_of=DAY2, models=["lightgbm", "xgboost"], details={}, started_at=STAMP, finished_at=STAMP,
+               attempt_id="a1", kind="retrain", redrives=0)
     b.add(TrainingRun, [dict(run, run_id="daily-2024-03-02-abc", symbol="*", state="partial", error="1 of 3 failed"),
                         dict(run, run_id="daily-2024-03-02-abc", symbol=BTC, state="succeeded", error=None),
                         dict(run, run_id="daily-2024-03-02-abc", symbol=SOL, state="failed",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from brain_tasks import jobs
-from brain_tasks.brain import store
+from brain_tasks.brain import runs, store
 from brain_tasks.brain.db import make_engine
 from brain_tasks.errors import TransientError
 from brain_tasks.settings import get_settings
@@ -32,14 +32,37 @@ def test_bad_data_is_a_failed_status_and_a_quality_row(brain):
 def test_a_failed_step_passes_its_status_down_the_chain_and_marks_the_run(brain):
     from brain_tasks.tasks import check_rollback, compare_models, compute_importance, select_model
 
-    jobs.start_run(brain, "run-1", jobs.now().date(), ["NOPE/BTC"], ["lightgbm"])
+    jobs.start_attempt(brain, get_settings(), "retrain", "run-1", "a-1", jobs.now().date(), ["NOPE/BTC"],
+                       ["lightgbm"])
+    ids = {"run_id": "run-1", "attempt_id": "a-1"}
     failed = {"symbol": "NOPE/BTC", "model_type": "lightgbm", "status": "failed", "error": "no candles"}
-    out = compare_models.apply(args=[[failed], "NOPE/BTC", "2018-01-30"], kwargs={"run_id": "run-1"}).get()
+    out = compare_models.apply(args=[[failed], "NOPE/BTC", "2018-01-30"], kwargs=ids).get()
+    assert runs.run_status(brain, "run-1")["symbols"]["NOPE/BTC"]["step"] == "compare_models"
     for step in (compute_importance, check_rollback):
-        out = step.apply(args=[out, "NOPE/BTC", "2018-01-30"]).get()
-    out = select_model.apply(args=[out, "NOPE/BTC", "2018-01-30"], kwargs={"run_id": "run-1"}).get()
+        out = step.apply(args=[out, "NOPE/BTC", "2018-01-30"], kwargs=ids).get()
+    out = select_model.apply(args=[out, "NOPE/BTC", "2018-01-30"], kwargs=ids).get()
     assert out["status"] == "failed" and "lightgbm: no candles" in out["error"]
-    assert jobs.run_status(brain, "run-1")["symbols"]["NOPE/BTC"]["state"] == "failed"
+    status = runs.run_status(brain, "run-1")
+    row = status["symbols"]["NOPE/BTC"]
+    assert row["state"] == "failed" and row["step"] == "select_model"
+
+
+def test_the_final_step_records_its_own_failure(brain, monkeypatch):
+    """select_model is a FinalStep: when it fails itself, the symbol's row still ends failed."""
+    from brain_tasks.tasks import select_model
+
+    jobs.start_attempt(brain, get_settings(), "retrain", "run-2", "a-2", jobs.now().date(), ["ETH/BTC"], ["baseline"])
+
+    def bug(*_a, **_k):  # noqa: ANN002, ANN003
+        raise RuntimeError("selection broke")
+
+    monkeypatch.setattr(jobs, "select_model", bug)
+    prev = {"symbol": "ETH/BTC", "status": "succeeded", "config_hash": "x"}
+    ids = {"run_id": "run-2", "attempt_id": "a-2"}
+    out = select_model.apply(args=[prev, "ETH/BTC", "2018-01-30"], kwargs=ids).get()
+    assert out["status"] == "failed" and "selection broke" in out["error"]
+    row = runs.run_status(brain, "run-2")["symbols"]["ETH/BTC"]
+    assert row["state"] == "failed" and "selection broke" in row["error"]
 
 
 def test_a_bug_becomes_a_failed_status_and_a_transient_fault_gives_up_as_one(brain, monkeypatch):

@@ -39,7 +39,7 @@ def test_trivial_task_by_name_on_the_embedded_default(tmp_path):
     prepare_folders(from_environ(env))
     with worker(env, log_dir=tmp_path):
         out = json.loads(run_python(SEND_PING, env).strip().splitlines()[-1])
-    assert out == {"pong": {"hello": "brain"}, "worker": "filesystem"}
+    assert out == {"pong": {"hello": "brain"}, "worker": "brainfs"}  # the atomic filesystem transport
 
 
 def test_pickle_is_refused(tmp_path, redis_url):

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import hashlib
 import time
+from pathlib import Path
 from typing import Iterator
 
 import sqlalchemy as sa
@@ -20,6 +21,16 @@ import sqlalchemy as sa
 def _key64(name: str) -> int:
     # Advisory locks take a signed 64-bit key.
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def _lock_file(engine: sa.Engine, name: str) -> Path:
+    """SQLite's claim files live under BRAIN_HOME/locks (never beside the database, e.g. in a
+    repository), one folder per database."""
+    from brain_tasks.settings import get_settings
+
+    folder = get_settings().home.resolve() / "locks" / hashlib.sha256(str(engine.url).encode()).hexdigest()[:12]
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / hashlib.sha256(name.encode()).hexdigest()[:32]
 
 
 @contextlib.contextmanager
@@ -36,12 +47,7 @@ def claim(engine: sa.Engine, name: str, *, timeout: float = 3600.0) -> Iterator[
                 conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _key64(name)})
                 conn.commit()
         return
-    from brain_tasks.settings import get_settings
-
-    # Under BRAIN_HOME (never beside the database, e.g. in a repository), one folder per database.
-    path = get_settings().home.resolve() / "locks" / hashlib.sha256(str(engine.url).encode()).hexdigest()[:12]
-    path.mkdir(parents=True, exist_ok=True)
-    with open(path / hashlib.sha256(name.encode()).hexdigest()[:32], "w") as handle:
+    with open(_lock_file(engine, name), "w") as handle:
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -53,5 +59,32 @@ def claim(engine: sa.Engine, name: str, *, timeout: float = 3600.0) -> Iterator[
                 time.sleep(0.05)
         try:
             yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def try_claim(engine: sa.Engine, name: str) -> Iterator[bool]:
+    """Take the claim on `name` if it is free: yields True while held, False (at once) when another
+    process holds it.  For work that must run as a single instance and may simply be skipped."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            got = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": _key64(name)}).scalar())
+            conn.commit()
+            try:
+                yield got
+            finally:
+                if got:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _key64(name)})
+                    conn.commit()
+        return
+    with open(_lock_file(engine, name), "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)

@@ -265,17 +265,30 @@ class RollbackLog(Base):
 
 
 class TrainingRun(Base):
-    """One row per (fan-out run, symbol); symbol '*' is the run's own summary row."""
+    """One row per (attempt, symbol) of a run; symbol '*' is the attempt's summary row.
+
+    A run's id is deterministic (what it does: kind, as-of, symbols, models); every enqueue of it is
+    a new attempt with its own id, so a re-run never reads the states of an earlier one.  The truth
+    about an attempt lives here, not in the broker: each symbol carries the step it reached, when it
+    last made progress and a deadline past which `reconcile_runs` may re-drive it.
+    """
 
     __tablename__ = "training_runs"
-    run_id: Mapped[str] = _key(96)
+    attempt_id: Mapped[str] = _key(96)
     symbol: Mapped[str] = _key()
+    run_id: Mapped[str] = mapped_column(String(96), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # retrain | nightly
     as_of: Mapped[dt.date] = mapped_column(Date)
-    state: Mapped[str] = mapped_column(String(16))  # pending | running | succeeded | failed | skipped
+    # pending | running | succeeded | failed | skipped | cancelled; the summary row also: partial
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    step: Mapped[str | None] = mapped_column(String(32))  # the last step that started
     models: Mapped[list[Any]]
     error: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict[str, Any]]
+    redrives: Mapped[int] = mapped_column(Integer)  # times reconcile_runs re-sent this symbol's chain
     started_at: Mapped[dt.datetime | None]
+    progress_at: Mapped[dt.datetime | None]
+    deadline: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]
 
 

@@ -45,7 +45,7 @@ MERGE_WORK_MEM = "256MB"
 
 __all__ = [
     "COPY_MIN_ROWS", "WALL_CLOCK_COLUMNS", "assert_same_database", "jsonable", "wall_clock_columns", "copy_rows", "get_table", "last_timestamp", "list_symbols",
-    "read_candles", "read_funding", "read_liquidations", "read_open_interest", "read_table",
+    "read_candles", "read_funding", "read_liquidations", "read_open_interest", "read_sentiment", "read_table",
     "snapshot", "to_utc", "upsert",
 ]
 
@@ -539,7 +539,7 @@ def list_symbols(bind: Bind, exchange: str | None = None, timeframe: str | None 
 # When a row was written, not what it says: the only columns allowed to differ between two runs of
 # the same work.
 WALL_CLOCK_COLUMNS = frozenset({"created_at", "updated_at", "started_at", "finished_at", "first_seen",
-                                "last_seen", "resolved_at"})
+                                "last_seen", "resolved_at", "progress_at", "deadline"})
 
 
 def wall_clock_columns() -> dict[str, list[str]]:
@@ -577,3 +577,20 @@ def assert_same_database(a: Mapping[str, pd.DataFrame], b: Mapping[str, pd.DataF
             pd.testing.assert_frame_equal(left, right, check_exact=True)
         except AssertionError as exc:
             raise AssertionError(f"{name}: {exc}") from None
+
+
+# --- sentiment -------------------------------------------------------------------------------------
+
+def read_sentiment(bind: Bind, symbol: str, start: Any = None, end: Any = None,
+                   sources: Sequence[str] | None = None) -> pd.DataFrame:
+    """Hourly sentiment rows of `symbol` from every source (or only `sources`) with `start <= ts < end`:
+    ts, source, score, magnitude, n_items, sorted by ts then source."""
+    t = get_table("sentiment_scores")
+    conditions = [t.c.symbol == symbol]
+    if sources is not None:
+        conditions.append(t.c.source.in_(list(sources)))
+    if start is not None:
+        conditions.append(t.c.ts >= to_utc(start, "start"))
+    if end is not None:
+        conditions.append(t.c.ts < to_utc(end, "end"))
+    return _select(bind, t, ("ts", "source", "score", "magnitude", "n_items"), conditions, ("ts", "source"))

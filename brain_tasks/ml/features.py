@@ -1,10 +1,10 @@
-"""Causal features from candles, optionally joined with funding, open interest and liquidations.
+"""Causal features from candles, optionally joined with funding, open interest, liquidations and sentiment.
 
 A feature at the bar stamped ``ts`` may use anything known at that bar's close (``ts + timeframe``):
 the bar's own OHLCV and any external event stamped strictly before the close (a snapshot stamped at
 the close itself may be published after it).  External series are joined as-of on the close time,
 backward only, so millisecond jitter on settlement stamps needs no rounding.
-Windows are counted in bars.
+Windows are counted in bars (sentiment's, hourly rows, in hours).
 """
 
 from __future__ import annotations
@@ -55,6 +55,11 @@ LIQUIDATION_FEATURES = (
     "liq_run_length",
     "liq_cluster_dist",
 )
+
+# Sentiment (hourly rows of `brain_tasks.market.sentiment`): levels and change over trailing hours, the
+# strength of wording, and how unusual the number of items is.  Windows are in hours, not bars.
+SENTIMENT_FEATURES = ("sent_level_6h", "sent_level_24h", "sent_change_24h", "sent_magnitude_24h",
+                      "sent_count_surprise")
 
 # A bar is a liquidation "spike" (one step of a cascade) when its liquidated value exceeds this many
 # times the trailing mean per bar.
@@ -272,6 +277,58 @@ def _liquidation_features(
     return out
 
 
+def _sentiment_features(sentiment: pd.DataFrame, close_time: pd.Series,
+                        first_bar: pd.Timestamp) -> dict[str, pd.Series]:
+    """Sentiment known at each bar's close, pooled over sources (weighted by their item counts).
+
+    A row stamped ``ts`` summarises items published in ``[ts, ts + 1h)`` and is known from ``ts + 1h``
+    (rounded up to the hour for a row not on the hour); a bar sees it when that is at or before its
+    close, so every item behind a feature was published before the close.  Hours without rows count
+    as hours without items, up to the last close; levels are NaN over windows without items.  Rows from
+    before the first bar are ignored: like the candle windows, sentiment windows warm up inside the
+    candle range, so the same candles rebuild the same features however far back sentiment was read.
+    """
+    optional = [c for c in ("magnitude", "n_items") if c in sentiment.columns]
+    s = _sorted_events(sentiment, "sentiment", ["score", *optional])
+    s = s[s["ts"] >= first_bar].reset_index(drop=True)
+    score = s["score"].astype("float64")
+    nan = pd.Series(np.nan, index=s.index)
+    weight = s.get("n_items", nan).astype("float64").fillna(1.0).clip(lower=0.0)
+    magnitude = s.get("magnitude", nan).astype("float64").fillna(score.abs())
+    ok = np.isfinite(score) & np.isfinite(magnitude)
+    hour = pd.Timedelta(hours=1)
+    known = (pd.DatetimeIndex(s["ts"]).tz_convert("UTC") + hour).ceil("h").as_unit("ns")
+    per_hour = pd.DataFrame({"known": known[ok.to_numpy()], "n": weight[ok].to_numpy(),
+                             "sw": (score * weight)[ok].to_numpy(), "mw": (magnitude * weight)[ok].to_numpy()})
+    n = len(close_time)
+    if per_hour.empty:
+        return {k: pd.Series(np.nan, index=range(n)) for k in SENTIMENT_FEATURES}
+    per_hour = per_hour.groupby("known").sum()
+    last_close = pd.Timestamp(pd.DatetimeIndex(close_time).max()).tz_convert("UTC").floor("h")
+    grid = pd.date_range(per_hour.index.min(), max(per_hour.index.max(), last_close), freq="h").as_unit("ns")
+    per_hour = per_hour.reindex(grid, fill_value=0.0)
+
+    def level(column: str, hours: int) -> pd.Series:
+        total = per_hour["n"].rolling(hours, min_periods=1).sum()
+        return per_hour[column].rolling(hours, min_periods=1).sum() / total.where(total > 0)
+
+    level_24 = level("sw", 24)
+    count_6 = np.log1p(per_hour["n"].rolling(6, min_periods=1).sum())
+    feats = pd.DataFrame({
+        "ts": grid,
+        "sent_level_6h": level("sw", 6),
+        "sent_level_24h": level_24,
+        "sent_change_24h": level_24 - level_24.shift(24),
+        "sent_magnitude_24h": level("mw", 24),
+        # How unusual the last 6 hours' item count is against the trailing week (a day of history at least).
+        "sent_count_surprise": _zscore(count_6, 168, min_periods=24),
+    })
+    left = pd.DataFrame({"_t": pd.DatetimeIndex(close_time).tz_convert("UTC").as_unit("ns")})
+    joined = pd.merge_asof(left, feats.rename(columns={"ts": "_t"}), on="_t", direction="backward",
+                           allow_exact_matches=True)
+    return {k: joined[k] for k in SENTIMENT_FEATURES}
+
+
 def make_features(
     candles: pd.DataFrame,
     *,
@@ -279,11 +336,13 @@ def make_features(
     funding: pd.DataFrame | None = None,
     open_interest: pd.DataFrame | None = None,
     liquidations: pd.DataFrame | None = None,
+    sentiment: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Feature frame indexed by the candles' ts; optional sources add their own columns.
 
     Rows at the start are NaN while a window warms up (``CANDLE_FEATURES`` are NaN only there);
-    external-source columns are NaN before that source's first event.
+    external-source columns are NaN before that source's first event.  ``sentiment`` is the hourly
+    rows of ``sentiment_scores`` (ts, score, optional magnitude and n_items, any number of sources).
     """
     validate_candles(candles)
     step = pd.Timedelta(seconds=timeframe_seconds(timeframe))
@@ -299,6 +358,9 @@ def make_features(
         cols.update(
             _liquidation_features(liquidations, close_time, c["close"].astype("float64"), c["volume"].astype("float64"))
         )
+    # No rows: no columns, so the feature names (and the feature-set hash) say sentiment was not used.
+    if sentiment is not None and len(sentiment):
+        cols.update(_sentiment_features(sentiment, close_time, c["ts"].iloc[0]))
     frame = pd.DataFrame({k: np.asarray(v, dtype="float64") for k, v in cols.items()}, index=ts)
     frame.index.name = "ts"
     # Infinite values would silently poison tree splits and the linear baseline alike.

@@ -163,6 +163,7 @@ def build_dataset(
     funding: pd.DataFrame | None = None,
     open_interest: pd.DataFrame | None = None,
     liquidations: pd.DataFrame | None = None,
+    sentiment: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
     """(X, label, bar_return) on the rows usable for training, indexed by ts.
 
@@ -172,7 +173,8 @@ def build_dataset(
     """
     candles = usable_candles(candles)  # unusable bars (non-finite, overflowing, implausible) skipped
     X = make_features(
-        candles, timeframe=config.timeframe, funding=funding, open_interest=open_interest, liquidations=liquidations
+        candles, timeframe=config.timeframe, funding=funding, open_interest=open_interest, liquidations=liquidations,
+        sentiment=sentiment,
     )
     y = forward_return(candles, config.horizon, config.cost_bps, config.execution_lag)
     br = bar_returns(candles, config.execution_lag)
@@ -214,6 +216,7 @@ def train_and_evaluate(
     open_interest: pd.DataFrame | None = None,
     liquidations: pd.DataFrame | None = None,
     with_importance: bool = True,
+    sentiment: pd.DataFrame | None = None,
 ) -> TrainResult:
     """Walk-forward OOS evaluation, metrics overall and per regime, final model and (unless
     ``with_importance`` is false) the out-of-sample importance: each fold's model explained on its
@@ -222,7 +225,8 @@ def train_and_evaluate(
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
     candles = usable_candles(candles)  # the regimes and the data window skip them too
-    X, y, br = build_dataset(candles, config, funding=funding, open_interest=open_interest, liquidations=liquidations)
+    X, y, br = build_dataset(candles, config, funding=funding, open_interest=open_interest, liquidations=liquidations,
+                             sentiment=sentiment)
     regimes = volatility_regimes(candles, window=config.regime_window, lookback=config.regime_lookback).loc[X.index]
     n = len(X)
     try:
