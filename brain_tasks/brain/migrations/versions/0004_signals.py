@@ -1,7 +1,7 @@
 """The signals table: every decision served to the Engine, once per (symbol, bar, model type, version).
 
 Revision ID: 0004
-Revises: 0003
+Revises: 0002, 0003 (also merges the two heads main has while 0003 revises 0001)
 """
 from collections.abc import Sequence
 
@@ -9,7 +9,7 @@ from alembic import op
 import sqlalchemy as sa
 
 revision: str = "0004"
-down_revision: str | Sequence[str] | None = "0003"
+down_revision: str | Sequence[str] | None = ("0002", "0003")
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
