@@ -470,5 +470,30 @@ def dashboard(host: str, port: int, insecure_local: bool) -> None:
     uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=True)
 
 
+def signals_table(settings: Settings, symbol: str | None = None, limit: int = 50) -> str:
+    """The newest signals served to the Engine, as a readable table."""
+    import pandas as pd
+
+    from brain_tasks.brain import signals as signal_rows
+
+    rows = signal_rows.listing(_engine(settings), symbol, limit)
+    if not rows:
+        return "no signals yet" + (f" for {symbol}" if symbol else "")
+    df = pd.DataFrame(rows)
+    df["version"] = df["version"].map(lambda v: v or "-")
+    df["stale"] = df["stale"].map(lambda v: "stale" if v else "")
+    cols = ["symbol", "ts", "regime", "model_type", "version", "prediction", "position", "size", "confidence",
+            "tradeable", "stale", "data_age_seconds", "served_at", "reason"]
+    return df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}")
+
+
+@main.command()
+@click.option("--symbol", default=None, help="one symbol (default: all)")
+@click.option("--limit", default=50, show_default=True, help="newest rows to show")
+def signals(symbol: str | None, limit: int) -> None:
+    """Show the signals served to the Engine, newest bar first."""
+    click.echo(signals_table(get_settings(), symbol, limit))
+
+
 if __name__ == "__main__":
     main()

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 from brain_tasks.brain import registry
 from brain_tasks.brain.db import check_schema, make_engine, redact_url
 from brain_tasks.errors import (BrainError, BrokerUnavailableError, DatabaseUnavailableError, IntegrityError,
-                                SchemaMissingError, ServiceError)
+                                NoDataError, NoModelError, SchemaMissingError, ServiceError, StaleDataError)
 from brain_tasks.requests import (BadDateError, BadSymbolError, RequestError, UnknownModelError, check_as_of,
                                   check_models, check_symbols)
 from brain_tasks.runs import run_id_for
@@ -27,11 +27,7 @@ from brain_tasks.settings import Settings, get_settings
 
 __all__ = ["BrainClient", "RunHandle", "ActiveModel", "BrainError", "RequestError", "UnknownModelError",
            "BadSymbolError", "BadDateError", "ServiceError", "SchemaMissingError", "DatabaseUnavailableError",
-           "BrokerUnavailableError", "IntegrityError", "NoModelError"]
-
-
-class NoModelError(BrainError, LookupError):
-    """The symbol has no champion (nothing was promoted yet) or no stored data to decide on."""
+           "BrokerUnavailableError", "IntegrityError", "NoModelError", "NoDataError", "StaleDataError", "Signal"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +48,35 @@ class ActiveModel:
     regime: str | None
     manifest: dict[str, Any]
     model: Any  # has .predict(X); X columns = manifest["feature_names"]
+
+
+@dataclass(frozen=True)
+class Signal:
+    """The Brain's decision for one closed bar of one symbol.
+
+    `ts` is the bar's open time (UTC); `position` is -1 / 0 / +1 by the backtest's own rule and `size`
+    the fraction of the unit stake (the walk-forward metrics trade size 1).  `model_type` is 'flat'
+    (version None, prediction None) when no model was chosen for the regime or the data was stale;
+    `tradeable` False means "stay flat" and `reason` says why.  `data_age_seconds`: how long ago the
+    bar closed when the signal was computed.
+    """
+
+    symbol: str
+    ts: dt.datetime
+    regime: str | None
+    model_type: str
+    version: int | None
+    prediction: float | None
+    position: int
+    size: float
+    confidence: float | None
+    tradeable: bool
+    reason: str
+    data_age_seconds: float
+    artifact_sha256: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "ts": self.ts.isoformat()}
 
 
 class BrainClient:
@@ -219,3 +244,25 @@ class BrainClient:
         return {"symbol": symbol, "regime": regime, "as_of_bar": last.isoformat(), "model_type": chosen["model_type"],
                 "version": chosen["version"], "confidence": chosen["confidence"], "trade": bool(chosen["tradeable"]),
                 "reason": chosen["reason"]}
+
+    # --- serve -----------------------------------------------------------------------------------
+    def predict(self, symbol: str, at: str | dt.datetime | None = None) -> Signal:
+        """The decision for the latest closed bar (or the bar stamped `at`) from stored data, recorded
+        in the signals table.  Raises NoDataError, StaleDataError (latest bar older than
+        BRAIN_SIGNAL_MAX_AGE; only when `at` is None) or NoModelError."""
+        from brain_tasks import serving
+
+        return serving.predict(self.engine, self.settings, symbol, at)
+
+    def predict_many(self, symbols: Sequence[str]) -> dict[str, Signal | BrainError]:
+        """`predict` for each symbol; a symbol that cannot be served maps to its error, so one bad
+        symbol never hides the others' signals."""
+        from brain_tasks import serving
+
+        return serving.predict_many(self.engine, self.settings, symbols)
+
+    def latest_signal(self, symbol: str) -> Signal | None:
+        """The newest recorded signal of `symbol` (e.g. published by the bar-close task), or None."""
+        from brain_tasks import serving
+
+        return serving.latest_signal(self.engine, symbol)

@@ -22,6 +22,24 @@ class IntegrityError(BrainError):
     """Stored bytes do not match their recorded sha256 (a corrupted or tampered artifact)."""
 
 
+class NoDataError(DataError):
+    """No stored bar to decide on for a symbol (or too little history before it)."""
+
+
+class StaleDataError(DataError):
+    """The symbol's latest stored bar is older than the configured maximum data age."""
+
+    def __init__(self, message: str, *, symbol: str, last_bar: object, age_seconds: float) -> None:
+        super().__init__(message)
+        self.symbol = symbol
+        self.last_bar = last_bar
+        self.age_seconds = age_seconds
+
+
+class NoModelError(BrainError, LookupError):
+    """No champion and no per-regime choice to serve for a symbol."""
+
+
 class ServiceError(BrainError):
     """The Brain's database or broker cannot be used as configured (named, password redacted)."""
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+
 from celery.schedules import crontab
 
 from brain_tasks.settings import Settings
@@ -50,4 +53,34 @@ def beat_schedule(settings: Settings) -> dict[str, dict]:
         # Hourly, a few minutes past the hour: only whole hours are stored, so the last one is ready.
         schedule["collect-sentiment"] = {"task": "brain_tasks.collect_sentiment", "schedule": crontab(minute=4),
                                          "kwargs": {}}
+    schedule.update(bar_close_entry(settings))
     return schedule
+
+
+def _bar(timeframe: str) -> tuple[int, str]:
+    match = re.fullmatch(r"([1-9][0-9]*)([mhd])", timeframe)
+    return (int(match.group(1)), match.group(2)) if match else (0, "")
+
+
+def bar_close_schedule(settings: Settings) -> crontab | dt.timedelta:
+    """At each close of the configured timeframe (or every BRAIN_SIGNALS_EVERY seconds)."""
+    if settings.signals_every:
+        return dt.timedelta(seconds=settings.signals_every)
+    n, unit = _bar(settings.timeframe)
+    if unit == "m" and 60 % n == 0:
+        return crontab(minute=f"*/{n}")
+    if unit == "h" and 24 % n == 0:
+        return crontab(minute=0, hour=f"*/{n}")
+    if (n, unit) == (1, "d"):
+        return crontab(minute=0, hour=0)
+    raise ValueError(f"no bar-close schedule for timeframe {settings.timeframe!r}; set BRAIN_SIGNALS_EVERY")
+
+
+def bar_close_entry(settings: Settings) -> dict[str, dict]:
+    """The bar-close canvas (collect the closed bar, then publish_signals) as a beat entry; a run
+    not started before the next close is dropped (its signal would be one bar late)."""
+    n, unit = _bar(settings.timeframe)
+    period = settings.signals_every or n * {"m": 60, "h": 3600, "d": 86400}.get(unit, 0)
+    return {"bar-close": {"task": "brain_tasks.bar_close", "schedule": bar_close_schedule(settings),
+                          "kwargs": {"symbols": list(settings.symbols)},
+                          "options": {"expires": max(60, period)}}}

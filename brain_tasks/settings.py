@@ -72,6 +72,11 @@ class Settings:
     # A bar whose close is more than this many times (or less than 1/this of) the previous close is
     # implausible: rejected at collection and skipped by training (a 1e308 print, a unit mix-up).
     max_bar_ratio: float = 100.0
+    # Serving: a latest bar whose close is older than this many seconds is stale (None: one bar).
+    signal_max_age: int | None = None
+    # Beat's bar-close canvas (collect, then publish_signals) runs every this many seconds (None: at
+    # each close of `timeframe`).
+    signals_every: int | None = None
 
     # News and social sentiment (brain_tasks.collect_news): feeds as [NAME=]rss:URL or [NAME=]reddit:SUBREDDIT,
     # extra asset keywords as ASSET=word|word.
@@ -170,6 +175,8 @@ def from_environ(env: Mapping[str, str]) -> Settings:
         reconcile_interval=int(get("BRAIN_RECONCILE_INTERVAL") or base.reconcile_interval),
         stall_timeout=int(get("BRAIN_STALL_TIMEOUT") or base.stall_timeout),
         max_redrives=int(get("BRAIN_MAX_REDRIVES") or base.max_redrives),
+        signal_max_age=int(get("BRAIN_SIGNAL_MAX_AGE")) if get("BRAIN_SIGNAL_MAX_AGE") else None,
+        signals_every=int(get("BRAIN_SIGNALS_EVERY")) if get("BRAIN_SIGNALS_EVERY") else None,
     )
 
 

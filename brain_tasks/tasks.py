@@ -248,3 +248,25 @@ def train_sizer(self: Task, prev: Any, symbol: str, as_of: str | None = None, ru
     state = prev if isinstance(prev, dict) else {"symbol": symbol, "status": jobs.FAILED,
                                                  "error": f"unexpected chain state {type(prev).__name__}"}
     return {**state, "sizer": outcome}
+
+
+# --- serving -------------------------------------------------------------------------------------
+
+@app.task(name="brain_tasks.publish_signals", bind=True, **_limits("analysis"))
+@guarded("signals")
+def publish_signals(self: Task, symbols: list[str] | None = None) -> dict:
+    """Compute and record every symbol's decision for its latest closed bar (idempotent per bar)."""
+    from brain_tasks.publish import publish_signals as publish
+
+    return publish(_engine(), get_settings(), symbols)
+
+
+@app.task(name="brain_tasks.bar_close", bind=True)
+def bar_close(self: Task, symbols: list[str] | None = None) -> Any:
+    """At a bar close: collect the bar that just closed for the universe, then publish the signals."""
+    from brain_tasks.publish import universe
+
+    symbols = universe(_engine(), get_settings(), symbols)
+    if not symbols:
+        return {"status": jobs.SKIPPED, "reason": "no symbols to serve"}
+    return self.replace(workflows.bar_close_canvas(symbols))

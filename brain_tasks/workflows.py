@@ -75,3 +75,10 @@ def collect_canvas(kind: str, symbols: Sequence[str]) -> Signature:
     name = {"candles": "collect_candles", "funding": "collect_funding",
             "open_interest": "collect_open_interest", "liquidations": "collect_liquidations"}[kind]
     return group(_sig(name, s, immutable=True) for s in symbols)
+
+
+def bar_close_canvas(symbols: Sequence[str]) -> Signature:
+    """Collect the just-closed bar of every symbol, then publish every symbol's signal.  Collection
+    returns a status instead of raising, so a symbol whose bar did not come still gets its (stale)
+    signal published."""
+    return chain(collect_canvas("candles", symbols), _sig("publish_signals", list(symbols), immutable=True))

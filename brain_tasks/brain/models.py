@@ -352,5 +352,31 @@ class RegimeChoice(Base):
     updated_at: Mapped[dt.datetime]
 
 
+class SignalRecord(Base):
+    """One decision served to the Engine for a closed bar: what the Brain said, when and why.
+
+    Written once (insert, do nothing on conflict): a second computation of the same bar with the same
+    model changes nothing, so the row keeps what the Engine was first told.  version 0 means "no
+    model" (model_type 'flat': nothing was chosen for the regime, or the data was stale).
+    """
+
+    __tablename__ = "signals"
+    symbol: Mapped[str] = _key()
+    ts: Mapped[dt.datetime] = mapped_column(primary_key=True)  # the bar decided on (its open time)
+    model_type: Mapped[str] = _key(32)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    regime: Mapped[str | None] = mapped_column(String(16))
+    prediction: Mapped[float | None]
+    position: Mapped[int] = mapped_column(Integer)  # -1 short, 0 flat, +1 long
+    size: Mapped[float]
+    confidence: Mapped[float | None]
+    tradeable: Mapped[bool] = mapped_column(Boolean)
+    stale: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(Text)
+    artifact_sha256: Mapped[str | None] = mapped_column(String(64))
+    data_age_seconds: Mapped[float]
+    served_at: Mapped[dt.datetime]
+
+
 TABLES = tuple(Base.metadata.sorted_tables)
 TABLE_NAMES = tuple(sorted(t.name for t in TABLES))

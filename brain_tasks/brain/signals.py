@@ -1,0 +1,183 @@
+"""The signals table: every decision served to the Engine, written once, read back by symbol.
+
+Natural key (symbol, bar ts, model type, version): writing the same decision twice leaves the first
+row untouched (insert ... on conflict do nothing), because the row is a record of what the Engine was
+told and when, not a cache to refresh.  version 0 stands for "no model" (model type 'flat').
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from brain_tasks.brain import store
+from brain_tasks.brain.models import SignalRecord
+
+NO_VERSION = 0
+COLUMNS = tuple(c.name for c in SignalRecord.__table__.columns)
+Bind = sa.Engine | sa.Connection
+
+
+@contextmanager
+def _connect(bind: Bind) -> Iterator[sa.Connection]:
+    """`bind` itself when it is a connection (serving runs a decision's reads on one), else a new one."""
+    if isinstance(bind, sa.Connection):
+        yield bind
+    else:
+        with bind.connect() as conn:
+            yield conn
+
+
+def write(engine: Bind, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Insert `rows` (dicts with every column); a row whose key exists is left as it is.  Returns the
+    number of new rows."""
+    if not rows:
+        return 0
+    if len(rows) > 1:
+        return store.upsert(engine, SignalRecord.__table__, [dict(r) for r in rows], conflict="nothing")
+    # One row (the common case, once per predict): a plain statement skips upsert's frame building.
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    row = {**rows[0], "ts": store.to_utc(rows[0]["ts"])}
+    # RETURNING counts the inserted row on every driver (psycopg reports rowcount -1 here).
+    stmt = insert(SignalRecord).values(**row).on_conflict_do_nothing().returning(SignalRecord.symbol)
+    if isinstance(engine, sa.Connection):
+        return len(engine.execute(stmt).all())
+    with engine.begin() as conn:
+        return len(conn.execute(stmt).all())
+
+
+def _where(symbol: str | None, model_type: str | None, version: int | None, start: Any, end: Any) -> list[Any]:
+    t = SignalRecord
+    conditions: list[Any] = []
+    if symbol is not None:
+        conditions.append(t.symbol == symbol)
+    if model_type is not None:
+        conditions.append(t.model_type == model_type)
+    if version is not None:
+        conditions.append(t.version == version)
+    if start is not None:
+        conditions.append(t.ts >= store.to_utc(start, "start"))
+    if end is not None:
+        conditions.append(t.ts < store.to_utc(end, "end"))
+    return conditions
+
+
+def latest(engine: sa.Engine, symbol: str) -> dict[str, Any] | None:
+    """The newest signal of `symbol`: latest bar first, then the latest served."""
+    stmt = (sa.select(SignalRecord.__table__).where(SignalRecord.symbol == symbol)
+            .order_by(SignalRecord.ts.desc(), SignalRecord.served_at.desc()).limit(1))
+    with engine.connect() as conn:
+        row = conn.execute(stmt).mappings().first()
+    return dict(row) if row is not None else None
+
+
+def find(engine: sa.Engine, symbol: str, ts: dt.datetime, model_type: str, version: int) -> dict[str, Any] | None:
+    """The stored signal of exactly this key, if any."""
+    stmt = sa.select(SignalRecord.__table__).where(
+        SignalRecord.symbol == symbol, SignalRecord.ts == store.to_utc(ts), SignalRecord.model_type == model_type,
+        SignalRecord.version == version)
+    with engine.connect() as conn:
+        row = conn.execute(stmt).mappings().first()
+    return dict(row) if row is not None else None
+
+
+def listing(engine: sa.Engine, symbol: str | None = None, limit: int | None = 50) -> list[dict[str, Any]]:
+    """The newest signals (of `symbol`, or of every symbol), newest bar first."""
+    stmt = (sa.select(SignalRecord.__table__).where(*_where(symbol, None, None, None, None))
+            .order_by(SignalRecord.ts.desc(), SignalRecord.symbol, SignalRecord.served_at.desc()))
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def frame(engine: sa.Engine, symbol: str | None = None, *, model_type: str | None = None,
+          version: int | None = None, start: Any = None, end: Any = None) -> pd.DataFrame:
+    """Signals as a frame sorted by symbol and bar (ts is UTC)."""
+    return store.read_table(engine, SignalRecord.__table__, where={
+        k: v for k, v in (("symbol", symbol), ("model_type", model_type), ("version", version)) if v is not None},
+        order_by=["symbol", "ts", "served_at"]).pipe(_between, start, end)
+
+
+def _between(df: pd.DataFrame, start: Any, end: Any) -> pd.DataFrame:
+    if start is not None:
+        df = df[df["ts"] >= pd.Timestamp(store.to_utc(start))]
+    if end is not None:
+        df = df[df["ts"] < pd.Timestamp(store.to_utc(end))]
+    return df.reset_index(drop=True)
+
+
+def served_versions(engine: sa.Engine, symbol: str | None = None) -> list[tuple[str, str, int]]:
+    """(symbol, model type, version) of every model that has served a signal."""
+    stmt = (sa.select(SignalRecord.symbol, SignalRecord.model_type, SignalRecord.version).distinct()
+            .where(SignalRecord.version != NO_VERSION, *_where(symbol, None, None, None, None))
+            .order_by(SignalRecord.symbol, SignalRecord.model_type, SignalRecord.version))
+    with engine.connect() as conn:
+        return [(r.symbol, r.model_type, int(r.version)) for r in conn.execute(stmt)]
+
+
+def with_following_bars(engine: sa.Engine, exchange: str, timeframe: str, bar_seconds: int, symbol: str,
+                        model_type: str, version: int, following: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One model's signals of `symbol` and the candles from its first signalled bar to `following` bars
+    past its last one (what a live return needs: the bars that came after each decision)."""
+    signals = frame(engine, symbol, model_type=model_type, version=version)
+    if signals.empty:
+        return signals, pd.DataFrame(columns=["ts", "open", "high", "low", "close", "volume"])
+    step = pd.Timedelta(seconds=bar_seconds)
+    candles = store.read_candles(engine, exchange, symbol, timeframe, start=signals["ts"].iloc[0],
+                                 end=signals["ts"].iloc[-1] + (following + 1) * step)
+    return signals, candles
+
+
+
+def last_closed_bar(engine: Bind, exchange: str, symbol: str, timeframe: str, bar_seconds: int,
+                    now: dt.datetime) -> dt.datetime | None:
+    """The open time of the symbol's latest stored bar that had closed by `now` (a collector may have
+    stored the bar still in progress: deciding on it would use prices not final yet)."""
+    from brain_tasks.brain.models import Candle
+
+    stmt = sa.select(sa.func.max(Candle.ts)).where(
+        Candle.exchange == exchange, Candle.symbol == symbol, Candle.timeframe == timeframe,
+        Candle.ts <= store.to_utc(now) - dt.timedelta(seconds=bar_seconds))
+    with _connect(engine) as conn:
+        value = conn.execute(stmt).scalar_one()
+    if value is None:
+        return None
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def stored_counts(engine: Bind, exchange: str, symbol: str, timeframe: str, start: dt.datetime,
+                  frozen_end: dt.datetime, candles_end: dt.datetime,
+                  events_end: dt.datetime, check_old: bool = True
+                  ) -> tuple[tuple[int, int, int, int] | None, tuple[int, int, int, int]]:
+    """Rows stored of candles, funding, open interest and liquidations in [start, frozen_end), and after
+    it up to candles_end (candles) / events_end (the rest), in one round trip.  Serving's cache of old
+    rows is valid while the first counts match the rows it holds (a backfilled gap or a late event
+    changes one); the second say which recent series need reading at all.  With `check_old` False
+    only the second are counted (None for the first)."""
+    from brain_tasks.brain.models import Candle, FundingRate, Liquidation, OpenInterest
+
+    start, frozen_end = store.to_utc(start), store.to_utc(frozen_end)
+    candles_end, events_end = store.to_utc(candles_end), store.to_utc(events_end)
+
+    def count(model: Any, lo: dt.datetime, hi: dt.datetime) -> Any:
+        extra = [model.timeframe == timeframe] if model is Candle else []
+        return (sa.select(sa.func.count()).select_from(model)
+                .where(model.exchange == exchange, model.symbol == symbol, model.ts >= lo, model.ts < hi, *extra)
+                .scalar_subquery())
+
+    models = (Candle, FundingRate, OpenInterest, Liquidation)
+    old = [count(m, start, frozen_end) for m in models] if check_old else []
+    stmt = sa.select(*old, *(count(m, frozen_end, candles_end if m is Candle else events_end) for m in models))
+    with _connect(engine) as conn:
+        row = [int(v) for v in conn.execute(stmt).one()]
+    recent = (row[-4], row[-3], row[-2], row[-1])
+    return ((row[0], row[1], row[2], row[3]) if check_old else None), recent

@@ -1,0 +1,129 @@
+"""Serve-time decisions, computed by the training code itself: no second feature pipeline to drift.
+
+A version's manifest stores its `TrainConfig`; serving rebuilds it (`serve_config`), builds features
+with `make_features` and classifies the regime with `volatility_regimes` exactly as
+`pipeline.train_and_evaluate` did, on candles that start where the version's training data started.
+That anchor is what makes a served feature row equal the training row bit for bit: pandas' rolling
+means / standard deviations and the Wilder EWMs are computed online, so the same bar computed from a
+later first candle differs in the last bits (measured here: up to 1e-12 on rv_*, vol_z_*, atr_14).
+Every computation is causal, so later bars never change an earlier bar's decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from brain_tasks.errors import DataError
+from brain_tasks.ml.features import CANDLE_FEATURES, make_features
+from brain_tasks.ml.metrics import (
+    bars_per_year,
+    positions,
+    probabilistic_sharpe_ratio,
+    strategy_metrics,
+    strategy_returns,
+)
+from brain_tasks.ml.pipeline import TrainConfig
+from brain_tasks.ml.regimes import REGIMES, volatility_regimes
+
+# Models that predict each row from that row alone: one row in, one prediction out.  Any other model
+# (the sequence models) is given every usable row up to the bar and its last prediction is taken.
+ROW_MODELS = frozenset({"lightgbm", "xgboost", "baseline"})
+
+
+def serve_config(config: Mapping[str, Any]) -> TrainConfig:
+    """The training configuration stored in a manifest (unknown keys are an error: a stale manifest)."""
+    return TrainConfig.from_dict(config)
+
+
+def regime_at(candles: pd.DataFrame, config: TrainConfig) -> str | None:
+    """The volatility regime of the last candle, as training labelled it; None during warm-up."""
+    labels = volatility_regimes(candles, window=config.regime_window, lookback=config.regime_lookback)
+    last = labels.iloc[-1]
+    return str(last) if isinstance(last, str) and last in REGIMES else None
+
+
+def feature_frame(market: Mapping[str, pd.DataFrame | None], config: TrainConfig) -> pd.DataFrame:
+    """`make_features` of the market frames (candles plus any funding / open interest / liquidations)."""
+    return make_features(market["candles"], timeframe=config.timeframe, funding=market.get("funding"),
+                         open_interest=market.get("open_interest"), liquidations=market.get("liquidations"))
+
+
+def model_rows(X: pd.DataFrame, feature_names: list[str], model_type: str) -> pd.DataFrame:
+    """The rows to feed a model for a decision at X's last bar, in the model's column order.
+
+    Usable rows are those training could use (every candle feature known); the last bar must be one.
+    """
+    missing = [n for n in feature_names if n not in X.columns]
+    if missing:
+        raise DataError(f"features {missing[:5]} of this model cannot be built from the stored data")
+    usable = X[X[list(CANDLE_FEATURES)].notna().all(axis=1)]
+    if usable.empty or usable.index[-1] != X.index[-1]:
+        raise DataError(f"bar {X.index[-1]} is still in the features' warm-up ({len(X)} bars of history)")
+    rows = usable[list(feature_names)]
+    return rows.iloc[-1:] if model_type in ROW_MODELS else rows
+
+
+def predict_last(model: Any, rows: pd.DataFrame) -> float:
+    """The model's prediction for the last of `rows`."""
+    out = np.asarray(model.predict(rows), dtype="float64").ravel()
+    if len(out) != len(rows):
+        raise ValueError(f"model returned {len(out)} predictions for {len(rows)} rows")
+    return float(out[-1])
+
+
+def position_of(prediction: float | None, config: TrainConfig, tradeable: bool) -> int:
+    """The backtest's own position rule (sign beyond the threshold), flat when not tradeable."""
+    if not tradeable or prediction is None or not np.isfinite(prediction):
+        return 0
+    return int(positions([prediction], config.threshold)[0])
+
+
+def live_returns(signals: pd.DataFrame, candles: pd.DataFrame, config: TrainConfig) -> pd.DataFrame:
+    """Per served bar: the next bar's return after the execution lag and the strategy's return.
+
+    `signals` holds one model's decisions (ts, prediction, regime); bars whose following candles are
+    not stored yet are left out.  Positions come from the predictions by the backtest's rule, so these
+    are the model's live returns priced exactly as its walk-forward returns were.
+    """
+    cols = ["ts", "regime", "prediction", "bar_return", "strategy_return"]
+    if signals.empty or candles.empty:
+        return pd.DataFrame(columns=cols)
+    # labels.bar_returns' formula, without its training-data checks: a few quiet bars of a thin pair
+    # may well have one close price, which is nothing to learn from but still a return of 0.
+    close = pd.Series(candles["close"].to_numpy(dtype="float64"), index=pd.DatetimeIndex(candles["ts"], name="ts"))
+    lag = config.execution_lag
+    bars = close.shift(-1 - lag) / close.shift(-lag) - 1.0
+    s = signals.dropna(subset=["prediction"]).drop_duplicates("ts", keep="first").set_index("ts").sort_index()
+    s = s.join(bars.rename("bar_return"), how="inner").dropna(subset=["bar_return"])
+    if s.empty:
+        return pd.DataFrame(columns=cols)
+    strat = strategy_returns(s["prediction"].to_numpy(), s["bar_return"].to_numpy(), config.cost_bps,
+                             config.threshold)
+    out = s.assign(strategy_return=strat.to_numpy()).reset_index()
+    return out[cols]
+
+
+def live_metrics(returns: pd.DataFrame, config: TrainConfig) -> dict[str, dict[str, float]]:
+    """{'all' and each regime present: strategy metrics plus psr, n_trades and exposure}."""
+    ppy = bars_per_year(config.timeframe)
+
+    def metrics(part: pd.DataFrame) -> dict[str, float]:
+        r = part["strategy_return"].to_numpy(dtype="float64")
+        pos = positions(part["prediction"].to_numpy(dtype="float64"), config.threshold)
+        out = strategy_metrics(r, ppy)
+        out["psr"] = probabilistic_sharpe_ratio(r)
+        out["n_trades"] = float(np.count_nonzero(np.diff(pos, prepend=0.0)))
+        out["exposure"] = float(np.mean(pos != 0)) if len(pos) else 0.0
+        return out
+
+    if returns.empty:
+        return {}
+    result = {"all": metrics(returns)}
+    for regime, part in returns.groupby("regime", dropna=True):
+        if regime in REGIMES:
+            result[str(regime)] = metrics(part)
+    return result

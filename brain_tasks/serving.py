@@ -1,0 +1,396 @@
+"""Serving: the Brain's decision for a symbol's latest closed bar, from stored data and the registry.
+
+regime now (classified as the champion's training classified it) -> the model chosen for that regime
+(else the champion, else no model) -> its prediction from features built by the training code on the
+candles its training started from (`ml.serving`) -> position and size.  Every decision is recorded
+in the signals table once.  ML libraries are imported by the first prediction, not by this module's
+importers; loaded models are kept per artifact sha256 (checked once, on load).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from brain_tasks.brain import registry, store
+from brain_tasks.brain import signals as signal_rows
+from brain_tasks.client import Signal
+from brain_tasks.errors import (
+    BrainError,
+    DataError,
+    NoDataError,
+    NoModelError,
+    StaleDataError,
+)
+from brain_tasks.settings import Settings
+
+FLAT = "flat"
+MODEL_CACHE_SIZE = 256
+
+_models: OrderedDict[str, Any] = OrderedDict()
+# Keyed by database too: one process may serve from several Brains (tests do).
+_manifests: dict[tuple[str, str, str, int], Any] = {}
+_lock = threading.Lock()
+_generations = itertools.count()
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def bar_seconds(timeframe: str) -> int:
+    from brain_tasks.ml.features import timeframe_seconds
+
+    return timeframe_seconds(timeframe)
+
+
+def signal_max_age(settings: Settings) -> float:
+    """Seconds after a bar's close beyond which it is stale: BRAIN_SIGNAL_MAX_AGE, else one bar.
+
+    One bar: once the next bar has closed without being stored, deciding on the previous one is
+    deciding on old data.  The bar-close canvas collects before it publishes, so only a bar that did
+    not come is flagged; an Engine asking in the seconds before collection ends is told so too.
+    """
+    if settings.signal_max_age is not None:
+        return float(settings.signal_max_age)
+    return float(bar_seconds(settings.timeframe))
+
+
+# --- caches of immutable things ------------------------------------------------------------------
+
+def _manifest(bind: sa.Engine | sa.Connection, engine: sa.Engine, symbol: str, model_type: str,
+              version: int) -> Any:
+    key = (str(engine.url), symbol, model_type, int(version))
+    found = _manifests.get(key)
+    if found is None:
+        found = registry.manifest(bind, symbol, model_type, int(version))
+        _manifests[key] = found
+    return found
+
+
+def load_model(engine: sa.Engine, digest: str) -> Any:
+    """The model stored under `digest`, loaded (and its sha256 checked) once per process."""
+    with _lock:
+        model = _models.get(digest)
+        if model is not None:
+            _models.move_to_end(digest)
+            return model
+    from brain_tasks.ml.models import load_model as load
+
+    fmt, data = registry.load_artifact(engine, digest)
+    model = load(fmt, data)
+    with _lock:
+        _models[digest] = model
+        while len(_models) > MODEL_CACHE_SIZE:
+            _models.popitem(last=False)
+    return model
+
+
+# --- market data ---------------------------------------------------------------------------------
+
+# Bars younger than this are re-read on every call: a collector may still rewrite them (an in-progress
+# bar finalised, a late event).  Older rows are cached per process and checked by their counts once
+# per bar decided.
+FRESH_BARS = 12
+# Symbols whose old rows are kept (least recently used dropped): a year of 5m bars is about 5 MB.
+MARKET_CACHE_SIZE = 128
+_markets: OrderedDict[tuple[str, str, str, str, dt.datetime], _Cached] = OrderedDict()
+
+
+@dataclass
+class _Cached:
+    frozen_end: dt.datetime                      # every stored row with ts < frozen_end is in `frames`
+    frames: dict[str, pd.DataFrame | None]
+    counts: tuple[int, int, int, int]
+    generation: int
+    checked_bar: dt.datetime                     # the bar for which `counts` were last checked
+
+
+_KINDS = ("candles", "funding", "open_interest", "liquidations")
+_READERS = {"funding": store.read_funding, "open_interest": store.read_open_interest,
+            "liquidations": store.read_liquidations}
+
+
+def _read(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, start: dt.datetime, bar: dt.datetime,
+          close: dt.datetime, kinds: Sequence[str] = _KINDS) -> dict[str, pd.DataFrame]:
+    """Candles in [start, bar] and events in [start, close) of `kinds` (the others empty)."""
+    out = {k: pd.DataFrame(columns=["ts"]) for k in _KINDS}
+    if "candles" in kinds:
+        out["candles"] = store.read_candles(engine, exchange, symbol, timeframe, start=start,
+                                            end=bar + dt.timedelta(microseconds=1))
+    for key, reader in _READERS.items():
+        if key in kinds:
+            out[key] = reader(engine, exchange, symbol, start=start, end=close)
+    return out
+
+
+def _count(frames: dict[str, pd.DataFrame | None]) -> tuple[int, int, int, int]:
+    return tuple(0 if frames[k] is None else len(frames[k]) for k in _KINDS)  # type: ignore[return-value]
+
+
+def _before(frame: pd.DataFrame | None, end: dt.datetime) -> pd.DataFrame | None:
+    if frame is None or frame.empty:
+        return None
+    part = frame[frame["ts"] < pd.Timestamp(end)]
+    return part.reset_index(drop=True) if len(part) else None
+
+
+def _join(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame | None:
+    if old is None:
+        return new if len(new) else None
+    return pd.concat([old, new], ignore_index=True) if len(new) else old
+
+
+def _market(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, start: dt.datetime,
+            bar: dt.datetime) -> tuple[dict[str, pd.DataFrame | None], tuple[Any, ...]]:
+    """What training read for the bar `bar`: candles from `start` up to it, and the external series
+    known by its close (events stamped before the close; the feature code drops the rest).
+
+    Also returns an identity of those inputs (the cache's generation and a digest of the re-read tail),
+    equal for two calls that read the same rows, or None when the rows were read without the cache.
+    """
+    step = dt.timedelta(seconds=bar_seconds(timeframe))
+    close = bar + step
+    key = (str(engine.engine.url), exchange, symbol, timeframe, start)
+    cached = _markets.get(key)
+    historical = cached is not None and cached.frozen_end > close  # older than the cache: read, leave it
+    # Old rows are counted once per bar: counting them scans the whole history, and a backfill seen one
+    # bar late changes nothing already decided (the recorded signal keeps what was first said).
+    check_old = cached is not None and cached.checked_bar != bar
+    counts = None if cached is None or historical else signal_rows.stored_counts(
+        engine, exchange, symbol, timeframe, start, cached.frozen_end, bar + dt.timedelta(microseconds=1), close,
+        check_old=check_old)
+    if cached is not None and counts is not None and (not check_old or counts[0] == cached.counts):
+        cached.checked_bar = bar
+        recent = [k for k, n in zip(_KINDS, counts[1]) if n]
+        tail: dict[str, pd.DataFrame] | None = _read(engine, exchange, symbol, timeframe, cached.frozen_end, bar,
+                                                     close, recent)
+        frames = {k: _join(cached.frames[k], tail[k]) for k in _KINDS}
+    else:
+        cached, tail = None, None
+        frames = {k: (v if len(v) else None) for k, v in
+                  _read(engine, exchange, symbol, timeframe, start, bar, close).items()}
+    if historical:
+        identity = None
+    else:
+        frozen_end = bar - FRESH_BARS * step
+        if cached is None or frozen_end > cached.frozen_end:
+            tail = None  # the cache moves on: its tail is re-cut below
+            kept = {k: _before(frames[k], frozen_end) for k in _KINDS}
+            cached = _Cached(frozen_end, kept, _count(kept), next(_generations), bar)
+            with _lock:
+                _markets[key] = cached
+                _markets.move_to_end(key)
+                while len(_markets) > MARKET_CACHE_SIZE:
+                    _markets.popitem(last=False)
+        if tail is None:
+            since = pd.Timestamp(cached.frozen_end)
+            tail = {k: frames[k][frames[k]["ts"] >= since] for k in _KINDS if frames[k] is not None}
+        identity = (cached.generation, tuple(_digest(tail[k]) if k in tail else 0 for k in _KINDS))
+    if frames["candles"] is None:
+        frames["candles"] = pd.DataFrame(columns=["ts", "open", "high", "low", "close", "volume"])
+    return frames, identity
+
+
+def _digest(frame: pd.DataFrame) -> int:
+    return int(pd.util.hash_pandas_object(frame, index=False).sum()) if len(frame) else 0  # empty == absent
+
+
+def _since(market: dict[str, pd.DataFrame | None], start: dt.datetime) -> dict[str, pd.DataFrame | None]:
+    ts = pd.Timestamp(start)
+    out: dict[str, pd.DataFrame | None] = {}
+    for key, frame in market.items():
+        part = None if frame is None else frame[frame["ts"] >= ts].reset_index(drop=True)
+        out[key] = part if part is not None and len(part) else (None if key != "candles" else part)
+    return out
+
+
+# --- the decision --------------------------------------------------------------------------------
+
+def _latest_bar(engine: sa.Engine | sa.Connection, settings: Settings, symbol: str, stamp: dt.datetime) -> dt.datetime:
+    step = bar_seconds(settings.timeframe)
+    last = signal_rows.last_closed_bar(engine, settings.exchange, symbol, settings.timeframe, step, stamp)
+    if last is None:
+        raise NoDataError(f"no closed {settings.timeframe} bar stored for {symbol!r} on {settings.exchange!r}")
+    age = (stamp - last).total_seconds() - step
+    limit = signal_max_age(settings)
+    if age > limit:
+        raise StaleDataError(f"{symbol}: latest bar {last:%Y-%m-%d %H:%M} closed {age:.0f} s ago "
+                             f"(more than {limit:.0f} s)", symbol=symbol, last_bar=last, age_seconds=age)
+    return last
+
+
+def _champion(conn: sa.Connection, engine: sa.Engine, symbol: str) -> Any:
+    row = registry.champion_row(conn, symbol)
+    return None if row is None else _manifest(conn, engine, symbol, row.model_type, row.version)
+
+
+# The last decision per symbol with the identity of everything it was computed from (registry state
+# and the rows read): a second call for the same bar with the same inputs returns it instead of
+# recomputing features over the whole history (the bar-close task and the Engine ask for the same bar).
+_decisions: dict[tuple[str, str], tuple[tuple[Any, ...], Signal]] = {}
+_written: dict[tuple[str, str], tuple[Any, ...]] = {}  # the last signal key each symbol recorded
+
+
+def predict(engine: sa.Engine, settings: Settings, symbol: str, at: Any = None, *, stamp: dt.datetime | None = None,
+            record: bool = True) -> Signal:
+    """The decision for `symbol`'s latest closed bar (or the last stored bar at or before `at`).
+
+    `stamp` is "now" (tests and the bar-close task pass their own).  With `record`, the signal is
+    written to the signals table (once per bar and model).
+    """
+    stamp = stamp or now()
+    # One connection for every read and the write: a checkout costs a ping and a release a rollback,
+    # which were most of a warm call's time with a connection per query.
+    with engine.connect() as conn:
+        signal = _predict(conn, engine, settings, symbol, at, stamp)
+        if record:
+            _record(conn, engine, [signal], stamp)
+    return signal
+
+
+def _record(conn: sa.Connection, engine: sa.Engine, signals: Sequence[Signal], stamp: dt.datetime) -> None:
+    """Write the signals not yet written by this process (a key it wrote already would change nothing,
+    and the commit, a WAL flush, was the largest part of a repeated call)."""
+    url = str(engine.url)
+    new = [s for s in signals if _written.get((url, s.symbol)) != (s.ts, s.model_type, s.version)]
+    if not new:
+        return
+    for signal in new:
+        signal_rows.write(conn, [to_row(signal, stamp)])
+    conn.commit()
+    for signal in new:
+        _written[(url, signal.symbol)] = (signal.ts, signal.model_type, signal.version)
+
+
+def _predict(conn: sa.Connection, engine: sa.Engine, settings: Settings, symbol: str, at: Any,
+             stamp: dt.datetime) -> Signal:
+    from brain_tasks.ml import serving as ml
+
+    target = _latest_bar(conn, settings, symbol, stamp) if at is None else store.to_utc(at, "at")
+    champion = _champion(conn, engine, symbol)
+    choices = registry.regime_choice(conn, symbol)
+    anchor = champion or next((_manifest(conn, engine, symbol, c["model_type"], c["version"]) for c in choices.values()
+                               if c["model_type"] != FLAT and c["version"] is not None), None)
+    if anchor is None:
+        raise NoModelError(f"no champion and no per-regime choice for {symbol!r}: retrain it first")
+    config = ml.serve_config(anchor.config)
+    exchange = settings.exchange
+    market, rows_read = _market(conn, exchange, symbol, config.timeframe, anchor.data_start, target)
+    candles = market["candles"]
+    if candles is None or candles.empty:
+        raise NoDataError(f"{symbol}: no stored bar at or before {target:%Y-%m-%d %H:%M} since its model's "
+                          f"training data began ({anchor.data_start:%Y-%m-%d %H:%M})")
+    bar = candles["ts"].iloc[-1].to_pydatetime()
+    age = (stamp - bar).total_seconds() - bar_seconds(config.timeframe)
+    inputs = None if rows_read is None else (
+        bar, anchor.symbol, anchor.model_type, anchor.version, rows_read,
+        tuple(sorted((r, tuple(sorted((k, str(v)) for k, v in c.items()))) for r, c in choices.items())))
+    memo = _decisions.get((str(engine.url), symbol))
+    if inputs is not None and memo is not None and memo[0] == inputs:
+        return replace(memo[1], data_age_seconds=age)
+    signal, same_rows = _decide(conn, engine, exchange, symbol, bar, age, anchor, config, champion, choices, market)
+    if inputs is not None and same_rows:
+        _decisions[(str(engine.url), symbol)] = (inputs, signal)
+    return signal
+
+
+def _decide(conn: sa.Connection, engine: sa.Engine, exchange: str, symbol: str, bar: dt.datetime, age: float,
+            anchor: Any, config: Any, champion: Any, choices: dict[str, dict[str, Any]],
+            market: dict[str, pd.DataFrame | None]) -> tuple[Signal, bool]:
+    """The decision, and whether it was computed from `market` alone (not from other rows read)."""
+    from brain_tasks.ml import serving as ml
+
+    regime = ml.regime_at(market["candles"], config)
+    choice = choices.get(regime) if regime else None
+    if choice is not None and (choice["model_type"] == FLAT or choice["version"] is None):
+        return Signal(symbol, bar, regime, FLAT, None, None, 0, 0.0, choice["confidence"], False,
+                      f"flat in regime '{regime}': {choice['reason'] or 'no model beat doing nothing'}", age), True
+    if choice is not None:
+        version = _manifest(conn, engine, symbol, choice["model_type"], int(choice["version"]))
+        tradeable, confidence = bool(choice["tradeable"]), choice["confidence"]
+        why = f"{version.model_type} v{version.version} chosen for regime '{regime}'"
+        why += f" ({choice['reason']})" if choice["reason"] else ""
+        if not tradeable:
+            why = f"not tradeable: {why}"
+    elif champion is not None:
+        version, tradeable, confidence = champion, True, None
+        why = (f"champion {champion.model_type} v{champion.version}: "
+               + (f"no per-regime choice for regime '{regime}'" if regime else "regime unknown (warm-up)"))
+    else:
+        return Signal(symbol, bar, regime, FLAT, None, None, 0, 0.0, None, False,
+                      f"no model chosen for regime '{regime}' and no champion", age), True
+
+    vconfig = config if version is anchor else ml.serve_config(version.config)
+    same_rows = version.data_start >= anchor.data_start
+    if version.data_start == anchor.data_start:
+        vmarket = market
+    elif same_rows:
+        vmarket = _since(market, version.data_start)
+    else:
+        vmarket, _ = _market(conn, exchange, symbol, vconfig.timeframe, version.data_start, bar)
+    try:
+        rows = ml.model_rows(ml.feature_frame(vmarket, vconfig), list(version.feature_names), version.model_type)
+    except DataError as exc:
+        raise NoDataError(f"{symbol}: {exc}") from exc
+    prediction = ml.predict_last(load_model(engine, version.artifact_sha256), rows)
+    position = ml.position_of(prediction, vconfig, tradeable)
+    side = {1: "long", -1: "short", 0: "flat"}[position]
+    return Signal(symbol, bar, regime, version.model_type, int(version.version), prediction, position,
+                  float(abs(position)), confidence, tradeable, f"{why}; {side}", age,
+                  version.artifact_sha256), same_rows
+
+
+def stale_signal(settings: Settings, error: StaleDataError, stamp: dt.datetime) -> Signal:
+    """The flat signal recorded for the bar that should have closed by `stamp` but is not stored."""
+    step = bar_seconds(settings.timeframe)
+    expected = pd.Timestamp(stamp).floor(f"{step}s").to_pydatetime() - dt.timedelta(seconds=step)
+    return Signal(error.symbol, expected, None, FLAT, None, None, 0, 0.0, None, False,
+                  f"stale data: {error}; flat until fresh bars arrive", float(error.age_seconds))
+
+
+def predict_many(engine: sa.Engine, settings: Settings, symbols: Sequence[str], *,
+                 stamp: dt.datetime | None = None) -> dict[str, Signal | BrainError]:
+    """`predict` of each symbol on one connection, recorded in one transaction."""
+    stamp = stamp or now()
+    out: dict[str, Signal | BrainError] = {}
+    with engine.connect() as conn:
+        for symbol in symbols:
+            try:
+                out[symbol] = _predict(conn, engine, settings, symbol, None, stamp)
+            except BrainError as exc:
+                out[symbol] = exc
+        _record(conn, engine, [s for s in out.values() if isinstance(s, Signal)], stamp)
+    return out
+
+
+# --- rows ----------------------------------------------------------------------------------------
+
+def to_row(signal: Signal, served_at: dt.datetime, stale: bool = False) -> dict[str, Any]:
+    return {"symbol": signal.symbol, "ts": signal.ts, "model_type": signal.model_type,
+            "version": signal.version if signal.version is not None else signal_rows.NO_VERSION,
+            "regime": signal.regime, "prediction": signal.prediction, "position": int(signal.position),
+            "size": float(signal.size), "confidence": signal.confidence, "tradeable": bool(signal.tradeable),
+            "stale": stale, "reason": signal.reason, "artifact_sha256": signal.artifact_sha256,
+            "data_age_seconds": float(signal.data_age_seconds), "served_at": served_at}
+
+
+def from_row(row: dict[str, Any]) -> Signal:
+    version = int(row["version"])
+    return Signal(row["symbol"], row["ts"], row["regime"], row["model_type"],
+                  None if version == signal_rows.NO_VERSION else version, row["prediction"], int(row["position"]),
+                  float(row["size"]), row["confidence"], bool(row["tradeable"]), row["reason"],
+                  float(row["data_age_seconds"]), row["artifact_sha256"])
+
+
+def latest_signal(engine: sa.Engine, symbol: str) -> Signal | None:
+    row = signal_rows.latest(engine, symbol)
+    return from_row(row) if row is not None else None
