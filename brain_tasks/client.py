@@ -123,15 +123,23 @@ class BrainClient:
         return RunHandle(run_id, result.id, attempt_id)
 
     def _check_known(self, symbols: list[str]) -> None:
-        """File sources cannot collect a symbol the Brain has never seen: refuse it up front."""
+        """A file source cannot collect a symbol it has no file for: refuse one that is neither stored nor
+        on file up front (an exchange or the synthetic market collects new symbols in the chain)."""
         check_schema(self.settings.database_url)
         if self.settings.exchange != "freqtrade":
             return  # an exchange or the synthetic market collects new symbols in the chain's first step
         stored = set(self._stored_symbols())
         unknown = [s for s in symbols if s not in stored]
         if unknown:
+            # The chain's first step collects from the configured files: a symbol there is not unknown.
+            from brain_tasks.market.sources import FreqtradeSource
+
+            folder = self.settings.sample_dir
+            on_file = set(FreqtradeSource(folder).symbols(self.settings.timeframe)) if folder.is_dir() else set()
+            unknown = [s for s in unknown if s not in on_file]
+        if unknown:
             raise BadSymbolError(f"unknown symbol {', '.join(unknown)}: no {self.settings.timeframe} candles stored "
-                                 f"for it on {self.settings.exchange!r} (ingest it first)")
+                                 f"for it on {self.settings.exchange!r} nor a file under {self.settings.sample_dir}")
 
     def _send(self, name: str, attempt_id: str, kwargs: dict[str, Any]) -> Any:
         """send_task with a short connection retry, so a dead broker is named within seconds (and the

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from brain_tasks import jobs
-from brain_tasks.brain import runs
+from brain_tasks.brain import runs, store
 from brain_tasks.brain.db import make_engine
 from brain_tasks.brain.locks import try_claim
 from brain_tasks.brain.migrate import upgrade
@@ -28,7 +28,11 @@ UTC = dt.timezone.utc
 def brain(brain_db_url):  # noqa: ANN001
     settings = from_environ({"BRAIN_DATABASE_URL": brain_db_url, "BRAIN_STALL_TIMEOUT": "60",
                              "BRAIN_MAX_REDRIVES": "1"})
-    return make_engine(brain_db_url), settings
+    engine = make_engine(brain_db_url)
+    # The client refuses a symbol the Brain has never stored: give A/B one bar.
+    store.upsert(engine, "candles", [dict(exchange="freqtrade", symbol="A/B", timeframe="5m",
+                                          ts="2018-01-30T00:00:00Z", open=1, high=1, low=1, close=1, volume=1)])
+    return engine, settings
 
 
 def _finish(engine, attempt: str, symbol: str, status: str = "succeeded", **extra) -> None:  # noqa: ANN001
