@@ -448,11 +448,16 @@ RECENT_WINDOW = dt.timedelta(days=7)  # at most; see analyse_symbol
 
 
 def analyse_symbol(engine: sa.Engine, settings: Settings, symbol: str, as_of: dt.date) -> dict[str, Any]:
-    """The nightly look at one symbol: the champion's live check (and automatic rollback), feature
-    drift of its features (its training window vs the most recent week) and its importance trend."""
+    """The nightly look at one symbol: the live metrics of the signals it served, the champion's
+    out-of-time check against the previous champion (and automatic rollback), drift of its features
+    (the last day against the days before) and its importance trend."""
     champion = registry.champion(engine, symbol)
     if champion is None:
         return {"symbol": symbol, "status": SKIPPED, "reason": "no champion model yet"}
+    from brain_tasks.publish import track_live
+
+    # What the served signals earned on the bars that followed them (evaluation 'live').
+    served = track_live(engine, settings, as_of, [symbol]).get(symbol, {})
     live = live_check(engine, settings, symbol, as_of)
     champion = registry.champion(engine, symbol) or champion  # a rollback changed it
     drift = _drift(engine, settings, champion, as_of)
@@ -465,7 +470,7 @@ def analyse_symbol(engine: sa.Engine, settings: Settings, symbol: str, as_of: dt
         moved = trend[trend["rank_change"] != 0]
         movers = store.jsonable(moved.reindex(moved["rank_change"].abs().sort_values(ascending=False).index)
                                 .head(5).to_dict("records"))
-    return {"symbol": symbol, "status": OK, "live": live, **drift, "importance_movers": movers}
+    return {"symbol": symbol, "status": OK, "live": live, "live_bars": served, **drift, "importance_movers": movers}
 
 
 def _drift(engine: sa.Engine, settings: Settings, champion: ModelManifest, as_of: dt.date) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -338,15 +339,60 @@ def _decide(conn: sa.Connection, engine: sa.Engine, exchange: str, symbol: str, 
     else:
         vmarket, _ = _market(conn, exchange, symbol, vconfig.timeframe, version.data_start, bar)
     try:
-        rows = ml.model_rows(ml.feature_frame(vmarket, vconfig), list(version.feature_names), version.model_type)
+        features = ml.feature_frame(vmarket, vconfig)
+        rows = ml.model_rows(features, list(version.feature_names), version.model_type)
     except DataError as exc:
         raise NoDataError(f"{symbol}: {exc}") from exc
-    prediction = ml.predict_last(load_model(engine, version.artifact_sha256), rows)
+    model = load_model(engine, version.artifact_sha256)
+    prediction = ml.predict_last(model, rows)
     position = ml.position_of(prediction, vconfig, tradeable)
+    size = float(abs(position))
+    sizer = _sizer(engine, symbol) if tradeable else None
+    if sizer is not None and sizer.source == (version.model_type, int(version.version)):
+        target = _sized(sizer, model, features, list(version.feature_names), vmarket["candles"], vconfig, regime)
+        position, size = int(np.sign(target)), float(abs(target))
+        why += f"; sized by {sizer.active} ({sizer.reason})"
     side = {1: "long", -1: "short", 0: "flat"}[position]
     return Signal(symbol, bar, regime, version.model_type, int(version.version), prediction, position,
-                  float(abs(position)), confidence, tradeable, f"{why}; {side}", age,
+                  size, confidence, tradeable, f"{why}; {side}", age,
                   version.artifact_sha256), same_rows
+
+
+_sizers: dict[str, Any] = {}
+
+
+def _sizer(engine: sa.Engine, symbol: str) -> Any:
+    """The symbol's current position sizer (`ml.sizing.Sizer`), cached by its artifact's sha256."""
+    from brain_tasks.ml.sizing import Sizer
+
+    found = registry.latest_version(engine, symbol, "ppo_sizer")
+    if found is None:
+        return None
+    if found.artifact_sha256 not in _sizers:
+        _fmt, data = registry.load_artifact(engine, found.artifact_sha256)
+        _sizers[found.artifact_sha256] = Sizer.from_bytes(data)
+    return _sizers[found.artifact_sha256]
+
+
+def _sized(sizer: Any, model: Any, features: pd.DataFrame, names: list[str], candles: pd.DataFrame, config: Any,
+           regime: str | None) -> float:
+    """The sizer's target position for the last bar: it sees the model's recent predictions, their hit
+    rate and the realised volatility of the bars whose returns are known, as in its training.  The
+    Engine's own position and drawdown are not known to the Brain: the observation takes them as flat."""
+    from brain_tasks.ml import serving as ml
+    from brain_tasks.ml.labels import bar_returns
+    from brain_tasks.ml.sizing import latest_observation, size_for
+
+    cfg = sizer.config
+    n = cfg.hit_window + cfg.vol_window + cfg.delay + 1
+    history = ml.model_rows(features, names, "sequence")  # every usable row, not only the last
+    context = int(getattr(model, "context_rows", 0))
+    recent = history.iloc[-(n + context):]
+    preds = np.asarray(model.predict(recent), dtype="float64")[-n:]
+    returns = bar_returns(candles, config.execution_lag)
+    returns.index = pd.DatetimeIndex(pd.to_datetime(candles["ts"], utc=True))
+    known = returns.reindex(recent.index[-n:]).to_numpy(dtype="float64")
+    return float(size_for(sizer, latest_observation(preds, known, regime, sizer)))
 
 
 def stale_signal(settings: Settings, error: StaleDataError, stamp: dt.datetime) -> Signal:

@@ -139,3 +139,30 @@ def test_a_real_worker_trains_the_sizer_by_name_and_as_the_chains_last_link(tmp_
     finally:
         dispose_engine(url)
         servers.drop_database(url)
+
+
+def test_the_served_signal_is_sized_by_the_symbols_sizer(chained):
+    """predict() hands the sizer the same observation its training used and takes its target: the
+    signal's size and side are the sizer's, and the reason says which rule sized it."""
+    from brain_tasks import serving
+    from brain_tasks.ml.sizing import latest_observation
+
+    engine, settings, prev = chained
+    out = sizer_jobs.train_sizer(engine, settings, prev, "ETH/BTC", DAY)
+    sizer = sizer_jobs.current_sizer(engine, "ETH/BTC")
+    stamp = dt.datetime(2018, 1, 30, 4, 56, tzinfo=dt.timezone.utc)  # just after the sample's last close
+    flat = serving.predict(engine, settings, "ETH/BTC", stamp=stamp, record=False)
+    if not flat.tradeable:  # no edge on the sample: flat, and the sizer is not asked
+        assert flat.size == 0.0 and "sized by" not in flat.reason
+    # An operator's choice to trade the champion everywhere: now the sizer sizes it.
+    registry.write_regime_choice(engine, "ETH/BTC", DAY, {
+        regime: {"model_type": "baseline", "version": 1, "confidence": 1.0, "tradeable": True, "reason": "test"}
+        for regime in ("low", "normal", "high", "extreme", "all")})
+    serving._decisions.clear()
+    signal = serving.predict(engine, settings, "ETH/BTC", stamp=stamp, record=False)
+    assert signal.tradeable and f"sized by {out['sizes']}" in signal.reason
+    assert 0.0 <= signal.size <= 1.0 and (signal.size == 0.0) == (signal.position == 0)
+    # The same target from the observation built by hand: the last predictions of the champion.
+    for use in SIZERS:
+        assert -1.0 <= size_for(sizer, latest_observation([signal.prediction], [float("nan")], signal.regime,
+                                                          sizer), use=use) <= 1.0
