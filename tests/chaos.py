@@ -16,11 +16,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from brain_tasks.brain import store
 from brain_tasks.brain.db import dispose_engine, make_engine
 from brain_tasks.brain.migrate import upgrade
 from tests import servers
 from tests.workers import REPO, wait_for
+from tests import snapshots
 
 AS_OF = "2018-01-30"
 
@@ -71,7 +71,7 @@ def when_logged(log: Path, pattern: str, timeout: float = 300) -> None:
 
 def snapshot(url: str) -> dict:
     """Every Brain table of `url`, wall-clock columns left out."""
-    return store.snapshot(make_engine(url), store.wall_clock_columns())
+    return snapshots.snapshot(make_engine(url), snapshots.wall_clock_columns())
 
 
 def assert_same_rows(reference_url: str, url: str) -> None:
@@ -79,8 +79,8 @@ def assert_same_rows(reference_url: str, url: str) -> None:
     compared by their latest attempt, without attempt ids: each enqueue is an attempt of its own)."""
     from tests.test_jobs import _comparable
 
-    store.assert_same_database(_comparable(store.snapshot(make_engine(reference_url))),
-                               _comparable(store.snapshot(make_engine(url))))
+    snapshots.assert_same_database(_comparable(snapshots.snapshot(make_engine(reference_url))),
+                               _comparable(snapshots.snapshot(make_engine(url))))
 
 
 def during(proc: subprocess.Popen, faults: list[tuple[Path, str, Callable[[], None]]]) -> None:

@@ -17,12 +17,13 @@ import time
 
 import pytest
 
-from brain_tasks.brain import runs, store
+from brain_tasks.brain import runs
 from brain_tasks.brain.db import dispose_engine, make_engine
 from brain_tasks.brain.migrate import upgrade
 from tests import servers
 from tests.test_jobs import _comparable
 from tests.workers import REPO, brain_env, run_python, wait_for, worker
+from tests import snapshots
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 
@@ -87,7 +88,7 @@ def reference(tmp_path_factory, pg_url, redis_url):  # noqa: ANN001
         run_id, attempt_id = _enqueue(env)
         wait_for(lambda: _finished(url, run_id, attempt_id), 300, what="the reference run")
     assert runs.run_status(make_engine(url), run_id)["state"] == "succeeded"
-    yield _comparable(store.snapshot(make_engine(url)))
+    yield _comparable(snapshots.snapshot(make_engine(url)))
     dispose_engine(url)
 
 
@@ -136,5 +137,5 @@ def test_a_redis_restart_mid_run_loses_nothing(tmp_path, pg_url, reference, sig)
         assert status["state"] == "succeeded", status
         if sig == "flushall":
             assert all(s["redrives"] >= 1 for s in status["symbols"].values()), status
-        store.assert_same_database(reference, _comparable(store.snapshot(engine)))
+        snapshots.assert_same_database(reference, _comparable(snapshots.snapshot(engine)))
     dispose_engine(url)

@@ -23,6 +23,7 @@ from brain_tasks.brain.migrate import upgrade
 from tests import servers
 from tests.test_jobs import _comparable
 from tests.workers import REPO, brain_env, run_python, wait_for, worker
+from tests import snapshots
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 
@@ -123,7 +124,7 @@ def test_daily_retrain_end_to_end_twice_with_a_broken_symbol(tmp_path, pg_url, f
             "print(json.dumps(app.send_task('brain_tasks.nightly_analysis', queue='analysis',"
             " kwargs={'symbols': %r, 'as_of': %r}).get(timeout=600)))" % (broker, broker, SYMBOLS, AS_OF),
             env).strip().splitlines()[-1]
-        first = store.snapshot(make_engine(url))
+        first = snapshots.snapshot(make_engine(url))
         status, workers = _flower_get(port, "/api/workers?refresh=1", "operator:s3cret-test")
         _, tasks = _flower_get(port, "/api/tasks?taskname=brain_tasks.train_symbol&state=SUCCESS",
                                "operator:s3cret-test")
@@ -179,11 +180,11 @@ def test_daily_retrain_end_to_end_twice_with_a_broken_symbol(tmp_path, pg_url, f
     # The second run is a new attempt of the same run with the same outcome.
     assert second_summary["attempt_id"] != summary["attempt_id"]
     assert {**second_summary, "attempt_id": None} == {**summary, "attempt_id": None}
-    again = store.snapshot(engine)
+    again = snapshots.snapshot(engine)
     # Retrained models would have new created_at stamps: compare artifacts and manifests *with* them.
     for table in ("model_artifacts", "model_manifests"):
         pd.testing.assert_frame_equal(first[table], again[table])
-    store.assert_same_database(_comparable(first), _comparable(again))
+    snapshots.assert_same_database(_comparable(first), _comparable(again))
     dispose_engine(url)
 
 
@@ -226,7 +227,7 @@ def test_kill_9_mid_training_reruns_on_another_worker(tmp_path, pg_url, redis_ur
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["state"] == "succeeded" and sorted(summary["succeeded"]) == symbols
     assert task_id in (tmp_path / "rescuer.log").read_text()  # the same message, re-delivered
-    store.assert_same_database(_comparable(store.snapshot(make_engine(ref_url))),
-                               _comparable(store.snapshot(make_engine(url))))
+    snapshots.assert_same_database(_comparable(snapshots.snapshot(make_engine(ref_url))),
+                               _comparable(snapshots.snapshot(make_engine(url))))
     dispose_engine(url)
     dispose_engine(ref_url)

@@ -15,6 +15,7 @@ from brain_tasks.brain.db import make_engine
 from brain_tasks.errors import DataError, IntegrityError
 from brain_tasks.settings import from_environ
 from tests.workers import REPO
+from tests import snapshots
 
 DAY = dt.date(2018, 1, 30)
 
@@ -54,16 +55,16 @@ def test_the_chain_twice_leaves_the_same_database_and_trains_nothing(brain):
     jobs.start_attempt(engine, settings, "retrain", "r1", "a1", DAY, ["ETH/BTC"], ["lightgbm", "baseline"])
     first = _chain(engine, settings, "ETH/BTC", ["lightgbm", "baseline"], DAY, "a1")
     jobs.summarize_attempt(engine, [first], "r1", "a1")
-    before = store.snapshot(engine)
+    before = snapshots.snapshot(engine)
     again = [jobs.train_symbol(engine, settings, "ETH/BTC", m, DAY) for m in ("lightgbm", "baseline")]
     assert [r["trained"] for r in again] == [False, False]
     jobs.start_attempt(engine, settings, "retrain", "r1", "a2", DAY, ["ETH/BTC"], ["lightgbm", "baseline"])
     second = _chain(engine, settings, "ETH/BTC", ["lightgbm", "baseline"], DAY, "a2")
     jobs.summarize_attempt(engine, [second], "r1", "a2")
-    after = store.snapshot(engine)
+    after = snapshots.snapshot(engine)
     for table in ("model_artifacts", "model_manifests"):  # created_at included: nothing was rewritten
         pd.testing.assert_frame_equal(before[table], after[table])
-    store.assert_same_database(_comparable(before), _comparable(after))
+    snapshots.assert_same_database(_comparable(before), _comparable(after))
     assert first["status"] == "succeeded" and first["rollback"]["action"] == "promote"
     assert runs.run_status(engine, "r1")["attempt_id"] == "a2"
     assert runs.run_status(engine, "r1")["state"] == runs.run_status(engine, "r1", "a1")["state"] == "succeeded"
@@ -144,7 +145,7 @@ def test_a_corrupted_artifact_is_refused(brain):
 
 
 def _without_wall_clock(snap: dict) -> dict:
-    ignore = store.wall_clock_columns()
+    ignore = snapshots.wall_clock_columns()
     return {t: f.drop(columns=ignore[t]) for t, f in snap.items()}
 
 

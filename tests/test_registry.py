@@ -18,6 +18,7 @@ from brain_tasks.brain.migrate import upgrade
 from brain_tasks.brain.models import ModelManifest, ModelRegistry
 from brain_tasks.settings import from_environ
 from tests.test_jobs import _chain, _load, _without_wall_clock
+from tests import snapshots
 
 
 def _settings(url: str, **env: str):  # noqa: ANN202
@@ -59,12 +60,12 @@ def test_unchanged_inputs_make_no_new_version_and_no_new_row(brain_db_url):
     engine, settings = make_engine(brain_db_url), _settings(brain_db_url, BRAIN_MAX_DATA_AGE="259200")
     _load(engine, "ETH/BTC")
     _chain(engine, settings, "ETH/BTC", ["baseline"], dt.date(2018, 1, 30), "first")
-    before = store.snapshot(engine)
+    before = snapshots.snapshot(engine)
     again = jobs.train_symbol(engine, settings, "ETH/BTC", "baseline", dt.date(2018, 1, 31))
     assert again["trained"] is False and again["version"] == 1 and "inputs unchanged" in again["reason"]
     out = _chain(engine, settings, "ETH/BTC", ["baseline"], dt.date(2018, 1, 31), None)
     assert out["unchanged"] is True and out["rollback"]["action"] == "unchanged"
-    store.assert_same_database(_without_wall_clock(before), _without_wall_clock(store.snapshot(engine)))
+    snapshots.assert_same_database(_without_wall_clock(before), _without_wall_clock(snapshots.snapshot(engine)))
 
 
 def test_stale_data_ends_the_chain_as_stale_without_promotion(brain_db_url):
@@ -155,9 +156,9 @@ def test_a_worse_champion_is_rolled_back_live(momentum):
     assert (last.action, last.version, last.from_version) == ("rollback", good.version, bad)
     assert last.evidence["n"] >= settings.min_evidence_bars and last.evidence["p_value"] <= 0.05
     # The same nightly step again changes nothing.
-    before = store.snapshot(engine)
+    before = snapshots.snapshot(engine)
     assert jobs.live_check(engine, settings, "MOM/USD", DAY2)["action"] == "rollback"
-    store.assert_same_database(_without_wall_clock(before), _without_wall_clock(store.snapshot(engine)))
+    snapshots.assert_same_database(_without_wall_clock(before), _without_wall_clock(snapshots.snapshot(engine)))
 
 
 def test_a_better_champion_is_kept_live(momentum):

@@ -16,6 +16,7 @@ from brain_tasks.requests import (MODEL_TYPES, BadArgumentError, BadDateError, B
                                   check_as_of, check_models, check_symbols)
 from brain_tasks.settings import from_environ
 from tests.workers import REPO, brain_env
+from tests import snapshots
 
 SAMPLE = REPO / "sample" / "freqtrade-testdata"
 
@@ -95,14 +96,14 @@ def test_cli_refusals_are_one_line_exit_2_and_write_nothing(tmp_path):
     _refused(_cli(["retrain", "--symbols", "ETH/BTC"], env, tmp_path), "brain-tasks db upgrade")
     assert not db.exists()
     assert _cli(["db", "upgrade"], env, tmp_path).returncode == 0
-    before = store.snapshot(make_engine(f"sqlite:///{db}"))
+    before = snapshots.snapshot(make_engine(f"sqlite:///{db}"))
     _refused(_cli(["retrain", "--symbols", "ETH/BTC", "--models", "catboost"], env, tmp_path), "catboost")
     _refused(_cli(["retrain", "--symbols", "ETH/BTC", "--as-of", "2018-13-45"], env, tmp_path), "2018-13-45")
     _refused(_cli(["retrain", "--symbols", "ETH\x01/BTC"], env, tmp_path), "invalid symbol")
     _refused(_cli(["retrain", "--symbols", "FOO/BAR"], env, tmp_path), "unknown symbol FOO/BAR")
     _refused(_cli(["nightly", "--as-of", "30/01/2018"], env, tmp_path), "invalid as-of date")
     _refused(_cli(["models", "--symbol", "bad symbol"], env, tmp_path), "invalid symbol")
-    store.assert_same_database(before, store.snapshot(make_engine(f"sqlite:///{db}")))
+    snapshots.assert_same_database(before, snapshots.snapshot(make_engine(f"sqlite:///{db}")))
     assert not (tmp_path / ".brain" / "broker").exists()  # no embedded worker was started either
 
 

@@ -19,6 +19,7 @@ from brain_tasks.settings import from_environ, get_settings
 from tests import servers
 from tests.test_jobs import _chain, _load
 from tests.workers import brain_env, run_python, worker
+from tests import snapshots
 
 DAY = dt.date(2018, 1, 30)
 FAST = {"BRAIN_SIZER_TIMESTEPS": "2048"}  # the machinery, not the agent's skill, is under test here
@@ -63,12 +64,12 @@ def test_the_sizer_is_a_version_with_three_comparison_rows_and_is_served_from_th
     for use in SIZERS:
         assert -1.0 <= size_for(sizer, {"pred": 0.002, "realised_vol": 0.004, "regime": "high"}, use=use) <= 1.0
 
-    before = store.snapshot(engine)
+    before = snapshots.snapshot(engine)
     again = sizer_jobs.train_sizer(engine, settings, prev, "ETH/BTC", DAY)
     assert not again["trained"] and again["version"] == 1 and again["sizes"] == out["sizes"]
     later = sizer_jobs.train_sizer(engine, settings, prev, "ETH/BTC", DAY + dt.timedelta(days=1))
     assert not later["trained"] and "inputs unchanged" in later["reason"]
-    store.assert_same_database(before, store.snapshot(engine))
+    snapshots.assert_same_database(before, snapshots.snapshot(engine))
 
     # Skips are statuses.
     failed = {**prev, "status": "failed", "error": "upstream"}

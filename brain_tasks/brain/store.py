@@ -44,9 +44,9 @@ COPY_MIN_ROWS = 50
 MERGE_WORK_MEM = "256MB"
 
 __all__ = [
-    "COPY_MIN_ROWS", "WALL_CLOCK_COLUMNS", "assert_same_database", "jsonable", "wall_clock_columns", "copy_rows", "get_table", "last_timestamp", "list_symbols",
+    "COPY_MIN_ROWS", "jsonable", "copy_rows", "get_table", "last_timestamp", "list_symbols",
     "read_candles", "read_funding", "read_liquidations", "read_open_interest", "read_sentiment", "read_table",
-    "snapshot", "to_utc", "upsert",
+    "to_utc", "upsert",
 ]
 
 
@@ -538,47 +538,6 @@ def list_symbols(bind: Bind, exchange: str | None = None, timeframe: str | None 
 
 # When a row was written, not what it says: the only columns allowed to differ between two runs of
 # the same work.
-WALL_CLOCK_COLUMNS = frozenset({"created_at", "updated_at", "started_at", "finished_at", "first_seen",
-                                "last_seen", "resolved_at", "progress_at", "deadline"})
-
-
-def wall_clock_columns() -> dict[str, list[str]]:
-    """{table: its wall-clock columns}, the `ignore_columns` of a "same work, same rows" comparison."""
-    return {t.name: [c.name for c in t.columns if c.name in WALL_CLOCK_COLUMNS]
-            for t in Base.metadata.sorted_tables}
-
-
-def snapshot(bind: Bind, ignore_columns: Mapping[str, Iterable[str]] | None = None) -> dict[str, pd.DataFrame]:
-    """Every Brain table as a frame sorted by its primary key, minus `ignore_columns[table]`.
-
-    Ignore what legitimately differs between two runs (wall-clock times such as created_at).
-    """
-    ignore = {name: set(cols) for name, cols in (ignore_columns or {}).items()}
-    unknown = set(ignore) - set(Base.metadata.tables)
-    if unknown:
-        raise KeyError(f"ignore_columns names unknown tables {sorted(unknown)}")
-    out = {}
-    with _connect(bind) as conn:
-        for t in Base.metadata.sorted_tables:
-            frame = read_table(conn, t)
-            out[t.name] = frame.drop(columns=[c for c in ignore.get(t.name, ()) if c in frame.columns])
-    return out
-
-
-def assert_same_database(a: Mapping[str, pd.DataFrame], b: Mapping[str, pd.DataFrame]) -> None:
-    """Raise AssertionError naming the first table whose rows differ between two snapshots."""
-    if set(a) != set(b):
-        raise AssertionError(f"different tables: {sorted(set(a) ^ set(b))}")
-    for name in sorted(a):
-        left, right = a[name].reset_index(drop=True), b[name].reset_index(drop=True)
-        if len(left) != len(right):
-            raise AssertionError(f"{name}: {len(left)} rows != {len(right)} rows")
-        try:
-            pd.testing.assert_frame_equal(left, right, check_exact=True)
-        except AssertionError as exc:
-            raise AssertionError(f"{name}: {exc}") from None
-
-
 # --- sentiment -------------------------------------------------------------------------------------
 
 def read_sentiment(bind: Bind, symbol: str, start: Any = None, end: Any = None,

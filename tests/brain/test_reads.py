@@ -11,6 +11,7 @@ from brain_tasks.brain import store
 from brain_tasks.brain.db import make_engine
 from brain_tasks.brain.models import TABLE_NAMES, Base
 from tests.brain.rows import BASE_TS, candles, make_row
+from tests import snapshots
 
 
 def test_read_candles_sorted_typed_and_half_open(brain_db_url: str) -> None:
@@ -92,29 +93,29 @@ def _fill(engine: object) -> None:
 def test_snapshot_of_the_same_writes_is_equal(brain_db_url: str) -> None:
     engine = make_engine(brain_db_url)
     _fill(engine)
-    first = store.snapshot(engine)
+    first = snapshots.snapshot(engine)
     assert set(first) == set(TABLE_NAMES) and all(len(f) == 3 for f in first.values())
     _fill(engine)
-    store.assert_same_database(first, store.snapshot(engine))
+    snapshots.assert_same_database(first, snapshots.snapshot(engine))
 
 
 def test_snapshot_differences_are_reported_and_ignorable(brain_db_url: str) -> None:
     engine = make_engine(brain_db_url)
     _fill(engine)
-    first = store.snapshot(engine)
+    first = snapshots.snapshot(engine)
     table = Base.metadata.tables["rollback_logs"]
     row = make_row(table, 1)
     row["created_at"] = BASE_TS + dt.timedelta(days=30)
     store.upsert(engine, table, [row])
     with pytest.raises(AssertionError, match="rollback_logs"):
-        store.assert_same_database(first, store.snapshot(engine))
+        snapshots.assert_same_database(first, snapshots.snapshot(engine))
     ignore = {"rollback_logs": ["created_at"]}
-    store.assert_same_database(store.snapshot(engine, ignore), store.snapshot(engine, ignore))
-    store.assert_same_database(
+    snapshots.assert_same_database(snapshots.snapshot(engine, ignore), snapshots.snapshot(engine, ignore))
+    snapshots.assert_same_database(
         first | {"rollback_logs": first["rollback_logs"].drop(columns="created_at")},
-        store.snapshot(engine, ignore))
+        snapshots.snapshot(engine, ignore))
     with pytest.raises(KeyError):
-        store.snapshot(engine, {"nope": ["x"]})
+        snapshots.snapshot(engine, {"nope": ["x"]})
 
 
 def test_timestamps_round_trip_to_the_microsecond(brain_db_url: str) -> None:
