@@ -14,7 +14,7 @@ ENV PYTHONUNBUFFERED=1 \
     BRAIN_SAMPLE_DIR=/app/sample/freqtrade-testdata
 
 WORKDIR /app
-COPY pyproject.toml README.md celeryconfig.py ./
+COPY pyproject.toml README.md ./
 COPY brain_tasks ./brain_tasks
 # The bundled sample lives outside the package: `brain-tasks demo` finds it via BRAIN_SAMPLE_DIR.
 COPY sample ./sample

@@ -15,7 +15,7 @@ from brain_tasks.settings import get_settings  # noqa: E402
 
 # Every task shares the failure and progress policy of BrainTask (brain_tasks/policy.py).
 app = Celery("brain_tasks", task_cls="brain_tasks.policy:BrainTask")
-app.config_from_object("celeryconfig")
+app.config_from_object("brain_tasks.celeryconfig")
 # Workers import the tasks; Engine code that only enqueues by name imports this module alone, which
 # keeps LightGBM and XGBoost out of the Engine's process.
 app.conf.include = ["brain_tasks.tasks"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import subprocess
 import sys
 
@@ -39,7 +41,7 @@ def test_bad_time_of_day_is_a_clear_error():
 
 
 def _celery_conf(env: dict[str, str]) -> dict:
-    code = ("import json, celeryconfig as c; print(json.dumps({k: getattr(c, k) for k in dir(c) "
+    code = ("import json; import brain_tasks.celeryconfig as c; print(json.dumps({k: getattr(c, k) for k in dir(c) "
             "if not k.startswith('_') and isinstance(getattr(c, k), (str, int, float, bool, list, dict))}))")
     base = {k: v for k, v in __import__("os").environ.items() if not k.startswith("BRAIN_")}
     out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True,
@@ -104,3 +106,21 @@ def test_a_short_task_time_limit_keeps_a_usable_soft_limit():
     conf = _celery_conf({"BRAIN_BROKER_URL": "redis://h/0", "BRAIN_TASK_TIME_LIMIT": "18",
                          "BRAIN_TRAIN_TIME_LIMIT": "18", "BRAIN_VISIBILITY_TIMEOUT": "20"})
     assert conf["task_soft_time_limit"] == 17
+
+
+def test_the_app_ignores_a_celeryconfig_in_the_callers_working_directory(tmp_path):
+    """An Engine's own celeryconfig.py (here: pickle and another broker) must not configure our app."""
+    import subprocess
+    import sys
+
+    from tests.workers import REPO
+
+    (tmp_path / "celeryconfig.py").write_text('broker_url = "memory://evil"\ntask_serializer = "pickle"\n'
+                                              'accept_content = ["pickle"]\n')
+    code = ("import json; from brain_tasks.app import app; c = app.conf; "
+            "print(json.dumps([c.broker_url, c.task_serializer, list(c.accept_content)]))")
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("BRAIN_")}
+    env.update(PYTHONPATH=str(REPO), BRAIN_BROKER_URL="redis://127.0.0.1:1/0")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert json.loads(out) == ["redis://127.0.0.1:1/0", "json", ["json"]]

@@ -19,7 +19,7 @@ s = get_settings()
 # The engine's own minimal app: it only knows the broker, the backend and the JSON serializer.
 app = Celery(broker=s.effective_broker_url, backend=s.effective_result_backend)
 app.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"],
-                broker_transport_options=getattr(__import__("celeryconfig"), "broker_transport_options", {}))
+                broker_transport_options=getattr(__import__("brain_tasks.celeryconfig", fromlist=["x"]), "broker_transport_options", {}))
 result = app.send_task("brain_tasks.ping", args=[{"hello": "brain"}], queue="collect")
 print(json.dumps(result.get(timeout=120)))
 """

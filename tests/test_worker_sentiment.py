@@ -26,7 +26,7 @@ from brain_tasks.settings import get_settings
 s = get_settings()
 app = Celery(broker=s.effective_broker_url, backend=s.effective_result_backend)
 app.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"],
-                broker_transport_options=getattr(__import__("celeryconfig"), "broker_transport_options", {}))
+                broker_transport_options=getattr(__import__("brain_tasks.celeryconfig", fromlist=["x"]), "broker_transport_options", {}))
 result = app.send_task("brain_tasks.collect_sentiment", queue="collect")
 print(json.dumps(result.get(timeout=300)))  # generous: the machine may be loaded
 """

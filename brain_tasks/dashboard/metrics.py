@@ -38,7 +38,7 @@ def _gauge(name: str, doc: str, labels: Sequence[str] = ()) -> GaugeMetricFamily
 
 
 def queue_names() -> list[str]:
-    from celeryconfig import task_queues
+    from brain_tasks.celeryconfig import task_queues
 
     return [q.name for q in task_queues]
 

@@ -51,7 +51,7 @@ def _route(env: dict[str, str]) -> dict[str, str]:
 
 
 def test_sequence_model_training_can_have_a_queue_of_its_own() -> None:
-    from celeryconfig import SEQUENCE_MODEL_TYPES
+    from brain_tasks.celeryconfig import SEQUENCE_MODEL_TYPES
 
     assert SEQUENCE_MODEL_TYPES == SEQUENCE_TYPES
     gpu = _route({"BRAIN_BROKER_URL": "redis://127.0.0.1:1/0", "BRAIN_DEEP_QUEUE": "train_gpu"})
