@@ -119,7 +119,7 @@ def check_rollback(self: Task, prev: dict, symbol: str, as_of: str | None = None
     return jobs.check_rollback(_engine(), get_settings(), prev, symbol, as_of_date(as_of))
 
 
-@app.task(name="brain_tasks.select_model", base=FinalStep, bind=True, **_limits("analysis"))
+@app.task(name="brain_tasks.select_model", bind=True, **_limits("analysis"))
 @guarded("models")
 def select_model(self: Task, prev: dict, symbol: str, as_of: str | None = None,
                  run_id: str | None = None, attempt_id: str | None = None) -> dict:
@@ -237,17 +237,22 @@ def _sizer_step(self: Task, symbol: str, as_of: str | None = None, chain_state: 
     return sizer_jobs.train_sizer(_engine(), get_settings(), chain_state, symbol, as_of_date(as_of))
 
 
-@app.task(name="brain_tasks.train_sizer", bind=True, **_limits("train"))
+@app.task(name="brain_tasks.train_sizer", base=FinalStep, bind=True, **_limits("train"))
 def train_sizer(self: Task, prev: Any, symbol: str, as_of: str | None = None, run_id: str | None = None,
                 attempt_id: str | None = None) -> dict:
-    """The chain's last link: train and judge the symbol's position sizer.  Its own failure never fails
-    the symbol: the chain's state passes through unchanged and the sizer's outcome (or failure, by the
-    usual policy) rides along under "sizer".  The symbol's state in the attempt was written by
-    select_model (the final step), so `attempt_id` is only carried, like every step's ids."""
+    """The chain's last link, and so its final step: train and judge the symbol's position sizer, then
+    record the symbol's outcome in the attempt.  The sizer's own failure never fails the symbol: the
+    chain's state is what is recorded, and the sizer's outcome (or failure, by the usual policy) rides
+    along under "sizer".  An attempt is finished only when its sizers are, so a run that waits for it
+    (or compares its rows) sees them."""
+    call = {"attempt_id": attempt_id, "symbol": symbol}
+    self.step_started(call, "train_sizer")
     outcome = _sizer_step(self, symbol, as_of, chain_state=prev)
     state = prev if isinstance(prev, dict) else {"symbol": symbol, "status": jobs.FAILED,
                                                  "error": f"unexpected chain state {type(prev).__name__}"}
-    return {**state, "sizer": outcome}
+    result = {**state, "sizer": outcome}
+    self.step_finished(call, result)
+    return result
 
 
 # --- serving -------------------------------------------------------------------------------------

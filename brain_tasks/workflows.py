@@ -39,8 +39,8 @@ def symbol_canvas(symbol: str, as_of: dt.date, models: Sequence[str], run_id: st
         _sig("compute_importance", symbol, day, **ids),
         _sig("check_rollback", symbol, day, **ids),
         _sig("select_model", symbol, day, **ids),
-        # After the symbol's outcome is recorded (select_model is the final step of its attempt; a
-        # finished symbol stays finished): the sizer's own failure or slowness never changes it.
+        # The final step: it records the chain's outcome as the symbol's state in the attempt, whatever
+        # becomes of the sizer itself.
         _sig("train_sizer", symbol, day, **ids),
     )
 

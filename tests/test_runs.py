@@ -94,7 +94,7 @@ class _GatedApp:
     def __init__(self) -> None:
         self.sent: list[dict] = []
 
-    def send_task(self, name: str, task_id: str, kwargs: dict) -> SimpleNamespace:
+    def send_task(self, name: str, task_id: str, kwargs: dict, **_options: object) -> SimpleNamespace:
         self.sent.append(kwargs)
         return SimpleNamespace(id=task_id)
 

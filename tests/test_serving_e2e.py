@@ -25,6 +25,7 @@ SYMBOL = "ETH/BTC"
 
 ENGINE = """
 import datetime, json, time
+from brain_tasks import serving
 from brain_tasks.brain import signals
 from brain_tasks.client import BrainClient
 
@@ -32,14 +33,15 @@ brain = BrainClient()
 assert brain.latest_signal({symbol!r}) is None
 run = brain.retrain([{symbol!r}], models=["baseline"], as_of="2018-01-30")   # send_task by name
 status = brain.wait(run.run_id, timeout=600, poll=0.5)
-finished = datetime.datetime.now(datetime.timezone.utc)
-# The beat's next bar-close canvas after the run (one that ran mid-chain may have served the champion
-# before the per-regime choice was written: a truthful record of that moment, under another key).
+# A bar-close canvas that publishes the decision the finished run stands for (one that ran mid-chain
+# may have served the champion before the per-regime choice was written: a truthful record of that
+# moment, under another key; the same decision published mid-chain is the same row).
 deadline = time.monotonic() + 120
 while True:
     assert time.monotonic() < deadline, "no signal published by the bar-close canvas after the retrain"
+    expected = serving.predict(brain.engine, brain.settings, {symbol!r}, record=False)  # records nothing
     row = signals.latest(brain.engine, {symbol!r})
-    if row is not None and row["served_at"] > finished:
+    if row is not None and (row["model_type"], row["version"] or None) == (expected.model_type, expected.version):
         break
     time.sleep(0.5)
 published = brain.latest_signal({symbol!r})

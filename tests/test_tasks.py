@@ -30,7 +30,7 @@ def test_bad_data_is_a_failed_status_and_a_quality_row(brain):
 
 
 def test_a_failed_step_passes_its_status_down_the_chain_and_marks_the_run(brain):
-    from brain_tasks.tasks import check_rollback, compare_models, compute_importance, select_model
+    from brain_tasks.tasks import check_rollback, compare_models, compute_importance, select_model, train_sizer
 
     jobs.start_attempt(brain, get_settings(), "retrain", "run-1", "a-1", jobs.now().date(), ["NOPE/BTC"],
                        ["lightgbm"])
@@ -42,14 +42,18 @@ def test_a_failed_step_passes_its_status_down_the_chain_and_marks_the_run(brain)
         out = step.apply(args=[out, "NOPE/BTC", "2018-01-30"], kwargs=ids).get()
     out = select_model.apply(args=[out, "NOPE/BTC", "2018-01-30"], kwargs=ids).get()
     assert out["status"] == "failed" and "lightgbm: no candles" in out["error"]
+    assert runs.run_status(brain, "run-1")["symbols"]["NOPE/BTC"]["state"] == "running"  # not the last step
+    out = train_sizer.apply(args=[out, "NOPE/BTC", "2018-01-30"], kwargs=ids).get()
+    assert out["status"] == "failed" and out["sizer"]["status"] == "skipped"
     status = runs.run_status(brain, "run-1")
     row = status["symbols"]["NOPE/BTC"]
-    assert row["state"] == "failed" and row["step"] == "select_model"
+    assert row["state"] == "failed" and row["step"] == "train_sizer"
 
 
-def test_the_final_step_records_its_own_failure(brain, monkeypatch):
-    """select_model is a FinalStep: when it fails itself, the symbol's row still ends failed."""
-    from brain_tasks.tasks import select_model
+def test_the_final_step_records_a_failure_upstream(brain, monkeypatch):
+    """A step that fails itself hands a failed status on; the final step records it: the symbol's row
+    ends failed."""
+    from brain_tasks.tasks import select_model, train_sizer
 
     jobs.start_attempt(brain, get_settings(), "retrain", "run-2", "a-2", jobs.now().date(), ["ETH/BTC"], ["baseline"])
 
@@ -61,6 +65,7 @@ def test_the_final_step_records_its_own_failure(brain, monkeypatch):
     ids = {"run_id": "run-2", "attempt_id": "a-2"}
     out = select_model.apply(args=[prev, "ETH/BTC", "2018-01-30"], kwargs=ids).get()
     assert out["status"] == "failed" and "selection broke" in out["error"]
+    train_sizer.apply(args=[out, "ETH/BTC", "2018-01-30"], kwargs=ids).get()
     row = runs.run_status(brain, "run-2")["symbols"]["ETH/BTC"]
     assert row["state"] == "failed" and "selection broke" in row["error"]
 

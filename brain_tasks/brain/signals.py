@@ -8,8 +8,7 @@ told and when, not a cache to refresh.  version 0 stands for "no model" (model t
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -17,20 +16,12 @@ import sqlalchemy as sa
 
 from brain_tasks.brain import store
 from brain_tasks.brain.models import SignalRecord
+# A decision's reads run on one connection when serving hands one in (the storage module's rule).
+from brain_tasks.brain.store import _connect
 
 NO_VERSION = 0
 COLUMNS = tuple(c.name for c in SignalRecord.__table__.columns)
 Bind = sa.Engine | sa.Connection
-
-
-@contextmanager
-def _connect(bind: Bind) -> Iterator[sa.Connection]:
-    """`bind` itself when it is a connection (serving runs a decision's reads on one), else a new one."""
-    if isinstance(bind, sa.Connection):
-        yield bind
-    else:
-        with bind.connect() as conn:
-            yield conn
 
 
 def write(engine: Bind, rows: Sequence[Mapping[str, Any]]) -> int:

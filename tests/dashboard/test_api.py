@@ -124,6 +124,11 @@ def test_overview_sorts_filters_and_pages_in_the_server(client: TestClient) -> N
 
 
 def test_symbol_detail_and_missing_signals_table(client: TestClient, dash_url: str) -> None:
+    # A database from before the signals migration (0004): the page degrades instead of failing.
+    engine = sa.create_engine(dash_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS signals"))
+    engine.dispose()
     detail = client.get(f"/api/symbols/{BTC}", headers=BEARER).json()
     assert detail["champion"]["model_type"] == "lightgbm" and detail["signals_table"] is False
     perf = detail["performance"]
