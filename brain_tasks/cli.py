@@ -217,6 +217,8 @@ def _print_run(status: dict[str, Any]) -> None:
     for symbol, info in sorted(status["symbols"].items()):
         if info["state"] != "succeeded":
             click.echo(f"  {symbol}: {info['state']}  {info.get('error') or ''}")
+        for model, error in sorted((info.get("failed_models") or {}).items()):
+            click.echo(f"  {symbol}: {model} not trained: {error}")
 
 
 def _client(settings: Settings) -> Any:
@@ -320,9 +322,13 @@ def models_table(settings: Settings, symbol: str | None = None) -> str:
     cols = [c for c in ["symbol", "model_type", "version", "as_of", "status", "composite_score", "sharpe",
                         "total_return", "max_drawdown", "psr", "regimes"] if c in reg]
     lines = [reg[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}")]
-    flat = sorted({f"{s} {regime}" for s, cs in choices.items() for regime, c in cs.items() if not c["tradeable"]})
+    flat = []
+    for sym, cs in sorted(choices.items()):
+        idle = sorted(regime for regime, c in cs.items() if not c["tradeable"])
+        if idle:
+            flat.append(f"{sym} (every regime)" if len(idle) == len(cs) else f"{sym} ({', '.join(idle)})")
     if flat:
-        lines.append("not traded (no edge over flat): " + ", ".join(flat))
+        lines.append("not traded, no edge over flat with enough evidence: " + "; ".join(flat))
     return "\n".join(lines)
 
 
@@ -440,6 +446,8 @@ def status(run_id: str, attempt_id: str | None, as_json: bool) -> None:
         extra = f"  re-driven {row['redrives']}x" if row["redrives"] else ""
         line = f"  {symbol:<16} {row['state']:<9} step {row['step'] or '-':<18}{extra}  {row['error'] or ''}"
         click.echo(line.rstrip())
+        for model, error in sorted((row.get("failed_models") or {}).items()):
+            click.echo(f"    {model} not trained: {error}")
 
 
 @main.command()

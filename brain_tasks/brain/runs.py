@@ -189,7 +189,8 @@ def run_status(engine: sa.Engine, run_id: str, attempt_id: str | None = None) ->
         return {"run_id": run_id, "attempt_id": attempt_id, "state": "unknown", "details": {}, "counts": {},
                 "symbols": {}}
     symbols = {r.symbol: {"state": r.state, "step": r.step, "error": r.error, "redrives": r.redrives,
-                          "progress_at": _iso(r.progress_at), "deadline": _iso(r.deadline)}
+                          "progress_at": _iso(r.progress_at), "deadline": _iso(r.deadline),
+                          "failed_models": (r.details or {}).get("failed_models") or {}}
                for r in _symbol_rows(engine, attempt_id)}
     counts: dict[str, int] = {}
     for v in symbols.values():
