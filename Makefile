@@ -51,6 +51,8 @@ bench: install servers
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/dashboard.py
+	$(BIN)/python bench/predict.py
+	$(BIN)/python bench/stats.py
 
 clean:
 	rm -rf .brain brain.db report .pytest_cache
