@@ -68,15 +68,7 @@ def _key(spec: _Kind, source: MarketSource, symbol: str, timeframe: str | None) 
 
 def _stored_ts(engine: sa.Engine, spec: _Kind, key: dict[str, str], start: pd.Timestamp | None,
                end: pd.Timestamp | None) -> pd.Series:
-    t = spec.table
-    stmt = sa.select(t.c.ts).where(*(t.c[c] == v for c, v in key.items()))
-    if start is not None:
-        stmt = stmt.where(t.c.ts >= start.to_pydatetime())
-    if end is not None:
-        stmt = stmt.where(t.c.ts < end.to_pydatetime())
-    with engine.connect() as conn:
-        values = [r[0] for r in conn.execute(stmt.order_by(t.c.ts))]
-    return pd.Series(pd.to_datetime(values, utc=True), dtype="datetime64[ns, UTC]")
+    return store.stored_timestamps(engine, spec.table, key, start, end)
 
 
 def _fetch(source: MarketSource, kind: str, symbol: str, timeframe: str | None, since: Any, until: Any) -> pd.DataFrame:

@@ -46,7 +46,7 @@ MERGE_WORK_MEM = "256MB"
 __all__ = [
     "COPY_MIN_ROWS", "jsonable", "copy_rows", "get_table", "last_timestamp", "list_symbols",
     "read_candles", "read_funding", "read_liquidations", "read_open_interest", "read_sentiment", "read_table",
-    "to_utc", "upsert",
+    "stored_timestamps", "to_utc", "upsert",
 ]
 
 
@@ -509,6 +509,20 @@ def read_table(bind: Bind, table: TableLike, where: Mapping[str, Any] | None = N
     else:
         order = [order_by] if isinstance(order_by, str) else list(order_by)
     return _select(bind, t, [c.name for c in t.columns], conditions, order)
+
+
+def stored_timestamps(bind: Bind, table: TableLike, key: Mapping[str, Any], start: Any = None,
+                      end: Any = None) -> pd.Series:
+    """The `ts` values stored under `key` (column -> value) with start <= ts < end, sorted, as UTC."""
+    t = get_table(table)
+    stmt = sa.select(t.c.ts).where(*(t.c[c] == v for c, v in key.items()))
+    if start is not None:
+        stmt = stmt.where(t.c.ts >= to_utc(start, "start"))
+    if end is not None:
+        stmt = stmt.where(t.c.ts < to_utc(end, "end"))
+    with _connect(bind) as conn:
+        values = [r[0] for r in conn.execute(stmt.order_by(t.c.ts))]
+    return pd.Series(pd.to_datetime(values, utc=True), dtype="datetime64[ns, UTC]")
 
 
 def last_timestamp(bind: Bind, table: TableLike, column: str = "ts", **key_values: Any) -> dt.datetime | None:
