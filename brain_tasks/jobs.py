@@ -130,14 +130,14 @@ def train_symbol(engine: sa.Engine, settings: Settings, symbol: str, model_type:
                                     data_kind="candles", check="stale", day=as_of, details={"error": stale},
                                     severity="warning")
             return {**base, "status": STALE, "error": stale, "seconds": round(time.perf_counter() - started, 4)}
-        X, y, _bar = build_dataset(market["candles"], config, **_market_kwargs(market))
-        same = registry.find_same_inputs(engine, symbol, model_type, chash, dataset_digest(X, y))
+        dataset = build_dataset(market["candles"], config, **_market_kwargs(market))
+        same = registry.find_same_inputs(engine, symbol, model_type, chash, dataset_digest(*dataset[:2]))
         if same is not None:
             return answer(same, False, f"inputs unchanged: {model_type} v{same.version} (as of {same.as_of}) was "
                           "trained on the same data with the same config", reused_as_of=same.as_of.isoformat())
         # Importance is computed here, out of sample: each fold's model on its own test block.
         result = train_and_evaluate(market["candles"], model_type, config, **_market_kwargs(market),
-                                    with_importance=True, device=settings.device)
+                                    with_importance=True, dataset=dataset, device=settings.device)
         version = registry.register_version(engine, symbol, model_type, as_of, config=config.to_dict(),
                                             config_hash=chash, result=result, code_version=__version__,
                                             seed=config.seed)
@@ -202,18 +202,25 @@ def _run_versions(engine: sa.Engine, symbol: str, prev: dict[str, Any]) -> list[
 
 # --- importance ----------------------------------------------------------------------------------
 
-def dataset_for(engine: sa.Engine, settings: Settings, manifest: ModelManifest) -> tuple[pd.DataFrame, pd.Series]:
-    """The feature matrix and label a version was trained on, rebuilt from the Brain (the digest
-    proves it is the same data)."""
+def _rebuild(engine: sa.Engine, settings: Settings, manifest: ModelManifest) -> tuple[dict[str, Any], tuple]:
+    """The market window a version was trained on and its `build_dataset` result, refused unless the
+    digest proves it is the very training set of the manifest."""
     from brain_tasks.ml.pipeline import TrainConfig, build_dataset, dataset_digest
 
     market = load_market(engine, settings, manifest.symbol, start=manifest.data_start,
                          end=manifest.data_end + dt.timedelta(microseconds=1))
-    config = TrainConfig.from_dict(manifest.config)
-    X, y, _bar = build_dataset(market["candles"], config, **_market_kwargs(market))
+    dataset = build_dataset(market["candles"], TrainConfig.from_dict(manifest.config), **_market_kwargs(market))
+    X, y, _bar = dataset
     if list(X.columns) != list(manifest.feature_names) or dataset_digest(X, y) != manifest.dataset_digest:
         raise DataError(f"{manifest.symbol} {manifest.model_type} v{manifest.version}: the stored data no longer "
                         "rebuilds the training set recorded in its manifest")
+    return market, dataset
+
+
+def dataset_for(engine: sa.Engine, settings: Settings, manifest: ModelManifest) -> tuple[pd.DataFrame, pd.Series]:
+    """The feature matrix and label a version was trained on, rebuilt from the Brain (the digest
+    proves it is the same data)."""
+    _market, (X, y, _bar) = _rebuild(engine, settings, manifest)
     return X, y
 
 
@@ -231,11 +238,9 @@ def compute_importance(engine: sa.Engine, settings: Settings, prev: dict[str, An
     for manifest in _run_versions(engine, symbol, prev):
         have = registry.importance_count(engine, symbol, manifest.model_type, manifest.version)
         if not have:
-            dataset_for(engine, settings, manifest)  # refuses data that no longer rebuilds this version
-            market = load_market(engine, settings, symbol, start=manifest.data_start,
-                                 end=manifest.data_end + dt.timedelta(microseconds=1))
+            market, dataset = _rebuild(engine, settings, manifest)
             result = train_and_evaluate(market["candles"], manifest.model_type, TrainConfig.from_dict(manifest.config),
-                                        **_market_kwargs(market), with_importance=True)
+                                        **_market_kwargs(market), with_importance=True, dataset=dataset)
             rows = registry.importance_rows(symbol, manifest.model_type, manifest.version, manifest.as_of,
                                             result.importance)
             registry.write_importance(engine, rows)
@@ -497,16 +502,14 @@ def _drift(engine: sa.Engine, settings: Settings, champion: ModelManifest, as_of
                  drifted=bool(r.drifted), reference_start=reference.index[0].to_pydatetime(),
                  reference_end=reference.index[-1].to_pydatetime(),
                  current_start=current.index[0].to_pydatetime(), current_end=current.index[-1].to_pydatetime(),
-                 n_reference=len(reference), n_current=len(current), pvalue=_finite(r.pvalue),
-                 effect_size=_finite(r.effect_size), n_eff_reference=_finite(r.n_eff_reference),
-                 n_eff_current=_finite(r.n_eff_current)) for r in drift.itertuples()]
+                 n_reference=len(reference), n_current=len(current), pvalue=registry.finite(r.pvalue),
+                 effect_size=registry.finite(r.effect_size), n_eff_reference=registry.finite(r.n_eff_reference),
+                 n_eff_current=registry.finite(r.n_eff_current)) for r in drift.itertuples()]
     registry.write_drift(engine, rows)
     drifted = sorted((r for r in rows if r["drifted"]), key=lambda r: -abs(r["effect_size"] or 0.0))
     return {"drifted": [r["feature"] for r in drifted], "n_features": len(rows),
             "drift_size": {r["feature"]: round(r["effect_size"] or 0.0, 3) for r in drifted}}
 
-
-_finite = registry._finite
 
 
 def live_check(engine: sa.Engine, settings: Settings, symbol: str, as_of: dt.date) -> dict[str, Any]:

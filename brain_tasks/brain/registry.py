@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -153,12 +154,12 @@ def register_version(engine: sa.Engine, symbol: str, model_type: str, as_of: dt.
             code_version=code_version, seed=int(seed), created_at=stamp))
         conn.execute(sa.insert(ModelRegistry).values(
             symbol=symbol, model_type=model_type, version=version, as_of=as_of, config_hash=config_hash,
-            artifact_sha256=art, status=CANDIDATE, composite_score=_finite(result.metrics.get("composite")),
+            artifact_sha256=art, status=CANDIDATE, composite_score=finite(result.metrics.get("composite")),
             created_at=stamp, updated_at=stamp))
         rows = [dict(symbol=symbol, model_type=model_type, version=version, evaluation="walk_forward",
-                     regime=regime, metric=name, value=_finite(value), as_of=as_of)
+                     regime=regime, metric=name, value=finite(value), as_of=as_of)
                 for regime, metrics in [("all", result.metrics), *result.regime_metrics.items()]
-                for name, value in metrics.items() if _is_number(value) and _finite(value) is not None]
+                for name, value in metrics.items() if _is_number(value) and finite(value) is not None]
         if rows:
             conn.execute(sa.insert(ModelMetric), rows)
         if getattr(result, "importance", None) is not None and len(result.importance):
@@ -170,7 +171,7 @@ def register_version(engine: sa.Engine, symbol: str, model_type: str, as_of: dt.
 def importance_rows(symbol: str, model_type: str, version: int, as_of: dt.date,
                     frame: pd.DataFrame) -> list[dict[str, Any]]:
     return [dict(symbol=symbol, model_type=model_type, version=version, method=r.method, feature=r.feature,
-                 importance=_finite(r.importance) or 0.0, rank=int(r.rank), as_of=as_of)
+                 importance=finite(r.importance) or 0.0, rank=int(r.rank), as_of=as_of)
             for r in frame.itertuples()]
 
 
@@ -201,12 +202,13 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
-def _finite(value: Any) -> float | None:
-    import math
-
-    if value is None:
+def finite(value: Any) -> float | None:
+    """`value` as a float, or None when it is missing, not a number, NaN or infinite (what a double
+    column and a JSON payload can hold)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
         return None
-    v = float(value)
     return v if math.isfinite(v) else None
 
 
@@ -225,9 +227,9 @@ def write_metrics(engine: sa.Engine, symbol: str, model_type: str, version: int,
                   as_of: dt.date, metrics: Mapping[str, Mapping[str, Any]]) -> None:
     """Upsert {regime: {metric: value}} of one version under `evaluation` (e.g. 'live')."""
     rows = [dict(symbol=symbol, model_type=model_type, version=version, evaluation=evaluation, regime=regime,
-                 metric=name, value=_finite(value), as_of=as_of)
+                 metric=name, value=finite(value), as_of=as_of)
             for regime, values in metrics.items() for name, value in values.items()
-            if _is_number(value) and _finite(value) is not None]
+            if _is_number(value) and finite(value) is not None]
     if rows:
         store.upsert(engine, ModelMetric.__table__, rows)
 
@@ -417,7 +419,7 @@ def write_regime_choice(engine: sa.Engine, symbol: str, as_of: dt.date,
     reason, ...}}; regimes absent from `choice` are removed."""
     stamp = now()
     rows = [dict(symbol=symbol, regime=regime, model_type=str(c["model_type"]), version=c.get("version"),
-                 confidence=_finite(c.get("confidence")), tradeable=bool(c.get("tradeable")),
+                 confidence=finite(c.get("confidence")), tradeable=bool(c.get("tradeable")),
                  reason=str(c.get("reason") or ""), as_of=as_of, details=store.jsonable(dict(c)), updated_at=stamp)
             for regime, c in choice.items()]
     with engine.begin() as conn:

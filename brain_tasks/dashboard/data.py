@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from brain_tasks.brain import dashboard_views as dv
 from brain_tasks.brain import registry, store
+from brain_tasks.brain.registry import finite
 from brain_tasks.ml.metrics import bars_per_year, strategy_metrics
 from brain_tasks.ml.regimes import REGIMES
 from brain_tasks.settings import Settings
@@ -39,14 +40,6 @@ MAX_PER_PAGE = 500
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-def _finite(value: Any) -> float | None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 # --- the overview --------------------------------------------------------------------------------
@@ -189,9 +182,9 @@ def overview_rows(engine: sa.Engine, settings: Settings) -> list[OverviewRow]:
             row.champion, row.champion_as_of = f"{champ.model_type} v{champ.version}", champ.as_of
             row.champion_since = champ.updated_at
             m = wf.get(symbol, {})
-            row.sharpe, row.total_return = _finite(m.get("sharpe")), _finite(m.get("total_return"))
-            row.max_drawdown = _finite(m.get("max_drawdown"))
-            row.live_sharpe = _finite(live.get(symbol, {}).get("sharpe"))
+            row.sharpe, row.total_return = finite(m.get("sharpe")), finite(m.get("total_return"))
+            row.max_drawdown = finite(m.get("max_drawdown"))
+            row.live_sharpe = finite(live.get(symbol, {}).get("sharpe"))
         if symbol in bench:
             _set_benchmark(row, bench[symbol])
         row.chosen_regimes, row.tradeable_regimes = choices.get(symbol, (0, 0))
@@ -220,9 +213,9 @@ def overview_rows(engine: sa.Engine, settings: Settings) -> list[OverviewRow]:
 
 
 def _set_benchmark(row: OverviewRow, metrics: dict[str, Any]) -> None:
-    row.bh_total_return = _finite(metrics.get("total_return"))
-    row.bh_max_drawdown = _finite(metrics.get("max_drawdown"))
-    row.bh_sharpe = _finite(metrics.get("sharpe"))
+    row.bh_total_return = finite(metrics.get("total_return"))
+    row.bh_max_drawdown = finite(metrics.get("max_drawdown"))
+    row.bh_sharpe = finite(metrics.get("sharpe"))
     if row.total_return is not None and row.bh_total_return is not None:
         row.excess_return = row.total_return - row.bh_total_return
 

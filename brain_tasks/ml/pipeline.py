@@ -239,6 +239,7 @@ def train_and_evaluate(
     with_importance: bool = True,
     sentiment: pd.DataFrame | None = None,
     device: str = "cpu",
+    dataset: tuple[pd.DataFrame, pd.Series, pd.Series] | None = None,
 ) -> TrainResult:
     """Walk-forward OOS evaluation, metrics overall and per regime, final model and (unless
     ``with_importance`` is false) the out-of-sample importance: each fold's model explained on its
@@ -246,12 +247,14 @@ def train_and_evaluate(
     ``config.importance_rows`` sampled test rows in all (split evenly over the folds).
 
     ``device`` (``auto`` | ``cpu`` | ``cuda``, see ``make_trainer``) is where training runs; it is not
-    part of the config hash, and the result's params record it."""
+    part of the config hash, and the result's params record it.  ``dataset``: the ``build_dataset``
+    result of these very inputs when the caller already built it (to check the digest first), so the
+    features are computed once."""
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
     candles = usable_candles(candles)  # the regimes and the data window skip them too
-    X, y, br = build_dataset(candles, config, funding=funding, open_interest=open_interest, liquidations=liquidations,
-                             sentiment=sentiment)
+    X, y, br = dataset or build_dataset(candles, config, funding=funding, open_interest=open_interest,
+                                        liquidations=liquidations, sentiment=sentiment)
     regimes = volatility_regimes(candles, window=config.regime_window, lookback=config.regime_lookback).loc[X.index]
     n = len(X)
     try:
