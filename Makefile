@@ -22,13 +22,13 @@ demo: install
 
 # Tests start their own throwaway PostgreSQL and Redis; this only makes sure the binaries exist.
 servers:
-	@if ! command -v redis-server >/dev/null 2>&1 || [ ! -x $(PGBIN)/postgres ]; then \
+	@if ! command -v redis-server >/dev/null 2>&1 || [ ! -x $(PGBIN)/postgres ] || [ ! -x /usr/sbin/pgbouncer ]; then \
 	  if [ "$$(id -u)" = "0" ]; then \
-	    echo "installing redis-server / postgresql with apt-get"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server postgresql >/dev/null; \
+	    echo "installing redis-server / postgresql / pgbouncer with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server postgresql pgbouncer >/dev/null; \
 	  else \
-	    echo "The tests need redis-server and PostgreSQL 15 ($(PGBIN)): install them, e.g." \
-	         "'sudo apt-get install redis-server postgresql', then run 'make test' again."; exit 1; \
+	    echo "The tests need redis-server, PostgreSQL 15 ($(PGBIN)) and pgbouncer: install them, e.g." \
+	         "'sudo apt-get install redis-server postgresql pgbouncer', then run 'make test' again."; exit 1; \
 	  fi; \
 	fi
 	@# The dashboard's browser tests drive Debian's chromium (Playwright's own download needs the internet).

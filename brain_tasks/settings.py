@@ -92,6 +92,9 @@ class Settings:
     reconcile_interval: int = 300
     stall_timeout: int = 600
     max_redrives: int = 2
+    # PostgreSQL connections one process keeps at most (its pool; no overflow).  A task holds one for its
+    # claim and one for its work; 0 keeps none between uses (NullPool), for a PgBouncer in front.
+    db_pool_size: int = 3
 
     @property
     def task_soft_time_limit(self) -> int:
@@ -175,6 +178,7 @@ def from_environ(env: Mapping[str, str]) -> Settings:
         reconcile_interval=int(get("BRAIN_RECONCILE_INTERVAL") or base.reconcile_interval),
         stall_timeout=int(get("BRAIN_STALL_TIMEOUT") or base.stall_timeout),
         max_redrives=int(get("BRAIN_MAX_REDRIVES") or base.max_redrives),
+        db_pool_size=int(get("BRAIN_DB_POOL_SIZE") or base.db_pool_size),
         signal_max_age=int(get("BRAIN_SIGNAL_MAX_AGE")) if get("BRAIN_SIGNAL_MAX_AGE") else None,
         signals_every=int(get("BRAIN_SIGNALS_EVERY")) if get("BRAIN_SIGNALS_EVERY") else None,
     )

@@ -252,3 +252,60 @@ def restartable_redis_server() -> Iterator[RestartableRedis]:
     finally:
         server.stop(9)
         shutil.rmtree(server.tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def pgbouncer_server(pg_url: str, *, pool_mode: str = "transaction", pool_size: int = 4) -> Iterator[str]:
+    """Run a throwaway PgBouncer in front of the throwaway PostgreSQL at `pg_url`; yield the same URL
+    through PgBouncer (same user and database, PgBouncer's port).  `pool_size` server connections per
+    (database, user) at most; clients beyond them wait for one."""
+    from sqlalchemy.engine import make_url
+
+    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    if not Path(binary).exists():
+        raise ServerError("pgbouncer is not installed: run `make test` (installs it as root) "
+                          "or `apt-get install -y pgbouncer`")
+    target = make_url(pg_url)
+    tmp = _make_tempdir("brain-pgbouncer-")
+    port = free_port()
+    (tmp / "userlist.txt").write_text(f'"{PG_USER}" ""\n')
+    (tmp / "pgbouncer.ini").write_text("\n".join([
+        "[databases]",
+        f"* = host=127.0.0.1 port={target.port}",
+        "[pgbouncer]",
+        "listen_addr = 127.0.0.1",
+        f"listen_port = {port}",
+        "unix_socket_dir =",
+        "auth_type = trust",
+        f"auth_file = {tmp / 'userlist.txt'}",
+        f"pool_mode = {pool_mode}",
+        f"default_pool_size = {pool_size}",
+        "max_client_conn = 500",
+        f"logfile = {tmp / 'pgbouncer.log'}",
+        "",
+    ]))
+    if _is_root():
+        for path in tmp.iterdir():
+            shutil.chown(path, user=PG_USER, group=None)
+    # PgBouncer, like PostgreSQL, refuses to run as root.
+    proc = subprocess.Popen(_as_pg_user([binary, str(tmp / "pgbouncer.ini")]), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT, env=_clean_env(), cwd=tmp)
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1.0):
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log = tmp / "pgbouncer.log"
+                raise ServerError("pgbouncer did not start: "
+                                  + (log.read_text(errors="replace")[-2000:] if log.exists() else ""))
+            time.sleep(0.05)
+        yield target.set(port=port).render_as_string(hide_password=False)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)

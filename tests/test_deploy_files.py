@@ -258,3 +258,34 @@ def test_dockerfile_installs_the_package_as_a_non_root_user() -> None:
     user = re.findall(r"^USER (\S+)", text, re.MULTILINE)
     assert user and user[-1] not in ("root", "0")
     assert not re.search(r"^(ENV|ARG)\b.*(PASSWORD|SECRET|TOKEN)", text, re.MULTILINE | re.IGNORECASE)
+
+
+PGBOUNCER_COMPOSE = ROOT / "docker-compose.pgbouncer.yml"
+
+
+def _compose_merge(base: dict, override: dict) -> dict:
+    """Compose's merge of a second -f file: mappings merge key by key, anything else is replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = (_compose_merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict)
+                       else value)
+    return merged
+
+
+def test_pgbouncer_override_routes_every_runtime_service_through_it(services: dict[str, dict]) -> None:
+    override = yaml.safe_load(PGBOUNCER_COMPOSE.read_text())["services"]
+    merged = _compose_merge(services, override)
+    bouncer = merged["pgbouncer"]["environment"]
+    assert bouncer["POOL_MODE"] == "transaction" and bouncer["DB_HOST"] == "postgres"
+    assert REQUIRED_REF.match(bouncer["DB_PASSWORD"])
+    for name in (*CELERY_SERVICES, "dashboard"):
+        env = merged[name]["environment"]
+        assert env["BRAIN_DATABASE_URL"].endswith("@pgbouncer:5432/brain"), name
+        assert env["BRAIN_DATABASE_URL"].startswith("postgresql+psycopg://brain:${POSTGRES_PASSWORD")
+        assert env["BRAIN_DB_POOL_SIZE"] == "0", name
+        assert set(BRAIN_ENV) <= set(env), f"{name} keeps the rest of the production environment"
+        assert "pgbouncer" in merged[name]["depends_on"], name
+    # Migrations take DDL locks and run once: straight to PostgreSQL.
+    assert merged["migrate"]["environment"]["BRAIN_DATABASE_URL"].endswith("@postgres:5432/brain")
+    for password in URL_CREDENTIALS.findall(PGBOUNCER_COMPOSE.read_text()):
+        assert password.startswith("${"), "a literal password in a URL"

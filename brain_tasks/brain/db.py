@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
+import socket
 import threading
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import NullPool, StaticPool
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT_S = 5
+POOL_TIMEOUT_S = 120
 # Sorted keys: SQLite compares JSON as text, so the same dict must always serialise the same way.
 _json_dumps = functools.partial(json.dumps, sort_keys=True)
 
@@ -70,11 +73,30 @@ def _create(url: str) -> sa.Engine:
     if backend == "sqlite":
         return _sqlite_engine(parsed)
     try:
-        # A server that does not answer is named within seconds instead of hanging on the OS timeout.
-        connect_args = {"connect_timeout": CONNECT_TIMEOUT_S} if backend == "postgresql" else {}
-        return sa.create_engine(parsed, pool_pre_ping=True, json_serializer=_json_dumps, connect_args=connect_args)
+        if backend == "postgresql":
+            return sa.create_engine(parsed, pool_pre_ping=True, json_serializer=_json_dumps, **_postgres_pool())
+        return sa.create_engine(parsed, pool_pre_ping=True, json_serializer=_json_dumps)
     except (sa.exc.NoSuchModuleError, ImportError) as exc:
         raise DatabaseUnavailableError(f"{redact_url(url)}: no driver for this URL ({exc})") from None
+
+
+def _postgres_pool() -> dict[str, Any]:
+    """Connection arguments and a bounded pool: a process holds at most `BRAIN_DB_POOL_SIZE` connections,
+    so N worker processes hold at most N times that (PostgreSQL's default limit is 100 in all)."""
+    from brain_tasks.settings import get_settings
+
+    size = get_settings().db_pool_size
+    # A server that does not answer is named within seconds instead of hanging on the OS timeout; the
+    # application name tells, in pg_stat_activity, which host and process holds a connection.
+    connect_args = {"connect_timeout": CONNECT_TIMEOUT_S,
+                    "application_name": f"brain-tasks {socket.gethostname()}:{os.getpid()}"[:63]}
+    if size <= 0:
+        # Behind PgBouncer: nothing is kept between uses, PgBouncer's pool bounds the server side, and no
+        # statement is prepared server-side (psycopg prepares a query run 5 times on one connection; in
+        # transaction mode the next transaction may run on a server connection that never saw it).
+        return {"poolclass": NullPool, "connect_args": {**connect_args, "prepare_threshold": None}}
+    # No overflow: a checkout beyond the bound waits for a connection instead of opening another.
+    return {"pool_size": size, "max_overflow": 0, "pool_timeout": POOL_TIMEOUT_S, "connect_args": connect_args}
 
 
 def check_schema(url: str) -> str:

@@ -77,3 +77,50 @@ def test_in_memory_sqlite_is_one_database() -> None:
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM t")).scalar() == 0
     dispose_engine(url)
+
+
+@pytest.fixture
+def pool_size(monkeypatch: pytest.MonkeyPatch):
+    from brain_tasks.settings import get_settings
+
+    def set_size(value: str) -> None:
+        monkeypatch.setenv("BRAIN_DB_POOL_SIZE", value)
+        get_settings.cache_clear()
+
+    yield set_size
+    monkeypatch.delenv("BRAIN_DB_POOL_SIZE", raising=False)
+    get_settings.cache_clear()
+
+
+@pytest.mark.postgres
+def test_a_process_holds_at_most_its_pool_of_postgres_connections(pg_url: str, pool_size) -> None:
+    """Threads asking for more connections than the pool wait for one; none is opened beyond it."""
+    import threading
+
+    from sqlalchemy.pool import NullPool
+
+    from tests.servers import create_database
+
+    url = create_database(pg_url)
+    pool_size("2")
+    engine = make_engine(url)
+    assert engine.pool.size() == 2 and engine.pool._max_overflow == 0  # noqa: SLF001 - the bound itself
+    seen, gate = [], threading.Barrier(5)
+
+    def use() -> None:
+        gate.wait()
+        with engine.connect() as conn:
+            seen.append(conn.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'brain-tasks %'")).scalar())
+            conn.execute(sa.text("SELECT pg_sleep(0.1)"))
+
+    threads = [threading.Thread(target=use) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 5 and max(seen) <= 2
+    dispose_engine(url)
+    pool_size("0")  # behind PgBouncer: nothing kept between uses
+    assert isinstance(make_engine(url).pool, NullPool)
+    dispose_engine(url)
