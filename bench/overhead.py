@@ -8,7 +8,10 @@ it was configured before (`--max-tasks-per-child=200`); `--attribute` adds a pla
 project's delivery and monitoring settings (late acks, prefetch 1, spawn, task events, STARTED state),
 to tell what those choices cost from what the project's code costs.
 
-    python bench/overhead.py [--tasks 2000] [--chord 1000] [--old] [--attribute]
+Each figure is the median of `--repeat` measurements against the same running worker (the machine's
+other load moves single runs by 20-30%).
+
+    python bench/overhead.py [--tasks 2000] [--chord 1000] [--repeat 3] [--old] [--attribute]
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 import contextlib
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -75,10 +79,16 @@ def measure(broker: str, task: str, queue: str, n_tasks: int, n_chord: int) -> t
     return rate, seconds
 
 
+def median_of(repeat: int, *args: object) -> tuple[float, float]:
+    runs = [measure(*args) for _ in range(repeat)]  # type: ignore[arg-type]
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--chord", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3, help="measurements per worker; medians are printed")
     parser.add_argument("--old", action="store_true", help="also the old configuration (recycle every 200 tasks)")
     parser.add_argument("--attribute", action="store_true", help="also a plain app with the project's settings")
     args = parser.parse_args()
@@ -92,21 +102,24 @@ def main() -> None:
         cmd = [sys.executable, "-m", "celery", "-A", "bench.plain_app", "worker", "-c", str(CONCURRENCY),
                "-Q", "plain", "-l", "INFO", "--without-gossip", "--without-mingle"]
         with running(cmd, plain_env, home / "plain.log"):
-            rows["plain Celery"] = measure(f"{base}/1", "plain.ping", "plain", args.tasks, args.chord)
+            rows["plain Celery"] = median_of(args.repeat, f"{base}/1", "plain.ping", "plain", args.tasks,
+                                             args.chord)
         if args.attribute:
             like_env = {**plain_env, "PLAIN_BROKER_URL": f"{base}/5", "PLAIN_LIKE_BRAIN": "1"}
             with running(cmd, like_env, home / "plain-like.log"):
-                rows["plain Celery, the project's settings"] = measure(f"{base}/5", "plain.ping", "plain",
-                                                                      args.tasks, args.chord)
+                rows["plain Celery, the project's settings"] = median_of(
+                    args.repeat, f"{base}/5", "plain.ping", "plain", args.tasks, args.chord)
         variants = [("brain_tasks", ())] + ([("brain_tasks, old (200 tasks/child)",
                                                ("--max-tasks-per-child=200",))] if args.old else [])
         for i, (label, extra) in enumerate(variants):
             env = brain_env(f"sqlite:///{home / 'brain.db'}", f"{base}/{2 + i}", home)
             cmd = worker_command(f"bench{i}", "collect", CONCURRENCY, *extra)
             with running(cmd, env, home / f"brain{i}.log"):
-                rows[label] = measure(f"{base}/{2 + i}", "brain_tasks.ping", "collect", args.tasks, args.chord)
+                rows[label] = median_of(args.repeat, f"{base}/{2 + i}", "brain_tasks.ping", "collect", args.tasks,
+                                        args.chord)
     plain_rate, plain_chord = rows["plain Celery"]
-    print(f"{args.tasks} trivial tasks and a {args.chord}-task chord, -c {CONCURRENCY}, one Redis")
+    print(f"{args.tasks} trivial tasks and a {args.chord}-task chord, -c {CONCURRENCY}, one Redis, "
+          f"median of {args.repeat}")
     print(f"{'worker':38} {'tasks/s':>9} {'chord s':>9} {'x plain (tasks)':>16} {'x plain (chord)':>16}")
     for label, (rate, chord_s) in rows.items():
         print(f"{label:38} {rate:9.0f} {chord_s:9.2f} {plain_rate / rate:16.2f} {chord_s / plain_chord:16.2f}")
