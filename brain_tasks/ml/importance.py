@@ -10,11 +10,12 @@ planted informative feature.  Out of sample, memorised ids cannot help, so they 
   value coef_j * (x_j - mean_j) / scale_j (interventional, the training mean as background), i.e. its
   additive term;
 - ``permutation``: drop in out-of-sample R^2 when the column is shuffled (``permutation_repeats``
-  shuffles per fold, 1 by default: the folds average it);
+  shuffles per fold, 1 by default: the folds average it); for the linear baseline its expectation over
+  all shuffles, in closed form from the additive terms (exact and cheaper than one shuffle);
 - ``correlation``: |Spearman correlation| of feature and label on the test rows (model-free).
 
 Rows are capped per fold (seeded, time-ordered sample) so importance costs a fraction of training
-(bench/stats.py measures it).  ``calendar_features_to_drop`` names the calendar features that a
+(``TrainResult.importance_cpu_s`` records it; bench/importance.py prints it next to training's CPU).  ``calendar_features_to_drop`` names the calendar features that a
 history too short to repeat their cycle would turn into ids; the pipeline leaves them out.
 
 The in-sample ``compute_importance`` below remains for explaining a stored model on given rows:
@@ -305,9 +306,11 @@ def fold_importance(
 ) -> pd.DataFrame:
     """Unranked importance (method, feature, importance, n_rows) of one fold's model on its test rows.
 
-    Permutation and correlation use ``sample_rows`` sampled test rows; SHAP the first ``shap_rows``
+    Permutation and correlation use ``sample_rows`` sampled test rows; TreeSHAP the first ``shap_rows``
     of them (default half: TreeSHAP costs about ten training rows per row explained, and mean |SHAP|
-    settles on fewer rows than a permutation drop).  ``shap`` is skipped for a model with neither
+    settles on fewer rows than a permutation drop).  A linear model (``linear_terms``, no native
+    contributions) gets exact SHAP and the expected permutation drop on all sampled rows, in closed
+    form (``permutation_repeats`` does not apply).  ``shap`` is skipped for a model with neither
     native contributions nor linear terms (it then gets permutation and correlation only).
     """
     unknown = set(methods) - set(OOS_METHODS)

@@ -317,9 +317,11 @@ def train_and_evaluate(
     regime_metrics = metrics_by_regime(pred, label, bar_ret, regime, ppy, config.cost_bps, config.threshold)
 
     final = make_trainer(model_type, params, seed=config.seed, n_threads=config.n_threads, device=device).fit(X, y)
-    t0 = time.process_time()
-    importance = aggregate_importance(importances) if with_importance else None
-    importance_cpu += time.process_time() - t0
+    importance = None
+    if with_importance:
+        t0 = time.process_time()
+        importance = aggregate_importance(importances)
+        importance_cpu += time.process_time() - t0
     names = list(X.columns)
     artifact, digest = final.to_bytes(), dataset_digest(X, y)
     train_cpu = time.process_time() - cpu_start - importance_cpu
