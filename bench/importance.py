@@ -9,6 +9,10 @@ in one process with one thread: CPU seconds of ``train_and_evaluate(with_importa
 (``TrainResult.importance_cpu_s``, measured around the fold_importance calls), and their ratio.
 The goal (issue 16) is a ratio <= 0.5 summed over the fan-out; ``baseline`` is the model a
 1000-symbol fan-out uses.
+
+``--tasks`` also runs ``jobs.train_symbol`` (in process, on a throwaway PostgreSQL) for every sample
+pair and model type, and sums what each task returns: its CPU (reading, features, training,
+importance, writing) and of it the importance, i.e. the fan-out profile of one nightly.
 """
 
 from __future__ import annotations
@@ -66,11 +70,49 @@ def measure(market: dict, model_type: str, repeats: int) -> dict[str, float]:
             "recorded_train": min(recorded_train)}
 
 
+def tasks(models: list[str]) -> None:
+    """The fan-out profile: Σ CPU of train_symbol per model type over the ten sample pairs."""
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from brain_tasks import jobs
+    from brain_tasks.brain.db import make_engine
+    from brain_tasks.brain.migrate import upgrade
+    from brain_tasks.collect import ingest_freqtrade
+    from brain_tasks.runs import as_of_date
+    from brain_tasks.settings import from_environ
+    from tests import servers
+
+    sample = ROOT / "sample" / "freqtrade-testdata"
+    pairs = sorted(f.name.split("-")[0].replace("_", "/") for f in sample.glob("*_BTC-5m.feather"))
+    with servers.postgres_server() as pg:
+        url = servers.create_database(pg)
+        upgrade(url)
+        engine = make_engine(url)
+        ingest_freqtrade(engine, sample, symbols=pairs, timeframe="5m", exchange="freqtrade")
+        settings = from_environ({"BRAIN_DATABASE_URL": url})
+        jobs.train_symbol(engine, settings, pairs[0], models[0], as_of_date("2018-01-29"))  # warm-up
+        print(f"\nfan-out profile: train_symbol for {len(pairs)} sample pairs, in process, sums of the task results")
+        header = f"{'model':<9} {'task CPU s':>10} {'walk-fwd CPU s':>14} {'importance CPU s':>16} {'imp / rest':>10}"
+        print(header)
+        print("-" * len(header))
+        sums = [0.0, 0.0, 0.0]
+        for model_type in models:
+            rs = [jobs.train_symbol(engine, settings, p, model_type, as_of_date("2018-01-30")) for p in pairs]
+            task, train, imp = (sum(r[k] for r in rs) for k in ("cpu_s", "train_cpu_s", "importance_cpu_s"))
+            sums = [sums[0] + task, sums[1] + train, sums[2] + imp]
+            print(f"{model_type:<9} {task:>10.2f} {train:>14.2f} {imp:>16.2f} {imp / (task - imp):>10.2f}")
+        task, train, imp = sums
+        print(f"{'all':<9} {task:>10.2f} {train:>14.2f} {imp:>16.2f} {imp / (task - imp):>10.2f}")
+        print("imp / rest = importance CPU / the task's other CPU (the goal: <= 0.5)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="baseline,lightgbm,xgboost")
     parser.add_argument("--sizes", default="small,large")
     parser.add_argument("--repeats", type=int, default=3, help="small size: best of this many runs")
+    parser.add_argument("--tasks", action="store_true", help="also the train_symbol profile over the sample pairs")
     args = parser.parse_args()
     from brain_tasks.ml.pipeline import TrainConfig, train_and_evaluate
 
@@ -95,6 +137,8 @@ def main() -> None:
                   f"{r['importance']:>16.3f} {r['importance'] / r['train']:>6.2f}")
     for size, (train, imp) in totals.items():
         print(f"{size}: all models together: training {train:.2f} s, importance {imp:.2f} s, ratio {imp / train:.2f}")
+    if args.tasks:
+        tasks(args.models.split(","))
 
 
 if __name__ == "__main__":
