@@ -24,7 +24,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import pandas as pd  # noqa: E402
+import pandas as pd  # after OMP_NUM_THREADS is set
 
 ROOT = Path(__file__).resolve().parents[1]
 LARGE_BARS = 105_000
@@ -121,8 +121,10 @@ def main() -> None:
     for model_type in args.models.split(","):
         train_and_evaluate(warm["candles"], model_type, TrainConfig(), with_importance=True)
     print(f"out-of-sample importance vs training, default TrainConfig (5 folds, importance_rows "
-          f"{TrainConfig().importance_rows}), 1 thread; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    header = f"{'size':<6} {'rows':>7} {'feat':>4} {'model':<9} {'train CPU s':>11} {'importance CPU s':>16} {'ratio':>6}"
+          f"{TrainConfig().importance_rows}), 1 thread; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores")
+    header = (f"{'size':<6} {'rows':>7} {'feat':>4} {'model':<9} {'train CPU s':>11} {'importance CPU s':>16} "
+              f"{'ratio':>6}")
     print(header)
     print("-" * len(header))
     totals: dict[str, list[float]] = {}

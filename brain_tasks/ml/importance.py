@@ -15,8 +15,9 @@ planted informative feature.  Out of sample, memorised ids cannot help, so they 
 - ``correlation``: |Spearman correlation| of feature and label on the test rows (model-free).
 
 Rows are capped per fold (seeded, time-ordered sample) so importance costs a fraction of training
-(``TrainResult.importance_cpu_s`` records it; bench/importance.py prints it next to training's CPU).  ``calendar_features_to_drop`` names the calendar features that a
-history too short to repeat their cycle would turn into ids; the pipeline leaves them out.
+(``TrainResult.importance_cpu_s`` records it; bench/importance.py prints it next to training's CPU).
+``calendar_features_to_drop`` names the calendar features that a history too short to repeat their
+cycle would turn into ids; the pipeline leaves them out.
 
 The in-sample ``compute_importance`` below remains for explaining a stored model on given rows:
 
