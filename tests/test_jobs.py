@@ -162,3 +162,11 @@ def _comparable(snap: dict) -> dict:
     out["training_runs"] = (runs_.drop(columns=["attempt_id", "redrives", "step"])
                             .sort_values(["run_id", "symbol"]).reset_index(drop=True))
     return out
+
+
+def test_a_training_reports_its_cpu_split(brain):
+    """Task CPU, and of it the walk-forward and the importance: what a fan-out profile adds up."""
+    engine, settings = brain
+    r = jobs.train_symbol(engine, settings, "ETH/BTC", "baseline", DAY)
+    assert r["trained"] and r["train_cpu_s"] > 0 and r["importance_cpu_s"] > 0
+    assert r["cpu_s"] >= r["train_cpu_s"] + r["importance_cpu_s"] - 1e-3

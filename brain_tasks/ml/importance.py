@@ -10,12 +10,14 @@ planted informative feature.  Out of sample, memorised ids cannot help, so they 
   value coef_j * (x_j - mean_j) / scale_j (interventional, the training mean as background), i.e. its
   additive term;
 - ``permutation``: drop in out-of-sample R^2 when the column is shuffled (``permutation_repeats``
-  shuffles per fold, 1 by default: the folds average it);
+  shuffles per fold, 1 by default: the folds average it); for the linear baseline its expectation over
+  all shuffles, in closed form from the additive terms (exact and cheaper than one shuffle);
 - ``correlation``: |Spearman correlation| of feature and label on the test rows (model-free).
 
 Rows are capped per fold (seeded, time-ordered sample) so importance costs a fraction of training
-(bench/stats.py measures it).  ``calendar_features_to_drop`` names the calendar features that a
-history too short to repeat their cycle would turn into ids; the pipeline leaves them out.
+(``TrainResult.importance_cpu_s`` records it; bench/importance.py prints it next to training's CPU).
+``calendar_features_to_drop`` names the calendar features that a history too short to repeat their
+cycle would turn into ids; the pipeline leaves them out.
 
 The in-sample ``compute_importance`` below remains for explaining a stored model on given rows:
 
@@ -96,6 +98,15 @@ def _permutation(model: Any, X: pd.DataFrame, y: np.ndarray, seed: int) -> np.nd
     return np.asarray(result.importances_mean, dtype="float64")
 
 
+def _r2_drops(y: np.ndarray, base: np.ndarray, shuffled: np.ndarray) -> np.ndarray:
+    """R^2(y, base) - R^2(y, row) for every row of ``shuffled``: (SSE_row - SSE_base) / SST, the same
+    quantity as two ``r2_score`` calls, without their per-call validation (which cost more than the
+    predictions on a few hundred rows)."""
+    sst = float(np.sum((y - y.mean()) ** 2))
+    sse_base = float(np.sum((y - base) ** 2))
+    return (np.sum((y[None, :] - shuffled) ** 2, axis=1) - sse_base) / sst
+
+
 def _permutation_batched(model: Any, X: pd.DataFrame, y: np.ndarray, seed: int, repeats: int) -> np.ndarray:
     """Drop in R^2 when each column is shuffled, averaged over ``repeats`` shuffles.
 
@@ -116,22 +127,46 @@ def _permutation_batched(model: Any, X: pd.DataFrame, y: np.ndarray, seed: int, 
             blocks.append(block)
     stacked = pd.DataFrame(np.vstack([base, *blocks]), columns=X.columns)
     pred = np.asarray(model.predict(stacked), dtype="float64").reshape(1 + repeats * p, n)
-    baseline = r2_score(y, pred[0])
-    drops = np.array([baseline - r2_score(y, row) for row in pred[1:]]).reshape(repeats, p)
-    return drops.mean(axis=0)
+    return _r2_drops(y, pred[0], pred[1:]).reshape(repeats, p).mean(axis=0)
+
+
+def _linear_permutation(terms: np.ndarray, intercept: float, y: np.ndarray) -> np.ndarray:
+    """Expected drop in R^2 when one column of a linear model's input is shuffled: the limit of
+    ``_permutation_batched`` over infinitely many shuffles, in closed form.
+
+    Shuffling column j replaces its additive term t by t[pi], so the residual e becomes e + t - t[pi];
+    over uniform permutations pi, E[SSE_pi] - SSE = 2n (cov(e, t) + var(t)) (population moments), and
+    the R^2 drop is that over SST = n var(y).  Imputation is per cell, so shuffling the raw column
+    shuffles its term exactly.
+    """
+    n, p = terms.shape
+    if n < 2 or np.var(y) == 0:
+        return np.zeros(p)
+    e = y - terms.sum(axis=1) - intercept
+    t = terms - terms.mean(axis=0)
+    return 2.0 * ((e - e.mean()) @ t / n + (t * t).mean(axis=0)) / np.var(y)
 
 
 def _rank_correlation(X: pd.DataFrame, y: np.ndarray) -> np.ndarray:
     """|Spearman correlation| per column, NaN rows of a column left out; 0 for a constant column."""
     m = X.to_numpy(dtype="float64", na_value=np.nan)
     out = np.zeros(m.shape[1])
+    if len(y) < 3 or np.ptp(y) == 0:
+        return out
     ry = stats.rankdata(y)
-    for j in range(m.shape[1]):
+    # Columns without NaN are ranked together in one call (the common case); the rest one by one.
+    full = np.isfinite(m).all(axis=0)
+    if full.any():
+        rx = stats.rankdata(m[:, full], axis=0)
+        rx -= rx.mean(axis=0)
+        dy = ry - ry.mean()
+        denom = np.sqrt((rx * rx).sum(axis=0) * float(dy @ dy))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[full] = np.abs(np.where(denom > 0, (dy @ rx) / denom, 0.0))
+    for j in np.flatnonzero(~full):
         ok = np.isfinite(m[:, j])
         if ok.sum() > 2 and np.ptp(m[ok, j]) > 0 and np.ptp(y[ok]) > 0:
-            rx = stats.rankdata(m[ok, j])
-            r = ry[ok] if ok.all() else stats.rankdata(y[ok])
-            out[j] = abs(float(np.corrcoef(rx, r)[0, 1]))
+            out[j] = abs(float(np.corrcoef(stats.rankdata(m[ok, j]), stats.rankdata(y[ok]))[0, 1]))
     return np.nan_to_num(out, nan=0.0)
 
 
@@ -188,11 +223,22 @@ def compute_importance(
 
 
 def _ranked(method: str, names: list[str], values: np.ndarray) -> pd.DataFrame:
-    df = pd.DataFrame({"method": method, "feature": names, "importance": np.nan_to_num(values, nan=0.0)})
-    # Ties broken by feature name so ranks are reproducible.
-    df = df.sort_values(["importance", "feature"], ascending=[False, True], kind="stable").reset_index(drop=True)
-    df["rank"] = np.arange(1, len(df) + 1)
-    return df
+    return _ranked_frame([(method, names, values)])
+
+
+def _ranked_frame(parts: list[tuple[str, list[str], np.ndarray]]) -> pd.DataFrame:
+    """One long frame (method, feature, importance, rank) from (method, features, values) parts, each
+    sorted by importance, ties broken by feature name so ranks are reproducible."""
+    methods, features, values, ranks = [], [], [], []
+    for method, names, vals in parts:
+        vals = np.nan_to_num(np.asarray(vals, dtype="float64"), nan=0.0)
+        order = np.lexsort((np.asarray(names, dtype=str), -vals))
+        methods += [method] * len(order)
+        features += [names[i] for i in order]
+        values.append(vals[order])
+        ranks.append(np.arange(1, len(order) + 1))
+    return pd.DataFrame({"method": methods, "feature": features, "importance": np.concatenate(values),
+                         "rank": np.concatenate(ranks)})
 
 
 def top_k(df: pd.DataFrame, k: int) -> pd.DataFrame:
@@ -261,9 +307,11 @@ def fold_importance(
 ) -> pd.DataFrame:
     """Unranked importance (method, feature, importance, n_rows) of one fold's model on its test rows.
 
-    Permutation and correlation use ``sample_rows`` sampled test rows; SHAP the first ``shap_rows``
+    Permutation and correlation use ``sample_rows`` sampled test rows; TreeSHAP the first ``shap_rows``
     of them (default half: TreeSHAP costs about ten training rows per row explained, and mean |SHAP|
-    settles on fewer rows than a permutation drop).  ``shap`` is skipped for a model with neither
+    settles on fewer rows than a permutation drop).  A linear model (``linear_terms``, no native
+    contributions) gets exact SHAP and the expected permutation drop on all sampled rows, in closed
+    form (``permutation_repeats`` does not apply).  ``shap`` is skipped for a model with neither
     native contributions nor linear terms (it then gets permutation and correlation only).
     """
     unknown = set(methods) - set(OOS_METHODS)
@@ -276,28 +324,36 @@ def fold_importance(
         return window_model.fold_importance(X_test, y_test, methods=methods, sample_rows=sample_rows, seed=seed,
                                             permutation_repeats=permutation_repeats, shap_rows=shap_rows)
     names = list(getattr(model, "feature_names", X_test.columns))
-    Xs, ys = _sample(X_test[names], np.asarray(y_test, dtype="float64"), sample_rows, seed)
+    X_test = X_test if list(X_test.columns) == names else X_test[names]
+    Xs, ys = _sample(X_test, np.asarray(y_test, dtype="float64"), sample_rows, seed)
     target = getattr(model, "model", None) or model
+    linear = not hasattr(target, "contributions") and hasattr(target, "linear_terms")
+    # A linear model's terms give exact SHAP values and the expected permutation drop in closed form,
+    # so both use every sampled row; TreeSHAP costs about ten training rows per row explained.
+    terms = target.linear_terms(Xs) if linear else None
     n_shap = max(1, (len(Xs) + 1) // 2 if shap_rows is None else min(shap_rows, len(Xs)))
-    # Every other sampled row: still spread over the whole test block.
-    shap_x = Xs.iloc[:: max(1, len(Xs) // n_shap)].iloc[:n_shap]
-    frames = []
+    parts = []
     for method in methods:
         n_rows = len(Xs)
         if method == "shap":
-            n_rows = len(shap_x)
-            if hasattr(target, "contributions"):
-                values = _shap(target, shap_x)
-            elif hasattr(target, "linear_terms"):
-                values = np.abs(target.linear_terms(shap_x)).mean(axis=0)  # exact linear SHAP
+            if terms is not None:
+                values = np.abs(terms).mean(axis=0)  # exact linear SHAP
+            elif hasattr(target, "contributions"):
+                # Every other sampled row: still spread over the whole test block.
+                shap_x = Xs.iloc[:: max(1, len(Xs) // n_shap)].iloc[:n_shap]
+                values, n_rows = _shap(target, shap_x), len(shap_x)
             else:
                 continue
         elif method == "permutation":
-            values = _permutation_batched(target, Xs, ys, seed, permutation_repeats)
+            values = (_linear_permutation(terms, target.intercept, ys) if terms is not None
+                      else _permutation_batched(target, Xs, ys, seed, permutation_repeats))
         else:
             values = _rank_correlation(Xs, ys)
-        frames.append(pd.DataFrame({"method": method, "feature": names, "importance": values, "n_rows": n_rows}))
-    return pd.concat(frames, ignore_index=True)
+        parts.append((method, values, n_rows))
+    p = len(names)
+    return pd.DataFrame({"method": np.repeat([m for m, _, _ in parts], p), "feature": names * len(parts),
+                         "importance": np.concatenate([v for _, v, _ in parts]),
+                         "n_rows": np.repeat([n for _, _, n in parts], p)})
 
 
 def aggregate_importance(folds: list[pd.DataFrame]) -> pd.DataFrame:
@@ -306,12 +362,14 @@ def aggregate_importance(folds: list[pd.DataFrame]) -> pd.DataFrame:
     if not folds:
         raise ValueError("no fold importances to aggregate")
     stacked = pd.concat(folds, ignore_index=True)
-    stacked["weighted"] = stacked["importance"].fillna(0.0) * stacked["n_rows"]
-    sums = stacked.groupby(["method", "feature"], sort=False)[["weighted", "n_rows"]].sum()
-    mean = (sums["weighted"] / sums["n_rows"]).rename("importance").reset_index()
-    order = {m: i for i, m in enumerate(dict.fromkeys(stacked["method"]))}
-    frames = [
-        _ranked(method, list(g["feature"]), g["importance"].to_numpy(dtype="float64"))
-        for method, g in sorted(mean.groupby("method", sort=False), key=lambda kv: order[kv[0]])
-    ]
-    return pd.concat(frames, ignore_index=True)
+    method = stacked["method"].to_numpy()
+    weight = stacked["n_rows"].to_numpy(dtype="float64")
+    weighted = stacked["importance"].fillna(0.0).to_numpy(dtype="float64") * weight
+    parts = []
+    for m in dict.fromkeys(method):
+        rows = method == m
+        names = list(dict.fromkeys(stacked["feature"].to_numpy()[rows]))
+        codes = pd.Index(names).get_indexer(stacked["feature"].to_numpy()[rows])
+        sums = np.bincount(codes, weights=weighted[rows], minlength=len(names))
+        parts.append((m, names, sums / np.bincount(codes, weights=weight[rows], minlength=len(names))))
+    return _ranked_frame(parts)

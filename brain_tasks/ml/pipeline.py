@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -158,6 +159,9 @@ class TrainResult:
     params: dict[str, Any]
     importance: pd.DataFrame | None
     folds: list[dict[str, Any]] = field(default_factory=list)
+    # Process CPU seconds of this call: everything but the importance, and the importance alone.
+    train_cpu_s: float = 0.0
+    importance_cpu_s: float = 0.0
 
 
 def dataset_digest(X: pd.DataFrame, y: pd.Series) -> str:
@@ -252,6 +256,7 @@ def train_and_evaluate(
     features are computed once."""
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
+    cpu_start, importance_cpu = time.process_time(), 0.0
     candles = usable_candles(candles)  # the regimes and the data window skip them too
     X, y, br = dataset or build_dataset(candles, config, funding=funding, open_interest=open_interest,
                                         liquidations=liquidations, sentiment=sentiment)
@@ -273,9 +278,11 @@ def train_and_evaluate(
             # importance_rows is the budget over all folds: it keeps importance under half the training CPU.
             # A sequence model also gets the context rows before the block (inputs only, never scored).
             block = slice(max(0, int(test_idx[0]) - trainer.context_rows), int(test_idx[-1]) + 1)
+            t0 = time.process_time()
             importances.append(fold_importance(trainer, X.iloc[block], y.iloc[block],
                                                sample_rows=-(-config.importance_rows // len(splits)),
                                                seed=config.seed + k))
+            importance_cpu += time.process_time() - t0
         folds.append(
             {
                 "fold": k,
@@ -310,22 +317,30 @@ def train_and_evaluate(
     regime_metrics = metrics_by_regime(pred, label, bar_ret, regime, ppy, config.cost_bps, config.threshold)
 
     final = make_trainer(model_type, params, seed=config.seed, n_threads=config.n_threads, device=device).fit(X, y)
-    importance = aggregate_importance(importances) if with_importance else None
+    importance = None
+    if with_importance:
+        t0 = time.process_time()
+        importance = aggregate_importance(importances)
+        importance_cpu += time.process_time() - t0
     names = list(X.columns)
+    artifact, digest = final.to_bytes(), dataset_digest(X, y)
+    train_cpu = time.process_time() - cpu_start - importance_cpu
     return TrainResult(
         model_type=model_type,
         oos=oos,
         metrics=metrics,
         regime_metrics=regime_metrics,
-        artifact=final.to_bytes(),
+        artifact=artifact,
         artifact_format=final.artifact_format,
         feature_names=names,
         feature_hash=feature_set_hash(names),
-        dataset_digest=dataset_digest(X, y),
+        dataset_digest=digest,
         data_start=pd.Timestamp(candles["ts"].iloc[0]),
         data_end=pd.Timestamp(candles["ts"].iloc[-1]),
         n_rows=n,
         params={**final.params, "seed": config.seed, "n_threads": config.n_threads, "device": device},
         importance=importance,
         folds=folds,
+        train_cpu_s=train_cpu,
+        importance_cpu_s=importance_cpu,
     )
