@@ -9,6 +9,16 @@ Done-when targets: upsert 1 >= 0.5 x COPY, upsert 2 >= 0.33 x COPY.
 
     python bench/ingest.py [--rows 1000000] [--symbols 10] [--url postgresql+psycopg://...] [--repeat 1] [--check]
 
+History depth (``--history-depth``): the training read at scale.  `--symbols` x `--days` of 5m
+candles (default 200 x 365, about 21M rows) are ingested one symbol at a time through `store.upsert`
+(COPY into a temporary table + MERGE, the path collection takes; ``--load copy`` sends the bulk with
+a plain COPY instead), and so are ~1M rows (the same history for `--base-symbols` symbols) in a
+second schema.  For a few symbols of each it prints the time of `store.read_candles` of the whole
+history (what training reads), first and warm, through the column path and the row path, the
+plan of the read (EXPLAIN: the primary key's index scan) and the ratio 21M / 1M (goal <= 1.5).
+
+    python bench/ingest.py --history-depth [--symbols 200] [--days 365] [--base-symbols 10] [--load upsert]
+
 Without --url a throwaway PostgreSQL 15 is started (tests.servers).  With --url the tables are
 created in a new schema that is dropped at the end.
 """
@@ -16,6 +26,7 @@ created in a new schema that is dropped at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -102,16 +113,159 @@ def run(url: str, rows: int, symbols: int, repeat: int) -> tuple[dict[str, list[
     return rates, convert_s
 
 
+# --- history depth -------------------------------------------------------------------------------
+
+BARS_PER_DAY = 288  # 5m
+
+
+def symbol_candles(index: int, bars: int, seed: int = 7) -> pd.DataFrame:
+    """One symbol's `bars` 5m candles from 2020-01-01 (the same random walk as `make_candles`)."""
+    rng = np.random.default_rng([seed, index])
+    ts = pd.date_range("2020-01-01", periods=bars, freq="5min", tz="UTC")
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.002, bars)))
+    spread = np.abs(rng.normal(0, 0.001, bars)) * close
+    return pd.DataFrame({"exchange": "binance", "symbol": f"SYM{index:03d}/USDT", "timeframe": "5m", "ts": ts,
+                         "open": np.roll(close, 1), "high": close + spread, "low": close - spread, "close": close,
+                         "volume": rng.lognormal(5, 1, bars)})
+
+
+def _ingest(engine: sa.Engine, target: sa.Table, symbols: int, bars: int, load: str) -> float:
+    """Write every symbol's history, one symbol per call; return seconds (data generation excluded)."""
+    from brain_tasks.brain import store
+
+    spent, started = 0.0, time.perf_counter()
+    for i in range(symbols):
+        frame = symbol_candles(i, bars)
+        t0 = time.perf_counter()
+        count = store.upsert(engine, target, frame) if load == "upsert" else store.copy_rows(engine, target, frame)
+        spent += time.perf_counter() - t0
+        if count != bars:
+            raise SystemExit(f"symbol {i}: {count} rows written, expected {bars}")
+        if (i + 1) % 20 == 0 or i + 1 == symbols:
+            eta = (time.perf_counter() - started) / (i + 1) * (symbols - i - 1)
+            print(f"  {target.schema}: {i + 1}/{symbols} symbols, {(i + 1) * bars:,} rows, "
+                  f"{(i + 1) * bars / spent:,.0f} rows/s, about {eta / 60:.1f} min to go", flush=True)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f'VACUUM ANALYZE "{target.schema}".candles')
+    return spent
+
+
+def _read_times(engine: sa.Engine, schema: str, symbols: list[int], repeat: int) -> dict[str, float]:
+    """Median seconds of reading one symbol's whole history: first read of each symbol, then warm."""
+    from brain_tasks.brain import store
+
+    def timed(symbol: str, rows: bool = False) -> float:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'SET search_path TO "{schema}"')
+            saved = store.packed_select
+            if rows:
+                store.packed_select = lambda *a, **k: None
+            try:
+                t0 = time.perf_counter()
+                frame = store.read_candles(conn, "binance", symbol, "5m")
+                seconds = time.perf_counter() - t0
+            finally:
+                store.packed_select = saved
+            conn.rollback()
+        if frame.empty:
+            raise SystemExit(f"{schema}: no candles read for {symbol}")
+        return seconds
+
+    names = [f"SYM{i:03d}/USDT" for i in symbols]
+    first = [timed(n) for n in names]
+    warm = [timed(n) for n in names for _ in range(repeat)]
+    rows = [timed(n, rows=True) for n in names]
+    return {"first": statistics.median(first), "warm": statistics.median(warm), "rows": statistics.median(rows)}
+
+
+def _plan(engine: sa.Engine, schema: str, symbol: str) -> str:
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'SET search_path TO "{schema}"')
+        plan = conn.exec_driver_sql(
+            "EXPLAIN (ANALYZE, BUFFERS) SELECT ts, open, high, low, close, volume FROM candles "
+            "WHERE exchange = %(e)s AND symbol = %(s)s AND timeframe = %(t)s ORDER BY ts",
+            {"e": "binance", "s": symbol, "t": "5m"}).scalars().all()
+        conn.rollback()
+    return "\n".join(f"    {line}" for line in plan)
+
+
+def _size(engine: sa.Engine, schema: str) -> str:
+    with engine.connect() as conn:
+        heap, index = conn.exec_driver_sql(
+            "SELECT pg_relation_size(%(t)s::regclass), pg_indexes_size(%(t)s::regclass)",
+            {"t": f'"{schema}".candles'}).one()
+    return f"table {heap / 2**30:.2f} GiB, index {index / 2**30:.2f} GiB"
+
+
+def history_depth(url: str, symbols: int, days: int, base_symbols: int, load: str, repeat: int) -> float:
+    """Ingest both sizes, print the per-symbol read times; return the ratio deep / base (warm reads)."""
+    from brain_tasks.brain.db import make_engine
+    from brain_tasks.brain.models import Candle
+
+    engine = make_engine(url)
+    bars = days * BARS_PER_DAY
+    sizes = {"base": base_symbols, "deep": symbols}
+    schemas = {k: f"bench_{k}_{uuid.uuid4().hex[:8]}" for k in sizes}
+    times: dict[str, dict[str, float]] = {}
+    try:
+        for key, n in sizes.items():
+            meta = sa.MetaData(schema=schemas[key])
+            target = Candle.__table__.to_metadata(meta)
+            with engine.begin() as conn:
+                conn.execute(sa.schema.CreateSchema(schemas[key]))
+            meta.create_all(engine)
+            print(f"ingesting {n} symbols x {bars:,} bars = {n * bars:,} candles ({load})", flush=True)
+            seconds = _ingest(engine, target, n, bars, load)
+            print(f"  {n * bars:,} rows in {seconds / 60:.1f} min ({n * bars / seconds:,.0f} rows/s); "
+                  f"{_size(engine, schemas[key])}", flush=True)
+            picks = sorted({0, n // 3, n // 2, (2 * n) // 3, n - 1})
+            times[key] = _read_times(engine, schemas[key], picks, repeat)
+            print(f"  plan of one symbol's read at {n * bars:,} rows:\n{_plan(engine, schemas[key], f'SYM{n - 1:03d}/USDT')}")
+    finally:
+        with engine.begin() as conn:
+            for schema in schemas.values():
+                conn.execute(sa.schema.DropSchema(schema, cascade=True, if_exists=True))
+    print(f"\nread_candles of one symbol's whole history ({bars:,} bars), median seconds")
+    print(f"{'table':>24} {'first':>7} {'warm':>7} {'row path':>9}")
+    for key, n in sizes.items():
+        t = times[key]
+        print(f"{f'{n * bars:,} candles':>24} {t['first']:>7.3f} {t['warm']:>7.3f} {t['rows']:>9.3f}")
+    ratio = times["deep"]["warm"] / times["base"]["warm"]
+    print(f"{'ratio':>24} {times['deep']['first'] / times['base']['first']:>7.2f} {ratio:>7.2f} "
+          f"{times['deep']['rows'] / times['base']['rows']:>9.2f}   (goal: warm <= 1.5)")
+    return ratio
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--symbols", type=int, default=10)
+    parser.add_argument("--symbols", type=int, help="default 10; 200 with --history-depth")
     parser.add_argument("--url", help="PostgreSQL URL (default: start a throwaway server)")
     parser.add_argument("--repeat", type=int, default=1, help="runs; the median rate is reported")
     parser.add_argument("--check", action="store_true", help="exit 1 when a ratio misses its target")
+    parser.add_argument("--history-depth", action="store_true",
+                        help="read time of one symbol's history at --symbols x --days vs ~1M rows")
+    parser.add_argument("--days", type=int, default=365, help="history depth: days of 5m bars per symbol")
+    parser.add_argument("--base-symbols", type=int, default=10, help="history depth: symbols of the ~1M baseline")
+    parser.add_argument("--load", choices=("upsert", "copy"), default="upsert",
+                        help="history depth: write through store.upsert or a plain COPY")
     args = parser.parse_args(argv)
 
     from brain_tasks.brain.db import redact_url
+
+    if args.history_depth:
+        symbols = args.symbols or 200
+        with contextlib.ExitStack() as stack:
+            if args.url:
+                url = args.url
+            else:
+                from tests.servers import postgres_server
+
+                url = stack.enter_context(postgres_server())
+            print(f"server: {redact_url(url)}")
+            ratio = history_depth(url, symbols, args.days, args.base_symbols, args.load, max(args.repeat, 3))
+        return 0 if ratio <= 1.5 or not args.check else 1
+    args.symbols = args.symbols or 10
 
     if args.url:
         print(f"server: {redact_url(args.url)}")
