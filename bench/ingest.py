@@ -179,12 +179,19 @@ def _read_times(engine: sa.Engine, schema: str, symbols: list[int], repeat: int)
 
 
 def _plan(engine: sa.Engine, schema: str, symbol: str) -> str:
+    """EXPLAIN ANALYZE of the statement `store.read_candles` sends for one symbol's whole history."""
+    from psycopg import sql
+
+    from brain_tasks.brain import columnar, store
+
+    query, params, _fields, _dtype = columnar.packed_query(
+        store.get_table("candles"), ("ts", "open", "high", "low", "close", "volume"),
+        {"exchange": "binance", "symbol": symbol, "timeframe": "5m"}, {}, None, None, ("ts",))
     with engine.connect() as conn:
         conn.exec_driver_sql(f'SET search_path TO "{schema}"')
-        plan = conn.exec_driver_sql(
-            "EXPLAIN (ANALYZE, BUFFERS) SELECT ts, open, high, low, close, volume FROM candles "
-            "WHERE exchange = %(e)s AND symbol = %(s)s AND timeframe = %(t)s ORDER BY ts",
-            {"e": "binance", "s": symbol, "t": "5m"}).scalars().all()
+        with conn.connection.driver_connection.cursor() as cur:
+            cur.execute(sql.SQL("EXPLAIN (ANALYZE, BUFFERS) {}").format(query), params)
+            plan = [row[0] for row in cur.fetchall()]
         conn.rollback()
     return "\n".join(f"    {line}" for line in plan)
 

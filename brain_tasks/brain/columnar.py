@@ -79,6 +79,24 @@ def packed_select(conn: sa.Connection, table: sa.Table, names: Sequence[str], eq
     """`names` of the rows of `table` where each `equal` column equals its value, each `any_of` column
     is one of its values and ``start <= ts < end`` (None: unbounded), sorted by `order_by`, as the row
     reader returns them; None when a column's type has no fixed-width form here."""
+    packed = packed_query(table, names, equal, any_of, start, end, order_by)
+    if packed is None:
+        return None
+    query, params, fields, dtype = packed
+    with conn.connection.driver_connection.cursor(binary=True) as cur:
+        cur.execute(query, params)
+        data = cur.fetchone()[0]
+    data = b"" if data is None else data
+    if len(data) % dtype.itemsize:
+        raise ValueError(f"{table.name}: {len(data)} packed bytes are not whole {dtype.itemsize}-byte records")
+    return _frame(np.frombuffer(data, dtype=dtype), fields, names)
+
+
+def packed_query(table: sa.Table, names: Sequence[str], equal: Mapping[str, Any],
+                 any_of: Mapping[str, Sequence[Any]], start: Any, end: Any,
+                 order_by: Sequence[str]) -> tuple[Any, list[Any], list[_Field], np.dtype] | None:
+    """The statement of `packed_select` (a psycopg Composed), its parameters, fields and record
+    layout; None when a column has no fixed-width form.  (bench/ingest.py EXPLAINs it.)"""
     from psycopg import sql
 
     fields = [_field(table.c[n]) for n in names]
@@ -111,13 +129,7 @@ def packed_select(conn: sa.Connection, table: sa.Table, names: Sequence[str], eq
     if dtype.itemsize != sum(f.width for f in fields):
         raise AssertionError(f"packed layout of {table.name}: {dtype.itemsize} bytes, expected "
                              f"{sum(f.width for f in fields)}")
-    with conn.connection.driver_connection.cursor(binary=True) as cur:
-        cur.execute(query, params)
-        data = cur.fetchone()[0]
-    data = b"" if data is None else data
-    if len(data) % dtype.itemsize:
-        raise ValueError(f"{table.name}: {len(data)} packed bytes are not whole {dtype.itemsize}-byte records")
-    return _frame(np.frombuffer(data, dtype=dtype), fields, names)
+    return query, params, fields, dtype
 
 
 def _frame(records: np.ndarray, fields: Sequence[_Field], names: Sequence[str]) -> pd.DataFrame:
