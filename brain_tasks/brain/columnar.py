@@ -27,6 +27,7 @@ The statement is parameterised the ordinary way (server-side parameters; identif
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,12 +42,16 @@ _PG_EPOCH_US = 946_684_800_000_000
 _UTF8_MAX = 4
 
 
+@dataclass(frozen=True)
 class _Field:
     """One selected column: its packed SQL expression (bytea of `width` bytes) and its numpy format."""
 
-    def __init__(self, name: str, kind: str, sql_expr: Any, width: int, fmt: str, nullable_int: bool = False) -> None:
-        self.name, self.kind, self.sql, self.width, self.fmt = name, kind, sql_expr, width, fmt
-        self.nullable_int = nullable_int
+    name: str
+    kind: str  # datetime | float | int | str
+    sql: Any  # a psycopg Composable
+    width: int
+    fmt: str
+    nullable_int: bool = False  # followed by a one-byte NULL flag
 
 
 def _field(column: sa.Column[Any]) -> _Field | None:
