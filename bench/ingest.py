@@ -150,32 +150,44 @@ def _ingest(engine: sa.Engine, target: sa.Table, symbols: int, bars: int, load: 
     return spent
 
 
-def _read_times(engine: sa.Engine, schema: str, symbols: list[int], repeat: int) -> dict[str, float]:
-    """Median seconds of reading one symbol's whole history: first read of each symbol, then warm."""
+def _timed_read(engine: sa.Engine, schema: str, symbol: str, path: str = "columns") -> float:
+    """Seconds of `store.read_candles` of `symbol`'s whole history; path: columns | rows | no-jit."""
     from brain_tasks.brain import store
 
-    def timed(symbol: str, rows: bool = False) -> float:
-        with engine.connect() as conn:
-            conn.exec_driver_sql(f'SET search_path TO "{schema}"')
-            saved = store.packed_select
-            if rows:
-                store.packed_select = lambda *a, **k: None
-            try:
-                t0 = time.perf_counter()
-                frame = store.read_candles(conn, "binance", symbol, "5m")
-                seconds = time.perf_counter() - t0
-            finally:
-                store.packed_select = saved
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'SET search_path TO "{schema}"')
+        if path == "no-jit":
+            conn.exec_driver_sql("SET jit = off")
+        saved = store.packed_select
+        if path == "rows":
+            store.packed_select = lambda *a, **k: None
+        try:
+            t0 = time.perf_counter()
+            frame = store.read_candles(conn, "binance", symbol, "5m")
+            seconds = time.perf_counter() - t0
+        finally:
+            store.packed_select = saved
             conn.rollback()
-        if frame.empty:
-            raise SystemExit(f"{schema}: no candles read for {symbol}")
-        return seconds
+            conn.exec_driver_sql("RESET ALL")
+    if frame.empty:
+        raise SystemExit(f"{schema}: no candles read for {symbol}")
+    return seconds
 
-    names = [f"SYM{i:03d}/USDT" for i in symbols]
-    first = [timed(n) for n in names]
-    warm = [timed(n) for n in names for _ in range(repeat)]
-    rows = [timed(n, rows=True) for n in names]
-    return {"first": statistics.median(first), "warm": statistics.median(warm), "rows": statistics.median(rows)}
+
+def _read_times(engine: sa.Engine, schemas: dict[str, str], picks: dict[str, list[str]],
+                repeat: int) -> dict[str, dict[str, float]]:
+    """Median seconds per read of each size: the first read of each picked symbol, then `repeat` rounds
+    that alternate between the sizes (so both see the same load on a shared machine)."""
+    samples: dict[str, dict[str, list[float]]] = {k: {"first": [], "warm": [], "no-jit": [], "rows": []}
+                                                  for k in schemas}
+    for key, schema in schemas.items():
+        samples[key]["first"] = [_timed_read(engine, schema, s) for s in picks[key]]
+    for _ in range(repeat):
+        for key, schema in schemas.items():
+            for symbol in picks[key]:
+                for path, label in (("columns", "warm"), ("no-jit", "no-jit"), ("rows", "rows")):
+                    samples[key][label].append(_timed_read(engine, schema, symbol, path))
+    return {k: {label: statistics.median(v) for label, v in by.items()} for k, by in samples.items()}
 
 
 def _plan(engine: sa.Engine, schema: str, symbol: str) -> str:
@@ -213,7 +225,7 @@ def history_depth(url: str, symbols: int, days: int, base_symbols: int, load: st
     bars = days * BARS_PER_DAY
     sizes = {"base": base_symbols, "deep": symbols}
     schemas = {k: f"bench_{k}_{uuid.uuid4().hex[:8]}" for k in sizes}
-    times: dict[str, dict[str, float]] = {}
+    picks: dict[str, list[str]] = {}
     try:
         for key, n in sizes.items():
             meta = sa.MetaData(schema=schemas[key])
@@ -225,22 +237,23 @@ def history_depth(url: str, symbols: int, days: int, base_symbols: int, load: st
             seconds = _ingest(engine, target, n, bars, load)
             print(f"  {n * bars:,} rows in {seconds / 60:.1f} min ({n * bars / seconds:,.0f} rows/s); "
                   f"{_size(engine, schemas[key])}", flush=True)
-            picks = sorted({0, n // 3, n // 2, (2 * n) // 3, n - 1})
-            times[key] = _read_times(engine, schemas[key], picks, repeat)
-            print(f"  plan of one symbol's read at {n * bars:,} rows:\n{_plan(engine, schemas[key], f'SYM{n - 1:03d}/USDT')}")
+            picks[key] = [f"SYM{i:03d}/USDT" for i in sorted({0, n // 3, n // 2, (2 * n) // 3, n - 1})]
+        for key, n in sizes.items():
+            print(f"plan of one symbol's read at {n * bars:,} rows:\n{_plan(engine, schemas[key], picks[key][-1])}")
+        times = _read_times(engine, schemas, picks, repeat)
     finally:
         with engine.begin() as conn:
             for schema in schemas.values():
                 conn.execute(sa.schema.DropSchema(schema, cascade=True, if_exists=True))
-    print(f"\nread_candles of one symbol's whole history ({bars:,} bars), median seconds")
-    print(f"{'table':>24} {'first':>7} {'warm':>7} {'row path':>9}")
+    print(f"\nread_candles of one symbol's whole history ({bars:,} bars), median seconds "
+          f"(first: each symbol's first read; warm, jit off and row path: {repeat} alternating rounds)")
+    columns = ("first", "warm", "no-jit", "rows")
+    print(f"{'table':>24} " + " ".join(f"{c:>8}" for c in ("first", "warm", "jit off", "row path")))
     for key, n in sizes.items():
-        t = times[key]
-        print(f"{f'{n * bars:,} candles':>24} {t['first']:>7.3f} {t['warm']:>7.3f} {t['rows']:>9.3f}")
-    ratio = times["deep"]["warm"] / times["base"]["warm"]
-    print(f"{'ratio':>24} {times['deep']['first'] / times['base']['first']:>7.2f} {ratio:>7.2f} "
-          f"{times['deep']['rows'] / times['base']['rows']:>9.2f}   (goal: warm <= 1.5)")
-    return ratio
+        print(f"{f'{n * bars:,} candles':>24} " + " ".join(f"{times[key][c]:>8.3f}" for c in columns))
+    ratios = {c: times["deep"][c] / times["base"][c] for c in columns}
+    print(f"{'ratio':>24} " + " ".join(f"{ratios[c]:>8.2f}" for c in columns) + "   (goal: warm <= 1.5)")
+    return ratios["warm"]
 
 
 def main(argv: list[str] | None = None) -> int:

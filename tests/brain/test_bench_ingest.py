@@ -48,8 +48,8 @@ def test_history_depth_prints_both_read_times_and_the_plan(pg_url: str, capsys: 
                        "--url", pg_url]) == 0
     out = capsys.readouterr().out
     # The plan printed is that of the statement read_candles sends (a tiny table may be scanned whole).
-    assert re.search(r"plan of one symbol's read at 1,728 rows:\n\s+Aggregate .*\n(.*\n)*?\s+Execution Time", out), out
-    assert re.search(r"^\s+1,728 candles\s+\d+\.\d{3}\s+\d+\.\d{3}\s+\d+\.\d{3}$", out, re.MULTILINE), out
+    assert re.search(r"plan of one symbol.s read at 1,728 rows:\n\s+Aggregate .*\n(.*\n)*?\s+Execution Time", out), out
+    assert re.search(r"^\s+1,728 candles(\s+\d+\.\d{3}){4}$", out, re.MULTILINE), out
     assert re.search(r"^\s+ratio\s+\d+\.\d\d\s+\d+\.\d\d", out, re.MULTILINE), out
     with make_engine(pg_url).connect() as conn:
         schemas = conn.execute(sa.text("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'bench_%'")).all()
