@@ -157,3 +157,20 @@ def test_a_column_without_a_fixed_width_form_falls_back_to_rows(pg_brain: sa.Eng
         t = store.get_table("data_quality_logs")
         names = [c.name for c in t.columns]
         assert columnar.packed_select(conn, t, names, {"symbol": SYM}, {}, None, None, ["ts_start"]) is None
+
+
+def test_a_rewritten_bar_in_the_middle_is_read_at_once(pg_brain: sa.Engine) -> None:
+    """No read is served from a copy: a corrected bar shows in the next load_market."""
+    from brain_tasks import jobs
+    from brain_tasks.settings import from_environ
+
+    ts = pd.date_range("2024-01-01", periods=500, freq="5min", tz="UTC")
+    bars = pd.DataFrame({"exchange": EX, "symbol": SYM, "timeframe": "5m", "ts": ts, "open": 1.0, "high": 2.0,
+                         "low": 0.5, "close": np.linspace(1, 2, len(ts)), "volume": 10.0})
+    store.upsert(pg_brain, "candles", bars)
+    settings = from_environ({"BRAIN_DATABASE_URL": str(pg_brain.url), "BRAIN_EXCHANGE": EX})
+    before = jobs.load_market(pg_brain, settings, SYM)["candles"]
+    store.upsert(pg_brain, "candles", bars.iloc[[250]].assign(close=99.0))
+    after = jobs.load_market(pg_brain, settings, SYM)["candles"]
+    assert before["close"].iloc[250] != 99.0 and after["close"].iloc[250] == 99.0
+    assert after.drop(index=250).equals(before.drop(index=250))
