@@ -8,7 +8,10 @@ database on --url's server).  It prints
   (one Python row per result row: the reader before the column path) and through the column path
   (rows packed into one bytea server-side, parsed by numpy), with a check that both return the same frames;
 - `load_market` x the number of calls one symbol's chain makes (one per model type in
-  `train_symbol`, one in rollback's rebuild, one in importance when a version lacks it);
+  `train_symbol` and one in rollback's rebuild: 4 by default; importance rebuilds only a version
+  stored without importance);
+- what a cache of `load_market` would have to ask before serving a hit (row count, newest bar and a
+  checksum of the rows' xmin, which an upsert that rewrites a value changes), as a share of a read;
 - the whole `train_symbol` for the cheapest model (baseline) through each path, each in a fresh
   database, with the seconds it spent in `load_market`.
 
