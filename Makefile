@@ -53,6 +53,7 @@ bench: install servers
 	$(BIN)/python bench/dashboard.py
 	$(BIN)/python bench/predict.py
 	$(BIN)/python bench/stats.py
+	$(BIN)/python bench/profile_symbol.py
 
 clean:
 	rm -rf .brain brain.db report .pytest_cache

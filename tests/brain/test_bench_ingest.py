@@ -39,3 +39,25 @@ def test_make_candles_is_deterministic_and_sized() -> None:
     assert len(a) == 1001 and a["symbol"].nunique() == 4
     assert a.equals(b)
     assert not a.duplicated(subset=["exchange", "symbol", "timeframe", "ts"]).any()
+
+
+@pytest.mark.postgres
+def test_history_depth_prints_both_read_times_and_the_plan(pg_url: str, capsys: pytest.CaptureFixture) -> None:
+    bench = _load()
+    assert bench.main(["--history-depth", "--symbols", "3", "--days", "2", "--base-symbols", "2",
+                       "--url", pg_url]) == 0
+    out = capsys.readouterr().out
+    # The plan printed is that of the statement read_candles sends (a tiny table may be scanned whole).
+    assert re.search(r"plan of one symbol.s read at 1,728 rows:\n\s+Aggregate .*\n(.*\n)*?\s+Execution Time", out), out
+    assert re.search(r"^\s+1,728 candles(\s+\d+\.\d{3}){4}$", out, re.MULTILINE), out
+    assert re.search(r"^\s+ratio\s+\d+\.\d\d\s+\d+\.\d\d", out, re.MULTILINE), out
+    with make_engine(pg_url).connect() as conn:
+        schemas = conn.execute(sa.text("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'bench_%'")).all()
+    assert schemas == []
+
+
+def test_symbol_candles_are_one_symbols_full_history() -> None:
+    bench = _load()
+    frame = bench.symbol_candles(5, 600)
+    assert len(frame) == 600 and set(frame["symbol"]) == {"SYM005/USDT"}
+    assert frame["ts"].is_monotonic_increasing and frame.equals(bench.symbol_candles(5, 600))
