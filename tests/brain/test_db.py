@@ -111,7 +111,8 @@ def test_a_process_holds_at_most_its_pool_of_postgres_connections(pg_url: str, p
         gate.wait()
         with engine.connect() as conn:
             seen.append(conn.execute(sa.text(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'brain-tasks %'")).scalar())
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND application_name LIKE 'brain-tasks %'")).scalar())
             conn.execute(sa.text("SELECT pg_sleep(0.1)"))
 
     threads = [threading.Thread(target=use) for _ in range(5)]
