@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brain_tasks.ml.features import window_mean_std, validate_candles
+from brain_tasks.ml.features import validate_candles, window_mean_std
 from brain_tasks.ml.metrics import (
     composite_score,
     expected_max_sharpe,
