@@ -220,13 +220,18 @@ def test_importing_the_client_loads_no_ml_library():
     assert out.stdout.strip() == "[]"
 
 
-def test_features_computed_from_a_later_first_bar_differ_in_the_last_bits():
-    """Why serving anchors at the training data's first bar (see ml/serving.py)."""
+def test_features_computed_from_a_later_first_bar_are_the_same_bits():
+    """Why serving may read a bounded window (see ml/serving.py): with `required_history` candles up to
+    it, a bar's features and regime are the whole history's, bit for bit (tests/ml/test_window_exact.py
+    checks every bar and adversarial data)."""
+    from brain_tasks.ml.features import required_history
+
     candles = _candles().drop(columns=["exchange", "symbol", "timeframe"])
     full = make_features(candles, timeframe="5m").iloc[-1]
-    tail = make_features(candles.iloc[-1500:], timeframe="5m").iloc[-1]
-    assert np.allclose(full, tail, rtol=1e-9, equal_nan=True)
-    assert not np.array_equal(full.to_numpy().view(np.int64), tail.to_numpy().view(np.int64))
+    tail = make_features(candles.iloc[-required_history("5m"):], timeframe="5m").iloc[-1]
+    assert np.array_equal(full.to_numpy().view(np.int64), tail.to_numpy().view(np.int64))
+    config = ml.serve_config({})
+    assert ml.regime_at(candles, config) == ml.regime_at(candles.iloc[-ml.required_history(config):], config)
 
 
 def test_cached_rows_never_serve_a_decision_the_stored_rows_would_not(trained, monkeypatch):

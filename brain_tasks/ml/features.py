@@ -368,6 +368,8 @@ def _funding_features(funding: pd.DataFrame, close_time: pd.Series) -> dict[str,
     would otherwise reach any distance back over a gap in the feed); joined as-of on the bar close."""
     f = _sorted_events(funding, "funding", ["rate"]).drop_duplicates("ts", keep="last")
     f = f[np.isfinite(f["rate"].astype("float64"))].reset_index(drop=True)  # a missing rate says nothing
+    if f.empty:  # no settlement (in the window read): nothing known
+        return {k: pd.Series(np.nan, index=range(len(close_time))) for k in FUNDING_FEATURES}
     rate = f["rate"].to_numpy(dtype="float64")
     t = pd.DatetimeIndex(f["ts"]).tz_convert("UTC").as_unit("ns")
     # Settlements in (ts - FUNDING_HISTORY, ts] at each settlement, itself included.
@@ -588,3 +590,10 @@ def feature_set_hash(names: list[str]) -> str:
     """Stable sha256 hex of the feature-set version and the ordered feature names."""
     payload = json.dumps({"version": FEATURE_SET_VERSION, "names": list(names)}, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def events_from(first_bar: pd.Timestamp, close: pd.Timestamp) -> pd.Timestamp:
+    """The earliest external event a window of candles starting at ``first_bar`` and deciding the bar
+    that closes at ``close`` depends on (see `required_history`): funding's history before the close,
+    the join's age limit before the first bar."""
+    return min(pd.Timestamp(first_bar) - EXTERNAL_MAX_AGE, pd.Timestamp(close) - EVENT_LOOKBACK)
