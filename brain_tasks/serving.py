@@ -176,7 +176,7 @@ def _market(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, d
         candles = candles[candles["ts"] >= pd.Timestamp(data_start)]
         if len(candles) >= rows or first <= data_start:
             break
-        span = max(2 * span, step)  # gaps in the candles: reach further back for the rows
+        span += (rows - len(candles)) * step  # gaps in the candles: reach back by the rows missing
     candles = candles.iloc[-rows:].reset_index(drop=True)
     complete = len(candles) < rows or candles["ts"].iloc[0] <= pd.Timestamp(data_start)
     out: dict[str, pd.DataFrame | None] = {"candles": candles}
@@ -395,7 +395,7 @@ def _decide(conn: sa.Connection, engine: sa.Engine, exchange: str, symbol: str, 
     else:  # the window read for the anchor is not this version's: read its own
         vmarket, _, _ = _market(conn, exchange, symbol, vconfig.timeframe, version.data_start, bar, rows)
     try:
-        features = ml.feature_frame(vmarket, vconfig, rows=need)
+        features = ml.feature_frame(vmarket, vconfig, need)
         rows_in = ml.model_rows(features, list(version.feature_names), version.model_type)
     except DataError as exc:
         raise NoDataError(f"{symbol}: {exc}") from exc
