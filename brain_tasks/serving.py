@@ -2,7 +2,7 @@
 
 regime now (classified as the champion's training classified it) -> the model chosen for that regime
 (else the champion, else no model) -> its prediction from features built by the training code on the
-candles its training started from (`ml.serving`) -> position and size.  Every decision is recorded
+bounded window of candles they depend on (`ml.serving.required_history`) -> position and size.  Every decision is recorded
 in the signals table once.  ML libraries are imported by the first prediction, not by this module's
 importers; loaded models are kept per artifact sha256 (checked once, on load).
 """
@@ -102,9 +102,9 @@ def load_model(engine: sa.Engine, digest: str) -> Any:
 # per bar decided.
 FRESH_BARS = 12
 # Symbols whose old rows are kept (least recently used dropped).  Only a bar's serving window is kept
-# (`ml.serving.required_history`: 2,064 5m bars by default, plus the external events before them), cut
-# down once it has grown by TRIM_SLACK rather than at every bar.
-MARKET_CACHE_SIZE = 1024
+# (`ml.serving.required_history`: 2,064 5m bars by default, about 0.2 MB, plus the external events
+# before them), cut down once it has grown by TRIM_SLACK rather than at every bar.
+MARKET_CACHE_SIZE = 512
 TRIM_SLACK = dt.timedelta(days=1)
 _markets: OrderedDict[tuple[str, str, str, str, dt.datetime], _Cached] = OrderedDict()
 

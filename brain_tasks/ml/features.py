@@ -17,11 +17,7 @@ import numpy as np
 import pandas as pd
 
 from brain_tasks.errors import DataError
-from brain_tasks.market.quality import (
-    DEFAULT_MAX_BAR_RATIO,
-    OVERFLOW_LIMIT,
-    implausible_jumps,
-)
+from brain_tasks.market.quality import DEFAULT_MAX_BAR_RATIO, OVERFLOW_LIMIT, implausible_jumps
 
 # 2: every rolling statistic and EWM window-exact (see "window-exact rolling statistics" below), the
 # external series' look-back bounded; the values moved in their last bits (EWMs: by up to 1e-9).
