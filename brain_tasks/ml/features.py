@@ -107,8 +107,10 @@ def _check_ts(frame: pd.DataFrame, what: str) -> None:
         raise DataError(f"{what}: 'ts' has missing values")
 
 
-def validate_candles(candles: pd.DataFrame) -> None:
-    """Raise DataError unless ``candles`` follows the team's candle frame convention."""
+def validate_candles(candles: pd.DataFrame, *, allow_constant: bool = False) -> None:
+    """Raise DataError unless ``candles`` follows the team's candle frame convention.  A constant close
+    is refused (nothing to learn) unless ``allow_constant``: a window of a longer history that is a
+    quiet market (serving), not a series to train on."""
     missing = [c for c in CANDLE_COLUMNS if c not in candles.columns]
     if missing:
         raise DataError(f"candles: missing columns {missing}")
@@ -126,7 +128,7 @@ def validate_candles(candles: pd.DataFrame) -> None:
     volume = candles["volume"].to_numpy(dtype="float64")
     if not np.isfinite(volume).all() or (volume < 0).any():
         raise DataError("candles: NaN, infinite or negative volume")
-    if np.unique(candles["close"].to_numpy()).size < 2:
+    if not allow_constant and np.unique(candles["close"].to_numpy()).size < 2:
         raise DataError("candles: constant close price, nothing to learn")
 
 
@@ -287,53 +289,66 @@ def _ewm(x: pd.Series | np.ndarray, alpha: float, taps: int) -> np.ndarray:
     return out
 
 
-def _zscore(x: pd.Series, window: int, min_periods: int | None = None) -> pd.Series:
-    mean, std = window_mean_std(x, window, min_periods)
-    v = x.to_numpy(dtype="float64")
+def _z(v: np.ndarray, window: int, min_periods: int | None = None) -> np.ndarray:
+    mean, std = window_mean_std(v, window, min_periods)
     with np.errstate(invalid="ignore", divide="ignore"):
-        z = np.where(std > 0, (v - mean) / np.where(std > 0, std, 1.0), np.nan)
+        z = (v - mean) / np.where(std > 0, std, np.nan)
     # A flat window carries no surprise: z = 0 rather than NaN keeps warm-up rows the only NaNs.
-    return pd.Series(np.where(std == 0, 0.0, z), index=x.index)
+    return np.where(std == 0, 0.0, z)
 
 
-def _candle_features(c: pd.DataFrame, ts: pd.DatetimeIndex) -> dict[str, pd.Series]:
-    close = c["close"].astype("float64")
-    high = c["high"].astype("float64")
-    low = c["low"].astype("float64")
+def _zscore(x: pd.Series, window: int, min_periods: int | None = None) -> pd.Series:
+    return pd.Series(_z(x.to_numpy(dtype="float64"), window, min_periods), index=x.index)
+
+
+def _lagged(x: np.ndarray, k: int) -> np.ndarray:
+    """x shifted k bars later (NaN for the first k)."""
+    out = np.full(len(x), np.nan)
+    if k < len(x):
+        out[k:] = x[:len(x) - k]
+    return out
+
+
+def _candle_features(c: pd.DataFrame, ts: pd.DatetimeIndex) -> dict[str, np.ndarray]:
+    # numpy rather than pandas Series: serving computes these on a few hundred rows per bar, where
+    # pandas' per-operation overhead was most of the time.
+    close = c["close"].to_numpy(dtype="float64")
+    high = c["high"].to_numpy(dtype="float64")
+    low = c["low"].to_numpy(dtype="float64")
     logc = np.log(close)
-    r1 = logc.diff()
-    out: dict[str, pd.Series] = {}
+    r1 = logc - _lagged(logc, 1)
+    out: dict[str, np.ndarray] = {}
     for h in RETURN_HORIZONS:
-        out[f"ret_{h}"] = logc.diff(h)
+        out[f"ret_{h}"] = logc - _lagged(logc, h)
     for w in VOL_WINDOWS:
-        out[f"rv_{w}"] = pd.Series(window_mean_std(r1, w)[1], index=c.index)
+        out[f"rv_{w}"] = window_mean_std(r1, w)[1]
     rv48 = out["rv_48"]
-    out["rv_ratio_12_48"] = (out["rv_12"] / rv48.where(rv48 > 0)).where(rv48 != 0, 1.0)
-    out["range_hl"] = np.log(high / low)
-    prev_close = close.shift(1)
-    true_range = pd.concat([high - low, (high - prev_close).abs(), (low - prev_close).abs()], axis=1).max(
-        axis=1, skipna=False
-    )
-    # Wilder's smoothing (alpha = 1/14), the usual ATR and RSI definition, over the last EWM_TAPS bars.
-    out["atr_14"] = pd.Series(_ewm(true_range, 1 / 14, EWM_TAPS), index=c.index) / close
-    gain = pd.Series(_ewm(r1.clip(lower=0), 1 / 14, EWM_TAPS), index=c.index)
-    loss = pd.Series(_ewm((-r1).clip(lower=0), 1 / 14, EWM_TAPS), index=c.index)
-    total = gain + loss
-    out["rsi_14"] = (100.0 * gain / total.where(total > 0)).where(total != 0, 50.0)
-    span = high - low
-    out["close_pos"] = ((close - low) / span.where(span > 0)).fillna(0.5)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["rv_ratio_12_48"] = np.where(rv48 == 0, 1.0, out["rv_12"] / np.where(rv48 > 0, rv48, np.nan))
+        out["range_hl"] = np.log(high / low)
+        prev_close = _lagged(close, 1)
+        true_range = np.maximum(high - low, np.maximum(np.abs(high - prev_close), np.abs(low - prev_close)))
+        # Wilder's smoothing (alpha = 1/14), the usual ATR and RSI definition, over the last EWM_TAPS bars.
+        out["atr_14"] = _ewm(true_range, 1 / 14, EWM_TAPS) / close
+        gain = _ewm(np.maximum(r1, 0.0), 1 / 14, EWM_TAPS)
+        loss = _ewm(np.maximum(-r1, 0.0), 1 / 14, EWM_TAPS)
+        total = gain + loss
+        out["rsi_14"] = np.where(total == 0, 50.0, 100.0 * gain / np.where(total > 0, total, np.nan))
+        span = high - low
+        pos = (close - low) / np.where(span > 0, span, np.nan)
+        out["close_pos"] = np.where(np.isnan(pos), 0.5, pos)
+        for w in (48, 288):
+            out[f"ma_dev_{w}"] = logc - np.log(window_mean_std(close, w, std=False)[0])
+    logv = np.log1p(c["volume"].to_numpy(dtype="float64"))
     for w in (48, 288):
-        out[f"ma_dev_{w}"] = logc - np.log(window_mean_std(close, w, std=False)[0])
-    logv = np.log1p(c["volume"].astype("float64"))
-    for w in (48, 288):
-        out[f"vol_z_{w}"] = _zscore(logv, w)
+        out[f"vol_z_{w}"] = _z(logv, w)
     seconds = (ts.hour * 3600 + ts.minute * 60 + ts.second).to_numpy(dtype="float64")
     day_angle = 2 * np.pi * seconds / 86400.0
     week_angle = 2 * np.pi * (ts.day_of_week.to_numpy(dtype="float64") * 86400.0 + seconds) / (7 * 86400.0)
-    out["tod_sin"] = pd.Series(np.sin(day_angle), index=c.index)
-    out["tod_cos"] = pd.Series(np.cos(day_angle), index=c.index)
-    out["dow_sin"] = pd.Series(np.sin(week_angle), index=c.index)
-    out["dow_cos"] = pd.Series(np.cos(week_angle), index=c.index)
+    out["tod_sin"] = np.sin(day_angle)
+    out["tod_cos"] = np.cos(day_angle)
+    out["dow_sin"] = np.sin(week_angle)
+    out["dow_cos"] = np.cos(week_angle)
     return out
 
 
@@ -537,14 +552,16 @@ def make_features(
     open_interest: pd.DataFrame | None = None,
     liquidations: pd.DataFrame | None = None,
     sentiment: pd.DataFrame | None = None,
+    allow_constant: bool = False,
 ) -> pd.DataFrame:
     """Feature frame indexed by the candles' ts; optional sources add their own columns.
 
     Rows at the start are NaN while a window warms up (``CANDLE_FEATURES`` are NaN only there);
     external-source columns are NaN before that source's first event.  ``sentiment`` is the hourly
     rows of ``sentiment_scores`` (ts, score, optional magnitude and n_items, any number of sources).
+    ``allow_constant``: see `validate_candles`.
     """
-    validate_candles(candles)
+    validate_candles(candles, allow_constant=allow_constant)
     step = pd.Timedelta(seconds=timeframe_seconds(timeframe))
     c = candles.reset_index(drop=True)
     ts = pd.DatetimeIndex(c["ts"])
@@ -561,10 +578,10 @@ def make_features(
     # No rows: no columns, so the feature names (and the feature-set hash) say sentiment was not used.
     if sentiment is not None and len(sentiment):
         cols.update(_sentiment_features(sentiment, close_time, c["ts"].iloc[0]))
-    frame = pd.DataFrame({k: np.asarray(v, dtype="float64") for k, v in cols.items()}, index=ts)
-    frame.index.name = "ts"
+    values = np.column_stack([np.asarray(v, dtype="float64") for v in cols.values()])
     # Infinite values would silently poison tree splits and the linear baseline alike.
-    return frame.replace([np.inf, -np.inf], np.nan)
+    values[np.isinf(values)] = np.nan
+    return pd.DataFrame(values, index=ts.rename("ts"), columns=list(cols))
 
 
 def required_history(timeframe: str, *, sentiment: bool = False) -> int:

@@ -60,6 +60,29 @@ def volatility_regimes(candles: pd.DataFrame, *, window: int, lookback: int) -> 
     return pd.Series(labels, index=pd.DatetimeIndex(candles["ts"], name="ts"), name="regime", dtype="str")
 
 
+def last_regime(candles: pd.DataFrame, *, window: int, lookback: int) -> str | None:
+    """``volatility_regimes``' label of the last candle (None during warm-up), computing that bar's
+    quantiles only, from its last ``required_history`` candles: serving's path, bit for bit the same
+    (pandas' rolling quantile is linear between the order statistics around ``level * (n - 1)``)."""
+    validate_candles(candles, allow_constant=True)  # a quiet window of a longer history
+    if window < 2 or lookback < window:
+        raise ValueError(f"need window >= 2 and lookback >= window, got {window}, {lookback}")
+    close = candles["close"].to_numpy(dtype="float64")[-required_history(window, lookback):]
+    logc = np.log(close)
+    r1 = np.concatenate([[np.nan], logc[1:] - logc[:-1]])
+    rv = window_mean_std(r1, window)[1][-lookback:]
+    values = np.sort(rv[~np.isnan(rv)])
+    if np.isnan(rv[-1]) or len(values) < window:
+        return None
+    code = 0
+    for level in REGIME_QUANTILES:
+        at = level * (len(values) - 1)
+        low = int(at)
+        q = values[low] if low == at else values[low] + (values[low + 1] - values[low]) * (at - low)
+        code += int(rv[-1] > q)
+    return REGIMES[code]
+
+
 def required_history(window: int, lookback: int) -> int:
     """Candle rows, the bar itself included, that a bar's regime label depends on: ``lookback``
     volatilities of ``window`` returns each (one more close for the first return)."""

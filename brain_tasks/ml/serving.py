@@ -28,7 +28,7 @@ from brain_tasks.ml.metrics import (
     strategy_returns,
 )
 from brain_tasks.ml.pipeline import TrainConfig
-from brain_tasks.ml.regimes import REGIMES, volatility_regimes
+from brain_tasks.ml.regimes import REGIMES
 
 # Models that predict each row from that row alone: one row in, one prediction out.  Any other model
 # (the sequence models) is given every usable row up to the bar and its last prediction is taken.
@@ -58,12 +58,9 @@ def serve_config(config: Mapping[str, Any]) -> TrainConfig:
 
 
 def regime_at(candles: pd.DataFrame, config: TrainConfig) -> str | None:
-    """The volatility regime of the last candle, as training labelled it; None during warm-up.  Only the
-    last `regimes.required_history` candles are read: the label depends on no others."""
-    rows = regimes.required_history(config.regime_window, config.regime_lookback)
-    labels = volatility_regimes(candles.iloc[-rows:], window=config.regime_window, lookback=config.regime_lookback)
-    last = labels.iloc[-1]
-    return str(last) if isinstance(last, str) and last in REGIMES else None
+    """The volatility regime of the last candle, as training labelled it (`volatility_regimes`); None
+    during warm-up.  Only the last `regimes.required_history` candles are read: it depends on no others."""
+    return regimes.last_regime(candles, window=config.regime_window, lookback=config.regime_lookback)
 
 
 def feature_frame(market: Mapping[str, pd.DataFrame | None], config: TrainConfig,
@@ -73,8 +70,10 @@ def feature_frame(market: Mapping[str, pd.DataFrame | None], config: TrainConfig
     candles = market["candles"]
     if rows is not None:
         candles = candles.iloc[-(features.required_history(config.timeframe) + rows - 1):]
+    # A window may be a quiet market (one close price throughout): training saw it inside its history.
     return make_features(candles, timeframe=config.timeframe, funding=market.get("funding"),
-                         open_interest=market.get("open_interest"), liquidations=market.get("liquidations"))
+                         open_interest=market.get("open_interest"), liquidations=market.get("liquidations"),
+                         allow_constant=True)
 
 
 def model_rows(X: pd.DataFrame, feature_names: list[str], model_type: str) -> pd.DataFrame:

@@ -12,8 +12,8 @@ from conftest import load_pair
 
 from brain_tasks.ml import features as F
 from brain_tasks.ml.features import events_from, make_features, required_history
+from brain_tasks.ml.regimes import last_regime, volatility_regimes
 from brain_tasks.ml.regimes import required_history as regime_history
-from brain_tasks.ml.regimes import volatility_regimes
 
 STEP = pd.Timedelta(minutes=5)
 
@@ -110,6 +110,11 @@ def test_adversarial_data_features_from_any_later_start_equal_the_full_history_b
     flat = full.iloc[1500 + 300:1880]  # the flat stretch: no move, no surprise, exactly
     assert (flat["rv_288"] == 0).all() and (flat["vol_z_48"] == 0).all() and (flat["ma_dev_48"] == 0).all()
     assert full["liq_run_length"].max() == F.LIQ_RUN_CAP
+    # Served alone, a quiet window is a window (training refuses a constant series: nothing to learn).
+    quiet = candles.iloc[1500:1850].reset_index(drop=True)
+    assert (make_features(quiet, timeframe="5m", allow_constant=True)["rv_288"].dropna() == 0).all()
+    with pytest.raises(F.DataError, match="constant"):
+        make_features(quiet, timeframe="5m")
 
 
 def test_sentiment_features_from_any_later_start_equal_the_full_history_bit_for_bit() -> None:
@@ -161,3 +166,23 @@ def test_truncated_ewm_is_wilders_smoothing_to_the_precision_of_its_taps() -> No
     pandas = x.ewm(alpha=1 / 14, adjust=True).mean().to_numpy()
     assert np.isnan(ours[:F.EWM_TAPS - 1]).all()
     assert np.allclose(ours[F.EWM_TAPS - 1:], pandas[F.EWM_TAPS - 1:], rtol=1e-8)
+
+
+@pytest.mark.parametrize("data", ["real", "adversarial"])
+def test_the_last_bars_regime_alone_is_volatility_regimes_label(data: str) -> None:
+    """Serving's path (`last_regime`: one bar's quantiles, its window only) against the whole frame's
+    labels, over warm-up, partial and full look-backs."""
+    candles = load_pair("ETH") if data == "real" else _adversarial()[0]
+    window, lookback = 48, 2016
+    full = volatility_regimes(candles, window=window, lookback=lookback)
+    ends = [1, 2, 48, 49, 50, 97, 700, 2063, 2064, 2065, *range(2100, len(candles) + 1, 97), len(candles)]
+    for end in ends:
+        want = full.iloc[end - 1]
+        assert last_regime(candles.iloc[:end], window=window, lookback=lookback) == (
+            want if isinstance(want, str) else None), end
+    small = volatility_regimes(candles, window=12, lookback=100)
+    flat = candles.assign(close=candles["close"].where(candles.index < 150, 0.5))  # a quiet market from bar 150
+    assert last_regime(flat, window=12, lookback=100) == "low"
+    for end in range(1, 400, 7):
+        want = small.iloc[end - 1]
+        assert last_regime(candles.iloc[:end], window=12, lookback=100) == (want if isinstance(want, str) else None)
