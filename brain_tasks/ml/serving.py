@@ -84,11 +84,12 @@ def model_rows(X: pd.DataFrame, feature_names: list[str], model_type: str) -> pd
     missing = [n for n in feature_names if n not in X.columns]
     if missing:
         raise DataError(f"features {missing[:5]} of this model cannot be built from the stored data")
-    usable = X[X[list(CANDLE_FEATURES)].notna().all(axis=1)]
-    if usable.empty or usable.index[-1] != X.index[-1]:
+    usable = ~np.isnan(X[list(CANDLE_FEATURES)].to_numpy()).any(axis=1)
+    if not usable[-1]:
         raise DataError(f"bar {X.index[-1]} is still in the features' warm-up ({len(X)} bars of history)")
-    rows = usable[list(feature_names)]
-    return rows.iloc[-1:] if model_type in ROW_MODELS else rows
+    if model_type in ROW_MODELS:
+        return X.iloc[-1:][list(feature_names)]
+    return X[usable][list(feature_names)]
 
 
 def predict_last(model: Any, rows: pd.DataFrame) -> float:
