@@ -381,7 +381,7 @@ def _decide(conn: sa.Connection, engine: sa.Engine, exchange: str, symbol: str, 
 
     vconfig = config if version is anchor else ml.serve_config(version.config)
     model = load_model(engine, version.artifact_sha256)
-    sizer = _sizer(engine, symbol) if tradeable else None
+    sizer = _sizer(conn, engine, symbol) if tradeable else None
     if sizer is not None and sizer.source != (version.model_type, int(version.version)):
         sizer = None
     need = ml.feature_rows(model, _sizer_rows(sizer) if sizer is not None else 0)
@@ -421,11 +421,11 @@ def _sizer_rows(sizer: Any) -> int:
     return cfg.hit_window + cfg.vol_window + cfg.delay + 1
 
 
-def _sizer(engine: sa.Engine, symbol: str) -> Any:
+def _sizer(conn: sa.Connection, engine: sa.Engine, symbol: str) -> Any:
     """The symbol's current position sizer (`ml.sizing.Sizer`), cached by its artifact's sha256."""
     from brain_tasks.ml.sizing import Sizer
 
-    found = registry.latest_version(engine, symbol, "ppo_sizer")
+    found = registry.latest_version(conn, symbol, "ppo_sizer")  # on the call's connection: no checkout
     if found is None:
         return None
     if found.artifact_sha256 not in _sizers:

@@ -117,10 +117,10 @@ def validate_candles(candles: pd.DataFrame, *, allow_constant: bool = False) -> 
     _check_ts(candles, "candles")
     if len(candles) == 0:
         raise DataError("candles: empty frame")
-    ts = candles["ts"]
-    if not ts.is_monotonic_increasing or ts.duplicated().any():
+    stamps = pd.DatetimeIndex(candles["ts"]).asi8
+    if (np.diff(stamps) <= 0).any():  # strictly increasing: sorted and unique
         raise DataError("candles: 'ts' must be sorted and unique")
-    prices = candles[["open", "high", "low", "close"]].to_numpy(dtype="float64")
+    prices = np.column_stack([candles[c].to_numpy(dtype="float64") for c in ("open", "high", "low", "close")])
     if not np.isfinite(prices).all():
         raise DataError("candles: NaN or infinite prices")
     if (prices <= 0).any():
@@ -128,7 +128,7 @@ def validate_candles(candles: pd.DataFrame, *, allow_constant: bool = False) -> 
     volume = candles["volume"].to_numpy(dtype="float64")
     if not np.isfinite(volume).all() or (volume < 0).any():
         raise DataError("candles: NaN, infinite or negative volume")
-    if not allow_constant and np.unique(candles["close"].to_numpy()).size < 2:
+    if not allow_constant and (prices[:, 3] == prices[0, 3]).all():
         raise DataError("candles: constant close price, nothing to learn")
 
 

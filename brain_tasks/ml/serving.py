@@ -84,7 +84,7 @@ def model_rows(X: pd.DataFrame, feature_names: list[str], model_type: str) -> pd
     missing = [n for n in feature_names if n not in X.columns]
     if missing:
         raise DataError(f"features {missing[:5]} of this model cannot be built from the stored data")
-    usable = ~np.isnan(X[list(CANDLE_FEATURES)].to_numpy()).any(axis=1)
+    usable = ~np.isnan(X.to_numpy()[:, X.columns.get_indexer(list(CANDLE_FEATURES))]).any(axis=1)
     if not usable[-1]:
         raise DataError(f"bar {X.index[-1]} is still in the features' warm-up ({len(X)} bars of history)")
     if model_type in ROW_MODELS:
