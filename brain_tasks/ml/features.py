@@ -19,8 +19,10 @@ import pandas as pd
 from brain_tasks.errors import DataError
 from brain_tasks.market.quality import DEFAULT_MAX_BAR_RATIO, OVERFLOW_LIMIT, implausible_jumps
 
-# 2: every rolling statistic and EWM window-exact (see "window-exact rolling statistics" below), the
-# external series' look-back bounded; the values moved in their last bits (EWMs: by up to 1e-9).
+# 2: every rolling statistic and EWM window-exact (see "window-exact rolling statistics" below): values
+# moved in their last bits, ATR and RSI by up to about 1e-9 (their EWMs now span 288 bars); external
+# series older than EXTERNAL_MAX_AGE are no longer joined, funding windows count a week's settlements,
+# liq_run_length stops at LIQ_RUN_CAP.
 FEATURE_SET_VERSION = "2"
 
 CANDLE_COLUMNS = ("ts", "open", "high", "low", "close", "volume")
