@@ -2,7 +2,7 @@
 
 regime now (classified as the champion's training classified it) -> the model chosen for that regime
 (else the champion, else no model) -> its prediction from features built by the training code on the
-candles its training started from (`ml.serving`) -> position and size.  Every decision is recorded
+bounded window of candles they depend on (`ml.serving.required_history`) -> position and size.  Every decision is recorded
 in the signals table once.  ML libraries are imported by the first prediction, not by this module's
 importers; loaded models are kept per artifact sha256 (checked once, on load).
 """
@@ -101,18 +101,22 @@ def load_model(engine: sa.Engine, digest: str) -> Any:
 # bar finalised, a late event).  Older rows are cached per process and checked by their counts once
 # per bar decided.
 FRESH_BARS = 12
-# Symbols whose old rows are kept (least recently used dropped): a year of 5m bars is about 5 MB.
-MARKET_CACHE_SIZE = 128
+# Symbols whose old rows are kept (least recently used dropped).  Only a bar's serving window is kept
+# (`ml.serving.required_history`: 2,064 5m bars by default, about 0.2 MB, plus the external events
+# before them), cut down once it has grown by TRIM_SLACK rather than at every bar.
+MARKET_CACHE_SIZE = 512
+TRIM_SLACK = dt.timedelta(days=1)
 _markets: OrderedDict[tuple[str, str, str, str, dt.datetime], _Cached] = OrderedDict()
 
 
 @dataclass
 class _Cached:
-    frozen_end: dt.datetime                      # every stored row with ts < frozen_end is in `frames`
+    start: dt.datetime                           # the rows held start here
+    frozen_end: dt.datetime                      # every stored row in [start, frozen_end) is in `frames`
     frames: dict[str, pd.DataFrame | None]
     counts: tuple[int, int, int, int]
     generation: int
-    checked_bar: dt.datetime                     # the bar for which `counts` were last checked
+    checked_bar: dt.datetime | None              # the bar for which `counts` were last checked
 
 
 _KINDS = ("candles", "funding", "open_interest", "liquidations")
@@ -150,25 +154,68 @@ def _join(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame | None:
     return pd.concat([old, new], ignore_index=True) if len(new) else old
 
 
-def _market(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, start: dt.datetime,
-            bar: dt.datetime) -> tuple[dict[str, pd.DataFrame | None], tuple[Any, ...]]:
-    """What training read for the bar `bar`: candles from `start` up to it, and the external series
-    known by its close (events stamped before the close; the feature code drops the rest).
+def _market(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, data_start: dt.datetime,
+            bar: dt.datetime, rows: int) -> tuple[dict[str, pd.DataFrame | None], tuple[Any, ...] | None, bool]:
+    """The rows a bar's decision depends on: the last `rows` candles up to `bar` (none before
+    `data_start`, where training's began) and the external events stamped from
+    `features.events_from` their first candle up to the bar's close (the feature code drops later ones).
+
+    Also returns the identity of the rows read (see `_rows`), and whether the candles reach back to
+    `data_start` (then no other row of this version's training window comes before them).
+    """
+    from brain_tasks.ml.features import events_from
+
+    step = dt.timedelta(seconds=bar_seconds(timeframe))
+    close = bar + step
+    span = max(rows - 1, 0) * step
+    while True:
+        first = max(data_start, bar - span)
+        frames, identity = _rows(engine, exchange, symbol, timeframe, data_start,
+                                 events_from(pd.Timestamp(first), pd.Timestamp(close)).to_pydatetime(), bar)
+        candles = frames["candles"]
+        candles = candles[candles["ts"] >= pd.Timestamp(data_start)]
+        if len(candles) >= rows or first <= data_start:
+            break
+        span += (rows - len(candles)) * step  # gaps in the candles: reach back by the rows missing
+    candles = candles.iloc[-rows:].reset_index(drop=True)
+    complete = len(candles) < rows or candles["ts"].iloc[0] <= pd.Timestamp(data_start)
+    out: dict[str, pd.DataFrame | None] = {"candles": candles}
+    if len(candles):
+        since = events_from(candles["ts"].iloc[0], pd.Timestamp(close))
+        for key in _KINDS[1:]:
+            frame = frames[key]
+            part = None if frame is None else frame[frame["ts"] >= since].reset_index(drop=True)
+            out[key] = part if part is not None and len(part) else None
+    else:
+        out.update({k: None for k in _KINDS[1:]})
+    return out, identity, complete
+
+
+def _rows(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, data_start: dt.datetime,
+          start: dt.datetime, bar: dt.datetime) -> tuple[dict[str, pd.DataFrame | None], tuple[Any, ...] | None]:
+    """Candles from `start` (or earlier) up to `bar` and events from there up to the bar's close, from
+    the process's cache of old rows plus the fresh tail read.
 
     Also returns an identity of those inputs (the cache's generation and a digest of the re-read tail),
     equal for two calls that read the same rows, or None when the rows were read without the cache.
     """
     step = dt.timedelta(seconds=bar_seconds(timeframe))
     close = bar + step
-    key = (str(engine.engine.url), exchange, symbol, timeframe, start)
+    key = (str(engine.engine.url), exchange, symbol, timeframe, data_start)
     cached = _markets.get(key)
     historical = cached is not None and cached.frozen_end > close  # older than the cache: read, leave it
-    # Old rows are counted once per bar: counting them scans the whole history, and a backfill seen one
-    # bar late changes nothing already decided (the recorded signal keeps what was first said).
+    if cached is not None and not historical:
+        if cached.start > start:
+            cached = None  # rows before the cache's are needed (a gap in the candles): read them all
+        elif start - cached.start > TRIM_SLACK:
+            kept = {k: _from(cached.frames[k], start) for k in _KINDS}
+            cached = _Cached(start, cached.frozen_end, kept, _count(kept), next(_generations), None)
+    # Old rows are counted once per bar (and once after a cut), and a backfill seen one bar late changes
+    # nothing already decided (the recorded signal keeps what was first said).
     check_old = cached is not None and cached.checked_bar != bar
     counts = None if cached is None or historical else signal_rows.stored_counts(
-        engine, exchange, symbol, timeframe, start, cached.frozen_end, bar + dt.timedelta(microseconds=1), close,
-        check_old=check_old)
+        engine, exchange, symbol, timeframe, cached.start, cached.frozen_end, bar + dt.timedelta(microseconds=1),
+        close, check_old=check_old)
     if cached is not None and counts is not None and (not check_old or counts[0] == cached.counts):
         cached.checked_bar = bar
         recent = [k for k, n in zip(_KINDS, counts[1]) if n]
@@ -183,10 +230,11 @@ def _market(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, s
         identity = None
     else:
         frozen_end = bar - FRESH_BARS * step
-        if cached is None or frozen_end > cached.frozen_end:
+        if cached is None or frozen_end > cached.frozen_end or cached is not _markets.get(key):
             tail = None  # the cache moves on: its tail is re-cut below
+            begin = start if cached is None else cached.start
             kept = {k: _before(frames[k], frozen_end) for k in _KINDS}
-            cached = _Cached(frozen_end, kept, _count(kept), next(_generations), bar)
+            cached = _Cached(begin, frozen_end, kept, _count(kept), next(_generations), bar)
             with _lock:
                 _markets[key] = cached
                 _markets.move_to_end(key)
@@ -205,13 +253,11 @@ def _digest(frame: pd.DataFrame) -> int:
     return int(pd.util.hash_pandas_object(frame, index=False).sum()) if len(frame) else 0  # empty == absent
 
 
-def _since(market: dict[str, pd.DataFrame | None], start: dt.datetime) -> dict[str, pd.DataFrame | None]:
-    ts = pd.Timestamp(start)
-    out: dict[str, pd.DataFrame | None] = {}
-    for key, frame in market.items():
-        part = None if frame is None else frame[frame["ts"] >= ts].reset_index(drop=True)
-        out[key] = part if part is not None and len(part) else (None if key != "candles" else part)
-    return out
+def _from(frame: pd.DataFrame | None, start: dt.datetime) -> pd.DataFrame | None:
+    if frame is None:
+        return None
+    part = frame[frame["ts"] >= pd.Timestamp(start)]
+    return part.reset_index(drop=True) if len(part) else None
 
 
 # --- the decision --------------------------------------------------------------------------------
@@ -285,7 +331,8 @@ def _predict(conn: sa.Connection, engine: sa.Engine, settings: Settings, symbol:
         raise NoModelError(f"no champion and no per-regime choice for {symbol!r}: retrain it first")
     config = ml.serve_config(anchor.config)
     exchange = settings.exchange
-    market, rows_read = _market(conn, exchange, symbol, config.timeframe, anchor.data_start, target)
+    market, rows_read, complete = _market(conn, exchange, symbol, config.timeframe, anchor.data_start, target,
+                                          ml.required_history(config))
     candles = market["candles"]
     if candles is None or candles.empty:
         raise NoDataError(f"{symbol}: no stored bar at or before {target:%Y-%m-%d %H:%M} since its model's "
@@ -298,7 +345,8 @@ def _predict(conn: sa.Connection, engine: sa.Engine, settings: Settings, symbol:
     memo = _decisions.get((str(engine.url), symbol))
     if inputs is not None and memo is not None and memo[0] == inputs:
         return replace(memo[1], data_age_seconds=age)
-    signal, same_rows = _decide(conn, engine, exchange, symbol, bar, age, anchor, config, champion, choices, market)
+    signal, same_rows = _decide(conn, engine, exchange, symbol, bar, age, anchor, config, champion, choices, market,
+                                complete)
     if inputs is not None and same_rows:
         _decisions[(str(engine.url), symbol)] = (inputs, signal)
     return signal
@@ -306,8 +354,9 @@ def _predict(conn: sa.Connection, engine: sa.Engine, settings: Settings, symbol:
 
 def _decide(conn: sa.Connection, engine: sa.Engine, exchange: str, symbol: str, bar: dt.datetime, age: float,
             anchor: Any, config: Any, champion: Any, choices: dict[str, dict[str, Any]],
-            market: dict[str, pd.DataFrame | None]) -> tuple[Signal, bool]:
-    """The decision, and whether it was computed from `market` alone (not from other rows read)."""
+            market: dict[str, pd.DataFrame | None], complete: bool) -> tuple[Signal, bool]:
+    """The decision, and whether it was computed from `market` alone (not from other rows read).
+    `complete`: the market's candles reach back to the anchor's data start."""
     from brain_tasks.ml import serving as ml
 
     regime = ml.regime_at(market["candles"], config)
@@ -331,24 +380,29 @@ def _decide(conn: sa.Connection, engine: sa.Engine, exchange: str, symbol: str, 
                       f"no model chosen for regime '{regime}' and no champion", age), True
 
     vconfig = config if version is anchor else ml.serve_config(version.config)
-    same_rows = version.data_start >= anchor.data_start
-    if version.data_start == anchor.data_start:
-        vmarket = market
-    elif same_rows:
-        vmarket = _since(market, version.data_start)
-    else:
-        vmarket, _ = _market(conn, exchange, symbol, vconfig.timeframe, version.data_start, bar)
+    model = load_model(engine, version.artifact_sha256)
+    sizer = _sizer(conn, engine, symbol) if tradeable else None
+    if sizer is not None and sizer.source != (version.model_type, int(version.version)):
+        sizer = None
+    need = ml.feature_rows(model, _sizer_rows(sizer) if sizer is not None else 0)
+    rows = ml.features.required_history(vconfig.timeframe) + need - 1
+    start = pd.Timestamp(version.data_start)
+    candles = market["candles"]
+    held = candles[candles["ts"] >= start]
+    same_rows = version.data_start >= anchor.data_start and (complete or len(held) >= rows)
+    if same_rows:
+        vmarket = {**market, "candles": held.reset_index(drop=True)}
+    else:  # the window read for the anchor is not this version's: read its own
+        vmarket, _, _ = _market(conn, exchange, symbol, vconfig.timeframe, version.data_start, bar, rows)
     try:
-        features = ml.feature_frame(vmarket, vconfig)
-        rows = ml.model_rows(features, list(version.feature_names), version.model_type)
+        features = ml.feature_frame(vmarket, vconfig, need)
+        rows_in = ml.model_rows(features, list(version.feature_names), version.model_type)
     except DataError as exc:
         raise NoDataError(f"{symbol}: {exc}") from exc
-    model = load_model(engine, version.artifact_sha256)
-    prediction = ml.predict_last(model, rows)
+    prediction = ml.predict_last(model, rows_in)
     position = ml.position_of(prediction, vconfig, tradeable)
     size = float(abs(position))
-    sizer = _sizer(engine, symbol) if tradeable else None
-    if sizer is not None and sizer.source == (version.model_type, int(version.version)):
+    if sizer is not None:
         target = _sized(sizer, model, features, list(version.feature_names), vmarket["candles"], vconfig, regime)
         position, size = int(np.sign(target)), float(abs(target))
         why += f"; sized by {sizer.active} ({sizer.reason})"
@@ -361,11 +415,17 @@ def _decide(conn: sa.Connection, engine: sa.Engine, exchange: str, symbol: str, 
 _sizers: dict[str, Any] = {}
 
 
-def _sizer(engine: sa.Engine, symbol: str) -> Any:
+def _sizer_rows(sizer: Any) -> int:
+    """Predictions the sizer's observation reads (see `_sized`)."""
+    cfg = sizer.config
+    return cfg.hit_window + cfg.vol_window + cfg.delay + 1
+
+
+def _sizer(conn: sa.Connection, engine: sa.Engine, symbol: str) -> Any:
     """The symbol's current position sizer (`ml.sizing.Sizer`), cached by its artifact's sha256."""
     from brain_tasks.ml.sizing import Sizer
 
-    found = registry.latest_version(engine, symbol, "ppo_sizer")
+    found = registry.latest_version(conn, symbol, "ppo_sizer")  # on the call's connection: no checkout
     if found is None:
         return None
     if found.artifact_sha256 not in _sizers:
@@ -383,8 +443,7 @@ def _sized(sizer: Any, model: Any, features: pd.DataFrame, names: list[str], can
     from brain_tasks.ml.labels import bar_returns
     from brain_tasks.ml.sizing import latest_observation, size_for
 
-    cfg = sizer.config
-    n = cfg.hit_window + cfg.vol_window + cfg.delay + 1
+    n = _sizer_rows(sizer)
     history = ml.model_rows(features, names, "sequence")  # every usable row, not only the last
     context = int(getattr(model, "context_rows", 0))
     recent = history.iloc[-(n + context):]

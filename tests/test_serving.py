@@ -92,6 +92,28 @@ def test_every_out_of_sample_bar_is_served_exactly_as_trained(trained_sqlite):
             assert ml.regime_at(upto, config) == oos.loc[ts, "regime"]
 
 
+def test_every_out_of_sample_bar_is_served_from_its_bounded_window_exactly_as_trained(trained_sqlite):
+    """The same from only the last `ml.required_history` candles up to each bar (what serving reads):
+    the feature row bit for bit, the final model's prediction, training's regime label."""
+    engine, settings, manifest, candles = trained_sqlite
+    X, oos, model, final = _training_rows(engine, settings, manifest)
+    config = ml.serve_config(manifest.config)
+    rows = ml.required_history(config)
+    stored = candles[candles.ts < CUT].reset_index(drop=True)
+    # The feature windows start well after the training data's first bar (the regime's 2064 bars span
+    # these six days: tests/ml/test_window_exact.py cuts those).
+    assert len(stored) > ml.features.required_history(config.timeframe) + 1000
+    for i, ts in enumerate(oos.index):
+        window = stored[stored.ts <= ts].iloc[-rows:]
+        served = ml.model_rows(ml.feature_frame({"candles": window}, config, 1), manifest.feature_names, "baseline")
+        assert served.index[-1] == ts
+        row, trained_row = served.iloc[-1].to_numpy(), X.loc[ts, manifest.feature_names].to_numpy()
+        assert np.array_equal(row.view(np.int64), trained_row.view(np.int64)), ts
+        assert ml.predict_last(model, served) == final.loc[ts]
+        if i % 5 == 0:
+            assert ml.regime_at(window, config) == oos.loc[ts, "regime"]
+
+
 def test_served_signals_equal_training_and_later_bars_change_nothing(trained):
     engine, settings, manifest, candles = trained
     _X, oos, _model, final = _training_rows(engine, settings, manifest)
@@ -110,6 +132,30 @@ def test_served_signals_equal_training_and_later_bars_change_nothing(trained):
     for ts, signal in before.items():
         again = serving.predict(engine, settings, SYMBOL, at=ts, stamp=stamp, record=False)
         assert again == signal
+
+
+def test_a_bounded_window_serves_what_the_whole_history_would(trained, monkeypatch):
+    """Bar after bar on 20 days of history (the serving window is 7 of them) with a two-day gap inside
+    the window (it reaches further back for its rows) and the cache cut every few bars: each signal is
+    the one computed from every candle since the training data began."""
+    engine, settings, manifest, candles = trained
+    monkeypatch.setattr(serving, "TRIM_SLACK", dt.timedelta(minutes=30))
+    gap = (candles.ts >= pd.Timestamp("2018-01-22", tz="UTC")) & (candles.ts < pd.Timestamp("2018-01-24", tz="UTC"))
+    _store(engine, candles[~gap])
+    history = candles[~gap & (candles.ts >= pd.Timestamp(manifest.data_start))].reset_index(drop=True)
+    config = ml.serve_config(manifest.config)
+    assert len(history) > 2 * ml.required_history(config)
+    model = serving.load_model(engine, manifest.artifact_sha256)
+    for ts in history.ts.iloc[-60::4]:
+        signal = serving.predict(engine, settings, SYMBOL, stamp=ts.to_pydatetime() + FIVE_MIN, record=False)
+        upto = history[history.ts <= ts]
+        rows = ml.model_rows(ml.feature_frame({"candles": upto}, config), manifest.feature_names, "baseline")
+        assert signal.ts == ts and signal.prediction == ml.predict_last(model, rows)
+        assert signal.regime == ml.regime_at(upto, config)
+    key = next(k for k in serving._markets if k[2] == SYMBOL and k[0] == str(engine.url))
+    held = serving._markets[key].frames["candles"]
+    # What the process keeps is the window (and a day of events before it), not the history.
+    assert len(held) < ml.required_history(config) + 2 * 288 + 24 < len(history) - 2000
 
 
 def test_the_same_bar_twice_is_one_row_and_a_new_bar_a_new_one(trained):
@@ -220,13 +266,18 @@ def test_importing_the_client_loads_no_ml_library():
     assert out.stdout.strip() == "[]"
 
 
-def test_features_computed_from_a_later_first_bar_differ_in_the_last_bits():
-    """Why serving anchors at the training data's first bar (see ml/serving.py)."""
+def test_features_computed_from_a_later_first_bar_are_the_same_bits():
+    """Why serving may read a bounded window (see ml/serving.py): with `required_history` candles up to
+    it, a bar's features and regime are the whole history's, bit for bit (tests/ml/test_window_exact.py
+    checks every bar and adversarial data)."""
+    from brain_tasks.ml.features import required_history
+
     candles = _candles().drop(columns=["exchange", "symbol", "timeframe"])
     full = make_features(candles, timeframe="5m").iloc[-1]
-    tail = make_features(candles.iloc[-1500:], timeframe="5m").iloc[-1]
-    assert np.allclose(full, tail, rtol=1e-9, equal_nan=True)
-    assert not np.array_equal(full.to_numpy().view(np.int64), tail.to_numpy().view(np.int64))
+    tail = make_features(candles.iloc[-required_history("5m"):], timeframe="5m").iloc[-1]
+    assert np.array_equal(full.to_numpy().view(np.int64), tail.to_numpy().view(np.int64))
+    config = ml.serve_config({})
+    assert ml.regime_at(candles, config) == ml.regime_at(candles.iloc[-ml.required_history(config):], config)
 
 
 def test_cached_rows_never_serve_a_decision_the_stored_rows_would_not(trained, monkeypatch):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brain_tasks.ml.features import validate_candles
+from brain_tasks.ml.features import validate_candles, window_mean_std
 from brain_tasks.ml.metrics import (
     composite_score,
     expected_max_sharpe,
@@ -42,13 +42,15 @@ def volatility_regimes(candles: pd.DataFrame, *, window: int, lookback: int) -> 
     """Regime label per bar, indexed by ts; NaN during warm-up (before ``window`` returns exist).
 
     Until ``lookback`` bars of volatility exist the quantiles use all the history so far (at least
-    ``window`` values), so the labels never look ahead.
+    ``window`` values), so the labels never look ahead.  After that a label depends on the last
+    ``required_history(window, lookback)`` candles only, bit for bit: the volatility is window-exact
+    (`features.window_mean_std`) and a quantile is an order statistic of its window.
     """
     validate_candles(candles)
     if window < 2 or lookback < window:
         raise ValueError(f"need window >= 2 and lookback >= window, got {window}, {lookback}")
     close = pd.Series(candles["close"].to_numpy(dtype="float64"))
-    rv = np.log(close).diff().rolling(window, min_periods=window).std()
+    rv = pd.Series(window_mean_std(np.log(close).diff(), window)[1])
     roll = rv.rolling(lookback, min_periods=window)
     q = [roll.quantile(level).to_numpy() for level in REGIME_QUANTILES]
     v = rv.to_numpy()
@@ -56,6 +58,35 @@ def volatility_regimes(candles: pd.DataFrame, *, window: int, lookback: int) -> 
     labels = np.asarray(REGIMES, dtype=object)[code]
     labels[np.isnan(v) | np.isnan(q[2])] = None
     return pd.Series(labels, index=pd.DatetimeIndex(candles["ts"], name="ts"), name="regime", dtype="str")
+
+
+def last_regime(candles: pd.DataFrame, *, window: int, lookback: int) -> str | None:
+    """``volatility_regimes``' label of the last candle (None during warm-up), computing that bar's
+    quantiles only, from its last ``required_history`` candles: serving's path, bit for bit the same
+    (pandas' rolling quantile is linear between the order statistics around ``level * (n - 1)``)."""
+    validate_candles(candles, allow_constant=True)  # a quiet window of a longer history
+    if window < 2 or lookback < window:
+        raise ValueError(f"need window >= 2 and lookback >= window, got {window}, {lookback}")
+    close = candles["close"].to_numpy(dtype="float64")[-required_history(window, lookback):]
+    logc = np.log(close)
+    r1 = np.concatenate([[np.nan], logc[1:] - logc[:-1]])
+    rv = window_mean_std(r1, window)[1][-lookback:]
+    values = np.sort(rv[~np.isnan(rv)])
+    if np.isnan(rv[-1]) or len(values) < window:
+        return None
+    code = 0
+    for level in REGIME_QUANTILES:
+        at = level * (len(values) - 1)
+        low = int(at)
+        q = values[low] if low == at else values[low] + (values[low + 1] - values[low]) * (at - low)
+        code += int(rv[-1] > q)
+    return REGIMES[code]
+
+
+def required_history(window: int, lookback: int) -> int:
+    """Candle rows, the bar itself included, that a bar's regime label depends on: ``lookback``
+    volatilities of ``window`` returns each (one more close for the first return)."""
+    return lookback + window
 
 
 def metrics_by_regime(

@@ -2,11 +2,11 @@
 
 A version's manifest stores its `TrainConfig`; serving rebuilds it (`serve_config`), builds features
 with `make_features` and classifies the regime with `volatility_regimes` exactly as
-`pipeline.train_and_evaluate` did, on candles that start where the version's training data started.
-That anchor is what makes a served feature row equal the training row bit for bit: pandas' rolling
-means / standard deviations and the Wilder EWMs are computed online, so the same bar computed from a
-later first candle differs in the last bits (measured here: up to 1e-12 on rv_*, vol_z_*, atr_14).
-Every computation is causal, so later bars never change an earlier bar's decision.
+`pipeline.train_and_evaluate` did, on the last `required_history(config)` candles up to the bar
+(never before the version's training data started).  Every feature and the regime are window-exact
+(a bar's value is a fixed computation over a bounded window of the bars up to it), so that bounded
+window gives the training row bit for bit; every computation is causal, so later bars never change an
+earlier bar's decision.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from brain_tasks.errors import DataError
+from brain_tasks.ml import features, regimes
 from brain_tasks.ml.features import CANDLE_FEATURES, make_features
 from brain_tasks.ml.metrics import (
     bars_per_year,
@@ -27,11 +28,28 @@ from brain_tasks.ml.metrics import (
     strategy_returns,
 )
 from brain_tasks.ml.pipeline import TrainConfig
-from brain_tasks.ml.regimes import REGIMES, volatility_regimes
+from brain_tasks.ml.regimes import REGIMES
 
 # Models that predict each row from that row alone: one row in, one prediction out.  Any other model
 # (the sequence models) is given every usable row up to the bar and its last prediction is taken.
 ROW_MODELS = frozenset({"lightgbm", "xgboost", "baseline"})
+
+
+# Feature rows a model may read before the decided one (a sequence model's window, the sizer's recent
+# predictions): the serving window holds that many on top of a feature row's own history.
+MODEL_CONTEXT_ROWS = 1024
+
+
+def required_history(config: TrainConfig, model_rows: int = MODEL_CONTEXT_ROWS) -> int:
+    """Candle rows, the bar included, from which serving decides a bar as training did: the regime's
+    history and the features' for ``model_rows`` consecutive rows, whichever is longer."""
+    return max(regimes.required_history(config.regime_window, config.regime_lookback),
+               features.required_history(config.timeframe) + model_rows - 1)
+
+
+def feature_rows(model: Any, sizer_rows: int = 0) -> int:
+    """Feature rows `model` reads to predict the last bar and the `sizer_rows - 1` bars before it."""
+    return int(getattr(model, "context_rows", 0)) + max(sizer_rows, 1)
 
 
 def serve_config(config: Mapping[str, Any]) -> TrainConfig:
@@ -40,16 +58,22 @@ def serve_config(config: Mapping[str, Any]) -> TrainConfig:
 
 
 def regime_at(candles: pd.DataFrame, config: TrainConfig) -> str | None:
-    """The volatility regime of the last candle, as training labelled it; None during warm-up."""
-    labels = volatility_regimes(candles, window=config.regime_window, lookback=config.regime_lookback)
-    last = labels.iloc[-1]
-    return str(last) if isinstance(last, str) and last in REGIMES else None
+    """The volatility regime of the last candle, as training labelled it (`volatility_regimes`); None
+    during warm-up.  Only the last `regimes.required_history` candles are read: it depends on no others."""
+    return regimes.last_regime(candles, window=config.regime_window, lookback=config.regime_lookback)
 
 
-def feature_frame(market: Mapping[str, pd.DataFrame | None], config: TrainConfig) -> pd.DataFrame:
-    """`make_features` of the market frames (candles plus any funding / open interest / liquidations)."""
-    return make_features(market["candles"], timeframe=config.timeframe, funding=market.get("funding"),
-                         open_interest=market.get("open_interest"), liquidations=market.get("liquidations"))
+def feature_frame(market: Mapping[str, pd.DataFrame | None], config: TrainConfig,
+                  rows: int | None = None) -> pd.DataFrame:
+    """`make_features` of the market frames (candles plus any funding / open interest / liquidations);
+    with `rows`, of the last candles those many last feature rows depend on (the rows are the same)."""
+    candles = market["candles"]
+    if rows is not None:
+        candles = candles.iloc[-(features.required_history(config.timeframe) + rows - 1):]
+    # A window may be a quiet market (one close price throughout): training saw it inside its history.
+    return make_features(candles, timeframe=config.timeframe, funding=market.get("funding"),
+                         open_interest=market.get("open_interest"), liquidations=market.get("liquidations"),
+                         allow_constant=True)
 
 
 def model_rows(X: pd.DataFrame, feature_names: list[str], model_type: str) -> pd.DataFrame:
@@ -60,11 +84,12 @@ def model_rows(X: pd.DataFrame, feature_names: list[str], model_type: str) -> pd
     missing = [n for n in feature_names if n not in X.columns]
     if missing:
         raise DataError(f"features {missing[:5]} of this model cannot be built from the stored data")
-    usable = X[X[list(CANDLE_FEATURES)].notna().all(axis=1)]
-    if usable.empty or usable.index[-1] != X.index[-1]:
+    usable = ~np.isnan(X.to_numpy()[:, X.columns.get_indexer(list(CANDLE_FEATURES))]).any(axis=1)
+    if not usable[-1]:
         raise DataError(f"bar {X.index[-1]} is still in the features' warm-up ({len(X)} bars of history)")
-    rows = usable[list(feature_names)]
-    return rows.iloc[-1:] if model_type in ROW_MODELS else rows
+    if model_type in ROW_MODELS:
+        return X.iloc[-1:][list(feature_names)]
+    return X[usable][list(feature_names)]
 
 
 def predict_last(model: Any, rows: pd.DataFrame) -> float:
