@@ -42,11 +42,9 @@ import time
 t0 = time.monotonic()
 from brain_tasks.embedded import embedded_worker
 from brain_tasks.settings import get_settings
-with embedded_worker(get_settings(), ready_timeout=300) as proc:
+with embedded_worker(get_settings(), ready_timeout=300) as worker:
     t1 = time.monotonic()
-    proc_ready = getattr(proc, "ready", None)
-    if proc_ready is not None:  # the worker answers asynchronously: wait for it here, to time it
-        proc_ready(timeout=300)
+    worker.wait_ready()
     t2 = time.monotonic()
 print(t1 - t0, t2 - t0, time.monotonic() - t2)
 """

@@ -99,10 +99,12 @@ if _s.deep_queue and not _s.embedded:
     task_routes = (route_deep_training, task_routes)
 
 if _s.embedded:
-    from brain_tasks.embedded import register_transport
+    from brain_tasks.embedded import register_transport, result_backend_url
 
     # Kombu's filesystem transport, with messages made visible atomically (brain_tasks/embedded.py).
     broker_url = register_transport()
+    # Result files, chords joined by counting their parts as on Redis (no chord_unlock polling).
+    result_backend = result_backend_url(_s)
     # Folders shared by the CLI and the worker process it starts; the loop polls quickly because
     # the default one-second poll made chains of short tasks crawl (FIELD-NOTES: ~1 task/s).
     _folder = str(_s.broker_folder)
@@ -115,7 +117,8 @@ if _s.embedded:
         "store_processed": False,
         "polling_interval": 0.05,
     }
-    # The database backend has no chord counter: chords are joined by polling chord_unlock.
+    # An explicit BRAIN_RESULT_BACKEND=db+... has no chord counter: chords are then joined by polling
+    # chord_unlock.
     result_chord_join_timeout = 3.0
     beat_scheduler = "celery.beat:PersistentScheduler"
     beat_schedule_filename = str((_s.home / "celerybeat-schedule").resolve())

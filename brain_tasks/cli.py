@@ -162,11 +162,17 @@ class _Session:
 
     def __init__(self, proc: Any = None, log_path: Path | None = None) -> None:
         self.proc, self.log_path, self.attempts = proc, log_path, []
+        self.worker: Any = None  # embedded: brain_tasks.embedded.EmbeddedWorker
 
     def check(self, _status: Any = None) -> None:
         if self.proc is not None and self.proc.poll() is not None:
             raise click.ClickException(f"the embedded worker died (exit code {self.proc.returncode}); "
                                        f"unfinished symbols are cancelled; see {self.log_path}")
+        if self.worker is not None:
+            try:
+                self.worker.check()  # also: did it come up at all
+            except TimeoutError as exc:
+                raise click.ClickException(f"{exc}; unfinished symbols are cancelled") from None
 
 
 @contextlib.contextmanager
@@ -181,8 +187,8 @@ def _workers(settings: Settings) -> Iterator[_Session]:
     session = _Session()
     reason = "the command stopped before this symbol finished"
     try:
-        with embedded_worker(settings) as proc:
-            session.proc, session.log_path = proc, settings.home / "worker.log"
+        with embedded_worker(settings) as worker:
+            session.proc, session.log_path, session.worker = worker.proc, worker.log_path, worker
             yield session
     except click.ClickException as exc:
         reason = exc.message
