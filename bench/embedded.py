@@ -35,7 +35,8 @@ from tests.workers import brain_env, worker
 
 AS_OF = "2024-02-29"  # the synthetic market spans 2024-01-01 .. 2024-03-01
 CLI = [sys.executable, "-m", "brain_tasks.cli"]
-LOG_TS = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/[^\]]+\] Task brain_tasks\.(\w+)\[[^\]]+\] (\w+)")
+LOG_TS = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/[^\]]+\] "
+                    r"Task (?:brain_tasks|celery)\.(\w+)\[[^\]]+\] (\w+)(?: in ([\d.e-]+)s)?")
 
 PROBE = """
 import time
@@ -69,19 +70,22 @@ def _retrain(symbols: list[str], env: dict[str, str], cwd: Path) -> float:
                    "--wait"], env, cwd)
 
 
-def _run_seconds(log: Path) -> list[float]:
-    """Per retrain in the worker log: seconds from `daily_retrain` received to `summarize_run` done."""
-    starts, ends = [], []
+def _runs(log: Path) -> list[tuple[float, float]]:
+    """Per retrain in the worker log: seconds from `daily_retrain` received to `summarize_run` done,
+    and the sum of the run's task seconds (what the tasks cost, whatever the orchestration)."""
+    out, start, busy = [], None, 0.0
     for line in log.read_text(errors="replace").splitlines():
         m = LOG_TS.match(line)
         if not m:
             continue
         ts = dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f")
         if m.group(2) == "daily_retrain" and m.group(3) == "received":
-            starts.append(ts)
-        elif m.group(2) == "summarize_run" and m.group(3) == "succeeded":
-            ends.append(ts)
-    return [(e - s).total_seconds() for s, e in zip(starts, ends)]
+            start, busy = ts, 0.0
+        elif m.group(3) == "succeeded":
+            busy += float(m.group(4))
+            if m.group(2) == "summarize_run" and start is not None:
+                out.append(((ts - start).total_seconds(), busy))
+    return out
 
 
 @contextlib.contextmanager
@@ -115,8 +119,9 @@ def measure(mode: str, url: str, redis: str, tmp: Path, symbols: list[str]) -> d
         out["one"] = _retrain(["ONE/USDT"], env, home)
         out["many"] = _retrain(symbols, env, home)
         log = home / ".brain" / "worker.log"
-    runs = _run_seconds(log)
-    out["run_one"], out["run_many"] = runs[-2], runs[-1]
+    (out["run_one"], out["busy_one"]), (out["run_many"], out["busy_many"]) = _runs(log)[-2:]
+    out["efficiency"] = out["busy_many"] / (2 * out["run_many"])
+    out["load"] = os.getloadavg()[1]
     return out
 
 
@@ -138,8 +143,11 @@ def main() -> None:
     print(f"retrain of {args.symbols} synthetic symbols, model baseline, sizer off, 2 worker processes, "
           f"{os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f}); Brain on {args.database} in both modes")
     print(f"{'':34}{'redis':>10}{'embedded':>10}{'ratio':>8}")
-    for key, label in (("one", "1-symbol command wall (s)"), ("many", f"{args.symbols}-symbol command wall (s)"),
-                       ("run_one", "1-symbol run in the worker (s)"), ("run_many", f"{args.symbols}-symbol run in the worker (s)")):
+    n = args.symbols
+    for key, label in (("one", "1-symbol command wall (s)"), ("many", f"{n}-symbol command wall (s)"),
+                       ("run_one", "1-symbol run in the worker (s)"), ("run_many", f"{n}-symbol run in the worker (s)"),
+                       ("busy_many", f"{n}-symbol sum of task seconds"),
+                       ("efficiency", "  efficiency (sum / (2 x run))"), ("load", "  load average (5 min) after")):
         print(f"{label:34}{r[key]:10.2f}{e[key]:10.2f}{e[key] / r[key]:8.2f}")
     print(f"fixed cost per embedded command (1-symbol wall, embedded - redis): {e['one'] - r['one']:.2f} s")
     print(f"embedded worker: start until it can take the run {e['probe_enter']:.2f} s, until it answers "
