@@ -1,13 +1,15 @@
 """Embedded mode: no broker configured, yet the same canvases run on a real Celery worker.
 
 The command starts a worker process of its own on Kombu's filesystem transport (message files in
-`BRAIN_HOME/broker`, written under a temporary name and renamed into place: `brainfs://`) with the
-SQLAlchemy result backend on a local SQLite file, sends the canvas, waits while checking that the
-worker is alive, and stops the worker.  Crash recovery is weaker than with Redis: a worker killed
-mid-task loses that task (the filesystem transport does not re-deliver unacknowledged messages), so
-embedded mode is at-most-once on a crash; the command then fails in one line, cancels the attempt's
+`BRAIN_HOME/broker`, written under a temporary name and renamed into place: `brainfs://`) with result
+files in `BRAIN_HOME/results` (chords joined by counting, as on Redis), sends the canvas while the
+worker starts, waits while checking that the worker is alive and came up, and stops the worker.
+Crash recovery is weaker than with Redis: a worker killed mid-task loses that task and the messages
+it had reserved (the filesystem transport does not re-deliver unacknowledged messages), so embedded
+mode is at-most-once on a crash; the command then fails in one line, cancels the attempt's
 unfinished symbols and deletes its messages, so nothing is left pending or replayed later.
-Production runs Redis.
+Production runs Redis.  Costs (bench/embedded.py): a few seconds per command to start the worker
+(its pool processes import the ML stack) and about one to stop it.
 """
 
 from __future__ import annotations
