@@ -65,10 +65,11 @@ class AtomicTransport(filesystem.Transport):
     Channel = AtomicChannel
 
     def drain_events(self, connection: Any, timeout: float | None = None) -> None:
-        """Kombu's drain, in slices of a tenth of a second while a worker is asked to shut down.
+        """Kombu's drain, in slices of a tenth of a second between which a shutdown request ends it.
 
         Celery's loop for polling transports checks its shutdown flags only between two drains of
         2 s (and drains once more after seeing them): a worker stopped while idle spent 2-4 s here.
+        Any other caller sees Kombu's semantics: events, or a timeout once `timeout` has passed.
         """
         from celery.worker import state
 
