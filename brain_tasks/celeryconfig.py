@@ -123,8 +123,8 @@ if _s.embedded:
     # task that another worker could have run; a killed worker loses the reserved messages too
     # (at-most-once, said), a stopped one puts them back.
     worker_prefetch_multiplier = 2
-    # An explicit BRAIN_RESULT_BACKEND=db+... has no chord counter: chords are then joined by polling
-    # chord_unlock.
+    # A chord's header results are stored before its last part counts, so the join only reads them;
+    # this bounds a slow read (and the chord_unlock polling of an explicit BRAIN_RESULT_BACKEND=db+...).
     result_chord_join_timeout = 3.0
     beat_scheduler = "celery.beat:PersistentScheduler"
     beat_schedule_filename = str((_s.home / "celerybeat-schedule").resolve())
