@@ -50,6 +50,7 @@ bench: install servers
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/embedded.py
 	$(BIN)/python bench/dashboard.py
 	$(BIN)/python bench/predict.py
 	$(BIN)/python bench/stats.py

@@ -99,10 +99,12 @@ if _s.deep_queue and not _s.embedded:
     task_routes = (route_deep_training, task_routes)
 
 if _s.embedded:
-    from brain_tasks.embedded import register_transport
+    from brain_tasks.embedded import register_transport, result_backend_url
 
     # Kombu's filesystem transport, with messages made visible atomically (brain_tasks/embedded.py).
     broker_url = register_transport()
+    # Result files, chords joined by counting their parts as on Redis (no chord_unlock polling).
+    result_backend = result_backend_url(_s)
     # Folders shared by the CLI and the worker process it starts; the loop polls quickly because
     # the default one-second poll made chains of short tasks crawl (FIELD-NOTES: ~1 task/s).
     _folder = str(_s.broker_folder)
@@ -113,9 +115,16 @@ if _s.embedded:
         "processed_folder": str(_s.broker_folder.parent / "processed"),
         "control_folder": str(_s.broker_folder.parent / "control"),
         "store_processed": False,
-        "polling_interval": 0.05,
+        "polling_interval": 0.02,
     }
-    # The database backend has no chord counter: chords are joined by polling chord_unlock.
+    # One message reserved per pool process on top of the one it runs: a process that finishes takes
+    # the next task at once instead of after the loop's next poll of the folder (~30 ms per task,
+    # ~15% of a run of short tasks).  The only worker here is this one, so nothing waits behind a long
+    # task that another worker could have run; a killed worker loses the reserved messages too
+    # (at-most-once, said), a stopped one puts them back.
+    worker_prefetch_multiplier = 2
+    # A chord's header results are stored before its last part counts, so the join only reads them;
+    # this bounds a slow read (and the chord_unlock polling of an explicit BRAIN_RESULT_BACKEND=db+...).
     result_chord_join_timeout = 3.0
     beat_scheduler = "celery.beat:PersistentScheduler"
     beat_schedule_filename = str((_s.home / "celerybeat-schedule").resolve())

@@ -160,13 +160,21 @@ class _Session:
     """What a command started: in embedded mode its worker process (checked while waiting) and its
     attempts (finished on the way out, so none is left pending and no message is replayed later)."""
 
-    def __init__(self, proc: Any = None, log_path: Path | None = None) -> None:
-        self.proc, self.log_path, self.attempts = proc, log_path, []
+    def __init__(self, worker: Any = None) -> None:
+        self.worker, self.attempts = worker, []  # embedded: a brain_tasks.embedded.EmbeddedWorker
 
     def check(self, _status: Any = None) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise click.ClickException(f"the embedded worker died (exit code {self.proc.returncode}); "
-                                       f"unfinished symbols are cancelled; see {self.log_path}")
+        if self.worker is None:
+            return
+        from brain_tasks.embedded import WorkerDied
+
+        try:
+            self.worker.check()  # alive, and answering once it had time to start
+        except WorkerDied as exc:
+            raise click.ClickException(f"the embedded worker died (exit code {exc.returncode}); "
+                                       f"unfinished symbols are cancelled; see {self.worker.log_path}") from None
+        except TimeoutError as exc:
+            raise click.ClickException(f"{exc}; unfinished symbols are cancelled") from None
 
 
 @contextlib.contextmanager
@@ -181,8 +189,8 @@ def _workers(settings: Settings) -> Iterator[_Session]:
     session = _Session()
     reason = "the command stopped before this symbol finished"
     try:
-        with embedded_worker(settings) as proc:
-            session.proc, session.log_path = proc, settings.home / "worker.log"
+        with embedded_worker(settings) as worker:
+            session.worker = worker
             yield session
     except click.ClickException as exc:
         reason = exc.message

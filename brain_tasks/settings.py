@@ -119,6 +119,8 @@ class Settings:
             return self.result_backend
         if self.broker_url and self.broker_url.startswith(("redis://", "rediss://")):
             return self.broker_url
+        if not self.broker_url:  # embedded: files (brain_tasks.embedded.ResultBackend joins chords with them)
+            return f"file://{(self.home / 'results').resolve()}"
         return f"db+sqlite:///{(self.home / 'results.db').resolve()}"
 
     @property

@@ -11,14 +11,21 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Task
+from celery.signals import worker_process_init
 
 from brain_tasks import jobs, workflows
-from brain_tasks.ml import pipeline  # noqa: F401  (workers load the ML stack at start-up, not in a task)
 from brain_tasks.app import app
 from brain_tasks.brain.db import make_engine
 from brain_tasks.policy import MAX_RETRIES, TRANSIENT, FinalStep, guarded, log  # noqa: F401  (tasks appended below use them)
 from brain_tasks.runs import as_of_date, run_id_for
 from brain_tasks.settings import get_settings
+
+
+@worker_process_init.connect
+def _load_ml_stack(**_: Any) -> None:
+    """Pool processes load the ML stack at start-up, not in a task.  Only they: the worker's main
+    process runs no task, and importing it there (1.5 s of CPU) delayed every pool start by as much."""
+    from brain_tasks.ml import pipeline  # noqa: F401
 
 
 def _engine() -> Any:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from brain_tasks.brain import runs, store
 from brain_tasks.brain.db import make_engine
@@ -91,10 +92,109 @@ def test_killing_the_embedded_worker_mid_run_fails_the_command_cleanly(tmp_path)
     assert workers, "no embedded worker process found"
     for pid in workers:  # the worker and its pool children, as a crash or the OOM killer would
         os.kill(pid, signal.SIGKILL)
-    out, err = cli.communicate(timeout=120)
+    _out, err = cli.communicate(timeout=120)
     assert cli.returncode != 0
     assert "the embedded worker died" in err.strip().splitlines()[-1], err
     table = store.read_table(engine, "training_runs")
     assert not set(table["state"]) & {"pending", "running"}, table[["symbol", "state", "error"]]
     assert "cancelled" in set(table["state"])
     assert not list((tmp_path / ".brain" / "broker").glob("*.msg"))  # nothing for the next command to replay
+
+
+def test_result_files_count_a_chord_exactly_across_processes(tmp_path):
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        pool.starmap(_increment, [(str(tmp_path), 25)] * 4)
+    backend = _backend(tmp_path)
+    assert backend.get(b"chord-unlock-g1") == b"100"
+    backend.set(b"k", b"v")
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".incr")) == ["chord-unlock-g1", "k"]
+    backend.delete(b"k")
+    backend.delete(b"k")  # a key deleted twice (a chord's cleanup) is not an error
+
+
+def _backend(folder: Path) -> Any:
+    from celery import Celery
+
+    from brain_tasks.embedded import ResultBackend
+
+    return ResultBackend(app=Celery(set_as_current=False), url=f"file://{folder}")
+
+
+def _increment(folder: str, n: int) -> None:
+    backend = _backend(folder)
+    for _ in range(n):
+        backend.incr(b"chord-unlock-g1")
+
+
+def test_a_stop_request_ends_a_drain_of_the_filesystem_transport(tmp_path):
+    from celery.worker import state
+    from kombu import Connection
+
+    with Connection(transport=AtomicTransport, transport_options={
+            "data_folder_in": str(tmp_path), "data_folder_out": str(tmp_path), "polling_interval": 0.01}) as conn:
+        conn.default_channel  # noqa: B018 - opens the channel
+        try:
+            conn.drain_events(timeout=0.2)
+        except TimeoutError:
+            pass
+        else:
+            raise AssertionError("nothing to drain, yet no timeout")
+        state.should_stop = 0  # what a warm shutdown sets (EX_OK): no timeout given, yet it returns
+        try:
+            conn.drain_events()
+        except TimeoutError:
+            pass
+        finally:
+            state.should_stop = None
+
+
+def test_a_worker_that_never_answers_or_died_is_reported():
+    import pytest
+
+    from brain_tasks.embedded import EmbeddedWorker, WorkerDied
+
+    class Proc:
+        returncode = None
+
+        def poll(self):
+            return self.returncode
+
+    class Probe:
+        def ready(self) -> bool:
+            return False
+
+    proc = Proc()
+    waiting = EmbeddedWorker(proc, Path("worker.log"), Probe(), ready_timeout=3600)
+    waiting.check()  # still starting: fine
+    with pytest.raises(TimeoutError, match="did not answer"):
+        EmbeddedWorker(proc, Path("worker.log"), Probe(), ready_timeout=0).check()
+    proc.returncode = 1
+    with pytest.raises(WorkerDied, match="exited with code 1"):
+        waiting.check()
+
+
+CHORD = """
+import json
+from celery import chord
+from brain_tasks.app import app
+from brain_tasks.embedded import embedded_worker, _pool_processes
+from brain_tasks.settings import get_settings
+with embedded_worker(get_settings()) as worker:
+    header = [app.signature("brain_tasks.ping", args=[i]) for i in range(3)]
+    result = chord(header, app.signature("celery.accumulate")).apply_async()
+    out = result.get(timeout=300)
+print(json.dumps({"out": out, "pool_left": _pool_processes(worker.proc.pid), "exited": worker.proc.poll() is not None}))
+"""
+
+
+def test_a_chord_on_the_embedded_worker_is_joined_by_counting_and_the_worker_stops(tmp_path):
+    from tests.workers import run_python
+
+    env = brain_env(f"sqlite:///{tmp_path / 'brain.db'}", None, tmp_path / ".brain")
+    got = json.loads(run_python(CHORD, env).strip().splitlines()[-1])
+    assert [r["pong"] for r in got["out"][0]] == [0, 1, 2]
+    assert got["exited"] and got["pool_left"] == []
+    log = (tmp_path / ".brain" / "worker.log").read_text()
+    assert "celery.accumulate" in log and "chord_unlock" not in log  # no polling task joined it

@@ -16,7 +16,7 @@ def test_embedded_defaults_follow_the_design_card():
     s = from_environ({})
     assert s.database_url == "sqlite:///brain.db"
     assert s.embedded and s.effective_broker_url == "filesystem://"
-    assert s.effective_result_backend.startswith("db+sqlite:///")
+    assert s.effective_result_backend.startswith("file:///")
 
 
 def test_result_backend_is_derived_from_a_redis_broker():
