@@ -51,9 +51,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from tests import servers  # noqa: E402
-from tests.workers import (SYNTHETIC_AS_OF, SYNTHETIC_FANOUT, brain_env, check_fanout,  # noqa: E402
-                           synthetic_symbols, worker)
+from tests import servers
+from tests.workers import SYNTHETIC_AS_OF, SYNTHETIC_FANOUT, brain_env, check_fanout, synthetic_symbols, worker
 
 SAMPLE_AS_OF = "2018-01-30"
 POLL_S = 0.1
@@ -336,16 +335,29 @@ def report(results: list[Fanout]) -> None:
               f"{1000 * sum(times) / len(times):.1f} | {1000 * max(times):.1f} |")
     print(f"\nrows in the Brain (N = {big.n}): " + ", ".join(f"{t} {n}" for t, n in sorted(big.rows.items())))
     if len(results) >= 2:
-        import numpy as np
-
-        ns = np.array([r.n for r in results], dtype=float)
-        walls = np.array([r.wall for r in results])
-        slope, intercept = np.polyfit(ns, walls, 1)
-        fitted = intercept + slope * ns
-        r2 = 1 - float(((walls - fitted) ** 2).sum() / ((walls - walls.mean()) ** 2).sum())
         a, b = results[-2], results[-1]
-        print(f"\nscaling: wall = {intercept:.2f} s + {slope:.4f} s x N  (R^2 = {r2:.4f}); per-symbol wall at "
-              f"N={b.n} / N={a.n}: {(b.wall / b.n) / (a.wall / a.n):.2f} (1.0 = linear)")
+        ns = [r.n for r in results]
+        print("\nscaling (least squares over N = " + ", ".join(map(str, ns)) + "; ratio = per-symbol figure at "
+              f"N={b.n} / N={a.n}, 1.0 = linear)")
+        for what, ys in (("wall s", [r.wall for r in results]),
+                         # CPU of the run's own processes does not depend on what else the machine runs.
+                         ("CPU s of the run (pool, worker main, Redis, PostgreSQL)", [_own_cpu(r) for r in results])):
+            slope, intercept, r2 = _fit(ns, ys)
+            print(f"- {what}: {intercept:.2f} + {slope:.4f} x N  (R^2 = {r2:.4f}); ratio {(ys[-1] / b.n) / (ys[-2] / a.n):.2f}")
+
+
+def _own_cpu(r: Fanout) -> float:
+    return r.cpu["pool"] + r.cpu["worker_main"] + r.cpu["redis"] + r.cpu["postgres"]
+
+
+def _fit(xs: list[int], ys: list[float]) -> tuple[float, float, float]:
+    """(slope, intercept, R^2) of the least-squares line through the points."""
+    import numpy as np
+
+    x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    slope, intercept = np.polyfit(x, y, 1)
+    r2 = 1 - float(((y - intercept - slope * x) ** 2).sum() / ((y - y.mean()) ** 2).sum())
+    return float(slope), float(intercept), r2
 
 
 # --- the earlier comparison on the real sample ---------------------------------------------------
