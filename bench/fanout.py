@@ -46,6 +46,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -298,7 +299,46 @@ def _idle(ends: dict[str, list[tuple[float, float]]], started_at: float, ended_a
             "processes": len(ends)}
 
 
-def report(results: list[Fanout]) -> None:
+def profile_steps(pg: str, n: int) -> dict[str, tuple[float, float]]:
+    """Each chain step's work called in this process (no Celery, no bookkeeping) for `n` symbols:
+    {step: (mean wall ms, mean CPU ms)}, to hold the worker's runtimes against."""
+    from brain_tasks import jobs, sizer_jobs
+    from brain_tasks.brain.db import dispose_engine, make_engine
+    from brain_tasks.brain.migrate import upgrade
+    from brain_tasks.collect import collect, source_for
+    from brain_tasks.runs import as_of_date
+    from brain_tasks.settings import from_environ
+
+    url = servers.create_database(pg)
+    upgrade(url)
+    settings = from_environ({"BRAIN_DATABASE_URL": url, **SYNTHETIC_FANOUT})
+    engine, day, source = make_engine(url), as_of_date(SYNTHETIC_AS_OF), source_for(settings)
+    jobs.train_config(settings)
+    import brain_tasks.ml.pipeline  # noqa: F401  (imported before timing, as a worker's children have it)
+
+    steps = {
+        "collect_candles": lambda sym, prev: collect(engine, source, "candles", sym, timeframe=settings.timeframe),
+        "train_symbol": lambda sym, prev: jobs.train_symbol(engine, settings, sym, "baseline", day),
+        "compare_models": lambda sym, prev: jobs.compare_models(engine, settings, prev, sym, day),
+        "compute_importance": lambda sym, prev: jobs.compute_importance(engine, settings, prev, sym, day),
+        "check_rollback": lambda sym, prev: jobs.check_rollback(engine, settings, prev, sym, day),
+        "select_model": lambda sym, prev: jobs.select_model(engine, settings, prev, sym, day),
+        "train_sizer": lambda sym, prev: sizer_jobs.train_sizer(engine, settings, prev, sym, day),
+    }
+    spent: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for symbol in synthetic_symbols(n, prefix="PRF"):
+        prev: Any = None
+        for name, step in steps.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            out = step(symbol, prev)
+            spent[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+            prev = out if name != "collect_candles" else None
+    dispose_engine(url)
+    servers.drop_database(url)
+    return {k: (1000 * sum(w for w, _ in v) / len(v), 1000 * sum(c for _, c in v) / len(v)) for k, v in spent.items()}
+
+
+def report(results: list[Fanout], steps: dict[str, tuple[float, float]] | None = None) -> None:
     k = results[0].k
     print(f"\nsynthetic fan-out: {SYNTHETIC_FANOUT}, as of {SYNTHETIC_AS_OF}, {k} worker processes, "
           f"{os.cpu_count()} cores")
@@ -328,11 +368,15 @@ def report(results: list[Fanout]) -> None:
               f"| {i['tail']:.1f} |")
     big = results[-1]
     print(f"\nruntime by task (N = {big.n}): where the pool processes' time goes")
-    print("\n| task | count | total s | share | mean ms | max ms |")
-    print("|---|---|---|---|---|---|")
+    steps = steps or {}
+    print("(in process: the step's own work called without Celery for a few symbols, wall and CPU per call)")
+    print("\n| task | count | total s | share | mean ms | max ms | in process: wall ms | in process: CPU ms |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, times in sorted(big.runtimes.items(), key=lambda kv: -sum(kv[1])):
+        own = steps.get(name)
         print(f"| {name} | {len(times)} | {sum(times):.1f} | {sum(times) / big.compute:.1%} | "
-              f"{1000 * sum(times) / len(times):.1f} | {1000 * max(times):.1f} |")
+              f"{1000 * sum(times) / len(times):.1f} | {1000 * max(times):.1f} | "
+              + (f"{own[0]:.1f} | {own[1]:.1f} |" if own else " |  |"))
     print(f"\nrows in the Brain (N = {big.n}): " + ", ".join(f"{t} {n}" for t, n in sorted(big.rows.items())))
     if len(results) >= 2:
         a, b = results[-2], results[-1]
@@ -434,6 +478,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--symbols", type=int, default=None, help="one fan-out of this many symbols")
     p.add_argument("--scaling", default=None, help="comma-separated N, one fan-out each (default 10,100,1000)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="worker processes (default: cores)")
+    p.add_argument("--profile", type=int, default=20, help="symbols of the in-process step profile (0: none)")
     p.add_argument("--sample", action="store_true", help="the real sample: sequential loop vs K processes")
     p.add_argument("--models", default="lightgbm,xgboost", help="model types of --sample")
     args = p.parse_args(argv)
@@ -449,11 +494,12 @@ def main(argv: list[str] | None = None) -> None:
             tempfile.TemporaryDirectory() as tmp:
         # The bench process enqueues like Engine code: the app reads the broker from the environment.
         os.environ["BRAIN_BROKER_URL"] = redis_url
+        steps = profile_steps(pg, args.profile) if args.profile else None
         for n in ns:
             results.append(run_synthetic(pg, redis_url, n, args.workers, Path(tmp)))
             r = results[-1]
             print(f"N={n}: wall {r.wall:.1f} s, compute {r.compute:.1f} s, efficiency {r.efficiency:.3f}", flush=True)
-    report(results)
+    report(results, steps)
 
 
 if __name__ == "__main__":
