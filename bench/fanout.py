@@ -142,6 +142,8 @@ class Monitor(threading.Thread):
         self.redis_peak = 0
         self.pg_peak = 0
         self.pg_peak_process = 0
+        self.redis_channels = 0
+        self.redis_obuf = 0
         self.samples = 0
         self._stop_event = threading.Event()
 
@@ -156,6 +158,11 @@ class Monitor(threading.Thread):
                              autocommit=True) as conn:
             while not self._stop_event.is_set():
                 self.redis_peak = max(self.redis_peak, int(r.info("memory")["used_memory"]))
+                # Result channels subscribed (a chord's header results) and the largest client output
+                # buffer: a subscriber that does not read them makes Redis hold what was published.
+                info = r.info("clients") | r.info("stats")
+                self.redis_channels = max(self.redis_channels, int(info.get("pubsub_channels", 0)))
+                self.redis_obuf = max(self.redis_obuf, int(info.get("client_recent_max_output_buffer", 0)))
                 # This poller's own connection is to another database, so it is not counted.  Worker
                 # processes name themselves in application_name ("brain-tasks host:pid").
                 per_process = [int(n) for _app, n in conn.execute(
@@ -184,6 +191,8 @@ class Fanout:
     redis_peak: int
     pg_peak: int
     pg_peak_process: int
+    redis_channels: int
+    redis_obuf: int
     cpu: dict[str, float]
     rows: dict[str, int]
     load: tuple[float, float, float] = field(default=(0.0, 0.0, 0.0))
@@ -276,7 +285,8 @@ def run_synthetic(pg: str, redis_url: str, n: int, k: int, tmp: Path) -> Fanout:
     servers.drop_database(url)
     return Fanout(n=n, k=k, wall=wall, runtimes=dict(runtimes), retried=len(RETRIED.findall(text)),
                   raised=len(RAISED.findall(text)), redis_peak=monitor.redis_peak, pg_peak=monitor.pg_peak,
-                  pg_peak_process=monitor.pg_peak_process, cpu=cpu, rows=rows,
+                  pg_peak_process=monitor.pg_peak_process,
+                  redis_channels=monitor.redis_channels, redis_obuf=monitor.redis_obuf, cpu=cpu, rows=rows,
                   load=tuple(round(max(a, b), 2) for a, b in zip(load, load_after)),
                   idle=_idle(ends, started_at, ended_at))
 
@@ -350,6 +360,8 @@ def report(results: list[Fanout], steps: dict[str, tuple[float, float]] | None =
         print(f"| {r.n} | {r.tasks} | {r.wall:.1f} | {r.compute:.1f} | {r.efficiency:.3f} | "
               f"{r.overhead_per_symbol:.3f} | {r.wall / r.n:.3f} | {r.redis_peak / 2**20:.1f} | "
               f"{r.pg_peak} / {r.pg_peak_process} | {r.retried} |")
+    print("\nRedis during the run: peak subscribed channels / largest client output buffer KiB: "
+          + ", ".join(f"N={r.n}: {r.redis_channels} / {r.redis_obuf / 1024:.0f}" for r in results))
     print("\nCPU seconds during the run, by process (machine busy = every process on the machine, others included)")
     print("\n| N | pool processes | worker main | redis-server | PostgreSQL | this process | machine busy "
           "(cores) | load avg 1/5/15 |")
