@@ -16,13 +16,19 @@ Printed per N:
   own database work, storing its result and sending the chain's next message);
 - efficiency = compute / (K x wall) (goal >= 0.9); orchestration overhead per symbol =
   (K x wall - compute) / N: what the pool processes did not spend inside a task;
-- Redis peak memory (INFO used_memory, polled) and PostgreSQL peak connections (pg_stat_activity of
-  the Brain database, polled), every 0.1 s during the run;
+- Redis peak memory (INFO used_memory), subscribed channels and largest client output buffer, and
+  PostgreSQL peak connections of the Brain database (in all and per worker process), polled every
+  0.1 s during the run;
+- the pool processes' idle time from the worker log: before their first task, between tasks (the
+  per-task hand-over: result to the main process, ack, next message) and after their last one;
 - CPU seconds by process during the run (pool processes, the worker's main process, redis-server,
-  PostgreSQL, this process) and the machine's busy cores, to tell orchestration from other load;
-- runtime by task name (which step dominates).
-Then the scaling: a least-squares fit wall = a + b N (the slope b in seconds per symbol, R^2) and the
-per-symbol wall of the largest N over the second largest (1.0 = linear).
+  PostgreSQL, this process) and the machine's busy cores: runtimes are wall time, so on a shared
+  machine they include waiting for a core, and CPU seconds tell orchestration from other load;
+- runtime by task name (which step dominates), beside each step's own work called in process without
+  Celery for `--profile` symbols (wall and CPU per call).
+Then the scaling: least-squares fits of wall and of the run's own CPU seconds against N (slope in
+seconds per symbol, R^2) and the per-symbol figure of the largest N over the second largest (1.0 =
+linear).  On a machine shared with other work, the CPU line is the one that does not move with it.
 
 `--sample` keeps the earlier comparison: `train_symbol` for every (symbol, model type) of the real
 sample, sequentially in-process against the same work fanned out over K processes (speedup).
@@ -354,12 +360,12 @@ def report(results: list[Fanout], steps: dict[str, tuple[float, float]] | None =
     print(f"\nsynthetic fan-out: {SYNTHETIC_FANOUT}, as of {SYNTHETIC_AS_OF}, {k} worker processes, "
           f"{os.cpu_count()} cores")
     print("\n| N | tasks | wall s | compute s | efficiency | overhead s/symbol | wall s/symbol | Redis peak MiB "
-          "| PG peak conns (all / one process) | retries |")
+          "| PG peak conns (all / one process) | retried / raised |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r.n} | {r.tasks} | {r.wall:.1f} | {r.compute:.1f} | {r.efficiency:.3f} | "
               f"{r.overhead_per_symbol:.3f} | {r.wall / r.n:.3f} | {r.redis_peak / 2**20:.1f} | "
-              f"{r.pg_peak} / {r.pg_peak_process} | {r.retried} |")
+              f"{r.pg_peak} / {r.pg_peak_process} | {r.retried} / {r.raised} |")
     print("\nRedis during the run: peak subscribed channels / largest client output buffer KiB: "
           + ", ".join(f"N={r.n}: {r.redis_channels} / {r.redis_obuf / 1024:.0f}" for r in results))
     print("\nCPU seconds during the run, by process (machine busy = every process on the machine, others included)")
