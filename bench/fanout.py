@@ -198,6 +198,7 @@ class Fanout:
     pg_peak: int
     pg_peak_process: int
     redis_channels: int
+    redis_channels_left: int
     redis_obuf: int
     cpu: dict[str, float]
     rows: dict[str, int]
@@ -271,6 +272,8 @@ def run_synthetic(pg: str, redis_url: str, n: int, k: int, tmp: Path) -> Fanout:
         wall = time.perf_counter() - start
         ended_at = time.time()
         cpu = CpuSnapshot.take(proc.pid, redis_pid, postmaster).minus(before)
+        time.sleep(0.5)  # the summary's own subscription (this process) is released once it is read
+        channels_left = int(redis.Redis.from_url(redis_url).info("stats")["pubsub_channels"])
         monitor.stop()
         load_after = os.getloadavg()
         time.sleep(0.5)  # the last lines of the log
@@ -292,7 +295,7 @@ def run_synthetic(pg: str, redis_url: str, n: int, k: int, tmp: Path) -> Fanout:
     return Fanout(n=n, k=k, wall=wall, runtimes=dict(runtimes), retried=len(RETRIED.findall(text)),
                   raised=len(RAISED.findall(text)), redis_peak=monitor.redis_peak, pg_peak=monitor.pg_peak,
                   pg_peak_process=monitor.pg_peak_process,
-                  redis_channels=monitor.redis_channels, redis_obuf=monitor.redis_obuf, cpu=cpu, rows=rows,
+                  redis_channels=monitor.redis_channels, redis_channels_left=channels_left, redis_obuf=monitor.redis_obuf, cpu=cpu, rows=rows,
                   load=tuple(round(max(a, b), 2) for a, b in zip(load, load_after)),
                   idle=_idle(ends, started_at, ended_at))
 
@@ -366,8 +369,9 @@ def report(results: list[Fanout], steps: dict[str, tuple[float, float]] | None =
         print(f"| {r.n} | {r.tasks} | {r.wall:.1f} | {r.compute:.1f} | {r.efficiency:.3f} | "
               f"{r.overhead_per_symbol:.3f} | {r.wall / r.n:.3f} | {r.redis_peak / 2**20:.1f} | "
               f"{r.pg_peak} / {r.pg_peak_process} | {r.retried} / {r.raised} |")
-    print("\nRedis during the run: peak subscribed channels / largest client output buffer KiB: "
-          + ", ".join(f"N={r.n}: {r.redis_channels} / {r.redis_obuf / 1024:.0f}" for r in results))
+    print("\nRedis: subscribed channels at the peak / left after the run, largest client output buffer KiB: "
+          + ", ".join(f"N={r.n}: {r.redis_channels} / {r.redis_channels_left}, {r.redis_obuf / 1024:.0f}"
+                      for r in results))
     print("\nCPU seconds during the run, by process (machine busy = every process on the machine, others included)")
     print("\n| N | pool processes | worker main | redis-server | PostgreSQL | this process | machine busy "
           "(cores) | load avg 1/5/15 |")
