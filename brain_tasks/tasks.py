@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Task
-from celery.signals import worker_process_init
+from celery.signals import task_postrun, worker_process_init
 
 from brain_tasks import jobs, workflows
 from brain_tasks.app import app
@@ -21,11 +21,31 @@ from brain_tasks.runs import as_of_date, run_id_for
 from brain_tasks.settings import get_settings
 
 
+_IN_POOL_PROCESS = False  # set in each pool process of a worker
+
+
 @worker_process_init.connect
 def _load_ml_stack(**_: Any) -> None:
     """Pool processes load the ML stack at start-up, not in a task.  Only they: the worker's main
     process runs no task, and importing it there (1.5 s of CPU) delayed every pool start by as much."""
     from brain_tasks.ml import pipeline  # noqa: F401
+
+    global _IN_POOL_PROCESS
+    _IN_POOL_PROCESS = True
+
+
+@task_postrun.connect
+def _release_result_subscriptions(**_: Any) -> None:
+    """A pool process never waits for a result, yet freezing a chord (`daily_retrain` replaced by its
+    fan-out) subscribes it to the result channel of every member (the group result's barrier calls
+    `then` on each).  Nothing reads them: Redis buffers every published result for this process until
+    its output-buffer limit cuts the connection, and each fan-out adds a thousand more channels
+    (celery#4824, #6963).  Drop them when the task is done.  The app's backend, not the task's: the
+    canvas's results were made by the app."""
+    consumer = getattr(app.backend, "result_consumer", None)
+    if _IN_POOL_PROCESS and consumer is not None and getattr(consumer, "subscribed_to", None):
+        consumer.stop()  # closes the pub/sub connection, and Redis forgets its channels with it
+        consumer.subscribed_to.clear()
 
 
 def _engine() -> Any:

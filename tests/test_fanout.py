@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import redis
 
 from brain_tasks.brain import runs
 from brain_tasks.brain.db import dispose_engine, make_engine
@@ -51,6 +52,10 @@ def test_fanout_of_120_synthetic_symbols(tmp_path, pg_url, redis_url):
     with worker(env, name="fanout", queues="collect,train,analysis", concurrency=2, log_dir=tmp_path):
         out = json.loads(run_python(ENGINE.format(symbols=symbols, as_of=SYNTHETIC_AS_OF), env,
                                     timeout=900).strip().splitlines()[-1])
+        # The Engine has exited: no process is left subscribed to the fan-out's result channels (the
+        # pool process that froze the chord was, one channel per symbol, read by nobody).
+        left = redis.Redis.from_url(broker).pubsub_channels()
+        assert left == [], f"{len(left)} result channels still subscribed"
 
     summary = out["summary"]
     assert summary["state"] == "succeeded", summary
