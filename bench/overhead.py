@@ -5,7 +5,7 @@ Both workers run `-c 2` on the same throwaway Redis (different databases) and ex
 - chord: a 1000-task chord of trivial tasks whose body gathers the results (seconds).
 The ratio project / plain is the overhead (goal: within 1.5x).  `--old` adds the project's worker as
 it was configured before (`--max-tasks-per-child=200`); `--attribute` adds a plain app with the
-project's delivery and monitoring settings (late acks, prefetch 1, spawn, task events, STARTED state),
+project's delivery settings (late acks, prefetch 1, spawn),
 to tell what those choices cost from what the project's code costs.
 
 Each figure is the median of `--repeat` measurements against the same running worker (the machine's

@@ -10,8 +10,7 @@ app.conf.update(task_serializer="json", result_serializer="json", accept_content
 if os.environ.get("PLAIN_LIKE_BRAIN"):
     # The project's delivery and monitoring choices on an otherwise plain app: what they cost alone.
     app.conf.update(task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
-                    worker_pool_start_method="spawn", task_track_started=True, result_extended=True,
-                    task_send_sent_event=True, worker_send_task_events=True)
+                    worker_pool_start_method="spawn")
 
 
 @app.task(name="plain.ping")

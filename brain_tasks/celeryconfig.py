@@ -61,10 +61,14 @@ broker_connection_retry_on_startup = True
 task_time_limit = _s.task_time_limit
 task_soft_time_limit = _s.task_soft_time_limit
 result_expires = 7 * 24 * 3600
-result_extended = True
-task_track_started = True
-task_send_sent_event = True
-worker_send_task_events = True
+# Monitoring costs nothing unless asked for: task events (and the STARTED state, and task names and
+# arguments stored with results) cost a worker about 30 ms of CPU per symbol's chain and doubled the gap
+# between tasks in bench/fanout.py.  Flower switches events on itself (it broadcasts `enable_events`
+# every few seconds); the Brain's own progress is in its runs table, not in Celery's result states.
+result_extended = False
+task_track_started = False
+task_send_sent_event = False
+worker_send_task_events = False
 
 task_default_queue = "collect"
 task_queues = (Queue("collect"), Queue("train"), Queue("analysis"))

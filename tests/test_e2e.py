@@ -88,6 +88,24 @@ def _flower_get(port: int, path: str, auth: str | None) -> tuple[int, object]:
         return 0, None  # not listening yet
 
 
+def _wait_for_flower_events(port: int, broker: str, queues: dict[str, str]) -> None:
+    """Workers send task events only once Flower has switched them on (it broadcasts `enable_events`
+    every 5 s; the workers' own default is off): wait until Flower has seen a task of every worker."""
+    from celery import Celery
+
+    app = Celery(broker=broker, backend=broker)
+    app.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"])
+
+    def seen() -> bool:
+        for queue in queues.values():
+            app.send_task("brain_tasks.ping", args=["flower"], queue=queue).get(timeout=60)
+        _, tasks = _flower_get(port, "/api/tasks?taskname=brain_tasks.ping", "operator:s3cret-test")
+        hosts = {str(t.get("worker", "")).split("@")[0] for t in (tasks or {}).values()}
+        return set(queues) <= hosts
+
+    wait_for(seen, 60, interval=1.0, what="Flower to receive task events from every worker")
+
+
 @pytest.fixture
 def flower(tmp_path, redis_url):
     """Flower with basic auth on the test broker (started before the workers so it sees every event)."""
@@ -117,6 +135,7 @@ def test_daily_retrain_end_to_end_twice_with_a_broken_symbol(tmp_path, pg_url, f
     symbols = SYMBOLS + [BROKEN]
     with worker(env, name="train", queues="train", concurrency=2, log_dir=tmp_path), \
          worker(env, name="rest", queues="collect,analysis", concurrency=1, log_dir=tmp_path):
+        _wait_for_flower_events(port, broker, {"train": "train", "rest": "collect"})
         summary = _retrain(broker, symbols, MODELS, env)
         nightly = run_python(
             "import json; from celery import Celery; app = Celery(broker=%r, backend=%r);"
