@@ -164,19 +164,22 @@ def _market(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, d
     `data_start` (then no other row of this version's training window comes before them).
     """
     from brain_tasks.ml.features import events_from
+    from brain_tasks.ml.serving import JUMP_MARGIN, usable_window
 
     step = dt.timedelta(seconds=bar_seconds(timeframe))
     close = bar + step
-    span = max(rows - 1, 0) * step
+    # The bars training skipped (`usable_candles`) are skipped here too, judged on the bars before them.
+    span = max(rows - 1 + JUMP_MARGIN, 0) * step
     while True:
         first = max(data_start, bar - span)
         frames, identity = _rows(engine, exchange, symbol, timeframe, data_start,
                                  events_from(pd.Timestamp(first), pd.Timestamp(close)).to_pydatetime(), bar)
         candles = frames["candles"]
-        candles = candles[candles["ts"] >= pd.Timestamp(data_start)]
+        candles = usable_window(candles[candles["ts"] >= pd.Timestamp(data_start)].reset_index(drop=True),
+                                from_start=first <= data_start)
         if len(candles) >= rows or first <= data_start:
             break
-        span += (rows - len(candles)) * step  # gaps in the candles: reach back by the rows missing
+        span += (rows - len(candles)) * step  # gaps or skipped bars: reach back by the rows missing
     candles = candles.iloc[-rows:].reset_index(drop=True)
     complete = len(candles) < rows or candles["ts"].iloc[0] <= pd.Timestamp(data_start)
     out: dict[str, pd.DataFrame | None] = {"candles": candles}
@@ -332,7 +335,8 @@ def _predict(conn: sa.Connection, engine: sa.Engine, settings: Settings, symbol:
     config = ml.serve_config(anchor.config)
     exchange = settings.exchange
     market, rows_read, complete = _market(conn, exchange, symbol, config.timeframe, anchor.data_start, target,
-                                          ml.required_history(config))
+                                          ml.required_history(config,
+                                                              sentiment=ml.uses_sentiment(anchor.feature_names)))
     candles = market["candles"]
     if candles is None or candles.empty:
         raise NoDataError(f"{symbol}: no stored bar at or before {target:%Y-%m-%d %H:%M} since its model's "
@@ -385,15 +389,23 @@ def _decide(conn: sa.Connection, engine: sa.Engine, exchange: str, symbol: str, 
     if sizer is not None and sizer.source != (version.model_type, int(version.version)):
         sizer = None
     need = ml.feature_rows(model, _sizer_rows(sizer) if sizer is not None else 0)
-    rows = ml.features.required_history(vconfig.timeframe) + need - 1
+    sentiment = ml.uses_sentiment(version.feature_names)
+    rows = ml.features.required_history(vconfig.timeframe, sentiment=sentiment) + need - 1
     start = pd.Timestamp(version.data_start)
     candles = market["candles"]
     held = candles[candles["ts"] >= start]
-    same_rows = version.data_start >= anchor.data_start and (complete or len(held) >= rows)
+    # A later data start: the anchor's window is this version's once its first candles were judged on
+    # bars of this version's own (see `ml.serving.usable_window`).
+    same_rows = ((version.data_start == anchor.data_start and (complete or len(held) >= rows))
+                 or (version.data_start > anchor.data_start and len(held) >= rows + ml.JUMP_MARGIN))
     if same_rows:
         vmarket = {**market, "candles": held.reset_index(drop=True)}
     else:  # the window read for the anchor is not this version's: read its own
         vmarket, _, _ = _market(conn, exchange, symbol, vconfig.timeframe, version.data_start, bar, rows)
+    if sentiment:
+        # Read on each call (its rows are not in the cache of market rows), so not kept as a decision.
+        vmarket = {**vmarket, "sentiment": _sentiment(conn, symbol, vmarket["candles"], bar, vconfig.timeframe)}
+        same_rows = False
     try:
         features = ml.feature_frame(vmarket, vconfig, need)
         rows_in = ml.model_rows(features, list(version.feature_names), version.model_type)
@@ -410,6 +422,17 @@ def _decide(conn: sa.Connection, engine: sa.Engine, exchange: str, symbol: str, 
     return Signal(symbol, bar, regime, version.model_type, int(version.version), prediction, position,
                   size, confidence, tradeable, f"{why}; {side}", age,
                   version.artifact_sha256), same_rows
+
+
+def _sentiment(conn: sa.Connection, symbol: str, candles: pd.DataFrame, bar: dt.datetime,
+               timeframe: str) -> pd.DataFrame | None:
+    """The symbol's sentiment rows from the window's first candle to the bar's close (the features read
+    no row before the first candle and none known after the close)."""
+    if candles.empty:
+        return None
+    close = bar + dt.timedelta(seconds=bar_seconds(timeframe))
+    rows = store.read_sentiment(conn, symbol, start=candles["ts"].iloc[0].to_pydatetime(), end=close)
+    return rows if len(rows) else None
 
 
 _sizers: dict[str, Any] = {}
@@ -440,7 +463,6 @@ def _sized(sizer: Any, model: Any, features: pd.DataFrame, names: list[str], can
     rate and the realised volatility of the bars whose returns are known, as in its training.  The
     Engine's own position and drawdown are not known to the Brain: the observation takes them as flat."""
     from brain_tasks.ml import serving as ml
-    from brain_tasks.ml.labels import bar_returns
     from brain_tasks.ml.sizing import latest_observation, size_for
 
     n = _sizer_rows(sizer)
@@ -448,8 +470,7 @@ def _sized(sizer: Any, model: Any, features: pd.DataFrame, names: list[str], can
     context = int(getattr(model, "context_rows", 0))
     recent = history.iloc[-(n + context):]
     preds = np.asarray(model.predict(recent), dtype="float64")[-n:]
-    returns = bar_returns(candles, config.execution_lag)
-    returns.index = pd.DatetimeIndex(pd.to_datetime(candles["ts"], utc=True))
+    returns = ml.bar_returns(candles, config.execution_lag)  # a quiet window (one close) returns 0, no error
     known = returns.reindex(recent.index[-n:]).to_numpy(dtype="float64")
     return float(size_for(sizer, latest_observation(preds, known, regime, sizer)))
 
