@@ -265,9 +265,15 @@ def _from(frame: pd.DataFrame | None, start: dt.datetime) -> pd.DataFrame | None
 
 # --- the decision --------------------------------------------------------------------------------
 
-def _latest_bar(engine: sa.Engine | sa.Connection, settings: Settings, symbol: str, stamp: dt.datetime) -> dt.datetime:
+def _states(conn: sa.Connection, settings: Settings, symbols: Sequence[str],
+            stamp: dt.datetime) -> dict[str, signal_rows.ServingState]:
+    return signal_rows.serving_state(conn, settings.exchange, settings.timeframe, bar_seconds(settings.timeframe),
+                                     symbols, stamp)
+
+
+def _latest_bar(state: signal_rows.ServingState, settings: Settings, symbol: str, stamp: dt.datetime) -> dt.datetime:
     step = bar_seconds(settings.timeframe)
-    last = signal_rows.last_closed_bar(engine, settings.exchange, symbol, settings.timeframe, step, stamp)
+    last = state.last_bar
     if last is None:
         raise NoDataError(f"no closed {settings.timeframe} bar stored for {symbol!r} on {settings.exchange!r}")
     age = (stamp - last).total_seconds() - step
@@ -278,9 +284,8 @@ def _latest_bar(engine: sa.Engine | sa.Connection, settings: Settings, symbol: s
     return last
 
 
-def _champion(conn: sa.Connection, engine: sa.Engine, symbol: str) -> Any:
-    row = registry.champion_row(conn, symbol)
-    return None if row is None else _manifest(conn, engine, symbol, row.model_type, row.version)
+def _champion(conn: sa.Connection, engine: sa.Engine, symbol: str, state: signal_rows.ServingState) -> Any:
+    return None if state.champion is None else _manifest(conn, engine, symbol, *state.champion)
 
 
 # The last decision per symbol with the identity of everything it was computed from (registry state
@@ -301,7 +306,7 @@ def predict(engine: sa.Engine, settings: Settings, symbol: str, at: Any = None, 
     # One connection for every read and the write: a checkout costs a ping and a release a rollback,
     # which were most of a warm call's time with a connection per query.
     with engine.connect() as conn:
-        signal = _predict(conn, engine, settings, symbol, at, stamp)
+        signal = _predict(conn, engine, settings, symbol, at, stamp, _states(conn, settings, [symbol], stamp)[symbol])
         if record:
             _record(conn, engine, [signal], stamp)
     return signal
@@ -322,12 +327,12 @@ def _record(conn: sa.Connection, engine: sa.Engine, signals: Sequence[Signal], s
 
 
 def _predict(conn: sa.Connection, engine: sa.Engine, settings: Settings, symbol: str, at: Any,
-             stamp: dt.datetime) -> Signal:
+             stamp: dt.datetime, state: signal_rows.ServingState) -> Signal:
     from brain_tasks.ml import serving as ml
 
-    target = _latest_bar(conn, settings, symbol, stamp) if at is None else store.to_utc(at, "at")
-    champion = _champion(conn, engine, symbol)
-    choices = registry.regime_choice(conn, symbol)
+    target = _latest_bar(state, settings, symbol, stamp) if at is None else store.to_utc(at, "at")
+    champion = _champion(conn, engine, symbol, state)
+    choices = state.choices
     anchor = champion or next((_manifest(conn, engine, symbol, c["model_type"], c["version"]) for c in choices.values()
                                if c["model_type"] != FLAT and c["version"] is not None), None)
     if anchor is None:
@@ -350,7 +355,7 @@ def _predict(conn: sa.Connection, engine: sa.Engine, settings: Settings, symbol:
     if inputs is not None and memo is not None and memo[0] == inputs:
         return replace(memo[1], data_age_seconds=age)
     signal, same_rows = _decide(conn, engine, exchange, symbol, bar, age, anchor, config, champion, choices, market,
-                                complete)
+                                complete, state.sizer)
     if inputs is not None and same_rows:
         _decisions[(str(engine.url), symbol)] = (inputs, signal)
     return signal
@@ -358,7 +363,8 @@ def _predict(conn: sa.Connection, engine: sa.Engine, settings: Settings, symbol:
 
 def _decide(conn: sa.Connection, engine: sa.Engine, exchange: str, symbol: str, bar: dt.datetime, age: float,
             anchor: Any, config: Any, champion: Any, choices: dict[str, dict[str, Any]],
-            market: dict[str, pd.DataFrame | None], complete: bool) -> tuple[Signal, bool]:
+            market: dict[str, pd.DataFrame | None], complete: bool,
+            sizer_version: tuple[int, str] | None) -> tuple[Signal, bool]:
     """The decision, and whether it was computed from `market` alone (not from other rows read).
     `complete`: the market's candles reach back to the anchor's data start."""
     from brain_tasks.ml import serving as ml
@@ -385,7 +391,7 @@ def _decide(conn: sa.Connection, engine: sa.Engine, exchange: str, symbol: str, 
 
     vconfig = config if version is anchor else ml.serve_config(version.config)
     model = load_model(engine, version.artifact_sha256)
-    sizer = _sizer(conn, engine, symbol) if tradeable else None
+    sizer = _sizer(engine, sizer_version) if tradeable else None
     if sizer is not None and sizer.source != (version.model_type, int(version.version)):
         sizer = None
     need = ml.feature_rows(model, _sizer_rows(sizer) if sizer is not None else 0)
@@ -444,17 +450,18 @@ def _sizer_rows(sizer: Any) -> int:
     return cfg.hit_window + cfg.vol_window + cfg.delay + 1
 
 
-def _sizer(conn: sa.Connection, engine: sa.Engine, symbol: str) -> Any:
-    """The symbol's current position sizer (`ml.sizing.Sizer`), cached by its artifact's sha256."""
+def _sizer(engine: sa.Engine, found: tuple[int, str] | None) -> Any:
+    """The symbol's current position sizer (`ml.sizing.Sizer`) from its newest sizer version
+    (`ServingState.sizer`), cached by its artifact's sha256."""
     from brain_tasks.ml.sizing import Sizer
 
-    found = registry.latest_version(conn, symbol, "ppo_sizer")  # on the call's connection: no checkout
     if found is None:
         return None
-    if found.artifact_sha256 not in _sizers:
-        _fmt, data = registry.load_artifact(engine, found.artifact_sha256)
-        _sizers[found.artifact_sha256] = Sizer.from_bytes(data)
-    return _sizers[found.artifact_sha256]
+    digest = found[1]
+    if digest not in _sizers:
+        _fmt, data = registry.load_artifact(engine, digest)
+        _sizers[digest] = Sizer.from_bytes(data)
+    return _sizers[digest]
 
 
 def _sized(sizer: Any, model: Any, features: pd.DataFrame, names: list[str], candles: pd.DataFrame, config: Any,
@@ -489,9 +496,10 @@ def predict_many(engine: sa.Engine, settings: Settings, symbols: Sequence[str], 
     stamp = stamp or now()
     out: dict[str, Signal | BrainError] = {}
     with engine.connect() as conn:
+        states = _states(conn, settings, symbols, stamp)  # every symbol's registry state in one round trip
         for symbol in symbols:
             try:
-                out[symbol] = _predict(conn, engine, settings, symbol, None, stamp)
+                out[symbol] = _predict(conn, engine, settings, symbol, None, stamp, states[symbol])
             except BrainError as exc:
                 out[symbol] = exc
         _record(conn, engine, [s for s in out.values() if isinstance(s, Signal)], stamp)

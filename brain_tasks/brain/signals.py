@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 
 from brain_tasks.brain import store
 from brain_tasks.brain.models import SignalRecord
+
 # A decision's reads run on one connection when serving hands one in (the storage module's rule).
 from brain_tasks.brain.store import _connect
 
@@ -172,3 +174,80 @@ def stored_counts(engine: Bind, exchange: str, symbol: str, timeframe: str, star
         row = [int(v) for v in conn.execute(stmt).one()]
     recent = (row[-4], row[-3], row[-2], row[-1])
     return ((row[0], row[1], row[2], row[3]) if check_old else None), recent
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """What a decision reads of a symbol besides its market rows (see `serving_state`)."""
+
+    last_bar: dt.datetime | None                  # open time of the latest stored bar closed by `now`
+    champion: tuple[str, int] | None              # (model type, version)
+    choices: dict[str, dict[str, Any]]            # as `registry.regime_choice`
+    sizer: tuple[int, str] | None                 # newest sizer version: (version, artifact sha256)
+
+
+def serving_state(bind: Bind, exchange: str, timeframe: str, bar_seconds: int, symbols: Sequence[str],
+                  now: dt.datetime, sizer_type: str = "ppo_sizer") -> dict[str, ServingState]:
+    """Each symbol's latest closed bar (as `last_closed_bar`), champion, per-regime choices and newest
+    `sizer_type` version (as `registry.latest_version`), for every symbol in one round trip: serving
+    asked them one query at a time, and the round trips were most of a warm decision's SQL."""
+    from brain_tasks.brain.models import (
+        Candle,
+        ModelManifest,
+        ModelRegistry,
+        RegimeChoice,
+    )
+    from brain_tasks.brain.registry import CHAMPION
+
+    symbols = list(dict.fromkeys(symbols))
+    if not symbols:
+        return {}
+    cut = store.to_utc(now) - dt.timedelta(seconds=bar_seconds)
+    types = {"regime": RegimeChoice.regime.type, "model_type": RegimeChoice.model_type.type,
+             "version": sa.Integer(), "ts": Candle.ts.type, "confidence": RegimeChoice.confidence.type,
+             "tradeable": RegimeChoice.tradeable.type, "reason": RegimeChoice.reason.type,
+             "sha": ModelManifest.artifact_sha256.type}
+
+    def row(kind: str, symbol: Any, **values: Any) -> list[Any]:
+        out = [sa.literal(kind, sa.String()).label("kind"), symbol.label("symbol") if hasattr(symbol, "label")
+               else sa.literal(symbol, sa.String()).label("symbol")]
+        return out + [(values[k] if k in values else sa.cast(sa.null(), t)).label(k) for k, t in types.items()]
+
+    parts: list[Any] = []
+    for symbol in symbols:
+        last = (sa.select(sa.func.max(Candle.ts)).where(
+            Candle.exchange == exchange, Candle.symbol == symbol, Candle.timeframe == timeframe, Candle.ts <= cut)
+            .scalar_subquery())
+        parts.append(sa.select(*row("bar", symbol, ts=last)))
+        newest = (sa.select(ModelManifest.version, ModelManifest.artifact_sha256)
+                  .where(ModelManifest.symbol == symbol, ModelManifest.model_type == sizer_type)
+                  .order_by(ModelManifest.as_of.desc(), ModelManifest.version.desc()).limit(1).subquery())
+        parts.append(sa.select(*row("sizer", symbol, version=newest.c.version, sha=newest.c.artifact_sha256)))
+    parts.append(sa.select(*row("champion", ModelRegistry.symbol, model_type=ModelRegistry.model_type,
+                                version=ModelRegistry.version))
+                 .where(ModelRegistry.symbol.in_(symbols), ModelRegistry.status == CHAMPION))
+    c = RegimeChoice
+    parts.append(sa.select(*row("choice", c.symbol, regime=c.regime, model_type=c.model_type, version=c.version,
+                                confidence=c.confidence, tradeable=c.tradeable, reason=c.reason))
+                 .add_columns(c.as_of).where(c.symbol.in_(symbols)))
+    # as_of (a date) only in the choices' rows: added to every part as a typed NULL elsewhere.
+    parts = [p if i == len(parts) - 1 else p.add_columns(sa.cast(sa.null(), c.as_of.type).label("as_of"))
+             for i, p in enumerate(parts)]
+    found: dict[str, dict[str, Any]] = {s: {"last_bar": None, "champion": None, "choices": {}, "sizer": None}
+                                        for s in symbols}
+    with _connect(bind) as conn:
+        result = conn.execute(sa.union_all(*parts)).mappings().all()
+    for r in result:
+        state = found[r["symbol"]]
+        if r["kind"] == "bar" and r["ts"] is not None:
+            ts = r["ts"]
+            state["last_bar"] = ts.replace(tzinfo=dt.UTC) if ts.tzinfo is None else ts.astimezone(dt.UTC)
+        elif r["kind"] == "sizer" and r["sha"] is not None:
+            state["sizer"] = (int(r["version"]), r["sha"])
+        elif r["kind"] == "champion":
+            state["champion"] = (r["model_type"], int(r["version"]))
+        elif r["kind"] == "choice":
+            state["choices"][r["regime"]] = {
+                "model_type": r["model_type"], "version": r["version"], "confidence": r["confidence"],
+                "tradeable": bool(r["tradeable"]), "reason": r["reason"], "as_of": r["as_of"]}
+    return {s: ServingState(**v) for s, v in found.items()}
