@@ -119,16 +119,35 @@ class _Cached:
     checked_bar: dt.datetime | None              # the bar for which `counts` were last checked
 
 
+@dataclass(frozen=True)
+class _Hint:
+    """Rows counted (and fresh candles read) for a symbol before its decision, in the calls' shared round
+    trips (`signals.serving_state`, `signals.recent_candles`): `_rows` uses them when they are of its
+    cache's window and cover the bar, and asks the database itself otherwise."""
+
+    timeframe: str
+    cut: dt.datetime                             # the latest bar that may be decided from them
+    counts: tuple[tuple[dt.datetime, dt.datetime], tuple[int, ...], tuple[int, ...]] | None
+    candles: pd.DataFrame | None = None          # candles from the window's frozen end up to `cut`
+
+
+# The cache entry each symbol's last decision used (its window is counted with the next call's state).
+_last_key: dict[tuple[str, str, str], tuple[str, str, str, str, dt.datetime]] = {}
+
 _KINDS = ("candles", "funding", "open_interest", "liquidations")
 _READERS = {"funding": store.read_funding, "open_interest": store.read_open_interest,
             "liquidations": store.read_liquidations}
 
 
 def _read(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, start: dt.datetime, bar: dt.datetime,
-          close: dt.datetime, kinds: Sequence[str] = _KINDS) -> dict[str, pd.DataFrame]:
-    """Candles in [start, bar] and events in [start, close) of `kinds` (the others empty)."""
+          close: dt.datetime, kinds: Sequence[str] = _KINDS, candles: pd.DataFrame | None = None
+          ) -> dict[str, pd.DataFrame]:
+    """Candles in [start, bar] and events in [start, close) of `kinds` (the others empty); `candles`:
+    the candles from `start` on, read already."""
     out = {k: pd.DataFrame(columns=["ts"]) for k in _KINDS}
-    if "candles" in kinds:
+    if candles is not None:
+        out["candles"] = candles[candles["ts"] <= pd.Timestamp(bar)].reset_index(drop=True)
+    elif "candles" in kinds:
         out["candles"] = store.read_candles(engine, exchange, symbol, timeframe, start=start,
                                             end=bar + dt.timedelta(microseconds=1))
     for key, reader in _READERS.items():
@@ -155,7 +174,8 @@ def _join(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame | None:
 
 
 def _market(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, data_start: dt.datetime,
-            bar: dt.datetime, rows: int) -> tuple[dict[str, pd.DataFrame | None], tuple[Any, ...] | None, bool]:
+            bar: dt.datetime, rows: int, hint: _Hint | None = None
+            ) -> tuple[dict[str, pd.DataFrame | None], tuple[Any, ...] | None, bool]:
     """The rows a bar's decision depends on: the last `rows` candles up to `bar` (none before
     `data_start`, where training's began) and the external events stamped from
     `features.events_from` their first candle up to the bar's close (the feature code drops later ones).
@@ -173,7 +193,7 @@ def _market(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, d
     while True:
         first = max(data_start, bar - span)
         frames, identity = _rows(engine, exchange, symbol, timeframe, data_start,
-                                 events_from(pd.Timestamp(first), pd.Timestamp(close)).to_pydatetime(), bar)
+                                 events_from(pd.Timestamp(first), pd.Timestamp(close)).to_pydatetime(), bar, hint)
         candles = frames["candles"]
         candles = usable_window(candles[candles["ts"] >= pd.Timestamp(data_start)].reset_index(drop=True),
                                 from_start=first <= data_start)
@@ -195,7 +215,8 @@ def _market(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, d
 
 
 def _rows(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, data_start: dt.datetime,
-          start: dt.datetime, bar: dt.datetime) -> tuple[dict[str, pd.DataFrame | None], tuple[Any, ...] | None]:
+          start: dt.datetime, bar: dt.datetime, hint: _Hint | None = None
+          ) -> tuple[dict[str, pd.DataFrame | None], tuple[Any, ...] | None]:
     """Candles from `start` (or earlier) up to `bar` and events from there up to the bar's close, from
     the process's cache of old rows plus the fresh tail read.
 
@@ -216,14 +237,19 @@ def _rows(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, dat
     # Old rows are counted once per bar (and once after a cut), and a backfill seen one bar late changes
     # nothing already decided (the recorded signal keeps what was first said).
     check_old = cached is not None and cached.checked_bar != bar
-    counts = None if cached is None or historical else signal_rows.stored_counts(
-        engine, exchange, symbol, timeframe, cached.start, cached.frozen_end, bar + dt.timedelta(microseconds=1),
-        close, check_old=check_old)
+    counted = (hint is not None and cached is not None and not historical and hint.timeframe == timeframe
+               and hint.counts is not None and hint.counts[0] == (cached.start, cached.frozen_end) and bar <= hint.cut)
+    if counted:  # counted up to a later close: the recent counts may name a series with no row for this bar
+        counts: tuple[Any, Any] | None = (hint.counts[1] if check_old else None, hint.counts[2])
+    else:
+        counts = None if cached is None or historical else signal_rows.stored_counts(
+            engine, exchange, symbol, timeframe, cached.start, cached.frozen_end, bar + dt.timedelta(microseconds=1),
+            close, check_old=check_old)
     if cached is not None and counts is not None and (not check_old or counts[0] == cached.counts):
         cached.checked_bar = bar
         recent = [k for k, n in zip(_KINDS, counts[1]) if n]
         tail: dict[str, pd.DataFrame] | None = _read(engine, exchange, symbol, timeframe, cached.frozen_end, bar,
-                                                     close, recent)
+                                                     close, recent, hint.candles if counted else None)
         frames = {k: _join(cached.frames[k], tail[k]) for k in _KINDS}
     else:
         cached, tail = None, None
@@ -241,6 +267,7 @@ def _rows(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, dat
             with _lock:
                 _markets[key] = cached
                 _markets.move_to_end(key)
+                _last_key[key[:3]] = key
                 while len(_markets) > MARKET_CACHE_SIZE:
                     _markets.popitem(last=False)
         if tail is None:
@@ -267,8 +294,23 @@ def _from(frame: pd.DataFrame | None, start: dt.datetime) -> pd.DataFrame | None
 
 def _states(conn: sa.Connection, settings: Settings, symbols: Sequence[str],
             stamp: dt.datetime) -> dict[str, signal_rows.ServingState]:
+    """Each symbol's `signals.ServingState`, with the stored row counts of its cached window (the one its
+    last decision used), in one round trip."""
+    url = str(conn.engine.url)
+    windows = {}
+    for symbol in symbols:
+        key = _last_key.get((url, settings.exchange, symbol))
+        cached = None if key is None else _markets.get(key)
+        if cached is not None and key is not None and key[3] == settings.timeframe:
+            windows[symbol] = (cached.start, cached.frozen_end)
     return signal_rows.serving_state(conn, settings.exchange, settings.timeframe, bar_seconds(settings.timeframe),
-                                     symbols, stamp)
+                                     symbols, stamp, windows)
+
+
+def _hint(settings: Settings, state: signal_rows.ServingState, stamp: dt.datetime,
+          candles: pd.DataFrame | None = None) -> _Hint:
+    cut = stamp - dt.timedelta(seconds=bar_seconds(settings.timeframe))
+    return _Hint(settings.timeframe, cut, state.counts, candles)
 
 
 def _latest_bar(state: signal_rows.ServingState, settings: Settings, symbol: str, stamp: dt.datetime) -> dt.datetime:
@@ -306,7 +348,8 @@ def predict(engine: sa.Engine, settings: Settings, symbol: str, at: Any = None, 
     # One connection for every read and the write: a checkout costs a ping and a release a rollback,
     # which were most of a warm call's time with a connection per query.
     with engine.connect() as conn:
-        signal = _predict(conn, engine, settings, symbol, at, stamp, _states(conn, settings, [symbol], stamp)[symbol])
+        state = _states(conn, settings, [symbol], stamp)[symbol]
+        signal = _predict(conn, engine, settings, symbol, at, stamp, state, _hint(settings, state, stamp))
         if record:
             _record(conn, engine, [signal], stamp)
     return signal
@@ -327,7 +370,7 @@ def _record(conn: sa.Connection, engine: sa.Engine, signals: Sequence[Signal], s
 
 
 def _predict(conn: sa.Connection, engine: sa.Engine, settings: Settings, symbol: str, at: Any,
-             stamp: dt.datetime, state: signal_rows.ServingState) -> Signal:
+             stamp: dt.datetime, state: signal_rows.ServingState, hint: _Hint | None = None) -> Signal:
     from brain_tasks.ml import serving as ml
 
     target = _latest_bar(state, settings, symbol, stamp) if at is None else store.to_utc(at, "at")
@@ -341,7 +384,8 @@ def _predict(conn: sa.Connection, engine: sa.Engine, settings: Settings, symbol:
     exchange = settings.exchange
     market, rows_read, complete = _market(conn, exchange, symbol, config.timeframe, anchor.data_start, target,
                                           ml.required_history(config,
-                                                              sentiment=ml.uses_sentiment(anchor.feature_names)))
+                                                              sentiment=ml.uses_sentiment(anchor.feature_names)),
+                                          hint)
     candles = market["candles"]
     if candles is None or candles.empty:
         raise NoDataError(f"{symbol}: no stored bar at or before {target:%Y-%m-%d %H:%M} since its model's "
@@ -496,10 +540,16 @@ def predict_many(engine: sa.Engine, settings: Settings, symbols: Sequence[str], 
     stamp = stamp or now()
     out: dict[str, Signal | BrainError] = {}
     with engine.connect() as conn:
-        states = _states(conn, settings, symbols, stamp)  # every symbol's registry state in one round trip
+        # Every symbol's registry state and row counts in one round trip, their fresh candles in another.
+        states = _states(conn, settings, symbols, stamp)
+        starts = {s: st.counts[0][1] for s, st in states.items() if st.counts is not None}
+        cut = stamp - dt.timedelta(seconds=bar_seconds(settings.timeframe))
+        fresh = signal_rows.recent_candles(conn, settings.exchange, settings.timeframe, starts,
+                                           cut + dt.timedelta(microseconds=1))
         for symbol in symbols:
             try:
-                out[symbol] = _predict(conn, engine, settings, symbol, None, stamp, states[symbol])
+                out[symbol] = _predict(conn, engine, settings, symbol, None, stamp, states[symbol],
+                                       _hint(settings, states[symbol], stamp, fresh.get(symbol)))
             except BrainError as exc:
                 out[symbol] = exc
         _record(conn, engine, [s for s in out.values() if isinstance(s, Signal)], stamp)

@@ -3,6 +3,8 @@ symbol's sentiment for a version trained with it, and a quiet window (one close)
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -140,3 +142,32 @@ def test_a_quiet_window_with_a_sizer_gives_a_decision(monkeypatch):
     assert target == 1.0
     sizer.description["active"] = SIGN
     assert serving._sized(sizer, _Model(), features, names, candles, config, None) == 1.0
+
+
+def test_predict_many_with_shared_round_trips_decides_as_predict(brain_db_url):
+    """predict_many reads every symbol's state, row counts and fresh candles in shared queries: bar
+    after bar (a new one stored each time, a recent one rewritten once), each symbol's signal is the
+    one a fresh process's predict gives."""
+    candles = _candles()
+    engine, settings, _manifest = _train(brain_db_url, candles)
+    later = candles[candles.ts >= CUT].iloc[:6]
+    symbols = [SYMBOL, "NONE/BTC"]
+    for i, (_, bar) in enumerate(later.iterrows()):
+        store.upsert(engine, "candles", later.iloc[[i]])
+        if i == 3:  # a recent bar rewritten
+            store.upsert(engine, "candles", later.iloc[[i - 1]].assign(close=later.iloc[i - 1].close * 1.02))
+        stamp = bar.ts.to_pydatetime() + dt.timedelta(minutes=5)
+        many = serving.predict_many(engine, settings, symbols, stamp=stamp)
+        serving._markets.clear()
+        serving._decisions.clear()
+        alone = serving.predict(engine, settings, SYMBOL, stamp=stamp, record=False)
+        assert many[SYMBOL] == alone and alone.ts == bar.ts
+        assert isinstance(many["NONE/BTC"], serving.NoDataError)
+        counted = []
+        real = serving.signal_rows.stored_counts
+        serving.signal_rows.stored_counts = lambda *a, **k: counted.append(1) or real(*a, **k)
+        try:
+            assert serving.predict_many(engine, settings, symbols, stamp=stamp)[SYMBOL] == alone  # from the cache
+        finally:
+            serving.signal_rows.stored_counts = real
+        assert not counted  # counted in the call's shared round trip

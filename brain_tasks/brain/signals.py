@@ -184,17 +184,34 @@ class ServingState:
     champion: tuple[str, int] | None              # (model type, version)
     choices: dict[str, dict[str, Any]]            # as `registry.regime_choice`
     sizer: tuple[int, str] | None                 # newest sizer version: (version, artifact sha256)
+    # With a window (start, frozen_end): `stored_counts` of it, up to the bar closed by `now`.
+    counts: tuple[tuple[dt.datetime, dt.datetime], tuple[int, ...], tuple[int, ...]] | None = None
+
+
+def _count(model: Any, exchange: str, symbol: str, timeframe: str, lo: dt.datetime, hi: dt.datetime) -> Any:
+    from brain_tasks.brain.models import Candle
+
+    extra = [model.timeframe == timeframe] if model is Candle else []
+    return (sa.select(sa.func.count()).select_from(model)
+            .where(model.exchange == exchange, model.symbol == symbol, model.ts >= lo, model.ts < hi, *extra)
+            .scalar_subquery())
 
 
 def serving_state(bind: Bind, exchange: str, timeframe: str, bar_seconds: int, symbols: Sequence[str],
-                  now: dt.datetime, sizer_type: str = "ppo_sizer") -> dict[str, ServingState]:
-    """Each symbol's latest closed bar (as `last_closed_bar`), champion, per-regime choices and newest
-    `sizer_type` version (as `registry.latest_version`), for every symbol in one round trip: serving
-    asked them one query at a time, and the round trips were most of a warm decision's SQL."""
+                  now: dt.datetime, windows: Mapping[str, tuple[dt.datetime, dt.datetime]] | None = None,
+                  sizer_type: str = "ppo_sizer") -> dict[str, ServingState]:
+    """Each symbol's latest closed bar (as `last_closed_bar`), champion, per-regime choices, newest
+    `sizer_type` version (as `registry.latest_version`) and, for the symbols in `windows`, the stored
+    row counts of `stored_counts` (old rows in [start, frozen_end); recent ones up to the bar closed
+    by `now` and its close), for every symbol in one round trip: serving asked them one query at a
+    time, and the round trips were most of a warm decision's SQL."""
     from brain_tasks.brain.models import (
         Candle,
+        FundingRate,
+        Liquidation,
         ModelManifest,
         ModelRegistry,
+        OpenInterest,
         RegimeChoice,
     )
     from brain_tasks.brain.registry import CHAMPION
@@ -202,23 +219,34 @@ def serving_state(bind: Bind, exchange: str, timeframe: str, bar_seconds: int, s
     symbols = list(dict.fromkeys(symbols))
     if not symbols:
         return {}
-    cut = store.to_utc(now) - dt.timedelta(seconds=bar_seconds)
+    windows = windows or {}
+    step = dt.timedelta(seconds=bar_seconds)
+    cut = store.to_utc(now) - step
+    models = (Candle, FundingRate, OpenInterest, Liquidation)
+    counts = [f"n{i}" for i in range(2 * len(models))]
     types = {"regime": RegimeChoice.regime.type, "model_type": RegimeChoice.model_type.type,
              "version": sa.Integer(), "ts": Candle.ts.type, "confidence": RegimeChoice.confidence.type,
              "tradeable": RegimeChoice.tradeable.type, "reason": RegimeChoice.reason.type,
-             "sha": ModelManifest.artifact_sha256.type}
+             "sha": ModelManifest.artifact_sha256.type, "as_of": RegimeChoice.as_of.type,
+             **{n: sa.Integer() for n in counts}}
 
     def row(kind: str, symbol: Any, **values: Any) -> list[Any]:
-        out = [sa.literal(kind, sa.String()).label("kind"), symbol.label("symbol") if hasattr(symbol, "label")
-               else sa.literal(symbol, sa.String()).label("symbol")]
-        return out + [(values[k] if k in values else sa.cast(sa.null(), t)).label(k) for k, t in types.items()]
+        name = symbol if hasattr(symbol, "label") else sa.literal(symbol, sa.String())
+        return [sa.literal(kind, sa.String()).label("kind"), name.label("symbol"),
+                *((values[k] if k in values else sa.cast(sa.null(), t)).label(k) for k, t in types.items())]
 
     parts: list[Any] = []
     for symbol in symbols:
         last = (sa.select(sa.func.max(Candle.ts)).where(
             Candle.exchange == exchange, Candle.symbol == symbol, Candle.timeframe == timeframe, Candle.ts <= cut)
             .scalar_subquery())
-        parts.append(sa.select(*row("bar", symbol, ts=last)))
+        n: dict[str, Any] = {}
+        if symbol in windows:
+            start, frozen_end = (store.to_utc(t) for t in windows[symbol])
+            ends = [cut + dt.timedelta(microseconds=1) if m is Candle else cut + step for m in models]
+            n = dict(zip(counts, [_count(m, exchange, symbol, timeframe, start, frozen_end) for m in models]
+                         + [_count(m, exchange, symbol, timeframe, frozen_end, e) for m, e in zip(models, ends)]))
+        parts.append(sa.select(*row("bar", symbol, ts=last, **n)))
         newest = (sa.select(ModelManifest.version, ModelManifest.artifact_sha256)
                   .where(ModelManifest.symbol == symbol, ModelManifest.model_type == sizer_type)
                   .order_by(ModelManifest.as_of.desc(), ModelManifest.version.desc()).limit(1).subquery())
@@ -228,20 +256,21 @@ def serving_state(bind: Bind, exchange: str, timeframe: str, bar_seconds: int, s
                  .where(ModelRegistry.symbol.in_(symbols), ModelRegistry.status == CHAMPION))
     c = RegimeChoice
     parts.append(sa.select(*row("choice", c.symbol, regime=c.regime, model_type=c.model_type, version=c.version,
-                                confidence=c.confidence, tradeable=c.tradeable, reason=c.reason))
-                 .add_columns(c.as_of).where(c.symbol.in_(symbols)))
-    # as_of (a date) only in the choices' rows: added to every part as a typed NULL elsewhere.
-    parts = [p if i == len(parts) - 1 else p.add_columns(sa.cast(sa.null(), c.as_of.type).label("as_of"))
-             for i, p in enumerate(parts)]
-    found: dict[str, dict[str, Any]] = {s: {"last_bar": None, "champion": None, "choices": {}, "sizer": None}
-                                        for s in symbols}
+                                confidence=c.confidence, tradeable=c.tradeable, reason=c.reason, as_of=c.as_of))
+                 .where(c.symbol.in_(symbols)))
+    found: dict[str, dict[str, Any]] = {s: {"last_bar": None, "champion": None, "choices": {}, "sizer": None,
+                                            "counts": None} for s in symbols}
     with _connect(bind) as conn:
         result = conn.execute(sa.union_all(*parts)).mappings().all()
     for r in result:
         state = found[r["symbol"]]
-        if r["kind"] == "bar" and r["ts"] is not None:
+        if r["kind"] == "bar":
             ts = r["ts"]
-            state["last_bar"] = ts.replace(tzinfo=dt.UTC) if ts.tzinfo is None else ts.astimezone(dt.UTC)
+            if ts is not None:
+                state["last_bar"] = ts.replace(tzinfo=dt.UTC) if ts.tzinfo is None else ts.astimezone(dt.UTC)
+            if r["symbol"] in windows:
+                values = tuple(int(r[k]) for k in counts)
+                state["counts"] = (tuple(windows[r["symbol"]]), values[:len(models)], values[len(models):])
         elif r["kind"] == "sizer" and r["sha"] is not None:
             state["sizer"] = (int(r["version"]), r["sha"])
         elif r["kind"] == "champion":
@@ -251,3 +280,23 @@ def serving_state(bind: Bind, exchange: str, timeframe: str, bar_seconds: int, s
                 "model_type": r["model_type"], "version": r["version"], "confidence": r["confidence"],
                 "tradeable": bool(r["tradeable"]), "reason": r["reason"], "as_of": r["as_of"]}
     return {s: ServingState(**v) for s, v in found.items()}
+
+
+def recent_candles(bind: Bind, exchange: str, timeframe: str, starts: Mapping[str, dt.datetime],
+                   end: dt.datetime) -> dict[str, pd.DataFrame]:
+    """Each symbol's candles from its start (`starts`) up to `end` (excluded), in one query: the
+    fresh tails `predict_many` re-reads of every symbol (a few rows each)."""
+    if not starts:
+        return {}
+    frame = store._series_read(bind, "candles", ("symbol", "ts", "open", "high", "low", "close", "volume"),
+                               {"exchange": exchange, "timeframe": timeframe}, min(starts.values()), end,
+                               order_by=("symbol", "ts"), any_of={"symbol": list(starts)})
+    out = {}
+    groups = dict(tuple(frame.groupby("symbol", sort=False))) if len(frame) else {}
+    for symbol, start in starts.items():
+        part = groups.get(symbol)
+        if part is None:
+            part = frame.iloc[:0]
+        part = part[part["ts"] >= pd.Timestamp(store.to_utc(start))].drop(columns="symbol").reset_index(drop=True)
+        out[symbol] = part
+    return out
