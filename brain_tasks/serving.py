@@ -139,12 +139,15 @@ _READERS = {"funding": store.read_funding, "open_interest": store.read_open_inte
             "liquidations": store.read_liquidations}
 
 
+_NOTHING = pd.DataFrame(columns=["ts"])  # a series not read (shared: never returned nor changed)
+
+
 def _read(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, start: dt.datetime, bar: dt.datetime,
           close: dt.datetime, kinds: Sequence[str] = _KINDS, candles: pd.DataFrame | None = None
           ) -> dict[str, pd.DataFrame]:
     """Candles in [start, bar] and events in [start, close) of `kinds` (the others empty); `candles`:
     the candles from `start` on, read already."""
-    out = {k: pd.DataFrame(columns=["ts"]) for k in _KINDS}
+    out = dict.fromkeys(_KINDS, _NOTHING)
     if candles is not None:
         out["candles"] = candles[candles["ts"] <= pd.Timestamp(bar)].reset_index(drop=True)
     elif "candles" in kinds:
