@@ -103,6 +103,7 @@ class Phases:
 
         self.wrap(signal_rows, "serving_state", "bar, champion, choices, sizer (SQL)")
         self.wrap(signal_rows, "stored_counts", "stored row counts (SQL)")
+        self.wrap(signal_rows, "recent_candles", "fresh candles, every symbol (SQL)")
         self.wrap(serving, "_read", "recent rows read (SQL)")
         self.wrap(serving, "_market", "market window (SQL + cache, in all)")
         self.wrap(ml, "regime_at", "regime (volatility_regimes)")
