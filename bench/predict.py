@@ -98,14 +98,14 @@ class Phases:
 
     def install(self) -> None:
         from brain_tasks import serving
-        from brain_tasks.brain import registry
         from brain_tasks.brain import signals as signal_rows
         from brain_tasks.ml import serving as ml
 
-        self.wrap(signal_rows, "last_closed_bar", "latest closed bar (SQL)")
-        self.wrap(registry, "champion", "champion (SQL)")
-        self.wrap(registry, "regime_choice", "regime choice (SQL)")
-        self.wrap(serving, "_market", "candles + external series (SQL)")
+        self.wrap(signal_rows, "serving_state", "bar, champion, choices, sizer (SQL)")
+        self.wrap(signal_rows, "stored_counts", "stored row counts (SQL)")
+        self.wrap(signal_rows, "recent_candles", "fresh candles, every symbol (SQL)")
+        self.wrap(serving, "_read", "recent rows read (SQL)")
+        self.wrap(serving, "_market", "market window (SQL + cache, in all)")
         self.wrap(ml, "regime_at", "regime (volatility_regimes)")
         self.wrap(ml, "feature_frame", "features (make_features)")
         self.wrap(ml, "model_rows", "model rows")

@@ -119,16 +119,38 @@ class _Cached:
     checked_bar: dt.datetime | None              # the bar for which `counts` were last checked
 
 
+@dataclass(frozen=True)
+class _Hint:
+    """Rows counted (and fresh candles read) for a symbol before its decision, in the calls' shared round
+    trips (`signals.serving_state`, `signals.recent_candles`): `_rows` uses them when they are of its
+    cache's window and cover the bar, and asks the database itself otherwise."""
+
+    timeframe: str
+    cut: dt.datetime                             # the latest bar that may be decided from them
+    counts: tuple[tuple[dt.datetime, dt.datetime], tuple[int, ...], tuple[int, ...]] | None
+    candles: pd.DataFrame | None = None          # candles from the window's frozen end up to `cut`
+
+
+# The cache entry each symbol's last decision used (its window is counted with the next call's state).
+_last_key: dict[tuple[str, str, str], tuple[str, str, str, str, dt.datetime]] = {}
+
 _KINDS = ("candles", "funding", "open_interest", "liquidations")
 _READERS = {"funding": store.read_funding, "open_interest": store.read_open_interest,
             "liquidations": store.read_liquidations}
 
 
+_NOTHING = pd.DataFrame(columns=["ts"])  # a series not read (shared: never returned nor changed)
+
+
 def _read(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, start: dt.datetime, bar: dt.datetime,
-          close: dt.datetime, kinds: Sequence[str] = _KINDS) -> dict[str, pd.DataFrame]:
-    """Candles in [start, bar] and events in [start, close) of `kinds` (the others empty)."""
-    out = {k: pd.DataFrame(columns=["ts"]) for k in _KINDS}
-    if "candles" in kinds:
+          close: dt.datetime, kinds: Sequence[str] = _KINDS, candles: pd.DataFrame | None = None
+          ) -> dict[str, pd.DataFrame]:
+    """Candles in [start, bar] and events in [start, close) of `kinds` (the others empty); `candles`:
+    the candles from `start` on, read already."""
+    out = dict.fromkeys(_KINDS, _NOTHING)
+    if candles is not None:
+        out["candles"] = candles[candles["ts"] <= pd.Timestamp(bar)].reset_index(drop=True)
+    elif "candles" in kinds:
         out["candles"] = store.read_candles(engine, exchange, symbol, timeframe, start=start,
                                             end=bar + dt.timedelta(microseconds=1))
     for key, reader in _READERS.items():
@@ -155,7 +177,8 @@ def _join(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame | None:
 
 
 def _market(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, data_start: dt.datetime,
-            bar: dt.datetime, rows: int) -> tuple[dict[str, pd.DataFrame | None], tuple[Any, ...] | None, bool]:
+            bar: dt.datetime, rows: int, hint: _Hint | None = None
+            ) -> tuple[dict[str, pd.DataFrame | None], tuple[Any, ...] | None, bool]:
     """The rows a bar's decision depends on: the last `rows` candles up to `bar` (none before
     `data_start`, where training's began) and the external events stamped from
     `features.events_from` their first candle up to the bar's close (the feature code drops later ones).
@@ -164,19 +187,22 @@ def _market(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, d
     `data_start` (then no other row of this version's training window comes before them).
     """
     from brain_tasks.ml.features import events_from
+    from brain_tasks.ml.serving import JUMP_MARGIN, usable_window
 
     step = dt.timedelta(seconds=bar_seconds(timeframe))
     close = bar + step
-    span = max(rows - 1, 0) * step
+    # The bars training skipped (`usable_candles`) are skipped here too, judged on the bars before them.
+    span = max(rows - 1 + JUMP_MARGIN, 0) * step
     while True:
         first = max(data_start, bar - span)
         frames, identity = _rows(engine, exchange, symbol, timeframe, data_start,
-                                 events_from(pd.Timestamp(first), pd.Timestamp(close)).to_pydatetime(), bar)
+                                 events_from(pd.Timestamp(first), pd.Timestamp(close)).to_pydatetime(), bar, hint)
         candles = frames["candles"]
-        candles = candles[candles["ts"] >= pd.Timestamp(data_start)]
+        candles = usable_window(candles[candles["ts"] >= pd.Timestamp(data_start)].reset_index(drop=True),
+                                from_start=first <= data_start)
         if len(candles) >= rows or first <= data_start:
             break
-        span += (rows - len(candles)) * step  # gaps in the candles: reach back by the rows missing
+        span += (rows - len(candles)) * step  # gaps or skipped bars: reach back by the rows missing
     candles = candles.iloc[-rows:].reset_index(drop=True)
     complete = len(candles) < rows or candles["ts"].iloc[0] <= pd.Timestamp(data_start)
     out: dict[str, pd.DataFrame | None] = {"candles": candles}
@@ -192,7 +218,8 @@ def _market(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, d
 
 
 def _rows(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, data_start: dt.datetime,
-          start: dt.datetime, bar: dt.datetime) -> tuple[dict[str, pd.DataFrame | None], tuple[Any, ...] | None]:
+          start: dt.datetime, bar: dt.datetime, hint: _Hint | None = None
+          ) -> tuple[dict[str, pd.DataFrame | None], tuple[Any, ...] | None]:
     """Candles from `start` (or earlier) up to `bar` and events from there up to the bar's close, from
     the process's cache of old rows plus the fresh tail read.
 
@@ -213,14 +240,19 @@ def _rows(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, dat
     # Old rows are counted once per bar (and once after a cut), and a backfill seen one bar late changes
     # nothing already decided (the recorded signal keeps what was first said).
     check_old = cached is not None and cached.checked_bar != bar
-    counts = None if cached is None or historical else signal_rows.stored_counts(
-        engine, exchange, symbol, timeframe, cached.start, cached.frozen_end, bar + dt.timedelta(microseconds=1),
-        close, check_old=check_old)
+    counted = (hint is not None and cached is not None and not historical and hint.timeframe == timeframe
+               and hint.counts is not None and hint.counts[0] == (cached.start, cached.frozen_end) and bar <= hint.cut)
+    if counted:  # counted up to a later close: the recent counts may name a series with no row for this bar
+        counts: tuple[Any, Any] | None = (hint.counts[1] if check_old else None, hint.counts[2])
+    else:
+        counts = None if cached is None or historical else signal_rows.stored_counts(
+            engine, exchange, symbol, timeframe, cached.start, cached.frozen_end, bar + dt.timedelta(microseconds=1),
+            close, check_old=check_old)
     if cached is not None and counts is not None and (not check_old or counts[0] == cached.counts):
         cached.checked_bar = bar
         recent = [k for k, n in zip(_KINDS, counts[1]) if n]
         tail: dict[str, pd.DataFrame] | None = _read(engine, exchange, symbol, timeframe, cached.frozen_end, bar,
-                                                     close, recent)
+                                                     close, recent, hint.candles if counted else None)
         frames = {k: _join(cached.frames[k], tail[k]) for k in _KINDS}
     else:
         cached, tail = None, None
@@ -238,6 +270,7 @@ def _rows(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, dat
             with _lock:
                 _markets[key] = cached
                 _markets.move_to_end(key)
+                _last_key[key[:3]] = key
                 while len(_markets) > MARKET_CACHE_SIZE:
                     _markets.popitem(last=False)
         if tail is None:
@@ -262,9 +295,30 @@ def _from(frame: pd.DataFrame | None, start: dt.datetime) -> pd.DataFrame | None
 
 # --- the decision --------------------------------------------------------------------------------
 
-def _latest_bar(engine: sa.Engine | sa.Connection, settings: Settings, symbol: str, stamp: dt.datetime) -> dt.datetime:
+def _states(conn: sa.Connection, settings: Settings, symbols: Sequence[str],
+            stamp: dt.datetime) -> dict[str, signal_rows.ServingState]:
+    """Each symbol's `signals.ServingState`, with the stored row counts of its cached window (the one its
+    last decision used), in one round trip."""
+    url = str(conn.engine.url)
+    windows = {}
+    for symbol in symbols:
+        key = _last_key.get((url, settings.exchange, symbol))
+        cached = None if key is None else _markets.get(key)
+        if cached is not None and key is not None and key[3] == settings.timeframe:
+            windows[symbol] = (cached.start, cached.frozen_end)
+    return signal_rows.serving_state(conn, settings.exchange, settings.timeframe, bar_seconds(settings.timeframe),
+                                     symbols, stamp, windows)
+
+
+def _hint(settings: Settings, state: signal_rows.ServingState, stamp: dt.datetime,
+          candles: pd.DataFrame | None = None) -> _Hint:
+    cut = stamp - dt.timedelta(seconds=bar_seconds(settings.timeframe))
+    return _Hint(settings.timeframe, cut, state.counts, candles)
+
+
+def _latest_bar(state: signal_rows.ServingState, settings: Settings, symbol: str, stamp: dt.datetime) -> dt.datetime:
     step = bar_seconds(settings.timeframe)
-    last = signal_rows.last_closed_bar(engine, settings.exchange, symbol, settings.timeframe, step, stamp)
+    last = state.last_bar
     if last is None:
         raise NoDataError(f"no closed {settings.timeframe} bar stored for {symbol!r} on {settings.exchange!r}")
     age = (stamp - last).total_seconds() - step
@@ -275,9 +329,8 @@ def _latest_bar(engine: sa.Engine | sa.Connection, settings: Settings, symbol: s
     return last
 
 
-def _champion(conn: sa.Connection, engine: sa.Engine, symbol: str) -> Any:
-    row = registry.champion_row(conn, symbol)
-    return None if row is None else _manifest(conn, engine, symbol, row.model_type, row.version)
+def _champion(conn: sa.Connection, engine: sa.Engine, symbol: str, state: signal_rows.ServingState) -> Any:
+    return None if state.champion is None else _manifest(conn, engine, symbol, *state.champion)
 
 
 # The last decision per symbol with the identity of everything it was computed from (registry state
@@ -298,7 +351,8 @@ def predict(engine: sa.Engine, settings: Settings, symbol: str, at: Any = None, 
     # One connection for every read and the write: a checkout costs a ping and a release a rollback,
     # which were most of a warm call's time with a connection per query.
     with engine.connect() as conn:
-        signal = _predict(conn, engine, settings, symbol, at, stamp)
+        state = _states(conn, settings, [symbol], stamp)[symbol]
+        signal = _predict(conn, engine, settings, symbol, at, stamp, state, _hint(settings, state, stamp))
         if record:
             _record(conn, engine, [signal], stamp)
     return signal
@@ -319,12 +373,12 @@ def _record(conn: sa.Connection, engine: sa.Engine, signals: Sequence[Signal], s
 
 
 def _predict(conn: sa.Connection, engine: sa.Engine, settings: Settings, symbol: str, at: Any,
-             stamp: dt.datetime) -> Signal:
+             stamp: dt.datetime, state: signal_rows.ServingState, hint: _Hint | None = None) -> Signal:
     from brain_tasks.ml import serving as ml
 
-    target = _latest_bar(conn, settings, symbol, stamp) if at is None else store.to_utc(at, "at")
-    champion = _champion(conn, engine, symbol)
-    choices = registry.regime_choice(conn, symbol)
+    target = _latest_bar(state, settings, symbol, stamp) if at is None else store.to_utc(at, "at")
+    champion = _champion(conn, engine, symbol, state)
+    choices = state.choices
     anchor = champion or next((_manifest(conn, engine, symbol, c["model_type"], c["version"]) for c in choices.values()
                                if c["model_type"] != FLAT and c["version"] is not None), None)
     if anchor is None:
@@ -332,7 +386,9 @@ def _predict(conn: sa.Connection, engine: sa.Engine, settings: Settings, symbol:
     config = ml.serve_config(anchor.config)
     exchange = settings.exchange
     market, rows_read, complete = _market(conn, exchange, symbol, config.timeframe, anchor.data_start, target,
-                                          ml.required_history(config))
+                                          ml.required_history(config,
+                                                              sentiment=ml.uses_sentiment(anchor.feature_names)),
+                                          hint)
     candles = market["candles"]
     if candles is None or candles.empty:
         raise NoDataError(f"{symbol}: no stored bar at or before {target:%Y-%m-%d %H:%M} since its model's "
@@ -346,7 +402,7 @@ def _predict(conn: sa.Connection, engine: sa.Engine, settings: Settings, symbol:
     if inputs is not None and memo is not None and memo[0] == inputs:
         return replace(memo[1], data_age_seconds=age)
     signal, same_rows = _decide(conn, engine, exchange, symbol, bar, age, anchor, config, champion, choices, market,
-                                complete)
+                                complete, state.sizer)
     if inputs is not None and same_rows:
         _decisions[(str(engine.url), symbol)] = (inputs, signal)
     return signal
@@ -354,7 +410,8 @@ def _predict(conn: sa.Connection, engine: sa.Engine, settings: Settings, symbol:
 
 def _decide(conn: sa.Connection, engine: sa.Engine, exchange: str, symbol: str, bar: dt.datetime, age: float,
             anchor: Any, config: Any, champion: Any, choices: dict[str, dict[str, Any]],
-            market: dict[str, pd.DataFrame | None], complete: bool) -> tuple[Signal, bool]:
+            market: dict[str, pd.DataFrame | None], complete: bool,
+            sizer_version: tuple[int, str] | None) -> tuple[Signal, bool]:
     """The decision, and whether it was computed from `market` alone (not from other rows read).
     `complete`: the market's candles reach back to the anchor's data start."""
     from brain_tasks.ml import serving as ml
@@ -381,19 +438,27 @@ def _decide(conn: sa.Connection, engine: sa.Engine, exchange: str, symbol: str, 
 
     vconfig = config if version is anchor else ml.serve_config(version.config)
     model = load_model(engine, version.artifact_sha256)
-    sizer = _sizer(conn, engine, symbol) if tradeable else None
+    sizer = _sizer(engine, sizer_version) if tradeable else None
     if sizer is not None and sizer.source != (version.model_type, int(version.version)):
         sizer = None
     need = ml.feature_rows(model, _sizer_rows(sizer) if sizer is not None else 0)
-    rows = ml.features.required_history(vconfig.timeframe) + need - 1
+    sentiment = ml.uses_sentiment(version.feature_names)
+    rows = ml.features.required_history(vconfig.timeframe, sentiment=sentiment) + need - 1
     start = pd.Timestamp(version.data_start)
     candles = market["candles"]
     held = candles[candles["ts"] >= start]
-    same_rows = version.data_start >= anchor.data_start and (complete or len(held) >= rows)
+    # A later data start: the anchor's window is this version's once its first candles were judged on
+    # bars of this version's own (see `ml.serving.usable_window`).
+    same_rows = ((version.data_start == anchor.data_start and (complete or len(held) >= rows))
+                 or (version.data_start > anchor.data_start and len(held) >= rows + ml.JUMP_MARGIN))
     if same_rows:
         vmarket = {**market, "candles": held.reset_index(drop=True)}
     else:  # the window read for the anchor is not this version's: read its own
         vmarket, _, _ = _market(conn, exchange, symbol, vconfig.timeframe, version.data_start, bar, rows)
+    if sentiment:
+        # Read on each call (its rows are not in the cache of market rows), so not kept as a decision.
+        vmarket = {**vmarket, "sentiment": _sentiment(conn, symbol, vmarket["candles"], bar, vconfig.timeframe)}
+        same_rows = False
     try:
         features = ml.feature_frame(vmarket, vconfig, need)
         rows_in = ml.model_rows(features, list(version.feature_names), version.model_type)
@@ -412,6 +477,17 @@ def _decide(conn: sa.Connection, engine: sa.Engine, exchange: str, symbol: str, 
                   version.artifact_sha256), same_rows
 
 
+def _sentiment(conn: sa.Connection, symbol: str, candles: pd.DataFrame, bar: dt.datetime,
+               timeframe: str) -> pd.DataFrame | None:
+    """The symbol's sentiment rows from the window's first candle to the bar's close (the features read
+    no row before the first candle and none known after the close)."""
+    if candles.empty:
+        return None
+    close = bar + dt.timedelta(seconds=bar_seconds(timeframe))
+    rows = store.read_sentiment(conn, symbol, start=candles["ts"].iloc[0].to_pydatetime(), end=close)
+    return rows if len(rows) else None
+
+
 _sizers: dict[str, Any] = {}
 
 
@@ -421,17 +497,18 @@ def _sizer_rows(sizer: Any) -> int:
     return cfg.hit_window + cfg.vol_window + cfg.delay + 1
 
 
-def _sizer(conn: sa.Connection, engine: sa.Engine, symbol: str) -> Any:
-    """The symbol's current position sizer (`ml.sizing.Sizer`), cached by its artifact's sha256."""
+def _sizer(engine: sa.Engine, found: tuple[int, str] | None) -> Any:
+    """The symbol's current position sizer (`ml.sizing.Sizer`) from its newest sizer version
+    (`ServingState.sizer`), cached by its artifact's sha256."""
     from brain_tasks.ml.sizing import Sizer
 
-    found = registry.latest_version(conn, symbol, "ppo_sizer")  # on the call's connection: no checkout
     if found is None:
         return None
-    if found.artifact_sha256 not in _sizers:
-        _fmt, data = registry.load_artifact(engine, found.artifact_sha256)
-        _sizers[found.artifact_sha256] = Sizer.from_bytes(data)
-    return _sizers[found.artifact_sha256]
+    digest = found[1]
+    if digest not in _sizers:
+        _fmt, data = registry.load_artifact(engine, digest)
+        _sizers[digest] = Sizer.from_bytes(data)
+    return _sizers[digest]
 
 
 def _sized(sizer: Any, model: Any, features: pd.DataFrame, names: list[str], candles: pd.DataFrame, config: Any,
@@ -440,7 +517,6 @@ def _sized(sizer: Any, model: Any, features: pd.DataFrame, names: list[str], can
     rate and the realised volatility of the bars whose returns are known, as in its training.  The
     Engine's own position and drawdown are not known to the Brain: the observation takes them as flat."""
     from brain_tasks.ml import serving as ml
-    from brain_tasks.ml.labels import bar_returns
     from brain_tasks.ml.sizing import latest_observation, size_for
 
     n = _sizer_rows(sizer)
@@ -448,8 +524,7 @@ def _sized(sizer: Any, model: Any, features: pd.DataFrame, names: list[str], can
     context = int(getattr(model, "context_rows", 0))
     recent = history.iloc[-(n + context):]
     preds = np.asarray(model.predict(recent), dtype="float64")[-n:]
-    returns = bar_returns(candles, config.execution_lag)
-    returns.index = pd.DatetimeIndex(pd.to_datetime(candles["ts"], utc=True))
+    returns = ml.bar_returns(candles, config.execution_lag)  # a quiet window (one close) returns 0, no error
     known = returns.reindex(recent.index[-n:]).to_numpy(dtype="float64")
     return float(size_for(sizer, latest_observation(preds, known, regime, sizer)))
 
@@ -468,9 +543,16 @@ def predict_many(engine: sa.Engine, settings: Settings, symbols: Sequence[str], 
     stamp = stamp or now()
     out: dict[str, Signal | BrainError] = {}
     with engine.connect() as conn:
+        # Every symbol's registry state and row counts in one round trip, their fresh candles in another.
+        states = _states(conn, settings, symbols, stamp)
+        starts = {s: st.counts[0][1] for s, st in states.items() if st.counts is not None}
+        cut = stamp - dt.timedelta(seconds=bar_seconds(settings.timeframe))
+        fresh = signal_rows.recent_candles(conn, settings.exchange, settings.timeframe, starts,
+                                           cut + dt.timedelta(microseconds=1))
         for symbol in symbols:
             try:
-                out[symbol] = _predict(conn, engine, settings, symbol, None, stamp)
+                out[symbol] = _predict(conn, engine, settings, symbol, None, stamp, states[symbol],
+                                       _hint(settings, states[symbol], stamp, fresh.get(symbol)))
             except BrainError as exc:
                 out[symbol] = exc
         _record(conn, engine, [s for s in out.values() if isinstance(s, Signal)], stamp)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 
 from brain_tasks.brain import store
 from brain_tasks.brain.models import SignalRecord
+
 # A decision's reads run on one connection when serving hands one in (the storage module's rule).
 from brain_tasks.brain.store import _connect
 
@@ -172,3 +174,199 @@ def stored_counts(engine: Bind, exchange: str, symbol: str, timeframe: str, star
         row = [int(v) for v in conn.execute(stmt).one()]
     recent = (row[-4], row[-3], row[-2], row[-1])
     return ((row[0], row[1], row[2], row[3]) if check_old else None), recent
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """What a decision reads of a symbol besides its market rows (see `serving_state`)."""
+
+    last_bar: dt.datetime | None                  # open time of the latest stored bar closed by `now`
+    champion: tuple[str, int] | None              # (model type, version)
+    choices: dict[str, dict[str, Any]]            # as `registry.regime_choice`
+    sizer: tuple[int, str] | None                 # newest sizer version: (version, artifact sha256)
+    # With a window (start, frozen_end): `stored_counts` of it, up to the bar closed by `now`.
+    counts: tuple[tuple[dt.datetime, dt.datetime], tuple[int, ...], tuple[int, ...]] | None = None
+
+
+def _count(model: Any, exchange: str, symbol: str, timeframe: str, lo: dt.datetime, hi: dt.datetime) -> Any:
+    from brain_tasks.brain.models import Candle
+
+    extra = [model.timeframe == timeframe] if model is Candle else []
+    return (sa.select(sa.func.count()).select_from(model)
+            .where(model.exchange == exchange, model.symbol == symbol, model.ts >= lo, model.ts < hi, *extra)
+            .scalar_subquery())
+
+
+def serving_state(bind: Bind, exchange: str, timeframe: str, bar_seconds: int, symbols: Sequence[str],
+                  now: dt.datetime, windows: Mapping[str, tuple[dt.datetime, dt.datetime]] | None = None,
+                  sizer_type: str = "ppo_sizer") -> dict[str, ServingState]:
+    """Each symbol's latest closed bar (as `last_closed_bar`), champion, per-regime choices, newest
+    `sizer_type` version (as `registry.latest_version`) and, for the symbols in `windows`, the stored
+    row counts of `stored_counts` (old rows in [start, frozen_end); recent ones up to the bar closed
+    by `now` and its close), for every symbol in one round trip: serving asked them one query at a
+    time, and the round trips were most of a warm decision's SQL."""
+    from brain_tasks.brain.models import (
+        Candle,
+        FundingRate,
+        Liquidation,
+        ModelManifest,
+        ModelRegistry,
+        OpenInterest,
+        RegimeChoice,
+    )
+    from brain_tasks.brain.registry import CHAMPION
+
+    symbols = list(dict.fromkeys(symbols))
+    if not symbols:
+        return {}
+    windows = windows or {}
+    with _connect(bind) as conn:
+        if conn.dialect.name == "postgresql":
+            return _serving_state_pg(conn, exchange, timeframe, bar_seconds, symbols, now, windows, sizer_type)
+    step = dt.timedelta(seconds=bar_seconds)
+    cut = store.to_utc(now) - step
+    models = (Candle, FundingRate, OpenInterest, Liquidation)
+    counts = [f"n{i}" for i in range(2 * len(models))]
+    types = {"regime": RegimeChoice.regime.type, "model_type": RegimeChoice.model_type.type,
+             "version": sa.Integer(), "ts": Candle.ts.type, "confidence": RegimeChoice.confidence.type,
+             "tradeable": RegimeChoice.tradeable.type, "reason": RegimeChoice.reason.type,
+             "sha": ModelManifest.artifact_sha256.type, "as_of": RegimeChoice.as_of.type,
+             **{n: sa.Integer() for n in counts}}
+
+    def row(kind: str, symbol: Any, **values: Any) -> list[Any]:
+        name = symbol if hasattr(symbol, "label") else sa.literal(symbol, sa.String())
+        return [sa.literal(kind, sa.String()).label("kind"), name.label("symbol"),
+                *((values[k] if k in values else sa.cast(sa.null(), t)).label(k) for k, t in types.items())]
+
+    parts: list[Any] = []
+    for symbol in symbols:
+        last = (sa.select(sa.func.max(Candle.ts)).where(
+            Candle.exchange == exchange, Candle.symbol == symbol, Candle.timeframe == timeframe, Candle.ts <= cut)
+            .scalar_subquery())
+        n: dict[str, Any] = {}
+        if symbol in windows:
+            start, frozen_end = (store.to_utc(t) for t in windows[symbol])
+            ends = [cut + dt.timedelta(microseconds=1) if m is Candle else cut + step for m in models]
+            n = dict(zip(counts, [_count(m, exchange, symbol, timeframe, start, frozen_end) for m in models]
+                         + [_count(m, exchange, symbol, timeframe, frozen_end, e) for m, e in zip(models, ends)]))
+        parts.append(sa.select(*row("bar", symbol, ts=last, **n)))
+        newest = (sa.select(ModelManifest.version, ModelManifest.artifact_sha256)
+                  .where(ModelManifest.symbol == symbol, ModelManifest.model_type == sizer_type)
+                  .order_by(ModelManifest.as_of.desc(), ModelManifest.version.desc()).limit(1).subquery())
+        parts.append(sa.select(*row("sizer", symbol, version=newest.c.version, sha=newest.c.artifact_sha256)))
+    parts.append(sa.select(*row("champion", ModelRegistry.symbol, model_type=ModelRegistry.model_type,
+                                version=ModelRegistry.version))
+                 .where(ModelRegistry.symbol.in_(symbols), ModelRegistry.status == CHAMPION))
+    c = RegimeChoice
+    parts.append(sa.select(*row("choice", c.symbol, regime=c.regime, model_type=c.model_type, version=c.version,
+                                confidence=c.confidence, tradeable=c.tradeable, reason=c.reason, as_of=c.as_of))
+                 .where(c.symbol.in_(symbols)))
+    found: dict[str, dict[str, Any]] = {s: {"last_bar": None, "champion": None, "choices": {}, "sizer": None,
+                                            "counts": None} for s in symbols}
+    with _connect(bind) as conn:
+        result = conn.execute(sa.union_all(*parts)).mappings().all()
+    for r in result:
+        state = found[r["symbol"]]
+        if r["kind"] == "bar":
+            ts = r["ts"]
+            if ts is not None:
+                state["last_bar"] = ts.replace(tzinfo=dt.UTC) if ts.tzinfo is None else ts.astimezone(dt.UTC)
+            if r["symbol"] in windows:
+                values = tuple(int(r[k]) for k in counts)
+                state["counts"] = (tuple(windows[r["symbol"]]), values[:len(models)], values[len(models):])
+        elif r["kind"] == "sizer" and r["sha"] is not None:
+            state["sizer"] = (int(r["version"]), r["sha"])
+        elif r["kind"] == "champion":
+            state["champion"] = (r["model_type"], int(r["version"]))
+        elif r["kind"] == "choice":
+            state["choices"][r["regime"]] = {
+                "model_type": r["model_type"], "version": r["version"], "confidence": r["confidence"],
+                "tradeable": bool(r["tradeable"]), "reason": r["reason"], "as_of": r["as_of"]}
+    return {s: ServingState(**v) for s, v in found.items()}
+
+
+def recent_candles(bind: Bind, exchange: str, timeframe: str, starts: Mapping[str, dt.datetime],
+                   end: dt.datetime) -> dict[str, pd.DataFrame]:
+    """Each symbol's candles from its start (`starts`) up to `end` (excluded), in one query: the
+    fresh tails `predict_many` re-reads of every symbol (a few rows each)."""
+    if not starts:
+        return {}
+    frame = store._series_read(bind, "candles", ("symbol", "ts", "open", "high", "low", "close", "volume"),
+                               {"exchange": exchange, "timeframe": timeframe}, min(starts.values()), end,
+                               order_by=("symbol", "ts"), any_of={"symbol": list(starts)})
+    out = {}
+    groups = dict(tuple(frame.groupby("symbol", sort=False))) if len(frame) else {}
+    for symbol, start in starts.items():
+        part = groups.get(symbol)
+        if part is None:
+            part = frame.iloc[:0]
+        part = part[part["ts"] >= pd.Timestamp(store.to_utc(start))].drop(columns="symbol").reset_index(drop=True)
+        out[symbol] = part
+    return out
+
+
+# PostgreSQL: one statement of fixed shape over arrays of the symbols and their windows, whatever their
+# number (a part per symbol, as below for other databases, cost 4 ms a symbol to build and plan).  Each
+# per-symbol figure is an index lookup or an index-only count of one symbol's rows.
+_COUNT = "(SELECT count(*) FROM {table} x WHERE x.exchange = :exchange AND x.symbol = w.symbol{tf} AND x.ts >= {lo} " \
+         "AND x.ts < {hi})"
+_COUNTED = (("candles", True), ("funding_rates", False), ("open_interest", False), ("liquidations", False))
+_STATE_PG = sa.text("""
+WITH w AS (
+    SELECT * FROM unnest(CAST(:symbols AS text[]), CAST(:starts AS timestamptz[]), CAST(:frozen AS timestamptz[]))
+        AS w(symbol, start_ts, frozen_end))
+SELECT 'bar' AS kind, w.symbol, NULL AS regime, NULL AS model_type, s.version,
+       (SELECT max(c.ts) FROM candles c WHERE c.exchange = :exchange AND c.symbol = w.symbol
+            AND c.timeframe = :timeframe AND c.ts <= :cut) AS ts,
+       NULL::float8 AS confidence, NULL::boolean AS tradeable, NULL AS reason, NULL::date AS as_of,
+       s.artifact_sha256 AS sha, """ + ", ".join(
+    [_COUNT.format(table=t, tf=" AND x.timeframe = :timeframe" if c else "", lo="w.start_ts", hi="w.frozen_end")
+     + f" AS n{i}" for i, (t, c) in enumerate(_COUNTED)]
+    + [_COUNT.format(table=t, tf=" AND x.timeframe = :timeframe" if c else "", lo="w.frozen_end",
+                     hi=":candles_end" if c else ":events_end") + f" AS n{i + 4}" for i, (t, c) in enumerate(_COUNTED)])
+    + """
+FROM w LEFT JOIN LATERAL (
+    SELECT m.version, m.artifact_sha256 FROM model_manifests m WHERE m.symbol = w.symbol AND m.model_type = :sizer
+    ORDER BY m.as_of DESC, m.version DESC LIMIT 1) s ON TRUE
+UNION ALL
+SELECT 'champion', r.symbol, NULL, r.model_type, r.version, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM model_registry r WHERE r.symbol = ANY(CAST(:symbols AS text[])) AND r.status = :champion
+UNION ALL
+SELECT 'choice', g.symbol, g.regime, g.model_type, g.version, NULL, g.confidence, g.tradeable, g.reason, g.as_of,
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM regime_choices g WHERE g.symbol = ANY(CAST(:symbols AS text[]))
+""")
+
+
+def _serving_state_pg(conn: sa.Connection, exchange: str, timeframe: str, bar_seconds: int, symbols: list[str],
+                      now: dt.datetime, windows: Mapping[str, tuple[dt.datetime, dt.datetime]],
+                      sizer_type: str) -> dict[str, ServingState]:
+    from brain_tasks.brain.registry import CHAMPION
+
+    step = dt.timedelta(seconds=bar_seconds)
+    cut = store.to_utc(now) - step
+    rows = conn.execute(_STATE_PG, {
+        "symbols": symbols, "exchange": exchange, "timeframe": timeframe, "cut": cut, "sizer": sizer_type,
+        "champion": CHAMPION, "candles_end": cut + dt.timedelta(microseconds=1), "events_end": cut + step,
+        "starts": [store.to_utc(windows[s][0]) if s in windows else None for s in symbols],
+        "frozen": [store.to_utc(windows[s][1]) if s in windows else None for s in symbols]}).all()
+    found: dict[str, dict[str, Any]] = {s: {"last_bar": None, "champion": None, "choices": {}, "sizer": None,
+                                            "counts": None} for s in symbols}
+    for r in rows:
+        state = found[r.symbol]
+        if r.kind == "bar":
+            if r.ts is not None:
+                state["last_bar"] = r.ts.astimezone(dt.UTC)
+            if r.sha is not None:
+                state["sizer"] = (int(r.version), r.sha)
+            if r.symbol in windows:
+                values = tuple(int(r[11 + i]) for i in range(8))
+                state["counts"] = (tuple(windows[r.symbol]), values[:4], values[4:])
+        elif r.kind == "champion":
+            state["champion"] = (r.model_type, int(r.version))
+        else:
+            state["choices"][r.regime] = {
+                "model_type": r.model_type, "version": r.version, "confidence": r.confidence,
+                "tradeable": bool(r.tradeable), "reason": r.reason, "as_of": r.as_of}
+    return {s: ServingState(**v) for s, v in found.items()}

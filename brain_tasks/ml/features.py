@@ -134,6 +134,16 @@ def validate_candles(candles: pd.DataFrame, *, allow_constant: bool = False) -> 
         raise DataError("candles: constant close price, nothing to learn")
 
 
+def sane_candles(candles: pd.DataFrame) -> np.ndarray:
+    """True for the bars whose values arithmetic can use (finite, not overflowing, positive prices,
+    non-negative volume): the bars `usable_candles` then judges for implausible jumps."""
+    values = candles[["open", "high", "low", "close", "volume"]].to_numpy(dtype="float64")
+    with np.errstate(invalid="ignore"):
+        keep = np.isfinite(values).all(axis=1) & (np.abs(values) < OVERFLOW_LIMIT).all(axis=1)
+        keep &= (values[:, :4] > 0).all(axis=1) & (values[:, 4] >= 0)
+    return keep
+
+
 def usable_candles(candles: pd.DataFrame, max_bar_ratio: float = DEFAULT_MAX_BAR_RATIO) -> pd.DataFrame:
     """``candles`` without the bars no computation can use: non-finite or non-positive prices,
     non-finite or negative volume, magnitudes that overflow float arithmetic, and prices more than
@@ -145,10 +155,7 @@ def usable_candles(candles: pd.DataFrame, max_bar_ratio: float = DEFAULT_MAX_BAR
     """
     if any(c not in candles.columns for c in CANDLE_COLUMNS) or len(candles) == 0:
         return candles  # validate_candles says what is wrong
-    values = candles[["open", "high", "low", "close", "volume"]].to_numpy(dtype="float64")
-    with np.errstate(invalid="ignore"):
-        keep = np.isfinite(values).all(axis=1) & (np.abs(values) < OVERFLOW_LIMIT).all(axis=1)
-        keep &= (values[:, :4] > 0).all(axis=1) & (values[:, 4] >= 0)
+    keep = sane_candles(candles)
     if keep.any():
         sane = candles[keep]
         jump = implausible_jumps(sane, max_bar_ratio)

@@ -11,15 +11,26 @@ earlier bar's decision.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from brain_tasks.errors import DataError
+from brain_tasks.market.quality import (
+    DEFAULT_MAX_BAR_RATIO,
+    JUMP_WINDOW,
+    OVERFLOW_LIMIT,
+)
 from brain_tasks.ml import features, regimes
-from brain_tasks.ml.features import CANDLE_FEATURES, make_features
+from brain_tasks.ml.features import (
+    CANDLE_FEATURES,
+    SENTIMENT_FEATURES,
+    make_features,
+    sane_candles,
+    usable_candles,
+)
 from brain_tasks.ml.metrics import (
     bars_per_year,
     positions,
@@ -40,11 +51,56 @@ ROW_MODELS = frozenset({"lightgbm", "xgboost", "baseline"})
 MODEL_CONTEXT_ROWS = 1024
 
 
-def required_history(config: TrainConfig, model_rows: int = MODEL_CONTEXT_ROWS) -> int:
-    """Candle rows, the bar included, from which serving decides a bar as training did: the regime's
-    history and the features' for ``model_rows`` consecutive rows, whichever is longer."""
+def required_history(config: TrainConfig, model_rows: int = MODEL_CONTEXT_ROWS, *, sentiment: bool = False) -> int:
+    """Usable candle rows, the bar included, from which serving decides a bar as training did: the
+    regime's history and the features' for ``model_rows`` consecutive rows (``sentiment``: with the
+    sentiment features' hours), whichever is longer."""
     return max(regimes.required_history(config.regime_window, config.regime_lookback),
-               features.required_history(config.timeframe) + model_rows - 1)
+               features.required_history(config.timeframe, sentiment=sentiment) + model_rows - 1)
+
+
+def uses_sentiment(feature_names: Sequence[str]) -> bool:
+    """Whether a version was trained with sentiment features (its feature names, hence its hash, say so)."""
+    return not set(SENTIMENT_FEATURES).isdisjoint(feature_names)
+
+
+# Bars before a candle that `usable_candles` reads to judge it (the median close it is compared with).
+JUMP_MARGIN = JUMP_WINDOW
+
+
+def _all_usable(candles: pd.DataFrame) -> bool:
+    """A sufficient test that `usable_candles` keeps every candle (the common case, in microseconds):
+    every value sane and all prices within a factor of ``sqrt(DEFAULT_MAX_BAR_RATIO)``, so no price
+    can be that ratio away from any median of closes."""
+    if len(candles) == 0:
+        return False
+    values = np.column_stack([candles[c].to_numpy(dtype="float64") for c in ("open", "high", "low", "close", "volume")])
+    with np.errstate(invalid="ignore"):
+        if not (np.isfinite(values).all() and (np.abs(values) < OVERFLOW_LIMIT).all()
+                and (values[:, :4] > 0).all() and (values[:, 4] >= 0).all()):
+            return False
+    prices = values[:, :4]
+    return bool(np.log(prices.max()) - np.log(prices.min()) < np.log(DEFAULT_MAX_BAR_RATIO) / 2)
+
+
+def usable_window(candles: pd.DataFrame, from_start: bool) -> pd.DataFrame:
+    """The candles training would use (`usable_candles`) among a window of stored ones.
+
+    ``from_start``: the window holds every stored candle since the training data began, and is judged
+    exactly as training judged it.  Otherwise the first `JUMP_MARGIN` sane candles of the window were
+    compared with the window's first closes, not with the bars before them as in training: they are
+    left out, and every candle after them is kept or dropped as training did.
+    """
+    if _all_usable(candles):
+        return candles if from_start else candles.iloc[JUMP_MARGIN:].reset_index(drop=True)
+    usable = usable_candles(candles)
+    if from_start or not len(usable):
+        return usable
+    sane = np.flatnonzero(sane_candles(candles))
+    if len(sane) <= JUMP_MARGIN:
+        return usable.iloc[:0]
+    first = candles["ts"].iloc[sane[JUMP_MARGIN]]
+    return usable[usable["ts"] >= first].reset_index(drop=True)
 
 
 def feature_rows(model: Any, sizer_rows: int = 0) -> int:
@@ -65,15 +121,18 @@ def regime_at(candles: pd.DataFrame, config: TrainConfig) -> str | None:
 
 def feature_frame(market: Mapping[str, pd.DataFrame | None], config: TrainConfig,
                   rows: int | None = None) -> pd.DataFrame:
-    """`make_features` of the market frames (candles plus any funding / open interest / liquidations);
-    with `rows`, of the last candles those many last feature rows depend on (the rows are the same)."""
+    """`make_features` of the market frames (usable candles plus any funding / open interest /
+    liquidations / sentiment); with `rows`, of the last candles those many last feature rows depend on
+    (the rows are the same)."""
     candles = market["candles"]
+    sentiment = market.get("sentiment")
     if rows is not None:
-        candles = candles.iloc[-(features.required_history(config.timeframe) + rows - 1):]
+        need = features.required_history(config.timeframe, sentiment=sentiment is not None) + rows - 1
+        candles = candles.iloc[-need:]
     # A window may be a quiet market (one close price throughout): training saw it inside its history.
     return make_features(candles, timeframe=config.timeframe, funding=market.get("funding"),
                          open_interest=market.get("open_interest"), liquidations=market.get("liquidations"),
-                         allow_constant=True)
+                         sentiment=sentiment, allow_constant=True)
 
 
 def model_rows(X: pd.DataFrame, feature_names: list[str], model_type: str) -> pd.DataFrame:
@@ -107,6 +166,14 @@ def position_of(prediction: float | None, config: TrainConfig, tradeable: bool) 
     return int(positions([prediction], config.threshold)[0])
 
 
+def bar_returns(candles: pd.DataFrame, lag: int) -> pd.Series:
+    """`labels.bar_returns` (its formula, the same bits) indexed by ts, without its training-data checks:
+    a quiet window of a thin pair may well have one close price, which is nothing to learn from but
+    still a return of 0."""
+    close = pd.Series(candles["close"].to_numpy(dtype="float64"), index=pd.DatetimeIndex(candles["ts"], name="ts"))
+    return close.shift(-1 - lag) / close.shift(-lag) - 1.0
+
+
 def live_returns(signals: pd.DataFrame, candles: pd.DataFrame, config: TrainConfig) -> pd.DataFrame:
     """Per served bar: the next bar's return after the execution lag and the strategy's return.
 
@@ -117,11 +184,7 @@ def live_returns(signals: pd.DataFrame, candles: pd.DataFrame, config: TrainConf
     cols = ["ts", "regime", "prediction", "bar_return", "strategy_return"]
     if signals.empty or candles.empty:
         return pd.DataFrame(columns=cols)
-    # labels.bar_returns' formula, without its training-data checks: a few quiet bars of a thin pair
-    # may well have one close price, which is nothing to learn from but still a return of 0.
-    close = pd.Series(candles["close"].to_numpy(dtype="float64"), index=pd.DatetimeIndex(candles["ts"], name="ts"))
-    lag = config.execution_lag
-    bars = close.shift(-1 - lag) / close.shift(-lag) - 1.0
+    bars = bar_returns(candles, config.execution_lag)
     s = signals.dropna(subset=["prediction"]).drop_duplicates("ts", keep="first").set_index("ts").sort_index()
     s = s.join(bars.rename("bar_return"), how="inner").dropna(subset=["bar_return"])
     if s.empty:
