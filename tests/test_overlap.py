@@ -27,8 +27,9 @@ SYMBOL = "ETH/BTC"
 MODELS = ["baseline"]
 DAY = dt.date(2018, 1, 30)
 COPIES = 2
-# Wall-clock and "was it me" fields of a step's output: the only ones two copies may disagree on.
-PER_COPY = {"seconds", "trained", "reason", "recorded", "resolved", "stored"}
+# Wall-clock, CPU-time and "was it me" fields of a step's output: the only ones two copies may disagree on.
+PER_COPY = {"seconds", "cpu_s", "train_cpu_s", "importance_cpu_s", "trained", "reason", "recorded", "resolved",
+            "stored"}
 
 
 def one_result(outputs: list[Any]) -> Any:
