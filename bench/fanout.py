@@ -295,7 +295,8 @@ def run_synthetic(pg: str, redis_url: str, n: int, k: int, tmp: Path) -> Fanout:
     return Fanout(n=n, k=k, wall=wall, runtimes=dict(runtimes), retried=len(RETRIED.findall(text)),
                   raised=len(RAISED.findall(text)), redis_peak=monitor.redis_peak, pg_peak=monitor.pg_peak,
                   pg_peak_process=monitor.pg_peak_process,
-                  redis_channels=monitor.redis_channels, redis_channels_left=channels_left, redis_obuf=monitor.redis_obuf, cpu=cpu, rows=rows,
+                  redis_channels=monitor.redis_channels, redis_channels_left=channels_left,
+                  redis_obuf=monitor.redis_obuf, cpu=cpu, rows=rows,
                   load=tuple(round(max(a, b), 2) for a, b in zip(load, load_after)),
                   idle=_idle(ends, started_at, ended_at))
 
@@ -317,6 +318,9 @@ def _idle(ends: dict[str, list[tuple[float, float]]], started_at: float, ended_a
     return {"head": head, "tail": tail, "between": float(g.sum()), "n": len(gaps),
             "median_ms": 1000 * float(np.median(g)), "p90_ms": 1000 * float(np.percentile(g, 90)),
             "processes": len(ends)}
+
+
+IMPORTANCE_IN_TRAINING = "importance inside train_symbol"
 
 
 def profile_steps(pg: str, n: int) -> dict[str, tuple[float, float]]:
@@ -352,6 +356,9 @@ def profile_steps(pg: str, n: int) -> dict[str, tuple[float, float]]:
             wall, cpu = time.perf_counter(), time.process_time()
             out = step(symbol, prev)
             spent[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+            if name == "train_symbol" and "importance_cpu_s" in out:
+                # Importance is computed inside training (out of sample, per fold): its CPU beside the rest.
+                spent[IMPORTANCE_IN_TRAINING].append((out["importance_cpu_s"], out["cpu_s"] - out["importance_cpu_s"]))
             prev = out if name != "collect_candles" else None
     dispose_engine(url)
     servers.drop_database(url)
@@ -400,6 +407,10 @@ def report(results: list[Fanout], steps: dict[str, tuple[float, float]] | None =
         print(f"| {name} | {len(times)} | {sum(times):.1f} | {sum(times) / big.compute:.1%} | "
               f"{1000 * sum(times) / len(times):.1f} | {1000 * max(times):.1f} | "
               + (f"{own[0]:.1f} | {own[1]:.1f} |" if own else " |  |"))
+    if IMPORTANCE_IN_TRAINING in steps:
+        imp, rest = steps[IMPORTANCE_IN_TRAINING]
+        print(f"\nimportance (out of sample, inside train_symbol, in process): {imp:.1f} CPU ms per symbol against "
+              f"{rest:.1f} ms for the rest of the task: {imp / rest:.2f} x (goal <= 0.5)")
     print(f"\nrows in the Brain (N = {big.n}): " + ", ".join(f"{t} {n}" for t, n in sorted(big.rows.items())))
     if len(results) >= 2:
         a, b = results[-2], results[-1]
@@ -410,7 +421,8 @@ def report(results: list[Fanout], steps: dict[str, tuple[float, float]] | None =
                          # CPU of the run's own processes does not depend on what else the machine runs.
                          ("CPU s of the run (pool, worker main, Redis, PostgreSQL)", [_own_cpu(r) for r in results])):
             slope, intercept, r2 = _fit(ns, ys)
-            print(f"- {what}: {intercept:.2f} + {slope:.4f} x N  (R^2 = {r2:.4f}); ratio {(ys[-1] / b.n) / (ys[-2] / a.n):.2f}")
+            ratio = (ys[-1] / b.n) / (ys[-2] / a.n)
+            print(f"- {what}: {intercept:.2f} + {slope:.4f} x N  (R^2 = {r2:.4f}); ratio {ratio:.2f}")
 
 
 def _own_cpu(r: Fanout) -> float:
