@@ -174,6 +174,16 @@ def _redis_ping(port: int) -> bool:
         return False
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """TERM, and KILL if it is still there after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextlib.contextmanager
 def redis_server() -> Iterator[str]:
     """Run a throwaway redis-server without persistence; yield `redis://127.0.0.1:PORT/0`."""
@@ -197,12 +207,7 @@ def redis_server() -> Iterator[str]:
             time.sleep(0.05)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
         log.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -302,10 +307,5 @@ def pgbouncer_server(pg_url: str, *, pool_mode: str = "transaction", pool_size: 
             time.sleep(0.05)
         yield target.set(port=port).render_as_string(hide_password=False)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
