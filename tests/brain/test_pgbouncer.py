@@ -59,7 +59,8 @@ def test_claims_exclude_each_other_through_transaction_pooling(bouncer):
     t.join()
     assert order == ["first in", "first out", "second in"]
     # Nothing stays behind on a server connection PgBouncer hands to the next client.
-    with sa.create_engine(direct).connect() as conn:
+    check = sa.create_engine(direct, poolclass=sa.pool.NullPool)
+    with check.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")).scalar() == 0
     with locks.try_claim(engine, "train:A/B") as got:
         assert got is True
@@ -88,8 +89,8 @@ def test_a_worker_runs_through_pgbouncer_within_its_pool(bouncer, redis_url, tmp
     def watch() -> None:
         with sa.create_engine(direct).connect() as conn:
             while not stop.is_set():
-                n = conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
-                                         "'client backend' AND pid <> pg_backend_pid()")).scalar()
+                n = conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                                         "AND datname = current_database() AND pid <> pg_backend_pid()")).scalar()
                 conn.commit()
                 peak[0] = max(peak[0], n)
                 time.sleep(0.02)
