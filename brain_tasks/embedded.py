@@ -18,6 +18,7 @@ import base64
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -25,15 +26,19 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 from celery.backends.filesystem import FilesystemBackend
 from kombu.transport import TRANSPORT_ALIASES, filesystem
+from kombu.utils.json import loads
 
 from brain_tasks.settings import Settings
 
 TRANSPORT_ALIAS = "brainfs"
 DRAIN_SLICE = 0.1  # seconds
+PARTIAL_GRACE = 30.0  # seconds a message file may stay unparseable (its producer still writing it)
+logger = logging.getLogger(__name__)
 
 CRASH_WARNING = ("embedded mode (no BRAIN_BROKER_URL): tasks run on a local worker process over a "
                  "filesystem broker; a worker killed mid-task loses that task (at-most-once). "
@@ -46,7 +51,8 @@ class AtomicChannel(filesystem.Channel):
     Kombu creates the message file under its final name and then writes it; a consumer listing the
     folder in between reads an empty or partial file, and the worker died of that ("Unrecoverable
     error: JSONDecodeError").  Here the message is written under a name no consumer matches (a
-    leading dot) and renamed into place, which is atomic on one filesystem.
+    leading dot) and renamed into place, which is atomic on one filesystem; and a consumer leaves a
+    message file that does not parse yet (another producer's, written in place) for its next poll.
     """
 
     def _put(self, queue: str, payload: dict, **kwargs: object) -> None:
@@ -59,6 +65,36 @@ class AtomicChannel(filesystem.Channel):
             os.replace(partial, final)
         except OSError as exc:
             raise filesystem.ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+
+    def _get(self, queue: str) -> dict:
+        """The oldest complete message of `queue`, taken by deleting its file (only one consumer's
+        delete succeeds).  Kombu's own `_get` moves the file away and parses it, and a producer on
+        Kombu's plain `filesystem://` (an Engine that only knows the broker folder) writes its file in
+        place: read mid-write, the worker died of the JSONDecodeError.  A file that does not parse yet
+        is left for the next poll; one still unreadable after `PARTIAL_GRACE` is renamed aside."""
+        wanted = f"{queue}.msg"
+        for name in sorted(os.listdir(self.data_folder_in)):
+            if name.partition(".")[2] != wanted:
+                continue
+            path = os.path.join(self.data_folder_in, name)
+            try:
+                with open(path, "rb") as f:
+                    message = loads(f.read())
+            except FileNotFoundError:  # another consumer took it
+                continue
+            except ValueError:
+                with contextlib.suppress(FileNotFoundError):
+                    if time.time() - os.stat(path).st_mtime > PARTIAL_GRACE:
+                        os.replace(path, os.path.join(self.data_folder_in, f".{name}.unreadable"))
+                        logger.error("unreadable message file %s set aside", path)
+                continue
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            return message
+        raise Empty()
 
 
 class AtomicTransport(filesystem.Transport):

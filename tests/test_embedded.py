@@ -34,6 +34,36 @@ def test_a_message_file_appears_complete_or_not_at_all(tmp_path):
         assert channel._get("collect")["body"] == "x" * 100_000
 
 
+def test_a_message_another_producer_is_still_writing_waits_for_the_next_poll(tmp_path):
+    """Kombu's plain `filesystem://` (an Engine's minimal app) writes its file in place: a consumer
+    that read it mid-write died of the JSONDecodeError.  It is now left until it parses."""
+    from queue import Empty
+
+    import pytest
+    from kombu import Connection
+
+    folder = str(tmp_path)
+    with Connection(transport=AtomicTransport, transport_options={
+            "data_folder_in": folder, "data_folder_out": folder}) as conn:
+        channel = conn.default_channel
+        whole = json.dumps({"body": "ping", "properties": {}})
+        path = tmp_path / "1_a.collect.msg"
+        path.write_text(whole[:7])  # half written
+        with pytest.raises(Empty):
+            channel._get("collect")
+        assert path.exists()
+        path.write_text(whole)  # the producer finished
+        assert channel._get("collect")["body"] == "ping"
+        assert not path.exists()
+        # A file that never becomes a message is set aside once it is old, not retried forever.
+        stuck = tmp_path / "2_b.collect.msg"
+        stuck.write_text("{")
+        os.utime(stuck, (0, 0))  # written in 1970: far beyond PARTIAL_GRACE
+        with pytest.raises(Empty):
+            channel._get("collect")
+        assert not stuck.exists() and (tmp_path / ".2_b.collect.msg.unreadable").exists()
+
+
 def test_purge_removes_only_the_given_attempts_messages(tmp_path):
     import base64
 
