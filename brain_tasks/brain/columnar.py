@@ -88,13 +88,20 @@ def packed_select(conn: sa.Connection, table: sa.Table, names: Sequence[str], eq
     if packed is None:
         return None
     query, params, fields, dtype = packed
-    with conn.connection.driver_connection.cursor(binary=True) as cur:
-        cur.execute(query, params)
-        data = cur.fetchone()[0]
+    data = _fetch_one_value(conn, query, params, table.name)
     data = b"" if data is None else data
     if len(data) % dtype.itemsize:
         raise ValueError(f"{table.name}: {len(data)} packed bytes are not whole {dtype.itemsize}-byte records")
     return _frame(np.frombuffer(data, dtype=dtype), fields, names)
+
+
+def _fetch_one_value(conn: sa.Connection, query: Any, params: list[Any], what: str) -> Any:
+    """The statement's one value, read in binary on the driver's own cursor (the bytea as it is)."""
+    from brain_tasks.brain.db import driver_errors
+
+    with driver_errors(conn, f"packed read of {what}") as driver, driver.cursor(binary=True) as cur:
+        cur.execute(query, params)
+        return cur.fetchone()[0]
 
 
 def packed_query(table: sa.Table, names: Sequence[str], equal: Mapping[str, Any],

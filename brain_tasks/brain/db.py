@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import re
 import socket
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -97,6 +99,24 @@ def _postgres_pool() -> dict[str, Any]:
         return {"poolclass": NullPool, "connect_args": {**connect_args, "prepare_threshold": None}}
     # No overflow: a checkout beyond the bound waits for a connection instead of opening another.
     return {"pool_size": size, "max_overflow": 0, "pool_timeout": POOL_TIMEOUT_S, "connect_args": connect_args}
+
+
+@contextlib.contextmanager
+def driver_errors(conn: sa.Connection, what: str) -> Iterator[Any]:
+    """Yield `conn`'s driver (psycopg) connection, for work SQLAlchemy does not wrap (COPY, binary
+    reads); a driver error leaves it the way SQLAlchemy raises it: a lost server is SQLAlchemy's
+    OperationalError, which the task policy retries, and a broken connection is invalidated so the
+    pool does not hand it out again."""
+    import psycopg
+
+    driver = conn.connection.driver_connection
+    try:
+        yield driver
+    except psycopg.Error as exc:
+        broken = bool(driver.broken or driver.closed)
+        if broken:
+            conn.invalidate()
+        raise sa.exc.DBAPIError.instance(what, None, exc, psycopg.Error, connection_invalidated=broken) from None
 
 
 def check_schema(url: str) -> str:

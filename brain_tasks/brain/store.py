@@ -33,6 +33,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from brain_tasks.brain.columnar import packed_select
+from brain_tasks.brain.db import driver_errors
 from brain_tasks.brain.models import Base, UTCDateTime
 from brain_tasks.errors import DataError
 
@@ -312,7 +313,6 @@ def _copy_merge(conn: sa.Connection, table: sa.Table, names: list[str], values: 
     from psycopg import errors as pg_errors
     from psycopg import sql
 
-    raw = conn.connection.driver_connection
     target = sql.Identifier(*(p for p in (table.schema, table.name) if p))
     tmp = sql.Identifier(f"brain_upsert_{uuid.uuid4().hex[:12]}")
     cols = sql.SQL(", ").join(map(sql.Identifier, names))
@@ -321,7 +321,7 @@ def _copy_merge(conn: sa.Connection, table: sa.Table, names: list[str], values: 
         return sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(prefix), sql.Identifier(c))
                                   for c in cs)
 
-    with raw.cursor() as cur:
+    with driver_errors(conn, f"upsert into {table.name}") as raw, raw.cursor() as cur:
         cur.execute(sql.SQL("SET LOCAL work_mem = {}").format(sql.Literal(MERGE_WORK_MEM)))
         # A temporary table is never WAL-logged; LIKE keeps the target's types and NOT NULLs.
         cur.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(tmp, target))
@@ -390,7 +390,7 @@ def copy_rows(bind: Bind, table: TableLike, rows: RowsLike) -> int:
     with _transaction(bind) as conn:
         if conn.dialect.name != "postgresql":
             raise TypeError(f"copy_rows needs PostgreSQL, not {conn.dialect.name!r}")
-        with conn.connection.driver_connection.cursor() as cur:
+        with driver_errors(conn, f"copy into {t.name}") as raw, raw.cursor() as cur:
             _copy_into(cur, sql.Identifier(*(p for p in (t.schema, t.name) if p)), [c.name for c in columns],
                        values)
     return len(values[0])

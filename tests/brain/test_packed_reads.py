@@ -174,3 +174,16 @@ def test_a_rewritten_bar_in_the_middle_is_read_at_once(pg_brain: sa.Engine) -> N
     after = jobs.load_market(pg_brain, settings, SYM)["candles"]
     assert before["close"].iloc[250] != 99.0 and after["close"].iloc[250] == 99.0
     assert after.drop(index=250).equals(before.drop(index=250))
+
+
+def test_a_lost_server_is_sqlalchemys_operational_error_and_the_connection_is_dropped(pg_brain: sa.Engine) -> None:
+    """The task policy retries SQLAlchemy's OperationalError: a columnar read on a connection the server
+    dropped must raise that (not psycopg's own), or a restart fails a training instead of retrying it."""
+    with pg_brain.connect() as conn:
+        pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+        with pg_brain.connect() as other:
+            other.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        with pytest.raises(sa.exc.OperationalError):
+            store.read_candles(conn, "freqtrade", "ETH/BTC", "5m")
+        assert conn.invalidated
+    assert store.read_candles(pg_brain, "freqtrade", "ETH/BTC", "5m").empty  # the pool hands out a live one
