@@ -15,7 +15,17 @@ from brain_tasks.ml.features import validate_candles
 
 def _close(candles: pd.DataFrame) -> pd.Series:
     validate_candles(candles)
+    return close_series(candles)
+
+
+def close_series(candles: pd.DataFrame) -> pd.Series:
+    """The closes as float64, indexed by ts (no checks: `bar_returns` validates training data first)."""
     return pd.Series(candles["close"].to_numpy(dtype="float64"), index=pd.DatetimeIndex(candles["ts"], name="ts"))
+
+
+def close_to_close(close: pd.Series, lag: int = 0) -> pd.Series:
+    """The return from close t+lag to close t+lag+1, stamped t: `bar_returns`' formula on its own."""
+    return close.shift(-1 - lag) / close.shift(-lag) - 1.0
 
 
 def _check_lag(lag: int) -> None:
@@ -31,8 +41,7 @@ def bar_returns(candles: pd.DataFrame, lag: int = 0) -> pd.Series:
     ``position[t] * bar_returns[t]`` is causal.
     """
     _check_lag(lag)
-    close = _close(candles)
-    return (close.shift(-1 - lag) / close.shift(-lag) - 1.0).rename("bar_return")
+    return close_to_close(_close(candles), lag).rename("bar_return")
 
 
 def forward_return(candles: pd.DataFrame, horizon: int, cost_bps: float, lag: int = 0) -> pd.Series:

@@ -23,7 +23,7 @@ from brain_tasks.market.quality import (
     JUMP_WINDOW,
     OVERFLOW_LIMIT,
 )
-from brain_tasks.ml import features, regimes
+from brain_tasks.ml import features, labels, regimes
 from brain_tasks.ml.features import (
     CANDLE_FEATURES,
     SENTIMENT_FEATURES,
@@ -170,8 +170,7 @@ def bar_returns(candles: pd.DataFrame, lag: int) -> pd.Series:
     """`labels.bar_returns` (its formula, the same bits) indexed by ts, without its training-data checks:
     a quiet window of a thin pair may well have one close price, which is nothing to learn from but
     still a return of 0."""
-    close = pd.Series(candles["close"].to_numpy(dtype="float64"), index=pd.DatetimeIndex(candles["ts"], name="ts"))
-    return close.shift(-1 - lag) / close.shift(-lag) - 1.0
+    return labels.close_to_close(labels.close_series(candles), lag)
 
 
 def live_returns(signals: pd.DataFrame, candles: pd.DataFrame, config: TrainConfig) -> pd.DataFrame:
