@@ -90,9 +90,9 @@ def ingest(source: str, path: Path, symbols: str | None, timeframe: str, as_json
     """Load candles / funding rates, or news items scored into sentiment_scores, from files
     (idempotent).  Exits 1 when a symbol failed or nothing was found."""
     from brain_tasks.brain.migrate import upgrade
-    from brain_tasks.collect import ingest_freqtrade
+    from brain_tasks.service.steps.collect import ingest_freqtrade
     from brain_tasks.market.sources import FreqtradeSource
-    from brain_tasks.requests import check_symbols
+    from brain_tasks.intake import check_symbols
 
     s = get_settings()
     wanted = check_symbols(_csv(symbols)) if symbols else None
@@ -139,7 +139,7 @@ def _ingest_table(summary: dict[str, Any]) -> str:
 
 def ingest_news_file(settings: Settings, path: Path, symbols: list[str] | None, as_json: bool = False) -> None:
     """Score a file of news items into sentiment_scores; a file that cannot be read exits with status 2."""
-    from brain_tasks.collect_news import ingest_news
+    from brain_tasks.service.news import ingest_news
     from brain_tasks.errors import DataError
 
     try:
@@ -161,12 +161,12 @@ class _Session:
     attempts (finished on the way out, so none is left pending and no message is replayed later)."""
 
     def __init__(self, worker: Any = None) -> None:
-        self.worker, self.attempts = worker, []  # embedded: a brain_tasks.embedded.EmbeddedWorker
+        self.worker, self.attempts = worker, []  # embedded: a brain_tasks.service.embedded.EmbeddedWorker
 
     def check(self, _status: Any = None) -> None:
         if self.worker is None:
             return
-        from brain_tasks.embedded import WorkerDied
+        from brain_tasks.service.embedded import WorkerDied
 
         try:
             self.worker.check()  # alive, and answering once it had time to start
@@ -183,7 +183,7 @@ def _workers(settings: Settings) -> Iterator[_Session]:
     if not settings.embedded:
         yield _Session()
         return
-    from brain_tasks.embedded import CRASH_WARNING, embedded_worker, finish_attempts
+    from brain_tasks.service.embedded import CRASH_WARNING, embedded_worker, finish_attempts
 
     click.secho(CRASH_WARNING, fg="yellow", err=True)
     session = _Session()
@@ -256,7 +256,7 @@ def run_retrain(client: Any, symbols: list[str], models: list[str] | None, as_of
 @click.option("--wait/--no-wait", default=False, help="follow the run (always, in embedded mode)")
 def retrain(symbols: str, models: str | None, as_of: str | None, wait: bool) -> None:
     """Enqueue (or, embedded, run) the daily retrain fan-out."""
-    from brain_tasks.requests import check_as_of, check_models, check_symbols
+    from brain_tasks.intake import check_as_of, check_models, check_symbols
 
     s = get_settings()
     # Refuse a bad request before starting a worker or enqueueing anything.
@@ -302,7 +302,7 @@ def run_nightly(client: Any, as_of: str | None, wait: bool, timeout: float = 360
 @click.option("--wait/--no-wait", default=False, help="follow the run (always, in embedded mode)")
 def nightly(as_of: str | None, wait: bool) -> None:
     """Enqueue (or run) the nightly analysis: live check and rollback, drift, importance trends."""
-    from brain_tasks.requests import check_as_of
+    from brain_tasks.intake import check_as_of
 
     s = get_settings()
     check_as_of(as_of)
@@ -344,7 +344,7 @@ def models_table(settings: Settings, symbol: str | None = None) -> str:
 @click.option("--symbol", default=None, help="one symbol (default: all)")
 def models(symbol: str | None) -> None:
     """Show the registry: versions, champion, per-regime choice, metrics."""
-    from brain_tasks.requests import check_symbol
+    from brain_tasks.intake import check_symbol
 
     s = get_settings()
     if symbol:
@@ -377,7 +377,7 @@ def demo(out: Path, symbols: str | None, models: str | None) -> None:
     and write the report (embedded default)."""
     from brain_tasks.brain import store
     from brain_tasks.brain.migrate import upgrade
-    from brain_tasks.collect import ingest_freqtrade
+    from brain_tasks.service.steps.collect import ingest_freqtrade
     from brain_tasks.report import write_report
 
     s = get_settings()

@@ -15,10 +15,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from brain_tasks.brain.models import (ChampionHistory, DataQualityLog, FeatureDrift, FeatureImportance,
+from brain_tasks.brain.tables import (ChampionHistory, DataQualityLog, FeatureDrift, FeatureImportance,
                                       ModelComparison, ModelManifest, ModelMetric, ModelRegistry, RegimeChoice,
                                       RollbackLog, TrainingRun, UTCDateTime)
-from brain_tasks.runs import RUN_SUMMARY_SYMBOL
+from brain_tasks.intake import RUN_SUMMARY_SYMBOL
 
 HEADLINE_METRICS = ("sharpe", "total_return", "max_drawdown", "sortino", "psr")
 # Comparison rows the statistics work writes beside the models (model_type of model_comparisons).

@@ -30,10 +30,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from brain_tasks.brain import store
-from brain_tasks.brain.models import (ChampionHistory, DataQualityLog, FeatureDrift, FeatureImportance, ModelArtifact,
+from brain_tasks.brain.tables import (ChampionHistory, DataQualityLog, FeatureDrift, FeatureImportance, ModelArtifact,
                                       ModelComparison, ModelManifest, ModelMetric, ModelRegistry, RegimeChoice,
                                       RollbackLog)
 from brain_tasks.errors import IntegrityError
+from brain_tasks.timekeeping import now
 
 CHAMPION, CANDIDATE, REJECTED, BACKFILL, PREVIOUS, ROLLED_BACK = (
     "champion", "candidate", "rejected", "backfill", "previous", "rolled_back")
@@ -41,8 +42,6 @@ STATUSES = (CANDIDATE, CHAMPION, REJECTED, BACKFILL, PREVIOUS, ROLLED_BACK)
 DECISIONS = ("promote", "keep", "insufficient_evidence", "backfill", "unchanged", "rollback")
 
 
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def sha256(data: bytes) -> str:

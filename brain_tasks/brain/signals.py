@@ -15,8 +15,9 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
+from brain_tasks.timekeeping import to_utc
 from brain_tasks.brain import store
-from brain_tasks.brain.models import SignalRecord
+from brain_tasks.brain.tables import SignalRecord
 
 # A decision's reads run on one connection when serving hands one in (the storage module's rule).
 from brain_tasks.brain.store import _connect
@@ -38,7 +39,7 @@ def write(engine: Bind, rows: Sequence[Mapping[str, Any]]) -> int:
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    row = {**rows[0], "ts": store.to_utc(rows[0]["ts"])}
+    row = {**rows[0], "ts": to_utc(rows[0]["ts"])}
     # RETURNING counts the inserted row on every driver (psycopg reports rowcount -1 here).
     stmt = insert(SignalRecord).values(**row).on_conflict_do_nothing().returning(SignalRecord.symbol)
     if isinstance(engine, sa.Connection):
@@ -57,9 +58,9 @@ def _where(symbol: str | None, model_type: str | None, version: int | None, star
     if version is not None:
         conditions.append(t.version == version)
     if start is not None:
-        conditions.append(t.ts >= store.to_utc(start, "start"))
+        conditions.append(t.ts >= to_utc(start, "start"))
     if end is not None:
-        conditions.append(t.ts < store.to_utc(end, "end"))
+        conditions.append(t.ts < to_utc(end, "end"))
     return conditions
 
 
@@ -75,7 +76,7 @@ def latest(engine: sa.Engine, symbol: str) -> dict[str, Any] | None:
 def find(engine: sa.Engine, symbol: str, ts: dt.datetime, model_type: str, version: int) -> dict[str, Any] | None:
     """The stored signal of exactly this key, if any."""
     stmt = sa.select(SignalRecord.__table__).where(
-        SignalRecord.symbol == symbol, SignalRecord.ts == store.to_utc(ts), SignalRecord.model_type == model_type,
+        SignalRecord.symbol == symbol, SignalRecord.ts == to_utc(ts), SignalRecord.model_type == model_type,
         SignalRecord.version == version)
     with engine.connect() as conn:
         row = conn.execute(stmt).mappings().first()
@@ -102,9 +103,9 @@ def frame(engine: sa.Engine, symbol: str | None = None, *, model_type: str | Non
 
 def _between(df: pd.DataFrame, start: Any, end: Any) -> pd.DataFrame:
     if start is not None:
-        df = df[df["ts"] >= pd.Timestamp(store.to_utc(start))]
+        df = df[df["ts"] >= pd.Timestamp(to_utc(start))]
     if end is not None:
-        df = df[df["ts"] < pd.Timestamp(store.to_utc(end))]
+        df = df[df["ts"] < pd.Timestamp(to_utc(end))]
     return df.reset_index(drop=True)
 
 
@@ -135,11 +136,11 @@ def last_closed_bar(engine: Bind, exchange: str, symbol: str, timeframe: str, ba
                     now: dt.datetime) -> dt.datetime | None:
     """The open time of the symbol's latest stored bar that had closed by `now` (a collector may have
     stored the bar still in progress: deciding on it would use prices not final yet)."""
-    from brain_tasks.brain.models import Candle
+    from brain_tasks.brain.tables import Candle
 
     stmt = sa.select(sa.func.max(Candle.ts)).where(
         Candle.exchange == exchange, Candle.symbol == symbol, Candle.timeframe == timeframe,
-        Candle.ts <= store.to_utc(now) - dt.timedelta(seconds=bar_seconds))
+        Candle.ts <= to_utc(now) - dt.timedelta(seconds=bar_seconds))
     with _connect(engine) as conn:
         value = conn.execute(stmt).scalar_one()
     if value is None:
@@ -156,10 +157,10 @@ def stored_counts(engine: Bind, exchange: str, symbol: str, timeframe: str, star
     rows is valid while the first counts match the rows it holds (a backfilled gap or a late event
     changes one); the second say which recent series need reading at all.  With `check_old` False
     only the second are counted (None for the first)."""
-    from brain_tasks.brain.models import Candle, FundingRate, Liquidation, OpenInterest
+    from brain_tasks.brain.tables import Candle, FundingRate, Liquidation, OpenInterest
 
-    start, frozen_end = store.to_utc(start), store.to_utc(frozen_end)
-    candles_end, events_end = store.to_utc(candles_end), store.to_utc(events_end)
+    start, frozen_end = to_utc(start), to_utc(frozen_end)
+    candles_end, events_end = to_utc(candles_end), to_utc(events_end)
 
     def count(model: Any, lo: dt.datetime, hi: dt.datetime) -> Any:
         extra = [model.timeframe == timeframe] if model is Candle else []
@@ -189,7 +190,7 @@ class ServingState:
 
 
 def _count(model: Any, exchange: str, symbol: str, timeframe: str, lo: dt.datetime, hi: dt.datetime) -> Any:
-    from brain_tasks.brain.models import Candle
+    from brain_tasks.brain.tables import Candle
 
     extra = [model.timeframe == timeframe] if model is Candle else []
     return (sa.select(sa.func.count()).select_from(model)
@@ -205,7 +206,7 @@ def serving_state(bind: Bind, exchange: str, timeframe: str, bar_seconds: int, s
     row counts of `stored_counts` (old rows in [start, frozen_end); recent ones up to the bar closed
     by `now` and its close), for every symbol in one round trip: serving asked them one query at a
     time, and the round trips were most of a warm decision's SQL."""
-    from brain_tasks.brain.models import (
+    from brain_tasks.brain.tables import (
         Candle,
         FundingRate,
         Liquidation,
@@ -224,7 +225,7 @@ def serving_state(bind: Bind, exchange: str, timeframe: str, bar_seconds: int, s
         if conn.dialect.name == "postgresql":
             return _serving_state_pg(conn, exchange, timeframe, bar_seconds, symbols, now, windows, sizer_type)
     step = dt.timedelta(seconds=bar_seconds)
-    cut = store.to_utc(now) - step
+    cut = to_utc(now) - step
     models = (Candle, FundingRate, OpenInterest, Liquidation)
     counts = [f"n{i}" for i in range(2 * len(models))]
     types = {"regime": RegimeChoice.regime.type, "model_type": RegimeChoice.model_type.type,
@@ -245,7 +246,7 @@ def serving_state(bind: Bind, exchange: str, timeframe: str, bar_seconds: int, s
             .scalar_subquery())
         n: dict[str, Any] = {}
         if symbol in windows:
-            start, frozen_end = (store.to_utc(t) for t in windows[symbol])
+            start, frozen_end = (to_utc(t) for t in windows[symbol])
             ends = [cut + dt.timedelta(microseconds=1) if m is Candle else cut + step for m in models]
             n = dict(zip(counts, [_count(m, exchange, symbol, timeframe, start, frozen_end) for m in models]
                          + [_count(m, exchange, symbol, timeframe, frozen_end, e) for m, e in zip(models, ends)]))
@@ -300,7 +301,7 @@ def recent_candles(bind: Bind, exchange: str, timeframe: str, starts: Mapping[st
         part = groups.get(symbol)
         if part is None:
             part = frame.iloc[:0]
-        part = part[part["ts"] >= pd.Timestamp(store.to_utc(start))].drop(columns="symbol").reset_index(drop=True)
+        part = part[part["ts"] >= pd.Timestamp(to_utc(start))].drop(columns="symbol").reset_index(drop=True)
         out[symbol] = part
     return out
 
@@ -345,12 +346,12 @@ def _serving_state_pg(conn: sa.Connection, exchange: str, timeframe: str, bar_se
     from brain_tasks.brain.registry import CHAMPION
 
     step = dt.timedelta(seconds=bar_seconds)
-    cut = store.to_utc(now) - step
+    cut = to_utc(now) - step
     rows = conn.execute(_STATE_PG, {
         "symbols": symbols, "exchange": exchange, "timeframe": timeframe, "cut": cut, "sizer": sizer_type,
         "champion": CHAMPION, "candles_end": cut + dt.timedelta(microseconds=1), "events_end": cut + step,
-        "starts": [store.to_utc(windows[s][0]) if s in windows else None for s in symbols],
-        "frozen": [store.to_utc(windows[s][1]) if s in windows else None for s in symbols]}).all()
+        "starts": [to_utc(windows[s][0]) if s in windows else None for s in symbols],
+        "frozen": [to_utc(windows[s][1]) if s in windows else None for s in symbols]}).all()
     found: dict[str, dict[str, Any]] = {s: {"last_bar": None, "champion": None, "choices": {}, "sizer": None,
                                             "counts": None} for s in symbols}
     for r in rows:

@@ -34,8 +34,9 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from brain_tasks.brain.columnar import packed_select
 from brain_tasks.brain.db import driver_errors
-from brain_tasks.brain.models import Base, UTCDateTime
+from brain_tasks.brain.tables import Base, UTCDateTime
 from brain_tasks.errors import DataError
+from brain_tasks.timekeeping import to_utc
 
 log = logging.getLogger(__name__)
 
@@ -66,19 +67,6 @@ def get_table(table: TableLike) -> sa.Table:
         return Base.metadata.tables[table]
     except KeyError:
         raise KeyError(f"no Brain table {table!r}; known: {sorted(Base.metadata.tables)}") from None
-
-
-def to_utc(value: Any, what: str = "timestamp") -> dt.datetime:
-    """`value` (datetime, pandas Timestamp, numpy datetime64 or ISO string) as an aware UTC datetime.
-
-    Naive values are refused: guessing their zone is how series get shifted by hours.
-    """
-    if isinstance(value, np.datetime64):
-        raise DataError(f"{what}: naive numpy datetime64 {value!r}; pass a timezone-aware UTC time")
-    ts = pd.Timestamp(value)
-    if ts.tzinfo is None:
-        raise DataError(f"{what}: naive datetime {value!r}; Brain timestamps must be timezone-aware UTC")
-    return ts.tz_convert("UTC").to_pydatetime()
 
 
 def jsonable(value: Any) -> Any:

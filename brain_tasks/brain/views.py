@@ -12,9 +12,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from brain_tasks.brain.models import (Candle, DataQualityLog, FeatureDrift, FeatureImportance, ModelComparison,
+from brain_tasks.brain.tables import (Candle, DataQualityLog, FeatureDrift, FeatureImportance, ModelComparison,
                                       ModelManifest, ModelRegistry, RollbackLog, TrainingRun)
-from brain_tasks.runs import RUN_SUMMARY_SYMBOL
+from brain_tasks.intake import RUN_SUMMARY_SYMBOL
 
 
 def has_schema(engine: sa.Engine) -> bool:

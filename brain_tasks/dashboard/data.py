@@ -29,6 +29,7 @@ from brain_tasks.brain.registry import finite
 from brain_tasks.ml.metrics import bars_per_year, strategy_metrics
 from brain_tasks.ml.regimes import REGIMES
 from brain_tasks.settings import Settings
+from brain_tasks.timekeeping import now
 
 MAX_POINTS = 2000
 IMPORTANCE_METHODS = ("shap", "permutation", "correlation", "variance")
@@ -38,8 +39,6 @@ QUERY_THREADS = 4
 MAX_PER_PAGE = 500
 
 
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 # --- the overview --------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from brain_tasks import timekeeping
 from brain_tasks.brain import dashboard_views as dv
 from brain_tasks.settings import Settings
 
@@ -71,7 +72,7 @@ class BrainCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from brain_tasks.dashboard.data import ask_at_once
 
-        s, e, now = self.settings, self.engine, dt.datetime.now(dt.timezone.utc)
+        s, e, now = self.settings, self.engine, timekeeping.now()
         a = ask_at_once({
             "bars": lambda: dv.last_bars(e, s.exchange, s.timeframe), "runs": lambda: dv.last_run_states(e),
             "versioned": lambda: dv.symbols_with_versions(e), "champions": lambda: dv.champion_rows(e),

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from brain_tasks.ml.features import timeframe_seconds
+from brain_tasks.timekeeping import timeframe_seconds
 
 RATIO_CAP = 1e3
 LOG_GROWTH_CAP = 700.0  # exp(700) ~ 1e304 is still a finite double

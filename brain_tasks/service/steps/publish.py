@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from brain_tasks import serving
+from brain_tasks.service import serving
 from brain_tasks.brain import registry
 from brain_tasks.brain import signals as signal_rows
 from brain_tasks.errors import BrainError, NoModelError, StaleDataError
@@ -73,7 +73,7 @@ def track_live(engine: sa.Engine, settings: Settings, as_of: dt.date, symbols: S
                ) -> dict[str, Any]:
     """Live returns and metrics of every model that served signals (of `symbols`, default all), written
     to model_metrics with evaluation 'live' and the given as-of date.  Returns {symbol: {"model v": n_bars}}."""
-    from brain_tasks.ml import serving as ml
+    from brain_tasks.ml import inference as ml
 
     wanted = set(symbols) if symbols else None
     out: dict[str, dict[str, int]] = {}

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from brain_tasks.brain import registry, store
 from brain_tasks.brain import signals as signal_rows
-from brain_tasks.client import Signal
+from brain_tasks.service.decision import Signal
 from brain_tasks.errors import (
     BrainError,
     DataError,
@@ -187,7 +187,7 @@ def _market(engine: sa.Connection, exchange: str, symbol: str, timeframe: str, d
     `data_start` (then no other row of this version's training window comes before them).
     """
     from brain_tasks.ml.features import events_from
-    from brain_tasks.ml.serving import JUMP_MARGIN, usable_window
+    from brain_tasks.ml.inference import JUMP_MARGIN, usable_window
 
     step = dt.timedelta(seconds=bar_seconds(timeframe))
     close = bar + step
@@ -374,7 +374,7 @@ def _record(conn: sa.Connection, engine: sa.Engine, signals: Sequence[Signal], s
 
 def _predict(conn: sa.Connection, engine: sa.Engine, settings: Settings, symbol: str, at: Any,
              stamp: dt.datetime, state: signal_rows.ServingState, hint: _Hint | None = None) -> Signal:
-    from brain_tasks.ml import serving as ml
+    from brain_tasks.ml import inference as ml
 
     target = _latest_bar(state, settings, symbol, stamp) if at is None else store.to_utc(at, "at")
     champion = _champion(conn, engine, symbol, state)
@@ -414,7 +414,7 @@ def _decide(conn: sa.Connection, engine: sa.Engine, exchange: str, symbol: str, 
             sizer_version: tuple[int, str] | None) -> tuple[Signal, bool]:
     """The decision, and whether it was computed from `market` alone (not from other rows read).
     `complete`: the market's candles reach back to the anchor's data start."""
-    from brain_tasks.ml import serving as ml
+    from brain_tasks.ml import inference as ml
 
     regime = ml.regime_at(market["candles"], config)
     choice = choices.get(regime) if regime else None
@@ -516,7 +516,7 @@ def _sized(sizer: Any, model: Any, features: pd.DataFrame, names: list[str], can
     """The sizer's target position for the last bar: it sees the model's recent predictions, their hit
     rate and the realised volatility of the bars whose returns are known, as in its training.  The
     Engine's own position and drawdown are not known to the Brain: the observation takes them as flat."""
-    from brain_tasks.ml import serving as ml
+    from brain_tasks.ml import inference as ml
     from brain_tasks.ml.sizing import latest_observation, size_for
 
     n = _sizer_rows(sizer)
