@@ -328,7 +328,7 @@ def profile_steps(pg: str, n: int) -> dict[str, tuple[float, float]]:
     {step: (mean wall ms, mean CPU ms)}, to hold the worker's runtimes against."""
     from brain_tasks.brain.db import dispose_engine, make_engine
     from brain_tasks.service.chain import ChainState
-    from brain_tasks.service.steps import compare, importance, market, rollback, select, sizer, train
+    from brain_tasks.service.steps import choose, compare, explain, market, promote, sizer, train
     from brain_tasks.brain.migrate import upgrade
     from brain_tasks.service.steps.collect import collect, source_for
     from brain_tasks.intake import as_of_date
@@ -346,9 +346,9 @@ def profile_steps(pg: str, n: int) -> dict[str, tuple[float, float]]:
         "train_symbol": lambda sym, prev: ChainState.start(sym, day).with_model(
             train.train_symbol(engine, settings, sym, "baseline", day)),
         "compare_models": lambda sym, prev: compare.compare_models(engine, settings, prev),
-        "compute_importance": lambda sym, prev: importance.compute_importance(engine, settings, prev),
-        "check_rollback": lambda sym, prev: rollback.check_rollback(engine, settings, prev),
-        "select_model": lambda sym, prev: select.select_model(engine, settings, prev),
+        "compute_importance": lambda sym, prev: explain.compute_importance(engine, settings, prev),
+        "check_rollback": lambda sym, prev: promote.check_rollback(engine, settings, prev),
+        "select_model": lambda sym, prev: choose.select_model(engine, settings, prev),
         "train_sizer": lambda sym, prev: sizer.train_sizer(engine, settings, prev),
     }
     spent: dict[str, list[tuple[float, float]]] = defaultdict(list)

@@ -21,13 +21,15 @@ MOVED = {
     "brain_tasks.reconcile": "brain_tasks.service.reconcile",
     "brain_tasks.embedded": "brain_tasks.service.embedded",
     "brain_tasks.collect": "brain_tasks.service.steps.collect",
-    "brain_tasks.collect_news": "brain_tasks.service.news",
+    "brain_tasks.collect_news": "brain_tasks.service.feeds",
     "brain_tasks.sizer_jobs": "brain_tasks.service.steps.sizer",
     "brain_tasks.requests": "brain_tasks.intake",
     "brain_tasks.runs": "brain_tasks.intake",
     "brain_tasks.brain.models": "brain_tasks.brain.tables",
     "brain_tasks.brain.quality": "brain_tasks.brain.findings",
     "brain_tasks.ml.serving": "brain_tasks.ml.inference",
+    "brain_tasks.dashboard.app": "brain_tasks.dashboard.web",
+    "brain_tasks.dashboard.metrics": "brain_tasks.dashboard.prometheus",
 }
 
 

@@ -78,7 +78,7 @@ class Settings:
     # each close of `timeframe`).
     signals_every: int | None = None
 
-    # News and social sentiment (brain_tasks.service.news): feeds as [NAME=]rss:URL or [NAME=]reddit:SUBREDDIT,
+    # News and social sentiment (brain_tasks.service.feeds): feeds as [NAME=]rss:URL or [NAME=]reddit:SUBREDDIT,
     # extra asset keywords as ASSET=word|word.
     news_feeds: tuple[str, ...] = ()
     sentiment_keywords: tuple[str, ...] = ()

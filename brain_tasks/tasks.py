@@ -179,7 +179,7 @@ def compare_models(self: BrainTask, state: Any, symbol: str, as_of: str | None =
 @app.task(name="brain_tasks.compute_importance", bind=True, **_limits("train"))
 def compute_importance(self: BrainTask, state: Any, symbol: str, as_of: str | None = None,
                        run_id: str | None = None, attempt_id: str | None = None) -> dict:
-    from brain_tasks.service.steps.importance import compute_importance as work
+    from brain_tasks.service.steps.explain import compute_importance as work
 
     return _chain_step(self, work, state, symbol, as_of, attempt_id)
 
@@ -187,7 +187,7 @@ def compute_importance(self: BrainTask, state: Any, symbol: str, as_of: str | No
 @app.task(name="brain_tasks.check_rollback", bind=True, **_limits("analysis"))
 def check_rollback(self: BrainTask, state: Any, symbol: str, as_of: str | None = None,
                    run_id: str | None = None, attempt_id: str | None = None) -> dict:
-    from brain_tasks.service.steps.rollback import check_rollback as work
+    from brain_tasks.service.steps.promote import check_rollback as work
 
     return _chain_step(self, work, state, symbol, as_of, attempt_id)
 
@@ -195,7 +195,7 @@ def check_rollback(self: BrainTask, state: Any, symbol: str, as_of: str | None =
 @app.task(name="brain_tasks.select_model", bind=True, **_limits("analysis"))
 def select_model(self: BrainTask, state: Any, symbol: str, as_of: str | None = None,
                  run_id: str | None = None, attempt_id: str | None = None) -> dict:
-    from brain_tasks.service.steps.select import select_model as work
+    from brain_tasks.service.steps.choose import select_model as work
 
     return _chain_step(self, work, state, symbol, as_of, attempt_id)
 
@@ -341,7 +341,7 @@ def reconcile_runs(self: BrainTask) -> dict:
 @app.task(name="brain_tasks.collect_sentiment", bind=True, **_limits("collect"))
 def collect_sentiment(self: BrainTask, feeds: list[str] | None = None) -> dict:
     """Collect the configured news / social feeds (or the named ones) into sentiment_scores."""
-    from brain_tasks.service.news import collect_configured
+    from brain_tasks.service.feeds import collect_configured
 
     def run() -> dict:
         summary = collect_configured(_engine(), get_settings(), feeds=feeds)

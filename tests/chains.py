@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 from brain_tasks.service.chain import ChainState
-from brain_tasks.service.steps import compare, importance, outcome, rollback, select, sizer, train
+from brain_tasks.service.steps import choose, compare, explain, outcome, promote, sizer, train
 
 
 def trained(engine: Any, settings: Any, symbol: str, models: list[str], day: dt.date) -> ChainState:
@@ -22,8 +22,8 @@ def run_chain(engine: Any, settings: Any, symbol: str, models: list[str], day: d
     """train -> compare -> importance -> rollback -> select (-> sizer); with `attempt_id`, the outcome is
     recorded as the canvas's last step records it."""
     state = trained(engine, settings, symbol, models, day)
-    for step in (compare.compare_models, importance.compute_importance, rollback.check_rollback,
-                 select.select_model):
+    for step in (compare.compare_models, explain.compute_importance, promote.check_rollback,
+                 choose.select_model):
         state = step(engine, settings, state)
     if with_sizer:
         state = sizer.train_sizer(engine, settings, state)

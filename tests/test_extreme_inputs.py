@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from brain_tasks.service.chain import ChainState
-from brain_tasks.service.steps import compare, importance, train
+from brain_tasks.service.steps import compare, explain, train
 from brain_tasks.brain import store
 from brain_tasks.brain.db import make_engine
 from brain_tasks.service.steps.collect import BadBatch, collect, ingest_freqtrade
@@ -72,7 +72,7 @@ def test_a_stored_1e308_bar_does_not_poison_later_trainings(brain_db_url):
     out = train.train_symbol(engine, settings, "ETH/BTC", "baseline", DAY)
     assert out.status == "succeeded" and out.trained
     prev = compare.compare_models(engine, settings, ChainState.start("ETH/BTC", DAY).with_model(out))
-    assert importance.compute_importance(engine, settings, prev).status == "succeeded"
+    assert explain.compute_importance(engine, settings, prev).status == "succeeded"
 
 
 def test_a_symbol_with_a_nul_byte_is_refused_before_any_write_and_the_finding_is_recorded(brain_db_url):

@@ -13,7 +13,7 @@ from brain_tasks.brain import registry, runs, store
 from brain_tasks.brain.db import make_engine
 from brain_tasks.errors import DataError, IntegrityError
 from brain_tasks.service.chain import ChainState, ModelOutcome
-from brain_tasks.service.steps import compare, importance, market, outcome, rollback, select, train
+from brain_tasks.service.steps import choose, compare, explain, market, outcome, promote, train
 from brain_tasks.settings import from_environ
 from brain_tasks.vocabulary import Status
 from tests import snapshots
@@ -107,10 +107,10 @@ def test_bad_data_is_a_data_error_and_a_failed_status_downstream(brain_db_url):
         ModelOutcome(model_type="lightgbm", status=Status.FAILED, error="too few rows"))
     out = compare.compare_models(engine, settings, failed)
     assert out.status == "failed" and "too few rows" in out.error
-    for step in (importance.compute_importance, rollback.check_rollback):
+    for step in (explain.compute_importance, promote.check_rollback):
         assert step(engine, settings, out) == out
     outcome.start_attempt(engine, settings, "retrain", "bad", "bad-1", DAY, ["ETH/BTC"], ["lightgbm"])
-    out = select.select_model(engine, settings, out)
+    out = choose.select_model(engine, settings, out)
     summary = outcome.summarize_attempt(engine, [out.to_json()], "bad", "bad-1")  # the chord's result fills the row
     assert summary["state"] == "failed" and "ETH/BTC" in summary["failed"]
     outcome.record_task_failure(engine, settings, "ETH/BTC", "candles", "train_symbol", DataError("x"), DAY)

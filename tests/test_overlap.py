@@ -17,7 +17,7 @@ from brain_tasks.brain.db import dispose_engine, make_engine
 from brain_tasks.service.steps.collect import collect
 from brain_tasks.market.sources import FreqtradeSource
 from brain_tasks.service.chain import ChainState, ModelOutcome
-from brain_tasks.service.steps import compare, importance, rollback, select, train
+from brain_tasks.service.steps import choose, compare, explain, promote, train
 from brain_tasks.settings import from_environ
 from brain_tasks.vocabulary import Status
 from tests import chaos
@@ -52,9 +52,9 @@ def _steps(engine, settings) -> list[tuple[str, Callable[[Any], Callable[[], Any
         ("train_symbol", lambda _prev: lambda: [train.train_symbol(engine, settings, SYMBOL, m, DAY).to_json()
                                                 for m in MODELS]),
         ("compare_models", lambda prev: lambda: compare.compare_models(engine, settings, _trained(prev)).to_json()),
-        ("compute_importance", lambda prev: lambda: _step(importance.compute_importance, engine, settings, prev)),
-        ("check_rollback", lambda prev: lambda: _step(rollback.check_rollback, engine, settings, prev)),
-        ("select_model", lambda prev: lambda: _step(select.select_model, engine, settings, prev)),
+        ("compute_importance", lambda prev: lambda: _step(explain.compute_importance, engine, settings, prev)),
+        ("check_rollback", lambda prev: lambda: _step(promote.check_rollback, engine, settings, prev)),
+        ("select_model", lambda prev: lambda: _step(choose.select_model, engine, settings, prev)),
     ]
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from brain_tasks.service.steps import rollback, train
+from brain_tasks.service.steps import promote, train
 from brain_tasks.timekeeping import day_end
 from brain_tasks.brain import registry, store
 from brain_tasks.brain.db import make_engine
@@ -140,7 +140,7 @@ def momentum(brain_db_url):  # noqa: ANN001
 def test_too_little_evidence_keeps_the_champion(momentum):
     engine, settings, _market, good, bad = momentum
     registry.pin_champion(engine, "MOM/USD", "baseline", bad, "test: a bad model takes over")
-    live = rollback.live_check(engine, settings, "MOM/USD", DAY1)  # no bar after its training data yet
+    live = promote.live_check(engine, settings, "MOM/USD", DAY1)  # no bar after its training data yet
     assert live["action"] == "insufficient_evidence"
     assert registry.champion(engine, "MOM/USD").version == bad
 
@@ -149,7 +149,7 @@ def test_a_worse_champion_is_rolled_back_live(momentum):
     engine, settings, market, good, bad = momentum
     registry.pin_champion(engine, "MOM/USD", "baseline", bad, "test: a bad model takes over")
     store.upsert(engine, "candles", market)
-    live = rollback.live_check(engine, settings, "MOM/USD", DAY2)
+    live = promote.live_check(engine, settings, "MOM/USD", DAY2)
     assert live["action"] == "rollback", live
     assert registry.champion(engine, "MOM/USD").version == good.version
     assert _statuses(engine)[("baseline", bad)] == "rolled_back"
@@ -158,7 +158,7 @@ def test_a_worse_champion_is_rolled_back_live(momentum):
     assert last.evidence["n"] >= settings.min_evidence_bars and last.evidence["p_value"] <= 0.05
     # The same nightly step again changes nothing.
     before = snapshots.snapshot(engine)
-    assert rollback.live_check(engine, settings, "MOM/USD", DAY2)["action"] == "rollback"
+    assert promote.live_check(engine, settings, "MOM/USD", DAY2)["action"] == "rollback"
     snapshots.assert_same_database(_without_wall_clock(before), _without_wall_clock(snapshots.snapshot(engine)))
 
 
@@ -167,7 +167,7 @@ def test_a_better_champion_is_kept_live(momentum):
     registry.pin_champion(engine, "MOM/USD", "baseline", bad, "test: the bad model trades first")
     registry.pin_champion(engine, "MOM/USD", "baseline", good.version, "test: the good model is back")
     store.upsert(engine, "candles", market)
-    live = rollback.live_check(engine, settings, "MOM/USD", DAY2)
+    live = promote.live_check(engine, settings, "MOM/USD", DAY2)
     assert live["action"] == "keep", live
     assert registry.champion(engine, "MOM/USD").version == good.version
 
@@ -178,8 +178,8 @@ def test_a_significantly_worse_candidate_is_not_promoted(momentum):
     store.upsert(engine, "candles", market)
     cand = registry.manifest(engine, "MOM/USD", "baseline", bad)
     # The bad copy claims data up to DAY2's end so the champion's unseen bars are its out-of-sample ones.
-    cand_r = rollback.out_of_time_returns(engine, settings, cand, good.data_end, day_end(DAY2))
-    champ_r = rollback.out_of_time_returns(engine, settings, good, good.data_end, day_end(DAY2))
+    cand_r = promote.out_of_time_returns(engine, settings, cand, good.data_end, day_end(DAY2))
+    champ_r = promote.out_of_time_returns(engine, settings, good, good.data_end, day_end(DAY2))
     from brain_tasks.ml.rollback import promotion_decision
 
     assert promotion_decision(cand_r, champ_r, min_samples=288).action == "keep"

@@ -7,7 +7,7 @@ import pytest
 
 from brain_tasks import timekeeping
 from brain_tasks.service.chain import ChainState, ModelOutcome
-from brain_tasks.service.steps import outcome, select, train
+from brain_tasks.service.steps import choose, outcome, train
 from brain_tasks.brain import runs, store
 from brain_tasks.brain.db import make_engine
 from brain_tasks.errors import TransientError
@@ -68,7 +68,7 @@ def test_the_final_step_records_a_failure_upstream(brain, monkeypatch):
     def bug(*_a, **_k):  # noqa: ANN002, ANN003
         raise RuntimeError("selection broke")
 
-    monkeypatch.setattr(select, "select_model", bug)
+    monkeypatch.setattr(choose, "select_model", bug)
     prev = ChainState.start("ETH/BTC", timekeeping.now().date()).update(config_hash="x").to_json()
     ids = {"run_id": "run-2", "attempt_id": "a-2"}
     out = select_model.apply(args=[prev, "ETH/BTC", "2018-01-30"], kwargs=ids).get()

@@ -21,6 +21,7 @@ from brain_tasks.brain.tables import SignalRecord
 
 # A decision's reads run on one connection when serving hands one in (the storage module's rule).
 from brain_tasks.brain.store import _connect
+from brain_tasks.vocabulary import ChampionStatus
 
 NO_VERSION = 0
 COLUMNS = tuple(c.name for c in SignalRecord.__table__.columns)
@@ -215,7 +216,6 @@ def serving_state(bind: Bind, exchange: str, timeframe: str, bar_seconds: int, s
         OpenInterest,
         RegimeChoice,
     )
-    from brain_tasks.brain.registry import CHAMPION
 
     symbols = list(dict.fromkeys(symbols))
     if not symbols:
@@ -257,7 +257,7 @@ def serving_state(bind: Bind, exchange: str, timeframe: str, bar_seconds: int, s
         parts.append(sa.select(*row("sizer", symbol, version=newest.c.version, sha=newest.c.artifact_sha256)))
     parts.append(sa.select(*row("champion", ModelRegistry.symbol, model_type=ModelRegistry.model_type,
                                 version=ModelRegistry.version))
-                 .where(ModelRegistry.symbol.in_(symbols), ModelRegistry.status == CHAMPION))
+                 .where(ModelRegistry.symbol.in_(symbols), ModelRegistry.status == ChampionStatus.CHAMPION))
     c = RegimeChoice
     parts.append(sa.select(*row("choice", c.symbol, regime=c.regime, model_type=c.model_type, version=c.version,
                                 confidence=c.confidence, tradeable=c.tradeable, reason=c.reason, as_of=c.as_of))
@@ -343,13 +343,12 @@ FROM regime_choices g WHERE g.symbol = ANY(CAST(:symbols AS text[]))
 def _serving_state_pg(conn: sa.Connection, exchange: str, timeframe: str, bar_seconds: int, symbols: list[str],
                       now: dt.datetime, windows: Mapping[str, tuple[dt.datetime, dt.datetime]],
                       sizer_type: str) -> dict[str, ServingState]:
-    from brain_tasks.brain.registry import CHAMPION
 
     step = dt.timedelta(seconds=bar_seconds)
     cut = to_utc(now) - step
     rows = conn.execute(_STATE_PG, {
         "symbols": symbols, "exchange": exchange, "timeframe": timeframe, "cut": cut, "sizer": sizer_type,
-        "champion": CHAMPION, "candles_end": cut + dt.timedelta(microseconds=1), "events_end": cut + step,
+        "champion": ChampionStatus.CHAMPION, "candles_end": cut + dt.timedelta(microseconds=1), "events_end": cut + step,
         "starts": [to_utc(windows[s][0]) if s in windows else None for s in symbols],
         "frozen": [to_utc(windows[s][1]) if s in windows else None for s in symbols]}).all()
     found: dict[str, dict[str, Any]] = {s: {"last_bar": None, "champion": None, "choices": {}, "sizer": None,

@@ -29,6 +29,7 @@ import pandas as pd
 from scipy import stats
 
 from brain_tasks.ml.metrics import long_run_covariance
+from brain_tasks.vocabulary import Action
 
 TEST_METHOD = "paired mean difference, Newey-West HAC (VAR(1)-prewhitened, Andrews bandwidth), one-sided t"
 
@@ -37,7 +38,7 @@ TEST_METHOD = "paired mean difference, Newey-West HAC (VAR(1)-prewhitened, Andre
 class Decision:
     """What to do, one sentence of why with the numbers, and the numbers (JSON-safe)."""
 
-    action: str
+    action: Action
     reason: str
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -122,10 +123,10 @@ def promotion_decision(
             "candidate_mean": float(cand.mean()) if n else 0.0, "champion_mean": float(champ.mean()) if n else 0.0,
             "candidate_sharpe": _sharpe(cand), "champion_sharpe": _sharpe(champ)}
     if n < min_samples:
-        return Decision("insufficient_evidence", f"Keep the champion: only {n} paired bars, fewer than the "
+        return Decision(Action.INSUFFICIENT_EVIDENCE, f"Keep the champion: only {n} paired bars, fewer than the "
                         f"{min_samples} needed to compare the candidate with it.", info)
     if diff > margin and test["p_value"] <= alpha:
-        return Decision("keep", f"Keep the champion: over {n} paired bars the candidate earned {diff:.3g} per "
+        return Decision(Action.KEEP, f"Keep the champion: over {n} paired bars the candidate earned {diff:.3g} per "
                         f"bar less, a significant shortfall beyond the margin {margin:g} ({_evidence(test, alpha)}).",
                         info)
     if diff <= 0:
@@ -134,7 +135,7 @@ def promotion_decision(
         why = f"the candidate's shortfall of {diff:.3g} per bar is within the margin {margin:g}"
     else:
         why = f"the candidate's shortfall of {diff:.3g} per bar is not significant ({_evidence(test, alpha)})"
-    return Decision("promote", f"Promote the candidate: over {n} paired bars {why}.", info)
+    return Decision(Action.PROMOTE, f"Promote the candidate: over {n} paired bars {why}.", info)
 
 
 def live_rollback_decision(
@@ -158,10 +159,10 @@ def live_rollback_decision(
             "champion_mean": float(champ.mean()) if n else 0.0, "previous_mean": float(prev.mean()) if n else 0.0,
             "champion_sharpe": _sharpe(champ), "previous_sharpe": _sharpe(prev)}
     if n < min_samples:
-        return Decision("insufficient_evidence", f"Keep the current champion: only {n} paired live bars, fewer "
+        return Decision(Action.INSUFFICIENT_EVIDENCE, f"Keep the current champion: only {n} paired live bars, fewer "
                         f"than the {min_samples} needed to compare it with the previous champion.", info)
     if diff > margin and test["p_value"] <= alpha:
-        return Decision("rollback", f"Roll back to the previous champion: over {n} paired live bars the current "
+        return Decision(Action.ROLLBACK, f"Roll back to the previous champion: over {n} paired live bars the current "
                         f"champion earned {diff:.3g} per bar less, a significant shortfall beyond the margin "
                         f"{margin:g} ({_evidence(test, alpha)}).", info)
     if diff <= 0:
@@ -171,7 +172,7 @@ def live_rollback_decision(
     else:
         why = (f"its shortfall of {diff:.3g} per bar against the previous champion is not significant "
                f"({_evidence(test, alpha)})")
-    return Decision("keep", f"Keep the current champion: over {n} paired live bars {why}.", info)
+    return Decision(Action.KEEP, f"Keep the current champion: over {n} paired live bars {why}.", info)
 
 
 def rollback_decision(

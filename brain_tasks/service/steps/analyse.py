@@ -15,7 +15,7 @@ from brain_tasks.brain.tables import ModelManifest
 from brain_tasks.errors import DataError
 from brain_tasks.service.chain import ChainState
 from brain_tasks.service.steps.market import load_market, market_kwargs
-from brain_tasks.service.steps.rollback import live_check
+from brain_tasks.service.steps.promote import live_check
 from brain_tasks.settings import Settings
 from brain_tasks.timekeeping import day_end
 from brain_tasks.vocabulary import Status

@@ -21,7 +21,7 @@ def compare_models(engine: sa.Engine, settings: Settings, state: ChainState) -> 
     from brain_tasks.ml.regimes import benchmark_metrics
 
     outcomes = list(state.models.values())
-    failures = {m.model_type: m.error or "failed" for m in outcomes if not m.ok}
+    failures = {m.model_type: m.error or Status.FAILED for m in outcomes if not m.ok}
     state = state.update(config_hash=train_config(settings).config_hash(), failed_models=failures)
     stale = [m for m in outcomes if m.status == Status.STALE]
     if stale:

@@ -23,10 +23,10 @@ from brain_tasks.brain import registry
 from brain_tasks.brain import signals as signal_rows
 from brain_tasks.errors import BrainError, NoModelError, StaleDataError
 from brain_tasks.settings import Settings
+from brain_tasks.vocabulary import Status
 
 log = logging.getLogger(__name__)
 
-OK, PARTIAL, FAILED = "succeeded", "partial", "failed"
 LIVE = "live"
 
 
@@ -64,7 +64,7 @@ def publish_signals(engine: sa.Engine, settings: Settings, symbols: Sequence[str
         except Exception as exc:  # a bug in one symbol: log it, serve the others
             log.exception("publish_signals %s failed", symbol)
             failed[symbol] = f"{type(exc).__name__}: {exc}"
-    state = FAILED if failed and not (published or stale) else (PARTIAL if failed else OK)
+    state = Status.FAILED if failed and not (published or stale) else (Status.PARTIAL if failed else Status.OK)
     return {"status": state, "served_at": stamp.isoformat(), "new_rows": new_rows, "published": published,
             "stale": stale, "skipped": skipped, "failed": failed}
 

@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from brain_tasks import timekeeping
 from brain_tasks.brain import dashboard_views as dv
 from brain_tasks.settings import Settings
+from brain_tasks.vocabulary import RUN_STATES
 
 METRIC_NAMES = ("brain_symbols", "brain_data_age_seconds", "brain_data_max_age_seconds", "brain_champion_age_seconds",
                 "brain_champion_sharpe", "brain_champion_total_return", "brain_run_last_duration_seconds",
@@ -31,7 +32,6 @@ METRIC_NAMES = ("brain_symbols", "brain_data_age_seconds", "brain_data_max_age_s
 FAILURE_WINDOW = dt.timedelta(hours=24)
 # kombu's Redis transport keeps a queue's priorities 3, 6 and 9 in lists of their own beside it.
 _PRIORITY_SEP, _PRIORITY_STEPS = "\x06\x16", (3, 6, 9)
-RUN_STATES = ("pending", "running", "succeeded", "failed", "partial", "skipped", "cancelled")
 
 
 def _gauge(name: str, doc: str, labels: Sequence[str] = ()) -> GaugeMetricFamily:
