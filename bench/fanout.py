@@ -328,7 +328,7 @@ def profile_steps(pg: str, n: int) -> dict[str, tuple[float, float]]:
     {step: (mean wall ms, mean CPU ms)}, to hold the worker's runtimes against."""
     from brain_tasks.brain.db import dispose_engine, make_engine
     from brain_tasks.service.chain import ChainState
-    from brain_tasks.service.steps import choose, compare, explain, market, promote, sizer, train
+    from brain_tasks.service.steps import choose, compare, explain, promote, reads, sizer, train
     from brain_tasks.brain.migrate import upgrade
     from brain_tasks.service.steps.collect import collect, source_for
     from brain_tasks.intake import as_of_date
@@ -338,7 +338,7 @@ def profile_steps(pg: str, n: int) -> dict[str, tuple[float, float]]:
     upgrade(url)
     settings = from_environ({"BRAIN_DATABASE_URL": url, **SYNTHETIC_FANOUT})
     engine, day, source = make_engine(url), as_of_date(SYNTHETIC_AS_OF), source_for(settings)
-    market.train_config(settings)
+    reads.train_config(settings)
     import brain_tasks.ml.pipeline  # noqa: F401  (imported before timing, as a worker's children have it)
 
     steps = {
@@ -459,12 +459,12 @@ def sequential(url: str, work: list[tuple[str, str]]) -> float:
     """Wall seconds of an in-process loop over the work."""
     from brain_tasks.brain.db import make_engine
     from brain_tasks.intake import as_of_date
-    from brain_tasks.service.steps import market, train
+    from brain_tasks.service.steps import reads, train
     from brain_tasks.settings import from_environ
 
     settings = from_environ({"BRAIN_DATABASE_URL": url})
     engine = make_engine(url)
-    market.train_config(settings)  # import the ML stack before timing, as a warm worker has
+    reads.train_config(settings)  # import the ML stack before timing, as a warm worker has
     import brain_tasks.ml.pipeline  # noqa: F401
 
     start = time.perf_counter()

@@ -98,7 +98,7 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def reads(url: str, repeat: int, chain_calls: int) -> None:
-    from brain_tasks.service.steps import market, train
+    from brain_tasks.service.steps import reads, train
     from brain_tasks.brain import store
     from brain_tasks.brain.db import make_engine
     from brain_tasks.settings import from_environ
@@ -111,7 +111,7 @@ def reads(url: str, repeat: int, chain_calls: int) -> None:
         "read_open_interest": lambda: store.read_open_interest(engine, EXCHANGE, SYMBOL),
         "read_liquidations": lambda: store.read_liquidations(engine, EXCHANGE, SYMBOL),
         "read_sentiment": lambda: store.read_sentiment(engine, SYMBOL),
-        "load_market": lambda: market.load_market(engine, settings, SYMBOL),
+        "load_market": lambda: reads.load_market(engine, settings, SYMBOL),
     }
     readers["read_candles"]()  # warm the connection pool and the server's cache
     print(f"\nreads, median of {repeat} (seconds)")
@@ -150,7 +150,7 @@ def fingerprint(engine: Any) -> list[Any]:
 
 
 def train(server: str, data: dict[str, pd.DataFrame], model: str) -> None:
-    from brain_tasks.service.steps import market, train
+    from brain_tasks.service.steps import reads, train
     from brain_tasks.brain.db import make_engine
 
     print(f"\ntrain_symbol({model}) in a fresh database per path (seconds)")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from brain_tasks.brain.registry import find_version
-from brain_tasks.service.steps.market import dataset_for
+from brain_tasks.service.steps.reads import dataset_for
 from brain_tasks.brain import store
 from brain_tasks.brain.db import make_engine
 from brain_tasks.client import BrainClient

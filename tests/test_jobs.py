@@ -13,7 +13,7 @@ from brain_tasks.brain import registry, runs, store
 from brain_tasks.brain.db import make_engine
 from brain_tasks.errors import DataError, IntegrityError
 from brain_tasks.service.chain import ChainState, ModelOutcome
-from brain_tasks.service.steps import choose, compare, explain, market, outcome, promote, train
+from brain_tasks.service.steps import choose, compare, explain, outcome, promote, reads, train
 from brain_tasks.settings import from_environ
 from brain_tasks.vocabulary import Status
 from tests import snapshots
@@ -130,7 +130,7 @@ def test_a_corrupted_artifact_is_refused(brain):
         conn.execute(sa.update(ModelArtifact).where(ModelArtifact.sha256 == manifest.artifact_sha256)
                      .values(data=b'{"tampered": true}'))
     with pytest.raises(IntegrityError, match="corrupted"):
-        market.load_version(engine, manifest)
+        reads.load_version(engine, manifest)
 
 
 def _without_wall_clock(snap: dict) -> dict:

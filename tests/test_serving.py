@@ -14,7 +14,7 @@ import pytest
 
 from brain_tasks.service import serving
 from brain_tasks.service.steps import publish, train
-from brain_tasks.service.steps.market import dataset_for
+from brain_tasks.service.steps.reads import dataset_for
 from brain_tasks.brain import registry, store
 from brain_tasks.brain import signals as signal_rows
 from brain_tasks.brain.db import make_engine

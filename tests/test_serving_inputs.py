@@ -11,7 +11,7 @@ import pytest
 
 from brain_tasks.service import serving
 from brain_tasks.service.steps import train
-from brain_tasks.service.steps.market import dataset_for
+from brain_tasks.service.steps.reads import dataset_for
 from brain_tasks.brain import registry, store
 from brain_tasks.brain.db import make_engine
 from brain_tasks.ml import inference as ml

@@ -137,7 +137,7 @@ def test_filters_and_missing_symbols(pg_brain: sa.Engine, monkeypatch: pytest.Mo
 
 
 def test_real_sample_market_is_identical(pg_brain: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    from brain_tasks.service.steps.market import load_market
+    from brain_tasks.service.steps.reads import load_market
     from brain_tasks.service.steps.collect import ingest_freqtrade
     from brain_tasks.settings import from_environ
 
@@ -161,7 +161,7 @@ def test_a_column_without_a_fixed_width_form_falls_back_to_rows(pg_brain: sa.Eng
 
 def test_a_rewritten_bar_in_the_middle_is_read_at_once(pg_brain: sa.Engine) -> None:
     """No read is served from a copy: a corrected bar shows in the next load_market."""
-    from brain_tasks.service.steps.market import load_market
+    from brain_tasks.service.steps.reads import load_market
     from brain_tasks.settings import from_environ
 
     ts = pd.date_range("2024-01-01", periods=500, freq="5min", tz="UTC")

@@ -14,7 +14,7 @@ from brain_tasks.brain import registry, store
 from brain_tasks.brain.tables import ModelManifest
 from brain_tasks.errors import DataError
 from brain_tasks.service.chain import ChainState
-from brain_tasks.service.steps.market import load_market, market_kwargs
+from brain_tasks.service.steps.reads import load_market, market_kwargs
 from brain_tasks.service.steps.promote import live_check
 from brain_tasks.settings import Settings
 from brain_tasks.timekeeping import day_end

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from brain_tasks.brain import registry
 from brain_tasks.service.chain import ChainState
-from brain_tasks.service.steps.market import run_versions
+from brain_tasks.service.steps.reads import run_versions
 from brain_tasks.settings import Settings
 from brain_tasks.vocabulary import Action, ChampionStatus
 

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from brain_tasks.brain import registry, store
 from brain_tasks.service.chain import ChainState
-from brain_tasks.service.steps.market import train_config
+from brain_tasks.service.steps.reads import train_config
 from brain_tasks.settings import Settings
 from brain_tasks.vocabulary import Status
 

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from brain_tasks.brain import registry
 from brain_tasks.service.chain import ChainState
-from brain_tasks.service.steps.market import market_kwargs, rebuild, run_versions
+from brain_tasks.service.steps.reads import market_kwargs, rebuild, run_versions
 from brain_tasks.settings import Settings
 
 

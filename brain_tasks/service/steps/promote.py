@@ -17,7 +17,7 @@ from brain_tasks.brain.locks import claim
 from brain_tasks.brain.tables import ModelManifest
 from brain_tasks.errors import DataError
 from brain_tasks.service.chain import ChainState
-from brain_tasks.service.steps.market import dataset_for, label, load_market, load_version, market_kwargs
+from brain_tasks.service.steps.reads import dataset_for, label, load_market, load_version, market_kwargs
 from brain_tasks.settings import Settings
 from brain_tasks.timekeeping import day_end, timeframe_seconds
 from brain_tasks.vocabulary import Action

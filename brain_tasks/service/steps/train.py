@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from brain_tasks.brain import registry
 from brain_tasks.service.chain import ModelOutcome
-from brain_tasks.service.steps.market import load_market, market_kwargs, train_config
+from brain_tasks.service.steps.reads import load_market, market_kwargs, train_config
 from brain_tasks.service.steps.protocol import Fitted, Inputs, train_once
 from brain_tasks.settings import Settings
 from brain_tasks.timekeeping import day_end
