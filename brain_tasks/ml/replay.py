@@ -405,6 +405,11 @@ def pbo_cscv(
     (``sharpe_columns``, computed from block sums for all combinations at once) or a function mapping a
     rows x N array to N values (evaluated per combination).
 
+    Reading it: on zero-skill policies the IS winner's OOS rank is uniform, so PBO is about 1/2
+    (exactly floor((N + 1) / 2) / N in expectation: for odd N the median rank counts as overfit).  One
+    replay's PBO varies a lot from one history to another when N is small (``bench/replay_stats.py``
+    prints its spread), so read it with the Sharpe-difference tests, not alone.
+
     Returns pbo, logits (one per combination, in ``itertools.combinations`` order), n_combinations,
     n_blocks, bars_per_block, rows_left_out, n_policies.
     """
