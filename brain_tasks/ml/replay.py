@@ -17,12 +17,14 @@ The statistics, each with its reference:
   number of policies tried;
 - ``pbo_cscv``: the Probability of Backtest Overfitting by Combinatorially Symmetric Cross-Validation
   (Bailey, Borwein, Lopez de Prado & Zhu 2015);
-- ``pooled_returns``: the equal-weight portfolio of the symbols.
+- ``pooled_returns``: the equal-weight portfolio of the symbols;
+- ``policy_table``: all of these for one symbol or the pooled portfolio, JSON-safe.
 
-Storage helpers (``pack_returns`` / ``unpack_returns``, ``equity_curve``) keep a year of 5m bars for
-1,000 symbols x 8 policies within a few GB: at most 4 bytes per bar plus a 25-byte header (float32 on
-a regular time grid, NaN for bars without a return), zlib-compressed after a byte shuffle, so the long
-flat spells of a cautious policy cost almost nothing.  No pickle.
+Storage helpers (``pack_returns`` / ``unpack_returns``, ``equity_curve``): float32 on a regular time
+grid, NaN for bars without a return, byte-shuffled and zlib-compressed, after a 25-byte header.  A
+policy in the market on every bar costs about 3.4 bytes per bar (never more than 4 plus zlib's 0.1%),
+a flat one almost nothing, so a year of 5m bars for 1,000 symbols x 8 policies stays under 3 GB
+(``bench/replay_stats.py`` prints the figures).  No pickle.
 
 Pure: numpy, pandas and scipy only; no Celery, no SQL.
 """
@@ -217,7 +219,9 @@ def pooled_trades(trades_by_symbol: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class SharpeDifference:
-    """Test of SR_a = SR_b on paired bars.  Sharpe ratios, difference and se are annualised.
+    """Test of SR_a = SR_b on paired bars.  Sharpe ratios, difference and se are annualised; the Sharpe
+    ratios here use population moments (ddof 0, as the delta method does), so they differ from
+    ``policy_metrics``' (ddof 1) by a factor sqrt((n - 1) / n).
 
     ``p_value`` is two-sided; ``p_greater`` is one-sided for H1: SR_a > SR_b (``p_less`` the reverse).
     ``exact`` is True when no sampling error is involved (see ``sharpe_difference_test``).
@@ -246,10 +250,11 @@ def _sharpe_parts(x: np.ndarray) -> tuple[float, np.ndarray | None, list[np.ndar
 
     Without variance the Sharpe is exact: 0 for all-zero returns (flat), +/-inf for a constant
     non-zero return; no gradient (it carries no sampling error)."""
-    mu, gamma = float(x.mean()), float(np.mean(x * x))
-    var = gamma - mu * mu
-    if var <= 1e-12 * mu * mu or var <= 0.0:
+    mu = float(x.mean())
+    var = float(np.mean(np.square(x - mu)))  # not E[x^2] - mu^2, which cancels to noise on a constant
+    if math.sqrt(var) <= 1e-12 * abs(mu) or var == 0.0:  # the rule of metrics: rounding is no variance
         return (0.0 if mu == 0 else math.copysign(math.inf, mu)), None, []
+    gamma = var + mu * mu
     v15 = var ** 1.5
     return mu / math.sqrt(var), np.array([gamma / v15, -mu / (2.0 * v15)]), [x, x * x]
 
@@ -310,8 +315,9 @@ def sharpe_difference_test(a: Any, b: Any, periods_per_year: float, lags: int | 
     se = math.sqrt(var / n)
     diff = sr_a - sr_b
     z = diff / se
-    return SharpeDifference(sr_a * ann, sr_b * ann, diff * ann, se * ann, float(np.clip(z, -Z_CAP, Z_CAP)), float(2.0 * stats.norm.sf(abs(z))),
-                            float(stats.norm.sf(z)), float(stats.norm.cdf(z)), n, int(used), False, "")
+    return SharpeDifference(sr_a * ann, sr_b * ann, diff * ann, se * ann, float(np.clip(z, -Z_CAP, Z_CAP)),
+                            float(2.0 * stats.norm.sf(abs(z))), float(stats.norm.sf(z)), float(stats.norm.cdf(z)),
+                            n, int(used), False, "")
 
 
 def _paired(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -453,6 +459,36 @@ def pbo_cscv(
     }
 
 
+def policy_table(
+    trades_by_policy: Mapping[str, pd.DataFrame],
+    periods_per_year: float,
+    reference: str = "brain",
+    n_blocks: int = 16,
+) -> dict[str, Any]:
+    """Every statistic of one symbol's (or the pooled) replay, JSON-safe: ``policies`` maps each policy
+    to its ``policy_metrics`` plus ``p_value``, ``p_greater`` and ``sharpe_diff`` of
+    ``sharpe_difference_test(reference, policy)`` (absent for the reference itself); ``dsr`` is
+    ``dsr_of_best``; ``pbo`` is ``pbo_cscv``'s result without the logits (None, with ``pbo_reason``,
+    when there are fewer than 2 bars per block).  The policies are compared on the bars they all have.
+    """
+    if reference not in trades_by_policy:
+        raise ValueError(f"reference policy {reference!r} is not among {sorted(trades_by_policy)}")
+    returns = pd.concat({name: t["net_return"] for name, t in trades_by_policy.items()}, axis=1, join="inner")
+    out: dict[str, Any] = {"policies": {}, "n_bars": len(returns)}
+    for name, trades in trades_by_policy.items():
+        row = policy_metrics(trades.loc[returns.index], periods_per_year)
+        if name != reference:
+            test = sharpe_difference_test(returns[reference], returns[name], periods_per_year)
+            row |= {"p_value": test.p_value, "p_greater": test.p_greater, "sharpe_diff": test.diff}
+        out["policies"][name] = row
+    out["dsr"] = dsr_of_best({name: returns[name].to_numpy() for name in returns}, periods_per_year)
+    if len(returns) // n_blocks >= 2:
+        out["pbo"] = {k: v for k, v in pbo_cscv(returns.to_numpy(), n_blocks).items() if k != "logits"}
+    else:
+        out["pbo"], out["pbo_reason"] = None, f"{len(returns)} bars are too few for {n_blocks} blocks of 2"
+    return out
+
+
 # --- storage ------------------------------------------------------------------------------------------
 
 _MAGIC = b"BRR1"
@@ -481,7 +517,7 @@ def pack_returns(series: pd.Series, bar: pd.Timedelta | str | None = None) -> by
     length in ns, bar count, flags) then the values as float32 little-endian, one per bar from the
     first timestamp to the last, NaN for a bar that is missing or not finite; byte-shuffled (all first
     bytes, then all second bytes, ...) and zlib-compressed, which turns runs of equal values (a flat
-    policy's zeros) into almost nothing.  At most 4 bytes per bar plus the header.
+    policy's zeros) into almost nothing.  At most 4 bytes per bar (plus zlib's 0.1%) and the header.
 
     float32 keeps 24 significant bits: a return is stored within a relative 6e-8 (3e-11 absolute
     for a 5e-4 bar return); compute statistics from the float64 returns, store for drawing and

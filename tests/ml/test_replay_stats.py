@@ -3,6 +3,7 @@ that compare policies.  Seeded; each test takes well under a few seconds."""
 
 from __future__ import annotations
 
+import json
 import math
 from itertools import combinations
 
@@ -263,3 +264,22 @@ def test_equity_curve_keeps_the_extremes_and_the_end() -> None:
     curve = replay.equity_curve(r, max_points=500)
     assert len(curve) <= 500 and curve.index.is_monotonic_increasing
     assert curve.iloc[-1] == full[-1] and curve.max() == full.max() and curve.min() == full.min()
+
+
+def test_policy_table_compares_every_policy_with_brain_on_the_same_bars() -> None:
+    r = bars(2000, seed=12)
+    ix = r.index
+    ends = [ix[0] - pd.Timedelta("5min"), ix[999]]
+    pred = pd.Series(np.random.default_rng(13).normal(size=2000), index=ix)
+    trades = {
+        "brain": replay.trade_policy(r, const(ix, "low"), {"m": pred}, [{"low": "m"}, "flat"], ends, 5.0),
+        "newest:m": replay.trade_policy(r, const(ix, "low"), {"m": pred}, ["m", "m"], ends, 5.0),
+        "flat": replay.flat_policy(r, ends),
+        "buy_and_hold": replay.buy_and_hold_policy(r, ends, 5.0),
+    }
+    table = replay.policy_table(trades, PPY, n_blocks=8)
+    assert set(table["policies"]) == set(trades) and table["n_bars"] == 2000
+    assert "p_value" not in table["policies"]["brain"]
+    assert all(0.0 <= table["policies"][p]["p_value"] <= 1.0 for p in ("newest:m", "flat", "buy_and_hold"))
+    assert table["pbo"]["bars_per_block"] == 250 and table["dsr"]["n_trials"] == 4
+    json.dumps(table, allow_nan=False)  # JSON-safe: the store and the CLI print it as is
