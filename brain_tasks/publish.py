@@ -80,7 +80,7 @@ def track_live(engine: sa.Engine, settings: Settings, as_of: dt.date, symbols: S
     for symbol, model_type, version in signal_rows.served_versions(engine):
         if wanted is not None and symbol not in wanted:
             continue
-        manifest = serving._manifest(engine, engine, symbol, model_type, version)
+        manifest = serving.server(engine).manifest(symbol, model_type, version)
         config = ml.serve_config(manifest.config)
         signals, candles = signal_rows.with_following_bars(
             engine, settings.exchange, config.timeframe, serving.bar_seconds(config.timeframe), symbol, model_type,
