@@ -213,7 +213,8 @@ class Server:
     """
 
     def __init__(self, engine: sa.Engine) -> None:
-        self.engine = engine
+        # Weakly: `_SERVERS` holds this instance for as long as the engine lives, not longer.
+        self._engine = weakref.ref(engine)
         self.models: OrderedDict[str, Any] = OrderedDict()
         self.sizers: dict[str, Any] = {}
         self.manifests: dict[tuple[str, str, int], Any] = {}
@@ -223,6 +224,13 @@ class Server:
         self.written: dict[str, tuple[Any, ...]] = {}
         self._lock = threading.Lock()
         self._generations = itertools.count()
+
+    @property
+    def engine(self) -> sa.Engine:
+        engine = self._engine()
+        if engine is None:
+            raise RuntimeError("this Server's engine was disposed of: ask `server(engine)` for the new one")
+        return engine
 
     # --- immutable things, by content address or version ---------------------------------------
 
