@@ -192,24 +192,25 @@ class Server:
     - `markets` (`WindowKey` -> the window's old rows, MARKET_CACHE_SIZE most recently used kept): rows
       younger than FRESH_BARS bars before the decided bar are never kept; they are re-read on every call.
       The older rows held are trusted while the stored counts of each series over [start, frozen_end)
-      equal the rows held, checked once per decided bar (in the call's shared round trip when it counted
-      this window, else by `signals.stored_counts`); on a mismatch the window is dropped and every row
-      read again.  A backfill seen after its bar was decided changes only later bars.  A bar before the
-      window's frozen end (a historical `at`) is served from a full read and leaves the window alone.  The
+      equal the rows held, checked once per decided bar and after a trim (in the call's shared round trip
+      when it counted this window, else by `signals.stored_counts`); on a mismatch the window is dropped
+      and every row read again.  A backfill seen after its bar was decided changes only later bars.  A bar
+      that closed before the window's frozen end (a historical `at`) is served from a full read and leaves
+      the window alone.  The
       window moves its frozen end forward as bars close, is read again from the start when a decision
       needs rows before its start, and is cut to what is needed once its start is TRIM_SLACK too early.
     - `last_window` ((exchange, symbol) -> `WindowKey` of its last decision): replaced by each decision;
       it only says which window the next call's shared round trip counts.
     - `decisions` (symbol -> the identity of its last decision's inputs, and the decision): reused only
       when a call's inputs have the same identity (bar, anchor version, regime choices, the window's
-      generation and a digest of the fresh rows read).  A decision that read rows besides its window (a
-      version with another window, sentiment) is not kept.
+      generation and a digest of the fresh rows read).  A decision for a historical bar, or one that read
+      rows besides its window (a version with another window, sentiment), is not kept.
     - `written` (symbol -> the (bar, model type, version) last recorded): a signal with that key is not
       written again (the signals table keeps the first row of a key anyway).
 
     Thread safety: an Engine may call from several threads.  `models` and `markets` (with `last_window`)
-    change under one lock; the other caches are single dictionary operations, and a race between two
-    calls at worst computes the same immutable value twice.
+    change under one lock, as before this class; the other caches are single dictionary operations, and a
+    race between two calls at worst computes the same value twice.
     """
 
     def __init__(self, engine: sa.Engine) -> None:
