@@ -209,7 +209,8 @@ def describe_inputs(X_train: pd.DataFrame, X_oos: pd.DataFrame, quantile: float 
     scores = scores[np.isfinite(scores)]
     if len(scores) == 0:
         raise ValueError("no out-of-sample row to calibrate the threshold on")
-    threshold = float(np.quantile(scores, quantile))
+    # "higher": an observed score, so at most 1 - quantile of the calibration rows lie strictly above.
+    threshold = float(np.quantile(scores, quantile, method="higher"))
     return {
         "version": DESCRIPTION_VERSION,
         "statistic": STATISTIC,
@@ -258,13 +259,29 @@ def assess(description: dict[str, Any] | Gate, row: pd.Series | pd.DataFrame) ->
     )
 
 
-def calibrated(X: pd.DataFrame, oos_start: int, gap: int = 0, quantile: float = 0.99) -> dict[str, Any]:
-    """Description for a model fitted on every row of X, with its threshold calibrated walk-forward:
-    the statistic of rows ``oos_start:`` against a fit on rows ``:oos_start - gap``, i.e. how far new
-    rows fall from the rows before them.  Location, scale and covariance are then refitted on all rows
-    (the final model's training rows) and keep that threshold."""
-    if not (0 < oos_start - gap and oos_start < len(X)):
-        raise ValueError(f"oos_start {oos_start} with gap {gap} leaves no fitting or no calibration rows")
-    walk = describe_inputs(X.iloc[: oos_start - gap], X.iloc[oos_start:], quantile)
-    final = describe_inputs(X, X.iloc[oos_start:], quantile)
-    return {**final, "threshold": walk["threshold"], "n_oos": walk["n_oos"]}
+def describe_walk_forward(X: pd.DataFrame, splits: list[tuple[np.ndarray, np.ndarray]],
+                          quantile: float = 0.99, min_train_fraction: float = 0.5) -> dict[str, Any]:
+    """Description of a version whose final model trains on every row of X, with the threshold
+    calibrated walk-forward: each split's test rows are scored against a description fitted on that
+    split's training rows (as the final model's future rows will be scored against all of X), the
+    scores are pooled and the threshold is their ``quantile``.  Pass ``validation.walk_forward_splits``
+    of the training run.
+
+    Pooling every test block matters: on heavy-tailed, serially dependent features the quantile of a
+    single block varies a lot from block to block, and the chance of exceeding it is convex in it, so
+    a one-block threshold flags more than ``1 - quantile`` of later rows on average (``bench/ood.py``).
+    """
+    used = [(tr, te) for tr, te in splits if len(tr) >= min_train_fraction * len(X)]
+    if not used:
+        raise ValueError(f"no split trains on at least {min_train_fraction:.0%} of the {len(X)} rows")
+    scores = []
+    for train_idx, test_idx in used:
+        fold = describe_inputs(X.iloc[train_idx], X.iloc[test_idx], quantile)
+        s = statistic(fold, X.iloc[test_idx])
+        scores.append(s[np.isfinite(s)])
+    pooled = np.concatenate(scores) if scores else np.empty(0)
+    if len(pooled) == 0:
+        raise ValueError("no out-of-sample row to calibrate the threshold on")
+    final = describe_inputs(X, X.iloc[np.concatenate([t for _, t in used])], quantile)
+    threshold = float(np.quantile(pooled, quantile, method="higher"))
+    return {**final, "threshold": max(threshold, float(np.finfo("float64").eps)), "n_oos": int(len(pooled))}
