@@ -1,9 +1,10 @@
 """Is a feature row like the rows a model version was trained on?  An out-of-distribution gate.
 
-A version stores ``describe_inputs(X_train, X_oos)``: per-feature robust location and scale, a
-shrunk covariance of the robustly scaled training rows, and a threshold on one multivariate
-statistic calibrated on the version's own out-of-sample rows.  ``assess(description, row)`` scores
-one serve-time row against it.
+A version stores ``describe_inputs(X_train, X_oos)`` (or ``describe_walk_forward``, below): per-feature
+robust location and scale, a shrunk covariance of the robustly scaled training rows, and a threshold
+on one multivariate statistic calibrated on the version's own out-of-sample rows (JSON, about 20 kB
+for 21 features).  ``assess(description, row)`` scores one serve-time row against it; a serving
+process keeps ``Gate.of(description)`` next to the loaded model so that no call parses JSON lists.
 
 The statistic: the largest conditional robust z
 -----------------------------------------------
@@ -25,8 +26,8 @@ Measured (``bench/ood.py``, 10 real 5m pairs of the bundled sample, time-ordered
 
 - FreqAI's dissimilarity index (min-max scaling to [-1, 1], nearest training row's Euclidean
   distance over the mean pairwise distance of the training rows, datasieve's ``DissimilarityIndex``)
-  needs the whole training matrix in the description (hundreds of kB), a distance to every training
-  row per call, and detected a 4-robust-sd shift in one feature far less often than a
+  needs the whole training matrix in the description (megabytes as JSON for a few weeks of 5m bars),
+  a distance to every training row per call (hundreds of microseconds, milliseconds at p99), and detected a 4-robust-sd shift in one feature far less often than a
   covariance-based statistic: Euclidean distance ignores the correlations that make such a shift
   inconsistent with the other features.
 - An isolation forest (scikit-learn) costs milliseconds per single-row call (over the 1 ms budget),
@@ -34,15 +35,26 @@ Measured (``bench/ood.py``, 10 real 5m pairs of the bundled sample, time-ordered
 - Mahalanobis D^2 with a Minimum Covariance Determinant fit was slow to fit (seconds) and weaker:
   MCD fits the calm core of heavy-tailed market features, so calibration rows from the tails get
   huge distances and the threshold rises out of reach.  Ledoit-Wolf on robustly scaled rows fits in
-  about a millisecond.  The conditional-z maximum beat D^2 (same covariance) on every feature.
+  milliseconds.  The conditional-z maximum beat D^2 (same covariance) on every feature.
 
-What does not hold: market features are heavy-tailed, so a shift of 4 robust standard deviations
-(MAD based) is not far for return-like features (``ret_1``, ``range_hl``, ``rv_288``...).  Their
-one-feature detection stays well below 95% with every statistic measured; it reaches 95% or more on
-the features the others pin down (``rv_12``, ``rv_ratio_12_48``, ``rsi_14``, ``ma_dev_48``,
-``vol_z_*``).  The false-alarm rate on a later block equals the quantile's promise only when that
-block comes from the same regime as the calibration rows; after a regime change it rises, which is
-what a gate should do.
+What does not hold:
+
+- Market features are heavy-tailed, so a shift of 4 robust standard deviations (MAD based) is not
+  far for return-like features (``ret_1``, ``range_hl``, ``rv_288``...).  Their one-feature
+  detection stays well below 95% with every statistic measured; it reaches 95% or more on the
+  features the others pin down (``rv_12``, ``rv_ratio_12_48``, ``rsi_14``, ``ma_dev_48``, ``vol_z_*``).
+- The quantile's promise (1% of in-distribution rows flagged) needs a long calibration history.
+  Features are rolling windows up to a day long: a few days of rows hold few independent
+  observations, the calibrated quantile varies a lot from one history to the next, and since the
+  chance of exceeding it is convex in it, later rows are flagged more than 1% of the time on
+  average even when nothing changed.  On stationary synthetic paths the typical later block met the
+  promise with months of 5m bars and not with weeks (figures in ``bench/ood.py``).
+- After a regime change the rate rises on real data, which is what a gate is for.
+
+Calibrating a version: ``describe_walk_forward`` with the training run's walk-forward splits fits the
+description on every row (as the final model) and calibrates on the test rows of the folds that
+train on at least half the rows; the earlier folds' small training sets put their test rows far
+away and would raise the threshold until nothing is flagged.
 
 Missing values
 --------------
@@ -106,29 +118,9 @@ def robust_location_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _conditional_z(d: np.ndarray, precision: np.ndarray) -> np.ndarray:
     """|(P d)_j| / sqrt(P_jj) for each row of d: each feature's standardised residual given the others."""
-    return np.abs(d @ precision) / np.sqrt(np.diag(precision))
-
-
-def _statistic(Z: np.ndarray, mean: np.ndarray, cov: np.ndarray, precision: np.ndarray) -> np.ndarray:
-    """The statistic for each row of the robustly scaled matrix Z (NaN = missing), grouped by the
-    pattern of missing features so that a complete matrix costs one matrix product."""
-    observed = np.isfinite(Z)
-    if observed.all():  # the common case, one matrix product; np.unique below costs more than that
-        return _conditional_z(Z - mean, precision).max(axis=1)
-    out = np.empty(len(Z))
-    # One serve-time row needs no grouping (np.unique over rows costs more than the statistic).
-    patterns, inverse = ((observed, np.zeros(1, dtype="int64")) if len(Z) == 1
-                         else np.unique(observed, axis=0, return_inverse=True))
-    for k, pattern in enumerate(patterns):
-        rows = np.flatnonzero(inverse.ravel() == k)
-        if not pattern.any():
-            out[rows] = math.inf
-            continue
-        d = Z[np.ix_(rows, pattern)] - mean[pattern]
-        # Marginal of the observed features: invert their block of the covariance (not of P).
-        p = precision if pattern.all() else np.linalg.inv(cov[np.ix_(pattern, pattern)])
-        out[rows] = _conditional_z(d, p).max(axis=1)
-    return out
+    # einsum, not @: numpy's matmul calls BLAS, whose threads woke up for a 1 x 21 product and cost
+    # milliseconds at p99 on a busy machine; einsum's own loop is single-threaded and as fast here.
+    return np.abs(np.einsum("ij,jk->ik", d, precision)) / np.sqrt(np.diag(precision))
 
 
 @dataclass(frozen=True)
@@ -143,6 +135,10 @@ class Gate:
     covariance: np.ndarray
     precision: np.ndarray
     threshold: float
+    # Precision of the observed features' marginal, by pattern of missing features.  A serving process
+    # meets the same few patterns (a source that has not started yet) over and over; the arrays above
+    # never change, so entries never go stale.  Inverting per call also woke BLAS threads (ms at p99).
+    _marginal: dict[bytes, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, description: dict[str, Any] | Gate) -> Gate:
@@ -158,8 +154,32 @@ class Gate:
         """Robust z of every described feature (NaN where missing or non-finite)."""
         return _scaled(X, self.names, self.location, self.scale)
 
+    def marginal_precision(self, observed: np.ndarray) -> np.ndarray:
+        """Inverse of the covariance block of the ``observed`` (boolean mask) features."""
+        key = np.packbits(observed).tobytes()
+        if key not in self._marginal:
+            self._marginal[key] = np.linalg.inv(self.covariance[np.ix_(observed, observed)])
+        return self._marginal[key]
+
     def statistic(self, Z: np.ndarray) -> np.ndarray:
-        return _statistic(Z, self.mean, self.covariance, self.precision)
+        """The statistic for each row of the robustly scaled matrix Z (NaN = missing), grouped by
+        the pattern of missing features so that a complete matrix costs one matrix product."""
+        observed = np.isfinite(Z)
+        if observed.all():  # the common case; np.unique below costs more than the statistic
+            return _conditional_z(Z - self.mean, self.precision).max(axis=1)
+        out = np.empty(len(Z))
+        # One serve-time row needs no grouping.
+        patterns, inverse = ((observed, np.zeros(1, dtype="int64")) if len(Z) == 1
+                             else np.unique(observed, axis=0, return_inverse=True))
+        for k, pattern in enumerate(patterns):
+            rows = np.flatnonzero(inverse.ravel() == k)
+            if not pattern.any():
+                out[rows] = math.inf
+                continue
+            # Marginal of the observed features: their block of the covariance, inverted (not P's block).
+            p = self.precision if pattern.all() else self.marginal_precision(pattern)
+            out[rows] = _conditional_z(Z[np.ix_(rows, pattern)] - self.mean[pattern], p).max(axis=1)
+        return out
 
 
 def _scaled(frame: pd.DataFrame, names: list[str], location: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -177,21 +197,9 @@ def _row_values(row: pd.Series, names: list[str]) -> np.ndarray:
     return out
 
 
-def describe_inputs(X_train: pd.DataFrame, X_oos: pd.DataFrame, quantile: float = 0.99) -> dict[str, Any]:
-    """JSON-safe description of a version's training inputs, with the gate's threshold.
-
-    Location, scale and covariance come from ``X_train``; the threshold is the ``quantile`` of the
-    statistic over ``X_oos``.  ``X_oos`` must be rows the description was NOT fitted on, later in
-    time (walk-forward test rows scored against a description fitted on the rows before them): on
-    its own fitting rows the statistic is smaller than on new rows, and a threshold calibrated there
-    would flag too many new rows.  A version's final model trains on every row; fit its description
-    the same way, and calibrate on the last test block against a fit on the rows before that block
-    (``calibrated`` below), or pass the final fit's rows and a truly later block.
-    """
-    if not 0.5 <= quantile < 1:
-        raise ValueError(f"quantile must be in [0.5, 1), got {quantile}")
+def _fit(X_train: pd.DataFrame) -> dict[str, Any]:
+    """The description's fitted part: features, robust location and scale, Ledoit-Wolf covariance."""
     cols = [c for c in X_train.columns if np.isfinite(X_train[c].to_numpy(dtype="float64", na_value=np.nan)).any()]
-    ignored = [str(c) for c in X_train.columns if c not in cols]
     if not cols:
         raise ValueError("no feature has a finite training value")
     train = X_train[cols].to_numpy(dtype="float64", na_value=np.nan, copy=True)
@@ -203,31 +211,54 @@ def describe_inputs(X_train: pd.DataFrame, X_oos: pd.DataFrame, quantile: float 
         raise ValueError(f"{len(complete)} complete training rows cannot estimate a covariance of {len(cols)} "
                          f"features (need at least {2 * len(cols)})")
     lw = LedoitWolf().fit(complete)
-    names = [str(c) for c in cols]
-    oos = _scaled(X_oos, names, location, scale)
-    scores = _statistic(oos, lw.location_, lw.covariance_, lw.precision_)
-    scores = scores[np.isfinite(scores)]
-    if len(scores) == 0:
-        raise ValueError("no out-of-sample row to calibrate the threshold on")
-    # "higher": an observed score, so at most 1 - quantile of the calibration rows lie strictly above.
-    threshold = float(np.quantile(scores, quantile, method="higher"))
     return {
         "version": DESCRIPTION_VERSION,
         "statistic": STATISTIC,
-        "features": names,
-        "ignored": ignored,
+        "features": [str(c) for c in cols],
+        "ignored": [str(c) for c in X_train.columns if c not in cols],
         "location": location.tolist(),
         "scale": scale.tolist(),
         "mean": lw.location_.tolist(),
         "covariance": lw.covariance_.tolist(),
         "precision": lw.precision_.tolist(),
         "shrinkage": float(lw.shrinkage_),
-        "quantile": float(quantile),
-        # A threshold of 0 (all calibration rows at the centre) would make every row "out".
-        "threshold": max(threshold, float(np.finfo("float64").eps)),
         "n_train": int(len(complete)),
-        "n_oos": int(len(scores)),
     }
+
+
+def _uncalibrated(fitted: dict[str, Any]) -> Gate:
+    """A gate on a fitted description before it has a threshold: for its raw statistic only."""
+    return Gate.of({**fitted, "threshold": math.nan})
+
+
+def _threshold(scores: np.ndarray, quantile: float) -> float:
+    scores = scores[np.isfinite(scores)]
+    if len(scores) == 0:
+        raise ValueError("no out-of-sample row to calibrate the threshold on")
+    # "higher": an observed score, so at most 1 - quantile of the calibration rows lie strictly above.
+    # A threshold of 0 (every calibration row at the centre) would make every row "out": floor it.
+    return max(float(np.quantile(scores, quantile, method="higher")), float(np.finfo("float64").eps))
+
+
+def _check_quantile(quantile: float) -> None:
+    if not 0.5 <= quantile < 1:
+        raise ValueError(f"quantile must be in [0.5, 1), got {quantile}")
+
+
+def describe_inputs(X_train: pd.DataFrame, X_oos: pd.DataFrame, quantile: float = 0.99) -> dict[str, Any]:
+    """JSON-safe description of a version's training inputs, with the gate's threshold.
+
+    Location, scale and covariance come from ``X_train``; the threshold is the ``quantile`` of the
+    statistic over ``X_oos``.  ``X_oos`` must be rows the description was NOT fitted on, later in
+    time: on its own fitting rows the statistic is smaller than on new rows, and a threshold
+    calibrated there would flag too many new rows.  For a version whose final model trains on every
+    row, ``describe_walk_forward`` fits on every row and calibrates on walk-forward test rows.
+    """
+    _check_quantile(quantile)
+    description = _fit(X_train)
+    scores = statistic(_uncalibrated(description), X_oos)
+    return {**description, "quantile": float(quantile), "threshold": _threshold(scores, quantile),
+            "n_oos": int(np.isfinite(scores).sum())}
 
 
 def statistic(description: dict[str, Any] | Gate, X: pd.DataFrame) -> np.ndarray:
@@ -261,27 +292,20 @@ def assess(description: dict[str, Any] | Gate, row: pd.Series | pd.DataFrame) ->
 
 def describe_walk_forward(X: pd.DataFrame, splits: list[tuple[np.ndarray, np.ndarray]],
                           quantile: float = 0.99, min_train_fraction: float = 0.5) -> dict[str, Any]:
-    """Description of a version whose final model trains on every row of X, with the threshold
-    calibrated walk-forward: each split's test rows are scored against a description fitted on that
-    split's training rows (as the final model's future rows will be scored against all of X), the
-    scores are pooled and the threshold is their ``quantile``.  Pass ``validation.walk_forward_splits``
-    of the training run.
+    """Description of a version whose final model trains on every row of X, with its threshold
+    calibrated out of sample, walk-forward: each split's test rows are scored against a description
+    fitted on that split's training rows (as future rows will be scored against all of X), the
+    scores are pooled and the threshold is their ``quantile``.  Pass the training run's
+    ``validation.walk_forward_splits`` over X.
 
-    Pooling every test block matters: on heavy-tailed, serially dependent features the quantile of a
-    single block varies a lot from block to block, and the chance of exceeding it is convex in it, so
-    a one-block threshold flags more than ``1 - quantile`` of later rows on average (``bench/ood.py``).
+    Only splits that train on at least ``min_train_fraction`` of the rows calibrate: an early fold
+    fitted on a few days puts its test rows far away, and on the real sample such folds raised the
+    threshold until a 4-sd shift went unflagged on most pairs (``bench/ood.py``).
     """
+    _check_quantile(quantile)
     used = [(tr, te) for tr, te in splits if len(tr) >= min_train_fraction * len(X)]
     if not used:
         raise ValueError(f"no split trains on at least {min_train_fraction:.0%} of the {len(X)} rows")
-    scores = []
-    for train_idx, test_idx in used:
-        fold = describe_inputs(X.iloc[train_idx], X.iloc[test_idx], quantile)
-        s = statistic(fold, X.iloc[test_idx])
-        scores.append(s[np.isfinite(s)])
-    pooled = np.concatenate(scores) if scores else np.empty(0)
-    if len(pooled) == 0:
-        raise ValueError("no out-of-sample row to calibrate the threshold on")
-    final = describe_inputs(X, X.iloc[np.concatenate([t for _, t in used])], quantile)
-    threshold = float(np.quantile(pooled, quantile, method="higher"))
-    return {**final, "threshold": max(threshold, float(np.finfo("float64").eps)), "n_oos": int(len(pooled))}
+    scores = np.concatenate([statistic(_uncalibrated(_fit(X.iloc[tr])), X.iloc[te]) for tr, te in used])
+    return {**_fit(X), "quantile": float(quantile), "threshold": _threshold(scores, quantile),
+            "n_oos": int(np.isfinite(scores).sum())}
