@@ -27,9 +27,10 @@ Measured (``bench/ood.py``, 10 real 5m pairs of the bundled sample, time-ordered
 - FreqAI's dissimilarity index (min-max scaling to [-1, 1], nearest training row's Euclidean
   distance over the mean pairwise distance of the training rows, datasieve's ``DissimilarityIndex``)
   needs the whole training matrix in the description (megabytes as JSON for a few weeks of 5m bars),
-  a distance to every training row per call (hundreds of microseconds, milliseconds at p99), and detected a 4-robust-sd shift in one feature far less often than a
-  covariance-based statistic: Euclidean distance ignores the correlations that make such a shift
-  inconsistent with the other features.
+  a distance to every training row per call (hundreds of microseconds, milliseconds at p99), and
+  detected a 4-robust-sd shift in one feature far less often than a covariance-based statistic:
+  Euclidean distance ignores the correlations that make such a shift inconsistent with the other
+  features.
 - An isolation forest (scikit-learn) costs milliseconds per single-row call (over the 1 ms budget),
   has no JSON form short of exporting its trees, and barely reacted to a one-feature shift.
 - Mahalanobis D^2 with a Minimum Covariance Determinant fit was slow to fit (seconds) and weaker:
