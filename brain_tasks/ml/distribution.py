@@ -59,11 +59,12 @@ away and would raise the threshold until nothing is flagged.
 
 Missing values
 --------------
-A feature that is NaN in the row, or absent from it, is left out: the statistic is computed on the
+A feature that is NaN (or pandas NA) in the row, or absent from it, is left out: the statistic is computed on the
 observed features only, from the marginal covariance of those features (Gaussian marginalisation,
 so no imputed value can move the verdict), and the feature is listed in ``Assessment.missing``.
 With fewer features the maximum has fewer terms, so the threshold is then conservative.  A row with
-no observed feature at all is out of distribution with ``dissimilarity = inf``.  Features that are
+no observed feature at all is out of distribution with ``dissimilarity = inf``; so is a row with an
+infinite feature value (an overflow is as far out as a value can be, not a missing one).  Features that are
 never finite in the training rows are not described (``description["ignored"]``); the covariance is
 estimated on the training rows where every described feature is finite.
 """
@@ -163,39 +164,42 @@ class Gate:
         return self._marginal[key]
 
     def statistic(self, Z: np.ndarray) -> np.ndarray:
-        """The statistic for each row of the robustly scaled matrix Z (NaN = missing), grouped by
-        the pattern of missing features so that a complete matrix costs one matrix product."""
-        observed = np.isfinite(Z)
+        """The statistic for each row of the robustly scaled matrix Z (NaN = missing; an infinite
+        value = infinitely far out), grouped by the pattern of missing features so that a complete
+        matrix costs one matrix product."""
+        infinite = np.isinf(Z).any(axis=1)
+        if infinite.any():
+            Z = np.where(np.isinf(Z), 0.0, Z)  # those rows are set to inf below; 0 keeps inf - inf out
+        observed = ~np.isnan(Z)
         if observed.all():  # the common case; np.unique below costs more than the statistic
-            return _conditional_z(Z - self.mean, self.precision).max(axis=1)
-        out = np.empty(len(Z))
-        # One serve-time row needs no grouping.
-        patterns, inverse = ((observed, np.zeros(1, dtype="int64")) if len(Z) == 1
-                             else np.unique(observed, axis=0, return_inverse=True))
-        for k, pattern in enumerate(patterns):
-            rows = np.flatnonzero(inverse.ravel() == k)
-            if not pattern.any():
-                out[rows] = math.inf
-                continue
-            # Marginal of the observed features: their block of the covariance, inverted (not P's block).
-            p = self.precision if pattern.all() else self.marginal_precision(pattern)
-            out[rows] = _conditional_z(Z[np.ix_(rows, pattern)] - self.mean[pattern], p).max(axis=1)
+            out = _conditional_z(Z - self.mean, self.precision).max(axis=1)
+        else:
+            out = np.empty(len(Z))
+            # One serve-time row needs no grouping.
+            patterns, inverse = ((observed, np.zeros(1, dtype="int64")) if len(Z) == 1
+                                 else np.unique(observed, axis=0, return_inverse=True))
+            for k, pattern in enumerate(patterns):
+                rows = np.flatnonzero(inverse.ravel() == k)
+                if not pattern.any():
+                    out[rows] = math.inf
+                    continue
+                # The observed features' marginal: their block of the covariance, inverted (not P's block).
+                p = self.precision if pattern.all() else self.marginal_precision(pattern)
+                out[rows] = _conditional_z(Z[np.ix_(rows, pattern)] - self.mean[pattern], p).max(axis=1)
+        out[infinite] = math.inf
         return out
 
 
 def _scaled(frame: pd.DataFrame, names: list[str], location: np.ndarray, scale: np.ndarray) -> np.ndarray:
     # reindex: a described feature absent from the frame is missing (NaN); extra columns are ignored.
-    X = frame.reindex(columns=names).to_numpy(dtype="float64", na_value=np.nan, copy=True)
-    X[~np.isfinite(X)] = np.nan
+    X = frame.reindex(columns=names).to_numpy(dtype="float64", na_value=np.nan)
     return (X - location) / scale
 
 
 def _row_values(row: pd.Series, names: list[str]) -> np.ndarray:
     # A plain dict lookup: Series.reindex costs more than the whole statistic on one row.
-    values = dict(zip(row.index, row.to_numpy()))
-    out = np.array([values.get(name, np.nan) for name in names], dtype="float64")
-    out[~np.isfinite(out)] = np.nan
-    return out
+    values = dict(zip(row.index, row.to_numpy(dtype="float64", na_value=np.nan)))
+    return np.array([values.get(name, np.nan) for name in names], dtype="float64")
 
 
 def _fit(X_train: pd.DataFrame) -> dict[str, Any]:
@@ -281,13 +285,13 @@ def assess(description: dict[str, Any] | Gate, row: pd.Series | pd.DataFrame) ->
     series = row if isinstance(row, pd.Series) else row.iloc[-1]
     z = (_row_values(series, gate.names) - gate.location) / gate.scale
     value = float(gate.statistic(z[None, :])[0]) / gate.threshold
-    seen = np.flatnonzero(np.isfinite(z))
+    seen = np.flatnonzero(~np.isnan(z))
     order = seen[np.argsort(-np.abs(z[seen]), kind="stable")][:FURTHEST]
     return Assessment(
         in_distribution=bool(value <= 1.0),
         dissimilarity=value,
         furthest=[(gate.names[j], float(z[j])) for j in order],
-        missing=[gate.names[j] for j in np.flatnonzero(~np.isfinite(z))],
+        missing=[gate.names[j] for j in np.flatnonzero(np.isnan(z))],
     )
 
 

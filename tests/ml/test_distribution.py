@@ -132,10 +132,10 @@ def test_missing_features_are_left_out(eth_description, eth_blocks) -> None:
     row = held.iloc[300].copy()
     row["rsi_14"] += 8 * gate.scale[gate.names.index("rsi_14")]
     assert not D.assess(gate, row).in_distribution
-    # The shifted feature missing (NaN, infinite, or absent): judged on the others, and named.
-    nan_row, inf_row = row.copy(), row.copy()
-    nan_row["rsi_14"], inf_row["rsi_14"] = np.nan, np.inf
-    for broken in (nan_row, inf_row, row.drop("rsi_14")):
+    # The shifted feature missing (NaN, pandas NA, or absent): judged on the others, and named.
+    nan_row, na_row = row.copy(), row.astype("Float64")
+    nan_row["rsi_14"], na_row["rsi_14"] = np.nan, pd.NA
+    for broken in (nan_row, na_row, row.drop("rsi_14")):
         verdict = D.assess(gate, broken)
         assert verdict.missing == ["rsi_14"]
         assert "rsi_14" not in [name for name, _ in verdict.furthest]
@@ -148,15 +148,23 @@ def test_missing_features_are_left_out(eth_description, eth_blocks) -> None:
                  gate.threshold)
     expected = D.dissimilarity(sub, held.iloc[[300]][observed])[0]
     assert D.assess(gate, held.iloc[300].drop("rsi_14")).dissimilarity == pytest.approx(expected, rel=1e-9)
+    # An infinite value is not missing: it is as far out as a value can be.
+    inf_row = held.iloc[300].copy()
+    inf_row["rsi_14"] = -np.inf
+    verdict = D.assess(gate, inf_row)
+    assert not verdict.in_distribution and math.isinf(verdict.dissimilarity) and verdict.missing == []
+    assert verdict.furthest[0] == ("rsi_14", -math.inf)
     # Extra columns are ignored; nothing observed at all is out, with an infinite dissimilarity.
     assert D.assess(gate, held.iloc[300].rename({"rsi_14": "other"})).missing == ["rsi_14"]
     empty = D.assess(gate, pd.Series(np.nan, index=gate.names))
     assert not empty.in_distribution and math.isinf(empty.dissimilarity) and empty.furthest == []
     # Frames with missing values score row by row under each row's own missing pattern.
-    frame = held.iloc[300:303].copy()
+    frame = held.iloc[300:304].copy()
     frame.iloc[1, frame.columns.get_loc("rsi_14")] = np.nan
+    frame.iloc[2, frame.columns.get_loc("vol_z_48")] = np.inf
     scores = D.dissimilarity(gate, frame)
-    assert [D.assess(gate, frame.iloc[i]).dissimilarity for i in range(3)] == pytest.approx(list(scores))
+    assert math.isinf(scores[2]) and np.isfinite(scores[[0, 1, 3]]).all()
+    assert [D.assess(gate, frame.iloc[i]).dissimilarity for i in range(4)] == pytest.approx(list(scores))
 
 
 def test_training_columns_with_missing_values(eth_blocks) -> None:
