@@ -120,9 +120,7 @@ def robust_location_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _conditional_z(d: np.ndarray, precision: np.ndarray) -> np.ndarray:
     """|(P d)_j| / sqrt(P_jj) for each row of d: each feature's standardised residual given the others."""
-    # einsum, not @: numpy's matmul calls BLAS, whose threads woke up for a 1 x 21 product and cost
-    # milliseconds at p99 on a busy machine; einsum's own loop is single-threaded and as fast here.
-    return np.abs(np.einsum("ij,jk->ik", d, precision)) / np.sqrt(np.diag(precision))
+    return np.abs(d @ precision) / np.sqrt(np.diag(precision))
 
 
 @dataclass(frozen=True)
@@ -139,7 +137,7 @@ class Gate:
     threshold: float
     # Precision of the observed features' marginal, by pattern of missing features.  A serving process
     # meets the same few patterns (a source that has not started yet) over and over; the arrays above
-    # never change, so entries never go stale.  Inverting per call also woke BLAS threads (ms at p99).
+    # never change, so entries never go stale.  An inverse per call would cost more than the statistic.
     _marginal: dict[bytes, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
