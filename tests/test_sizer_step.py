@@ -25,6 +25,17 @@ from tests import snapshots
 
 DAY = dt.date(2018, 1, 30)
 FAST = {"BRAIN_SIZER_TIMESTEPS": "2048"}  # the machinery, not the agent's skill, is under test here
+SCOPES = ("low", "normal", "high", "extreme", "all")
+
+
+def trading(engine, prev: ChainState, symbol: str = "ETH/BTC") -> ChainState:  # noqa: ANN001
+    """An operator's choice to trade the champion (baseline v1) everywhere, as the select step would
+    record it.  The sample has no edge: its own selection is flat, and the sizer is only trained where
+    a regime trades (tests/test_sizer_acts.py)."""
+    registry.write_regime_choice(engine, symbol, DAY, {
+        scope: {"model_type": "baseline", "version": 1, "confidence": 1.0, "tradeable": True, "reason": "test"}
+        for scope in SCOPES})
+    return prev.update(selection={scope: "baseline" for scope in SCOPES}, tradeable=sorted(SCOPES))
 
 
 @pytest.fixture
@@ -34,7 +45,7 @@ def chained(brain_db_url):
     _load(engine, "ETH/BTC")
     prev = _chain(engine, settings, "ETH/BTC", ["baseline"], DAY, "r1")
     assert prev.status == "succeeded"
-    return engine, settings, prev
+    return engine, settings, trading(engine, prev)
 
 
 def _sizer(engine, settings, prev: ChainState, symbol: str = "ETH/BTC", day: dt.date = DAY) -> ModelOutcome:  # noqa: ANN001
@@ -83,7 +94,10 @@ def test_the_sizer_is_a_version_with_three_comparison_rows_and_is_served_from_th
     assert _sizer(engine, settings, failed).status == "skipped"
     off = dataclasses.replace(settings, sizer_timesteps=0)
     assert "off" in _sizer(engine, off, prev).reason
-    assert "no champion" in _sizer(engine, settings, prev, "XMR/BTC").reason
+    assert "nothing tradeable" in _sizer(engine, settings, prev.update(tradeable=[]), "XMR/BTC").reason
+    registry.write_regime_choice(engine, "XMR/BTC", DAY, {"all": {"model_type": "baseline", "version": 1,
+                                                                  "tradeable": True}})
+    assert "no champion" in _sizer(engine, settings, prev.update(tradeable=["all"]), "XMR/BTC").reason
     assert sizer_step.current_sizer(engine, "XMR/BTC") is None
 
 
@@ -113,36 +127,62 @@ import json
 from celery import Celery
 app = Celery(broker={broker!r}, backend={broker!r})
 app.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"])
-sized = app.send_task("brain_tasks.train_sizer", args=[json.loads({prev!r}), "ETH/BTC", "2018-01-30"], queue="train")
-chain = app.send_task("brain_tasks.retrain_symbol", args=["LTC/BTC", "2018-01-30", ["baseline"]], queue="analysis")
-print(json.dumps({{"sized": sized.get(timeout=600), "chain": chain.get(timeout=600)}}))
+if {prev!r}:
+    out = app.send_task("brain_tasks.train_sizer", args=[json.loads({prev!r}), "ETH/BTC", "2018-01-30"], queue="train")
+else:
+    out = app.send_task("brain_tasks.retrain_symbol", args=["LTC/BTC", "2018-01-30", ["baseline"]], queue="analysis")
+print(json.dumps(out.get(timeout=600)))
 """
+
+
+def _pool_loaded_torch(main_pid: int) -> list[bool]:
+    """Per child of the worker whose main process is `main_pid` (its pool process, and the spawn
+    start method's resource tracker): whether torch's library is
+    mapped into it (what `import torch` leaves in a process, seen from outside it)."""
+    from pathlib import Path
+
+    children = [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit()
+                and (d / "stat").exists() and int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == main_pid]
+    return ["libtorch" in Path(f"/proc/{pid}/maps").read_text() for pid in children]
 
 
 @pytest.mark.redis
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_a_real_worker_trains_the_sizer_by_name_and_as_the_chains_last_link(tmp_path, pg_url, redis_url):
+    """A flat symbol's whole chain in a real worker: succeeded, the sizer skipped with the reason in its
+    row, and the pool process never loaded torch; then the sizer of a symbol that trades, sent by name:
+    trained, and now torch is loaded in that process (the check can see it)."""
     url = servers.create_database(pg_url)
     try:
         upgrade(url)
         engine = make_engine(url)
         settings = from_environ({"BRAIN_DATABASE_URL": url, **FAST})
         _load(engine, "ETH/BTC")
-        prev = _chain(engine, settings, "ETH/BTC", ["baseline"], DAY, "r1")
+        prev = trading(engine, _chain(engine, settings, "ETH/BTC", ["baseline"], DAY, "r1"))
         env = brain_env(url, redis_url, tmp_path, **FAST)
-        with worker(env, log_dir=tmp_path):
-            out = json.loads(run_python(SEND.format(broker=redis_url, prev=json.dumps(prev.to_json())), env).splitlines()[-1])
-        sized = out["sized"]
+        with worker(env, log_dir=tmp_path) as proc:
+            chain = json.loads(run_python(SEND.format(broker=redis_url, prev=""), env).splitlines()[-1])
+            torch_after_flat = _pool_loaded_torch(proc.pid)
+            sized = json.loads(run_python(SEND.format(broker=redis_url, prev=json.dumps(prev.to_json())),
+                                          env).splitlines()[-1])
+            torch_after_sizer = _pool_loaded_torch(proc.pid)
+        assert chain["state"] == "succeeded" and chain["succeeded"] == ["LTC/BTC"], chain
+        row = store.read_table(engine, "training_runs", where={"attempt_id": chain["attempt_id"], "symbol": "LTC/BTC"})
+        details = row["details"].iloc[0]
+        details = json.loads(details) if isinstance(details, str) else details
+        assert row["state"].iloc[0] == "succeeded" and details["sizer"]["status"] == "skipped"
+        assert details["sizer"]["reason"] == sizer_step.NOTHING_TRADEABLE
+        assert registry.latest_version(engine, "LTC/BTC", "ppo_sizer") is None
+        assert torch_after_flat and not any(torch_after_flat), torch_after_flat
         assert sized["status"] == "succeeded" and sized["sizer"]["status"] == "succeeded", sized
         assert sized["sizer"]["trained"] and sized["sizer"]["sizes"] in SIZERS
-        assert out["chain"]["state"] == "succeeded" and out["chain"]["succeeded"] == ["LTC/BTC"], out["chain"]
-        for symbol in ("ETH/BTC", "LTC/BTC"):
-            manifest = registry.latest_version(engine, symbol, "ppo_sizer")
-            assert manifest is not None and manifest.as_of == DAY, symbol
-            rows = [c for c in registry.comparisons(engine, symbol, DAY) if c.config_hash == manifest.config_hash]
-            assert sorted(c.model_type for c in rows) == sorted(SIZERS) and sum(c.is_best for c in rows) == 1
-            assert isinstance(Sizer.from_bytes(registry.current_sizer(engine, symbol)[1]), Sizer)
+        assert any(torch_after_sizer), torch_after_sizer
+        manifest = registry.latest_version(engine, "ETH/BTC", "ppo_sizer")
+        assert manifest is not None and manifest.as_of == DAY
+        rows = [c for c in registry.comparisons(engine, "ETH/BTC", DAY) if c.config_hash == manifest.config_hash]
+        assert sorted(c.model_type for c in rows) == sorted(SIZERS) and sum(c.is_best for c in rows) == 1
+        assert isinstance(Sizer.from_bytes(registry.current_sizer(engine, "ETH/BTC")[1]), Sizer)
         assert "Task brain_tasks.train_sizer" in (tmp_path / "w1.log").read_text()
     finally:
         dispose_engine(url)
@@ -159,13 +199,7 @@ def test_the_served_signal_is_sized_by_the_symbols_sizer(chained):
     out = _sizer(engine, settings, prev)
     sizer = sizer_step.current_sizer(engine, "ETH/BTC")
     stamp = dt.datetime(2018, 1, 30, 4, 56, tzinfo=dt.timezone.utc)  # just after the sample's last close
-    flat = serving.predict(engine, settings, "ETH/BTC", stamp=stamp, record=False)
-    if not flat.tradeable:  # no edge on the sample: flat, and the sizer is not asked
-        assert flat.size == 0.0 and "sized by" not in flat.reason
-    # An operator's choice to trade the champion everywhere: now the sizer sizes it.
-    registry.write_regime_choice(engine, "ETH/BTC", DAY, {
-        regime: {"model_type": "baseline", "version": 1, "confidence": 1.0, "tradeable": True, "reason": "test"}
-        for regime in ("low", "normal", "high", "extreme", "all")})
+    # The fixture's choice trades the champion everywhere: the sizer sizes it.
     serving.server(engine).decisions.clear()
     signal = serving.predict(engine, settings, "ETH/BTC", stamp=stamp, record=False)
     assert signal.tradeable and f"sized by {out.sizes}" in signal.reason

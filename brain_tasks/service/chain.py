@@ -95,8 +95,8 @@ class ChainState:
     # --- select: what trades in each volatility regime -----------------------------------------------
     selection: dict[str, str] | None = _recorded()      # regime (and "all") -> model type or "flat"
     tradeable: list[str] | None = _recorded()           # regimes whose choice trades
-    # --- sizer: its outcome never fails the chain ----------------------------------------------------
-    sizer: ModelOutcome | None = None
+    # --- sizer: its outcome never fails the chain; recorded, so the row says why none was trained ----
+    sizer: ModelOutcome | None = _recorded()
     # --- nightly analysis ----------------------------------------------------------------------------
     live: dict[str, Any] | None = _recorded()           # the live check: {"action", "reason"}
     live_bars: dict[str, int] | None = None             # served signals' bars tracked, per version
@@ -183,6 +183,7 @@ class ChainState:
 
     # --- what training_runs keeps -----------------------------------------------------------------------
     def details(self) -> dict[str, Any]:
-        """The recorded fields that the chain reached (not None)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.metadata.get("recorded") and getattr(self, f.name) is not None}
+        """The recorded fields that the chain reached (not None), JSON-ready."""
+        return {f.name: value.to_json() if isinstance(value, ModelOutcome) else value
+                for f in dataclasses.fields(self)
+                if f.metadata.get("recorded") and (value := getattr(self, f.name)) is not None}

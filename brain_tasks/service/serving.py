@@ -403,7 +403,8 @@ class Server:
         vconfig = config if version is anchor else ml.serve_config(version.config)
         model = self.load_model(version.artifact_sha256)
         sizer = self.sizer(sizer_version) if tradeable else None
-        if sizer is not None and sizer.source != (version.model_type, int(version.version)):
+        if sizer is not None and (sizer.source != (version.model_type, int(version.version))
+                                  or not _selection_trades(choices, sizer.source)):
             sizer = None
         need = ml.feature_rows(model, _sizer_rows(sizer) if sizer is not None else 0)
         sentiment = ml.uses_sentiment(version.feature_names)
@@ -610,6 +611,15 @@ def _sentiment(conn: sa.Connection, symbol: str, candles: pd.DataFrame, bar: dt.
     close = bar + dt.timedelta(seconds=timeframe_seconds(timeframe))
     rows = store.read_sentiment(conn, symbol, start=candles["ts"].iloc[0].to_pydatetime(), end=close)
     return rows if len(rows) else None
+
+
+def _selection_trades(choices: dict[str, signal_rows.Choice], source: tuple[str, int] | None) -> bool:
+    """Whether the symbol's current selection trades `source` (the version a sizer was trained on) in some
+    regime.  The sizer step trains only then (`steps.sizer`); once the selection stops trading it, the
+    newest sizer is a leftover of a day when it did, and a decision by the champion (an unknown regime's
+    fallback) must not be sized by it."""
+    return source is not None and any(
+        c.tradeable and (c.model_type, c.version) == source for c in choices.values())
 
 
 def _sizer_rows(sizer: Any) -> int:

@@ -23,6 +23,7 @@ from brain_tasks.settings import Settings
 from brain_tasks.vocabulary import Status
 
 MODEL_TYPE = "ppo_sizer"
+NOTHING_TRADEABLE = "nothing tradeable: sizing cannot act"
 
 
 def sizer_config(settings: Settings, source: ModelManifest) -> Any:
@@ -58,13 +59,23 @@ def comparison_rows(symbol: str, as_of: dt.date, config_hash: str, version: int,
 
 def train_sizer(engine: sa.Engine, settings: Settings, state: ChainState) -> ChainState:
     """The state with its `sizer` outcome.  Skipped (a status, not an error) when the chain before it did
-    not succeed, when the symbol has no champion, or when ``BRAIN_SIZER_TIMESTEPS`` is 0."""
+    not succeed, when ``BRAIN_SIZER_TIMESTEPS`` is 0, when the symbol's selection trades nothing, when
+    it has no champion, or when no tradeable regime trades the champion (the version it would size)."""
     return state.update(sizer=_sizer_outcome(engine, settings, state))
 
 
-def _sizer_outcome(engine: sa.Engine, settings: Settings, state: ChainState) -> ModelOutcome:
-    from brain_tasks.ml import sizing
+def tradeable_scopes(engine: sa.Engine, state: ChainState) -> dict[str, dict[str, Any]]:
+    """The scopes (regimes, "all") whose current choice trades: {scope: its stored choice}.  The chain's
+    `tradeable` names them when the select step ran; a backfill or an unchanged run leaves the stored
+    choice standing (the state carries none), and that stored choice is what serving reads."""
+    stored = registry.regime_choice(engine, state.symbol)
+    if state.tradeable is None:
+        return {scope: c for scope, c in stored.items() if c["tradeable"]}
+    return {scope: stored.get(scope, {"model_type": (state.selection or {}).get(scope), "version": None})
+            for scope in state.tradeable}
 
+
+def _sizer_outcome(engine: sa.Engine, settings: Settings, state: ChainState) -> ModelOutcome:
     def skipped(reason: str) -> ModelOutcome:
         return ModelOutcome(model_type=MODEL_TYPE, status=Status.SKIPPED, reason=reason)
 
@@ -72,10 +83,21 @@ def _sizer_outcome(engine: sa.Engine, settings: Settings, state: ChainState) -> 
         return skipped("the symbol's chain did not succeed: no sizer trained")
     if settings.sizer_timesteps <= 0:
         return skipped("the sizer is off (BRAIN_SIZER_TIMESTEPS=0)")
+    trading = tradeable_scopes(engine, state)
+    if not trading:
+        return skipped(NOTHING_TRADEABLE)
     symbol, as_of = state.symbol, state.as_of
     source = registry.champion(engine, symbol)
     if source is None:
         return skipped("no champion: nothing to size")
+    if not any(c.get("model_type") == source.model_type and c.get("version") in (None, source.version)
+               for c in trading.values()):
+        traded = ", ".join(sorted({f"{c.get('model_type')}" + (f" v{c['version']}" if c.get("version") else "")
+                                   for c in trading.values()}))
+        return skipped(f"the tradeable regimes trade {traded}, not the champion {source.model_type} "
+                       f"v{source.version} the sizer is trained on: sizing cannot act")
+    from brain_tasks.ml import sizing  # after the skips: a symbol that cannot be sized imports none of it
+
     config = sizer_config(settings, source)
     chash = config.config_hash()
 
