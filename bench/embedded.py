@@ -2,15 +2,19 @@
 
 Both modes write the Brain to the same kind of database (a fresh SQLite file each, or with
 `--database postgres` a fresh database each on one throwaway PostgreSQL), train the cheapest model
-(`baseline`) with the sizer off, on 2 worker processes.  Redis mode: a `celery worker` already
+(`baseline`) on 2 worker processes, with the chain as users run it: the position sizer on at its
+default timesteps (it trains only for a symbol whose selection trades its champion; the synthetic
+symbols are flat at the selection's default gate, so its step skips).  `--no-sizer` turns it off
+(BRAIN_SIZER_TIMESTEPS=0), the benchmark before issue 26, for comparison.  Redis mode: a `celery worker` already
 running and warm, Redis as broker and result backend, the command run with `--wait`.  Embedded mode:
 the command starts and stops its own worker (filesystem broker, SQLite result backend).
 
 Prints per mode: the wall time of a 1-symbol command and of the N-symbol command, the run itself
 (the worker log's `daily_retrain` received -> `summarize_run` succeeded), the embedded worker's
-fixed costs (start until it answers, stop while idle), and the ratios.
+fixed costs (start until it answers, stop while idle), and the ratios; then the N-symbol run's
+runtime per step (task name) in each mode.
 
-    python bench/embedded.py [--symbols 50] [--database sqlite|postgres]
+    python bench/embedded.py [--symbols 50] [--database sqlite|postgres] [--no-sizer]
 """
 
 from __future__ import annotations
@@ -52,9 +56,10 @@ print(t1 - t0, t2 - t0, time.monotonic() - t2)
 """
 
 
-def _env(url: str, broker: str | None, home: Path) -> dict[str, str]:
+def _env(url: str, broker: str | None, home: Path, sizer: bool = True) -> dict[str, str]:
+    extra = {} if sizer else {"BRAIN_SIZER_TIMESTEPS": "0"}
     return brain_env(url, broker, home, BRAIN_EXCHANGE="synthetic", BRAIN_MODELS="baseline",
-                     BRAIN_SIZER_TIMESTEPS="0", BRAIN_CONCURRENCY="2", OMP_NUM_THREADS="1")
+                     BRAIN_CONCURRENCY="2", OMP_NUM_THREADS="1", **extra)
 
 
 def _timed(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
@@ -71,21 +76,23 @@ def _retrain(symbols: list[str], env: dict[str, str], cwd: Path) -> float:
                    "--wait"], env, cwd)
 
 
-def _runs(log: Path) -> list[tuple[float, float]]:
+def _runs(log: Path) -> list[tuple[float, float, dict[str, list[float]]]]:
     """Per retrain in the worker log: seconds from `daily_retrain` received to `summarize_run` done,
-    and the sum of the run's task seconds (what the tasks cost, whatever the orchestration)."""
-    out, start, busy = [], None, 0.0
+    the sum of the run's task seconds (what the tasks cost, whatever the orchestration), and the
+    runtimes by task name."""
+    out, start, busy, steps = [], None, 0.0, {}
     for line in log.read_text(errors="replace").splitlines():
         m = LOG_TS.match(line)
         if not m:
             continue
         ts = dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f")
         if m.group(2) == "daily_retrain" and m.group(3) == "received":
-            start, busy = ts, 0.0
+            start, busy, steps = ts, 0.0, {}
         elif m.group(3) == "succeeded":
             busy += float(m.group(4))
+            steps.setdefault(m.group(2), []).append(float(m.group(4)))
             if m.group(2) == "summarize_run" and start is not None:
-                out.append(((ts - start).total_seconds(), busy))
+                out.append(((ts - start).total_seconds(), busy, steps))
     return out
 
 
@@ -95,10 +102,12 @@ def _database(kind: str, pg: str | None, tmp: Path, name: str) -> Iterator[str]:
     yield url
 
 
-def measure(mode: str, url: str, redis: str, tmp: Path, symbols: list[str]) -> dict[str, float]:
+def measure(mode: str, url: str, redis: str, tmp: Path, symbols: list[str], sizer: bool = True
+            ) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """The mode's figures, and the N-symbol run's task runtimes by task name."""
     home = tmp / mode
     home.mkdir(parents=True)
-    env = _env(url, redis if mode == "redis" else None, home / ".brain")
+    env = _env(url, redis if mode == "redis" else None, home / ".brain", sizer)
     _timed([*CLI, "db", "upgrade"], env, home)
     out: dict[str, float] = {}
     if mode == "redis":
@@ -120,10 +129,10 @@ def measure(mode: str, url: str, redis: str, tmp: Path, symbols: list[str]) -> d
         out["one"] = _retrain(["ONE/USDT"], env, home)
         out["many"] = _retrain(symbols, env, home)
         log = home / ".brain" / "worker.log"
-    (out["run_one"], out["busy_one"]), (out["run_many"], out["busy_many"]) = _runs(log)[-2:]
+    (out["run_one"], out["busy_one"], _), (out["run_many"], out["busy_many"], steps) = _runs(log)[-2:]
     out["efficiency"] = out["busy_many"] / (2 * out["run_many"])
     out["load"] = os.getloadavg()[1]
-    return out
+    return out, steps
 
 
 def main() -> None:
@@ -133,9 +142,12 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=1,
                    help="measure both modes this many times, alternating which goes first; print the minimum "
                         "of each figure (the machine's other load only ever adds time)")
+    p.add_argument("--no-sizer", action="store_true",
+                   help="the chain without the position sizer (BRAIN_SIZER_TIMESTEPS=0), for comparison")
     args = p.parse_args()
     symbols = [f"S{i:03d}/USDT" for i in range(args.symbols)]
     results: dict[str, list[dict[str, float]]] = {"redis": [], "embedded": []}
+    steps: dict[str, list[dict[str, list[float]]]] = {"redis": [], "embedded": []}
     with contextlib.ExitStack() as stack:
         redis = stack.enter_context(servers.redis_server())
         pg = stack.enter_context(servers.postgres_server()) if args.database == "postgres" else None
@@ -143,12 +155,15 @@ def main() -> None:
         for i in range(args.repeat):
             for mode in ("redis", "embedded") if i % 2 == 0 else ("embedded", "redis"):
                 with _database(args.database, pg, tmp, f"{mode}{i}") as url:
-                    results[mode].append(measure(mode, url, redis, tmp / f"{i}", symbols))
+                    figures, by_task = measure(mode, url, redis, tmp / f"{i}", symbols, sizer=not args.no_sizer)
+                    results[mode].append(figures)
+                    steps[mode].append(by_task)
                     print(f"# {mode} {i}: " + " ".join(f"{k}={v:.2f}" for k, v in results[mode][-1].items()),
                           flush=True)
     r, e = ({k: min(m[k] for m in results[mode]) for k in results[mode][0]} for mode in ("redis", "embedded"))
     r["efficiency"], e["efficiency"] = (max(m["efficiency"] for m in results[mode]) for mode in ("redis", "embedded"))
-    print(f"retrain of {args.symbols} synthetic symbols, model baseline, sizer off, 2 worker processes, "
+    chain = "sizer off (--no-sizer)" if args.no_sizer else "the default chain (sizer on)"
+    print(f"retrain of {args.symbols} synthetic symbols, model baseline, {chain}, 2 worker processes, "
           f"{os.cpu_count()} cores; Brain on {args.database} in both modes; best of {args.repeat}")
     print(f"{'':34}{'redis':>10}{'embedded':>10}{'ratio':>8}")
     n = args.symbols
@@ -160,6 +175,17 @@ def main() -> None:
     print(f"fixed cost per embedded command (1-symbol wall, embedded - redis): {e['one'] - r['one']:.2f} s")
     print(f"embedded worker: start until it can take the run {e['probe_enter']:.2f} s, until it answers "
           f"{e['probe_answered']:.2f} s; stop while idle {e['probe_stop']:.2f} s")
+    # Per step, the run whose sum of task seconds was smallest in each mode (the least disturbed one).
+    best = {mode: min(range(len(results[mode])), key=lambda i: results[mode][i]["busy_many"]) for mode in steps}
+    by = {mode: steps[mode][best[mode]] for mode in steps}
+    names = sorted((set(by["redis"]) | set(by["embedded"])) - {"ping"}, key=lambda t: -sum(by["redis"].get(t, [])))
+    print(f"\nruntime by step of the {n}-symbol run: Σ seconds (mean ms per task)")
+    print("\n| task | count | redis | embedded |")
+    print("|---|---|---|---|")
+    for name in names:
+        cells = [f"{sum(v):.1f} ({1000 * sum(v) / len(v):.0f})" if (v := by[mode].get(name)) else "-"
+                 for mode in ("redis", "embedded")]
+        print(f"| {name} | {len(by['redis'].get(name, by['embedded'].get(name, [])))} | {cells[0]} | {cells[1]} |")
 
 
 if __name__ == "__main__":

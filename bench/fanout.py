@@ -1,13 +1,22 @@
 """Fan-out benchmark: the daily retrain of N synthetic symbols on K worker processes, Redis + PostgreSQL.
 
-Per N (`--symbols N`, or each of `--scaling 10,100,1000`, the default): a fresh Brain database, a real
-`celery worker -c K` on every queue, and the run enqueued as Engine code does it
+Per N (`--symbols N`, or each of `--scaling 10,50,200`, the default), two fan-outs side by side in one
+run: the chain as users run it (`default`: the position sizer on, at its default timesteps) and the
+same chain without the sizer (`no-sizer`, BRAIN_SIZER_TIMESTEPS=0), each on a fresh Brain database and
+a fresh `celery worker -c K` on every queue, the run enqueued as Engine code does it
 (`BrainClient.retrain`), then waited for through its result.  The work: the synthetic market
-(exchange "synthetic"), 60 days of hourly bars per symbol, the `baseline` model only, the position
-sizer off (`BRAIN_SIZER_TIMESTEPS=0`): seven tasks per symbol (collect, train, compare, importance,
-rollback, select, sizer) plus the fan-out and its summary.  The run must end with every symbol
-succeeded and every symbol's rows in the Brain tables (`tests.workers.check_fanout`), or the
-benchmark fails.
+(exchange "synthetic"), 60 days of hourly bars per symbol, the `baseline` model only: seven tasks per
+symbol (collect, train, compare, importance, rollback, select, sizer) plus the fan-out and its summary.
+At the selection's default gate every synthetic symbol is flat in every regime, so the default chain's
+sizer step skips (issue 26: it trains only where it can act).  Then `--tradeable N` symbols (default 10)
+with the gate lowered (BRAIN_DSR_LEVEL=0.01), where most symbols trade their champion in some regime and
+get a sizer: the sizer's share of the chain's runtime.  `--no-sizer` runs only the chain without the
+sizer (the benchmark before issue 26).  The run must end with every symbol succeeded and every symbol's
+rows in the Brain tables (`tests.workers.check_fanout`), or the benchmark fails.
+
+Printed first: the import cost, in fresh processes, of the ML stack every pool process loads at
+start-up and of torch + stable-baselines3 on top of it (paid once by a process that trains its first
+sizer or sequence model; never by one that does not).
 
 Printed per N:
 - wall: seconds from the enqueue to the run's summary result;
@@ -26,14 +35,19 @@ Printed per N:
   machine they include waiting for a core, and CPU seconds tell orchestration from other load;
 - runtime by task name (which step dominates), beside each step's own work called in process without
   Celery for `--profile` symbols (wall and CPU per call).
-Then the scaling: least-squares fits of wall and of the run's own CPU seconds against N (slope in
-seconds per symbol, R^2) and the per-symbol figure of the largest N over the second largest (1.0 =
-linear).  On a machine shared with other work, the CPU line is the one that does not move with it.
+Then, for the default chain, the scaling: least-squares fits of wall and of the run's own CPU seconds
+against N (slope in seconds per symbol, R^2) and the per-symbol figure of the largest N over the second
+largest (1.0 = linear).  On a machine shared with other work, the CPU line is the one that does not move with it.
 
 `--sample` keeps the earlier comparison: `train_symbol` for every (symbol, model type) of the real
 sample, sequentially in-process against the same work fanned out over K processes (speedup).
 
-    python bench/fanout.py [--scaling 10,100,1000 | --symbols 1000] [--workers 2]
+Last, the comparison: per N and variant the tasks, wall, compute, the run's CPU, the sizer's runtime,
+the sizers trained and the worker children that have torch loaded at the end (from /proc/PID/maps);
+the default / no-sizer ratios (goal <= 1.3 for flat symbols); a per-step runtime table of every run;
+and the tradeable pair's sizer share.
+
+    python bench/fanout.py [--scaling 10,50,200 | --symbols 1000] [--tradeable 10] [--no-sizer] [--workers 2]
     python bench/fanout.py --sample [--symbols 10] [--models lightgbm,xgboost] [--workers 2]
 """
 
@@ -204,6 +218,10 @@ class Fanout:
     rows: dict[str, int]
     load: tuple[float, float, float] = field(default=(0.0, 0.0, 0.0))
     idle: dict[str, float] = field(default_factory=dict)
+    variant: str = "default"
+    torch_processes: int = 0        # pool processes with torch's library mapped at the end of the run
+    pool_processes: int = 0
+    sizers: int = 0                 # sizer versions the run left
 
     @property
     def compute(self) -> float:
@@ -233,7 +251,25 @@ def _pids(redis_url: str, pg_url: str) -> tuple[int, int]:
     return redis_pid, postmaster
 
 
-def run_synthetic(pg: str, redis_url: str, n: int, k: int, tmp: Path) -> Fanout:
+def variant_env(variant: str) -> dict[str, str]:
+    """The environment of a variant: `default` is the chain as users run it (the sizer on, at its default
+    timesteps); `no-sizer` turns the sizer off; `tradeable` is the default with the selection's gate
+    lowered (BRAIN_DSR_LEVEL=0.01) so that most synthetic symbols trade their champion in some regime."""
+    base = {k: v for k, v in SYNTHETIC_FANOUT.items() if k != "BRAIN_SIZER_TIMESTEPS"}
+    return {"default": base, "no-sizer": {**base, "BRAIN_SIZER_TIMESTEPS": "0"},
+            "tradeable": {**base, "BRAIN_DSR_LEVEL": "0.01"},
+            "tradeable-no-sizer": {**base, "BRAIN_DSR_LEVEL": "0.01", "BRAIN_SIZER_TIMESTEPS": "0"}}[variant]
+
+
+def _maps_torch(pid: int) -> bool:
+    """Whether torch's library is mapped into process `pid` (what `import torch` leaves, seen from outside)."""
+    try:
+        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def run_synthetic(pg: str, redis_url: str, n: int, k: int, tmp: Path, variant: str = "default") -> Fanout:
     """One fan-out of `n` synthetic symbols on a `k`-process worker; checked, then measured."""
     import redis
 
@@ -247,8 +283,8 @@ def run_synthetic(pg: str, redis_url: str, n: int, k: int, tmp: Path) -> Fanout:
     url = servers.create_database(pg)
     upgrade(url)
     redis.Redis.from_url(redis_url).flushall()
-    home = tmp / f"n{n}"
-    env = brain_env(url, redis_url, home, **SYNTHETIC_FANOUT, BRAIN_CONCURRENCY=str(k))
+    home = tmp / f"n{n}-{variant}"
+    env = brain_env(url, redis_url, home, **variant_env(variant), BRAIN_CONCURRENCY=str(k))
     settings = from_environ(env)
     symbols = synthetic_symbols(n)
     client = BrainClient(settings, app=app)
@@ -276,13 +312,17 @@ def run_synthetic(pg: str, redis_url: str, n: int, k: int, tmp: Path) -> Fanout:
         channels_left = int(redis.Redis.from_url(redis_url).info("stats")["pubsub_channels"])
         monitor.stop()
         load_after = os.getloadavg()
+        pool = [p for p in _tree(proc.pid) if p != proc.pid]
+        torch_processes = sum(_maps_torch(p) for p in pool)
         time.sleep(0.5)  # the last lines of the log
         text = log.read_bytes()[offset:]
     status = client.run_status(handle.run_id, handle.attempt_id)
     assert summary.get("state") == status["state"], f"summary {summary.get('state')} vs rows {status['state']}"
     candles = len(source_for(settings).fetch_candles(symbols[0], settings.timeframe))
-    rows = check_fanout(url, status, symbols, candles)
+    rows = check_fanout(url, status, symbols, candles, sized=variant != "no-sizer")
+    sizers = _sizer_versions(url)
     runtimes: dict[str, list[float]] = defaultdict(list)
+
     ends: dict[str, list[tuple[float, float]]] = defaultdict(list)  # pool process -> (end, runtime)
     for stamp, process, name, seconds in SUCCEEDED.findall(text):
         task = name.decode().removeprefix("brain_tasks.")
@@ -298,7 +338,18 @@ def run_synthetic(pg: str, redis_url: str, n: int, k: int, tmp: Path) -> Fanout:
                   redis_channels=monitor.redis_channels, redis_channels_left=channels_left,
                   redis_obuf=monitor.redis_obuf, cpu=cpu, rows=rows,
                   load=tuple(round(max(a, b), 2) for a, b in zip(load, load_after)),
-                  idle=_idle(ends, started_at, ended_at))
+                  idle=_idle(ends, started_at, ended_at), variant=variant, torch_processes=torch_processes,
+                  pool_processes=len(pool), sizers=sizers)
+
+
+def _sizer_versions(url: str) -> int:
+    import sqlalchemy as sa
+
+    from brain_tasks.brain.db import make_engine
+
+    with make_engine(url).connect() as conn:
+        return int(conn.execute(sa.text("SELECT count(*) FROM model_manifests WHERE model_type = 'ppo_sizer'"))
+                   .scalar_one())
 
 
 def _idle(ends: dict[str, list[tuple[float, float]]], started_at: float, ended_at: float) -> dict[str, float]:
@@ -336,7 +387,7 @@ def profile_steps(pg: str, n: int) -> dict[str, tuple[float, float]]:
 
     url = servers.create_database(pg)
     upgrade(url)
-    settings = from_environ({"BRAIN_DATABASE_URL": url, **SYNTHETIC_FANOUT})
+    settings = from_environ({"BRAIN_DATABASE_URL": url, **variant_env("default")})
     engine, day, source = make_engine(url), as_of_date(SYNTHETIC_AS_OF), source_for(settings)
     reads.train_config(settings)
     import brain_tasks.ml.pipeline  # noqa: F401  (imported before timing, as a worker's children have it)
@@ -371,8 +422,8 @@ def profile_steps(pg: str, n: int) -> dict[str, tuple[float, float]]:
 
 def report(results: list[Fanout], steps: dict[str, tuple[float, float]] | None = None) -> None:
     k = results[0].k
-    print(f"\nsynthetic fan-out: {SYNTHETIC_FANOUT}, as of {SYNTHETIC_AS_OF}, {k} worker processes, "
-          f"{os.cpu_count()} cores")
+    print(f"\nsynthetic fan-out, {results[0].variant} chain: {variant_env(results[0].variant)}, as of "
+          f"{SYNTHETIC_AS_OF}, {k} worker processes, {os.cpu_count()} cores")
     print("\n| N | tasks | wall s | compute s | efficiency | overhead s/symbol | wall s/symbol | Redis peak MiB "
           "| PG peak conns (all / one process) | retried / raised |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -441,6 +492,99 @@ def _fit(xs: list[int], ys: list[float]) -> tuple[float, float, float]:
     slope, intercept = np.polyfit(x, y, 1)
     r2 = 1 - float(((y - intercept - slope * x) ** 2).sum() / ((y - y.mean()) ** 2).sum())
     return float(slope), float(intercept), r2
+
+
+# --- torch's import, and the default chain against the chain without a sizer ---------------------
+
+IMPORT_PROBE = """
+import sys, time
+from brain_tasks.tasks import _load_ml_stack
+t, c = time.perf_counter(), time.process_time()
+_load_ml_stack()  # what every pool process runs at start-up (worker_process_init)
+ml = (time.perf_counter() - t, time.process_time() - c)
+assert "torch" not in sys.modules, "the pool initialiser imported torch"
+t, c = time.perf_counter(), time.process_time()
+import torch
+from stable_baselines3 import PPO
+rl = (time.perf_counter() - t, time.process_time() - c)
+print(*ml, *rl)
+"""
+
+
+def import_cost(repeats: int) -> list[tuple[float, float, float, float]]:
+    """In `repeats` fresh processes: (wall, CPU) seconds of the pool initialiser's ML stack, then of
+    torch + stable-baselines3 on top of it: what the first sizer (or sequence model) a process trains
+    pays once, and what a process that never trains one never pays."""
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    out = []
+    for _ in range(repeats):
+        proc = subprocess.run([sys.executable, "-c", IMPORT_PROBE], env=env, cwd=REPO, capture_output=True,
+                              text=True, timeout=600, check=True)
+        out.append(tuple(float(x) for x in proc.stdout.split()[-4:]))
+    return out
+
+
+def report_imports(times: list[tuple[float, float, float, float]]) -> None:
+    import numpy as np
+
+    a = np.array(times)
+    print(f"\nimport cost in {len(times)} fresh processes (median, min-max; load avg now "
+          f"{'/'.join(f'{x:.1f}' for x in os.getloadavg())})")
+    print("\n| what | wall s | CPU s |")
+    print("|---|---|---|")
+    for label, w, c in (("ML stack of every pool process (`_load_ml_stack`)", 0, 1),
+                        ("torch + stable-baselines3 on top (first sizer / sequence model of a process)", 2, 3)):
+        print(f"| {label} | {np.median(a[:, w]):.2f} ({a[:, w].min():.2f}-{a[:, w].max():.2f}) | "
+              f"{np.median(a[:, c]):.2f} ({a[:, c].min():.2f}-{a[:, c].max():.2f}) |")
+
+
+def _sizer_s(r: Fanout) -> float:
+    return sum(r.runtimes.get("train_sizer", []))
+
+
+def report_comparison(pairs: list[tuple[Fanout, Fanout]], tradeable: tuple[Fanout, Fanout] | None) -> None:
+    """The default chain against the chain without a sizer, each pair run side by side (no-sizer first)."""
+    print("\n## the default chain (sizer on) against the chain without a sizer, side by side")
+    print("(synthetic symbols at the selection's default gate: every regime flat, so the sizer step skips; "
+          "runtimes are wall seconds on a shared machine, the run's CPU seconds do not move with its load)")
+    print("\n| N | variant | tasks | wall s | compute s | run CPU s | Σ train_sizer s | sizers trained "
+          "| worker children with torch | load avg 1 min |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for pair in pairs + ([tradeable] if tradeable else []):
+        for r in pair:
+            print(f"| {r.n} | {r.variant} | {r.tasks} | {r.wall:.1f} | {r.compute:.1f} | {_own_cpu(r):.1f} | "
+                  f"{_sizer_s(r):.1f} | {r.sizers} | {r.torch_processes} of {r.pool_processes} | {r.load[0]:.1f} |")
+    print("\n| N | wall: default / no sizer | compute: default / no sizer | run CPU: default / no sizer "
+          "| goal |")
+    print("|---|---|---|---|---|")
+    for base, full in pairs:
+        print(f"| {full.n} | {full.wall / base.wall:.2f} | {full.compute / base.compute:.2f} | "
+              f"{_own_cpu(full) / _own_cpu(base):.2f} | <= 1.3 |")
+    names = sorted({t for pair in pairs for r in pair for t in r.runtimes},
+                   key=lambda t: -sum(sum(r.runtimes.get(t, [])) for pair in pairs for r in pair))
+    print("\nper-step runtime, Σ seconds (mean ms per task) by N and variant")
+    head = " | ".join(f"N={b.n} {v.variant}" for b, f in pairs for v in (f, b))
+    print(f"\n| task | {head} |")
+    print("|---|" + "---|" * (2 * len(pairs)))
+    for name in names:
+        cells = []
+        for base, full in pairs:
+            for r in (full, base):
+                t = r.runtimes.get(name, [])
+                cells.append(f"{sum(t):.1f} ({1000 * sum(t) / len(t):.0f})" if t else "-")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    if tradeable:
+        base, full = tradeable
+        share = _sizer_s(full) / full.compute
+        print(f"\ntradeable symbols (BRAIN_DSR_LEVEL=0.01): {full.sizers} of {full.n} symbols trade their champion "
+              f"in some regime and got a sizer trained")
+        print(f"- the sizer's share of the default chain's task runtime: {share:.1%} "
+              f"({_sizer_s(full):.1f} of {full.compute:.1f} s; {_sizer_s(full) / max(full.sizers, 1):.2f} s per "
+              f"trained sizer)")
+        print(f"- default / no sizer: wall {full.wall / base.wall:.2f}, compute {full.compute / base.compute:.2f}, "
+              f"run CPU {_own_cpu(full) / _own_cpu(base):.2f}")
 
 
 # --- the earlier comparison on the real sample ---------------------------------------------------
@@ -514,8 +658,14 @@ def sample(n_symbols: int, models: list[str], k: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--symbols", type=int, default=None, help="one fan-out of this many symbols")
-    p.add_argument("--scaling", default=None, help="comma-separated N, one fan-out each (default 10,100,1000)")
+    p.add_argument("--symbols", type=int, default=None, help="one fan-out (of each variant) of this many symbols")
+    p.add_argument("--scaling", default=None, help="comma-separated N, one fan-out of each variant per N "
+                                                   "(default 10,50,200)")
+    p.add_argument("--no-sizer", action="store_true",
+                   help="only the chain without the sizer (BRAIN_SIZER_TIMESTEPS=0), as before issue 26")
+    p.add_argument("--tradeable", type=int, default=10,
+                   help="symbols of the tradeable comparison, BRAIN_DSR_LEVEL=0.01 (0: none)")
+    p.add_argument("--imports", type=int, default=3, help="fresh processes timing torch's import (0: none)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="worker processes (default: cores)")
     p.add_argument("--profile", type=int, default=20, help="symbols of the in-process step profile (0: none)")
     p.add_argument("--sample", action="store_true", help="the real sample: sequential loop vs K processes")
@@ -526,20 +676,37 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.symbols is not None and args.scaling is not None:
         p.error("--symbols and --scaling are exclusive")
-    ns = [args.symbols] if args.symbols is not None else sorted(int(x) for x in (args.scaling or "10,100,1000")
+    ns = [args.symbols] if args.symbols is not None else sorted(int(x) for x in (args.scaling or "10,50,200")
                                                                 .split(",") if x)
-    results = []
+    imports = import_cost(args.imports) if args.imports and not args.no_sizer else None
+    results, pairs, tradeable = [], [], None
     with servers.postgres_server() as pg, servers.redis_server() as redis_url, \
             tempfile.TemporaryDirectory() as tmp:
         # The bench process enqueues like Engine code: the app reads the broker from the environment.
         os.environ["BRAIN_BROKER_URL"] = redis_url
         steps = profile_steps(pg, args.profile) if args.profile else None
-        for n in ns:
-            results.append(run_synthetic(pg, redis_url, n, args.workers, Path(tmp)))
-            r = results[-1]
-            print(f"N={n}: wall {r.wall:.1f} s, compute {r.compute:.1f} s, efficiency {r.efficiency:.3f}", flush=True)
-    report(results, steps)
 
+        def one(n: int, variant: str) -> Fanout:
+            r = run_synthetic(pg, redis_url, n, args.workers, Path(tmp), variant)
+            print(f"N={n} {variant}: wall {r.wall:.1f} s, compute {r.compute:.1f} s, efficiency {r.efficiency:.3f}, "
+                  f"train_sizer {_sizer_s(r):.1f} s, sizers {r.sizers}, load {r.load[0]:.1f}", flush=True)
+            return r
+
+        for n in ns:
+            base = one(n, "no-sizer")
+            if args.no_sizer:
+                results.append(base)
+                continue
+            full = one(n, "default")
+            pairs.append((base, full))
+            results.append(full)
+        if args.tradeable and not args.no_sizer:
+            tradeable = (one(args.tradeable, "tradeable-no-sizer"), one(args.tradeable, "tradeable"))
+    if imports:
+        report_imports(imports)
+    report(results, steps)
+    if pairs:
+        report_comparison(pairs, tradeable)
 
 if __name__ == "__main__":
     main()

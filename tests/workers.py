@@ -115,9 +115,11 @@ def rows_by_symbol(database_url: str, tables: list[str]) -> dict[str, dict[str, 
     return out
 
 
-def check_fanout(database_url: str, status: dict, symbols: list[str], candles_per_symbol: int) -> dict[str, int]:
+def check_fanout(database_url: str, status: dict, symbols: list[str], candles_per_symbol: int, *,
+                 sized: bool = False) -> dict[str, int]:
     """Assert that a fan-out of `symbols` finished with every symbol succeeded (`status`: its run_status)
-    and left each symbol's rows in the Brain; return the rows per table (model_artifacts included)."""
+    and left each symbol's rows in the Brain; return the rows per table (model_artifacts included).
+    `sized`: some symbols may also hold a sizer version (its manifest, registry and comparison rows)."""
     import sqlalchemy as sa
 
     from brain_tasks.brain.db import make_engine
@@ -128,6 +130,8 @@ def check_fanout(database_url: str, status: dict, symbols: list[str], candles_pe
     assert sorted(states) == sorted(symbols), "the run's symbols are not the ones sent"
     assert not bad, f"{len(bad)} symbols did not succeed, e.g. {list(bad.items())[:3]}"
     expected = {**FANOUT_ROWS_PER_SYMBOL, "candles": candles_per_symbol}
+    if sized:
+        expected.update({t: None for t in ("model_manifests", "model_registry", "model_comparisons")})
     counts = rows_by_symbol(database_url, sorted(expected))
     for table, want in expected.items():
         rows = {s: n for s, n in counts[table].items() if s != "*"}
