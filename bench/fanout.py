@@ -47,7 +47,8 @@ the sizers trained and the worker children that have torch loaded at the end (fr
 the default / no-sizer ratios (goal <= 1.3 for flat symbols); a per-step runtime table of every run;
 and the tradeable pair's sizer share.
 
-    python bench/fanout.py [--scaling 10,50,200 | --symbols 1000] [--tradeable 10] [--no-sizer] [--workers 2]
+    python bench/fanout.py [--scaling 10,50,200 | --symbols 1000] [--tradeable 10] [--repeat 1] [--no-sizer]
+                           [--workers 2]
     python bench/fanout.py --sample [--symbols 10] [--models lightgbm,xgboost] [--workers 2]
 """
 
@@ -546,7 +547,8 @@ def _sizer_s(r: Fanout) -> float:
 
 def report_comparison(pairs: list[tuple[Fanout, Fanout]], tradeable: tuple[Fanout, Fanout] | None) -> None:
     """The default chain against the chain without a sizer, each pair run side by side (no-sizer first)."""
-    print("\n## the default chain (sizer on) against the chain without a sizer, side by side")
+    print("\n## the default chain (sizer on) against the chain without a sizer, side by side "
+          "(each the least wall time of --repeat runs)")
     print("(synthetic symbols at the selection's default gate: every regime flat, so the sizer step skips; "
           "runtimes are wall seconds on a shared machine, the run's CPU seconds do not move with its load)")
     print("\n| N | variant | tasks | wall s | compute s | run CPU s | Σ train_sizer s | sizers trained "
@@ -665,6 +667,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="only the chain without the sizer (BRAIN_SIZER_TIMESTEPS=0), as before issue 26")
     p.add_argument("--tradeable", type=int, default=10,
                    help="symbols of the tradeable comparison, BRAIN_DSR_LEVEL=0.01 (0: none)")
+    p.add_argument("--repeat", type=int, default=1, help="fan-outs per variant and N, alternating which goes "
+                                                         "first; the one of least wall time is reported")
     p.add_argument("--imports", type=int, default=3, help="fresh processes timing torch's import (0: none)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="worker processes (default: cores)")
     p.add_argument("--profile", type=int, default=20, help="symbols of the in-process step profile (0: none)")
@@ -692,16 +696,25 @@ def main(argv: list[str] | None = None) -> None:
                   f"train_sizer {_sizer_s(r):.1f} s, sizers {r.sizers}, load {r.load[0]:.1f}", flush=True)
             return r
 
+        def best_of(n: int, variants: tuple[str, str]) -> tuple[Fanout, Fanout]:
+            """Each variant `--repeat` times, alternating which goes first; the run of least wall time of
+            each (the machine's other load only ever adds time)."""
+            runs: dict[str, list[Fanout]] = defaultdict(list)
+            for i in range(args.repeat):
+                for variant in variants if i % 2 == 0 else variants[::-1]:
+                    runs[variant].append(one(n, variant))
+            first, second = (min(runs[v], key=lambda r: r.wall) for v in variants)
+            return first, second
+
         for n in ns:
-            base = one(n, "no-sizer")
             if args.no_sizer:
-                results.append(base)
+                results.append(min((one(n, "no-sizer") for _ in range(args.repeat)), key=lambda r: r.wall))
                 continue
-            full = one(n, "default")
+            base, full = best_of(n, ("no-sizer", "default"))
             pairs.append((base, full))
             results.append(full)
         if args.tradeable and not args.no_sizer:
-            tradeable = (one(args.tradeable, "tradeable-no-sizer"), one(args.tradeable, "tradeable"))
+            tradeable = best_of(args.tradeable, ("tradeable-no-sizer", "tradeable"))
     if imports:
         report_imports(imports)
     report(results, steps)

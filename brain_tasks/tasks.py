@@ -30,7 +30,10 @@ _IN_POOL_PROCESS = False  # set in each pool process of a worker
 @worker_process_init.connect
 def _load_ml_stack(**_: Any) -> None:
     """Pool processes load the ML stack at start-up, not in a task.  Only they: the worker's main
-    process runs no task, and importing it there (1.5 s of CPU) delayed every pool start by as much."""
+    process runs no task, and importing it there (1.5 s of CPU) delayed every pool start by as much.
+    Not torch and stable-baselines3: the first sizer or sequence model a process trains imports them
+    (`ml.sizing.fit_ppo`, `ml.deep`), once, as Python keeps a module once imported; a process whose
+    symbols are all flat never pays for them (bench/fanout.py measures that import)."""
     from brain_tasks.ml import pipeline  # noqa: F401
 
     global _IN_POOL_PROCESS
