@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import subprocess
 import sys
 
@@ -39,7 +41,13 @@ def test_demo_on_the_embedded_default_prints_the_summary_and_writes_the_report(t
     html = (tmp_path / "report" / "index.html").read_text()
     assert "ETH/BTC" in html and "<img" in html
     engine = make_engine(url)
-    assert len(store.read_table(engine, "model_manifests")) == 4 + 2  # and one ppo_sizer per symbol
+    manifests = store.read_table(engine, "model_manifests")
+    assert (manifests.model_type != "ppo_sizer").sum() == 4
+    # A ppo_sizer only for a symbol whose selection trades its champion; each row says what the sizer did.
+    runs = store.read_table(engine, "training_runs")
+    sizer_of = [(json.loads(d) if isinstance(d, str) else d)["sizer"] for d in runs[runs.symbol != "*"].details]
+    assert len(sizer_of) == 2 and all(s["status"] in ("succeeded", "skipped") for s in sizer_of)
+    assert (manifests.model_type == "ppo_sizer").sum() == sum(s["status"] == "succeeded" for s in sizer_of)
     assert len(store.read_table(engine, "feature_drift")) > 0
     models = _cli(["models", "--symbol", "ETH/BTC"], env, tmp_path).stdout
     assert "lightgbm" in models and "baseline" in models and "LTC/BTC" not in models

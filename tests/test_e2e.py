@@ -31,8 +31,8 @@ SYMBOLS = ["ETH/BTC", "LTC/BTC", "ADA/BTC", "TRX/BTC", "XMR/BTC"]  # ADA, TRX, X
 MODELS = ["lightgbm", "xgboost", "baseline"]
 AS_OF = "2018-01-30"
 BROKEN = "BROKEN/BTC"
-# The chain's last link trains a position sizer per symbol; its skill is tested in tests/ml/test_sizing.py,
-# here only its place in the chain, so with few PPO timesteps.
+# The chain's last link trains a position sizer for a symbol that trades; its skill is tested in
+# tests/ml/test_sizing.py, here only its place in the chain, so with few PPO timesteps.
 SIZER = {"BRAIN_SIZER_TIMESTEPS": "2048"}
 # Wall-clock columns: the only ones allowed to differ between two runs of the same work.
 
@@ -159,7 +159,15 @@ def test_daily_retrain_end_to_end_twice_with_a_broken_symbol(tmp_path, pg_url, f
 
     engine = make_engine(url)
     n = len(SYMBOLS) * len(MODELS)
-    sizers = len(SYMBOLS)  # one ppo_sizer version per symbol, compared with two baselines
+    # The sizer trains only for a symbol whose selection trades its champion (one ppo_sizer version,
+    # compared with two baselines); for the others the row says why not.
+    rows = store.read_table(engine, "training_runs")
+    rows = rows[(rows.attempt_id == summary["attempt_id"]) & rows.symbol.isin(SYMBOLS)]
+    sizer_of = {r.symbol: (json.loads(r.details) if isinstance(r.details, str) else r.details)["sizer"]
+                for r in rows.itertuples()}
+    assert all(s["status"] == "succeeded" or s["reason"].endswith("sizing cannot act")
+               for s in sizer_of.values()), sizer_of
+    sizers = sum(s["status"] == "succeeded" for s in sizer_of.values())
     assert _count(url, "model_manifests") == n + sizers
     assert _count(url, "model_registry") == n + sizers
     # + flat and buy-and-hold per symbol (compare_models) + the three sizers per symbol (train_sizer)
