@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from celery import Celery
 
 from brain_tasks.brain import runs
-from brain_tasks.settings import Settings
+from brain_tasks.settings import Settings, is_redis_url, redis_client
 
 # kombu's Redis transport: a queue is a list per priority step, delivered-but-unacked messages a hash.
 _PRIORITY_SEP, _PRIORITY_STEPS, _UNACKED = "\x06\x16", (0, 3, 6, 9), "unacked"
@@ -46,10 +46,9 @@ def _attempt_of_message(message: dict[str, Any]) -> str | None:
 
 
 def attempts_in_redis(app: Celery) -> set[str]:
-    """Attempts with a message waiting in a queue or delivered but not acknowledged (Redis broker)."""
-    import redis
-
-    client = redis.Redis.from_url(app.conf.broker_url)
+    """Attempts with a message waiting in a queue or delivered but not acknowledged (Redis broker, or the
+    master its sentinels name)."""
+    client = redis_client(app.conf.broker_url, (app.conf.broker_transport_options or {}).get("master_name"))
     try:
         raw: list[bytes] = []
         for queue in app.conf.task_queues or ():
@@ -88,7 +87,7 @@ def attempts_on_workers(app: Celery, timeout: float = 2.0) -> set[str]:
 def live_attempts(app: Celery) -> set[str]:
     """Every attempt with a live task, as far as the workers and the broker can tell."""
     found = attempts_on_workers(app)
-    if str(app.conf.broker_url).startswith(("redis://", "rediss://")):
+    if is_redis_url(str(app.conf.broker_url)):
         found |= attempts_in_redis(app)
     return found
 

@@ -21,7 +21,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from brain_tasks.brain import dashboard_views as dv
-from brain_tasks.settings import Settings
+from brain_tasks.settings import Settings, is_redis_url
 
 METRIC_NAMES = ("brain_symbols", "brain_data_age_seconds", "brain_data_max_age_seconds", "brain_champion_age_seconds",
                 "brain_champion_sharpe", "brain_champion_total_return", "brain_run_last_duration_seconds",
@@ -43,11 +43,12 @@ def queue_names() -> list[str]:
     return [q.name for q in task_queues]
 
 
-def queue_depths(broker_url: str, queues: Sequence[str]) -> dict[str, int]:
-    """Messages waiting in each queue's Redis lists (reserved, unacked ones are not counted)."""
-    import redis
+def queue_depths(broker_url: str, queues: Sequence[str], master: str | None = None) -> dict[str, int]:
+    """Messages waiting in each queue's Redis lists (reserved, unacked ones are not counted); `master`
+    names the master of a sentinel:// broker URL."""
+    from brain_tasks.settings import redis_client
 
-    client = redis.Redis.from_url(broker_url, socket_timeout=2, socket_connect_timeout=2)
+    client = redis_client(broker_url, master, socket_timeout=2, socket_connect_timeout=2)
     try:
         pipe = client.pipeline(transaction=False)
         keys = {q: [q, *(f"{q}{_PRIORITY_SEP}{p}" for p in _PRIORITY_STEPS)] for q in queues}
@@ -101,9 +102,9 @@ class BrainCollector(Collector):
             for severity, n in sorted(by_severity.items()):
                 quality.add_metric([symbol, severity], n)
         yield quality
-        if s.broker_url and s.broker_url.startswith(("redis://", "rediss://")):
+        if s.broker_url and is_redis_url(s.broker_url):
             depth = _gauge("brain_queue_depth", "Messages waiting in the broker queue", ["queue"])
-            for queue, n in queue_depths(s.broker_url, queue_names()).items():
+            for queue, n in queue_depths(s.broker_url, queue_names(), s.redis_master).items():
                 depth.add_metric([queue], n)
             yield depth
 
