@@ -136,7 +136,7 @@ else:
     broker_transport_options = {"visibility_timeout": _s.visibility_timeout}
     result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout}
     # One beat at a time: RedBeat holds a lock in Redis, a second beat waits for it.
-    beat_scheduler = "redbeat.RedBeatScheduler"
+    beat_scheduler = "brain_tasks.beat:FailoverRedBeatScheduler"
     redbeat_redis_url = _s.broker_url
     redbeat_lock_timeout = _s.beat_lock_timeout
     # The lock is extended on every tick: tick at least five times per lock lifetime.

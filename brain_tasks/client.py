@@ -191,9 +191,19 @@ class BrainClient:
             run_id, attempt_id = handle, runs.latest_attempt(self.engine, handle)
             if attempt_id is None:
                 raise LookupError(f"run {run_id} has no attempt")
+        import sqlalchemy.exc
+
         deadline = time.monotonic() + timeout
         while True:
-            status = runs.run_status(self.engine, run_id, attempt_id)
+            try:
+                status = runs.run_status(self.engine, run_id, attempt_id)
+            except sqlalchemy.exc.OperationalError:
+                # The database is failing over (or restarting): the run goes on, so does the wait; the
+                # pool was discarded and the next read connects to whichever host takes writes.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(poll)
+                continue
             if on_poll is not None:
                 on_poll(status)
             if status["state"] not in (*runs.OPEN, "unknown"):

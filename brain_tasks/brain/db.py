@@ -6,6 +6,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -146,7 +147,7 @@ def check_schema(url: str) -> str:
 
     from brain_tasks.errors import DatabaseUnavailableError, SchemaMissingError
 
-    parsed = make_url(url) if not isinstance(url, sa.URL) else url
+    parsed = make_url(normalize_database_url(url)) if not isinstance(url, sa.URL) else url
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         from pathlib import Path
 
@@ -163,19 +164,22 @@ def check_schema(url: str) -> str:
 
 
 def connect_error_line(url: str | sa.URL, exc: BaseException) -> str:
-    """One line naming why `url` could not be used, password redacted: for a multi-host URL whose hosts
-    all answered but none takes writes, that none does (a standby not promoted yet, or a
-    misconfigured host list), with each host's reason."""
+    """One line naming why `url` could not be used, password redacted.  When every host of a multi-host
+    URL failed (or the one host is read-only), it says that no host accepts writes, with each host's
+    reason: a standby not promoted yet, a host down, or a host list that names no primary."""
     orig = getattr(exc, "orig", None) or exc
     lines = [line.strip() for line in str(orig).strip().splitlines() if line.strip()]
-    # psycopg lists one failure per host after "All failures were:", each as "- host: ..., error: ..."
-    per_host = [line.lstrip("- ") for line in lines if line.startswith("- host:")]
-    reasons = [line.rsplit("error: ", 1)[-1] for line in per_host] or lines[:1]
-    read_only = ("read-only", "hot standby", "read only", "is in recovery")
-    if reasons and all(any(word in r for word in read_only) for r in reasons):
-        hosts = "; ".join(h.replace("error: ", "") for h in per_host) or reasons[0]
-        return f"no host of the database {redact_url(url)} accepts writes ({hosts})"
+    # psycopg lists one failure per host after "All failures were:" as
+    # "- host: 'h', port: 'p', hostaddr: 'a': connection failed: connection to server at ... failed: REASON".
+    per_host = [_HOST_FAILURE.match(line) for line in lines if line.startswith("- host:")]
+    reasons = [f"{m['host']}:{m['port']} {m['reason']}" for m in per_host if m]
+    if reasons or (lines and "read-only" in lines[0]):
+        why = "; ".join(reasons) or lines[0].rsplit("failed: ", 1)[-1]
+        return f"no host of the database {redact_url(url)} accepts writes ({why})"
     return f"cannot reach the database {redact_url(url)}: {lines[0] if lines else type(orig).__name__}"
+
+
+_HOST_FAILURE = re.compile(r"- host: '(?P<host>[^']*)', port: '(?P<port>[^']*)'.*failed: (?P<reason>[^:]*)$")
 
 
 def _sqlite_engine(parsed: sa.URL) -> sa.Engine:
