@@ -547,3 +547,26 @@ def multi_host_url(*urls: str) -> str:
     first = parsed[0]
     auth = f"{first.username}@" if first.username else ""
     return f"{first.drivername}://{auth}{hosts}/{first.database}"
+
+
+def rejoin_as_standby(url: str, primary_url: str) -> None:
+    """Start the stopped throwaway PostgreSQL behind `url` again as a standby of the one at `primary_url`
+    (standby.signal and primary_conninfo, same options as before): an old primary coming back after a
+    failover without taking writes.  Its WAL may have gone past the point where the new primary's
+    timeline forked (then it does not catch up, and answers read-only, as a standby)."""
+    import shlex
+
+    from sqlalchemy.engine import make_url
+
+    port, primary = make_url(url).port, make_url(primary_url)
+    data, tmp = _PG_SERVERS[port]
+    # The previous start's command line: the binary, -D, the data directory, then its -c options.
+    opts = shlex.split((data / "postmaster.opts").read_text())[3:]
+    conninfo = f"host=127.0.0.1 port={primary.port} user={PG_USER}"
+    with open(data / "postgresql.auto.conf", "a") as conf:
+        conf.write(f"\nprimary_conninfo = '{conninfo}'\nsynchronous_standby_names = ''\n")
+    (data / "standby.signal").touch()
+    if _is_root():
+        for path in (data / "standby.signal", data / "postgresql.auto.conf"):
+            shutil.chown(path, user=PG_USER, group=None)
+    _pg_ctl(port, "-o", " ".join(shlex.quote(o) for o in opts), "start")
