@@ -405,31 +405,36 @@ class SentinelCluster:
             time.sleep(0.05)
 
     def wait_replica(self, port: int, timeout: float = 60.0) -> None:
-        """Wait until the server on `port` replicates the current master, in sync, and every sentinel
-        counts it as a healthy replica (so the next failover has someone to promote).  A master that comes
-        back after a failover is converted within about 10 s (the sentinels' INFO period)."""
+        """Wait until the server on `port` replicates the current master, in sync, and a quorum of the
+        sentinels counts it as a healthy replica (so the next failover has someone to promote).  A master
+        that comes back after a failover is converted within about 10 s (the sentinels' INFO period)."""
         import redis
 
         deadline = time.monotonic() + timeout
         while True:
+            role = views = None
             with contextlib.suppress(redis.RedisError, OSError):
                 with redis.Redis(port=port, socket_timeout=1) as client:
                     info = client.info("replication")
-                if info["role"] == "slave" and info.get("master_link_status") == "up" and all(
-                        self._healthy_replica(sp, port) for sp in self.sentinel_ports):
+                role = (info["role"], info.get("master_port"), info.get("master_link_status"))
+                views = [self._replica_flags(sp, port) for sp in self.sentinel_ports]
+                if role[0] == "slave" and role[2] == "up" and views.count("slave") >= 2:
                     return
             if time.monotonic() > deadline:
-                raise ServerError(f"the server on {port} did not become a healthy replica in {timeout:.0f} s")
+                raise ServerError(f"the server on {port} did not become a healthy replica in {timeout:.0f} s: "
+                                  f"role {role}, master {self.master_port()}, sentinels' flags {views}; "
+                                  + (self.tmp / "sentinel-0" / "sentinel.log").read_text(errors="replace")[-1500:])
             time.sleep(0.1)
 
-    def _healthy_replica(self, sentinel_port: int, port: int) -> bool:
+    def _replica_flags(self, sentinel_port: int, port: int) -> str | None:
+        """How the sentinel on `sentinel_port` sees the replica on `port` ("slave" when healthy)."""
         import redis
 
-        with redis.Redis(port=sentinel_port, socket_timeout=1) as client:
-            for replica in client.sentinel_slaves(self.master):
+        with contextlib.suppress(redis.RedisError, OSError), redis.Redis(port=sentinel_port, socket_timeout=1) as c:
+            for replica in c.sentinel_slaves(self.master):
                 if int(replica["port"]) == port:
-                    return replica["flags"] == "slave"  # not s_down, not disconnected
-        return False
+                    return replica["flags"]
+        return None
 
     def stop(self) -> None:
         for proc in self.sentinels:

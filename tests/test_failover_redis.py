@@ -36,10 +36,22 @@ ANALYSING = r"Task brain_tasks\.analyse_symbol\[[0-9a-f-]+\] received"
 PROBE = """
 import json
 from brain_tasks.app import app
-replies = app.control.inspect(timeout=5).ping() or {}
+replies = app.control.inspect(timeout=10, limit=1).ping() or {}
 pong = app.send_task("brain_tasks.ping", args=["after"], queue="collect").get(timeout=60)
 print(json.dumps({"workers": sorted(replies), "pong": pong}))
 """
+
+
+def _clients(port: int) -> list[str]:
+    """Client connections on the redis-server at `port`, apart from the sentinels, replication links (M: its
+    master, S: a replica) and this one."""
+    import redis
+
+    with redis.Redis(port=port, socket_timeout=2) as client:
+        me = client.client_id()
+        return [" ".join(f"{k}={c[k]}" for k in ("addr", "name", "age", "idle", "flags", "db", "sub", "psub", "cmd"))
+                for c in client.client_list()
+                if int(c["id"]) != me and not c["name"].startswith("sentinel-") and not set("MS") & set(c["flags"])]
 
 
 def test_sentinel_url_without_a_master_name_fails_in_one_line():
@@ -75,6 +87,45 @@ def test_sentinel_configuration_reaches_broker_results_and_beat():
     assert plain["redbeat_redis_url"] == "redis://127.0.0.1:6379/0" and "redbeat_redis_options" not in plain
 
 
+def test_compose_ha_override_points_every_service_at_the_sentinels_and_the_standby():
+    """docker-compose.ha.yml, checked without a Docker engine: each Brain service's environment (the base
+    file's, overridden key by key as compose merges it) is accepted by the settings and names three
+    sentinels and both PostgreSQL servers; the servers it adds are wired as the runbook says."""
+    import re
+
+    import yaml
+    from sqlalchemy.engine import make_url
+
+    from brain_tasks.settings import normalize_database_url, parse_sentinel_url
+    from tests.workers import REPO
+
+    base = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    ha = yaml.safe_load((REPO / "docker-compose.ha.yml").read_text())["services"]
+    for name in ("migrate", "worker-collect", "worker-train", "beat", "flower", "dashboard"):
+        env = {**base[name]["environment"], **ha[name]["environment"]}
+        env = {k: re.sub(r"\$\{(\w+):\?[^}]*\}", "secret", str(v)) for k, v in env.items()}
+        s = from_environ(env)
+        assert s.sentinel and s.redis_master == "brainmaster", name
+        assert len(parse_sentinel_url(s.broker_url).sentinels) == 3
+        assert parse_sentinel_url(s.effective_result_backend).db == 1
+        assert s.database_url == normalize_database_url(s.database_url)
+        query = make_url(s.database_url).query
+        assert query["host"] == ("postgres:5432", "postgres-standby:5432"), name
+        assert query["target_session_attrs"] == "read-write"
+        assert {"sentinel-1", "sentinel-2", "sentinel-3", "postgres-standby"} <= set(ha[name]["depends_on"]), name
+    for name in ("sentinel-1", "sentinel-2", "sentinel-3"):
+        script = "\n".join(ha[name]["command"])
+        assert "sentinel monitor brainmaster redis 6379 2" in script and "--sentinel" in script
+    assert ha["redis-replica"]["command"][-4:-2] == ["redis", "6379"]
+    assert "synchronous_standby_names=*" in ha["postgres"]["command"]
+    standby = "\n".join(ha["postgres-standby"]["command"])
+    assert "pg_basebackup -h postgres" in standby and " -R " in standby
+    assert "synchronous_standby_names" not in standby  # a promoted standby must not wait for a standby
+    script = REPO / "deploy" / "ha" / "pg-replication.sh"
+    assert "host replication" in script.read_text()
+    assert any(v["source"] == "./deploy/ha/pg-replication.sh" for v in ha["postgres"]["volumes"] if isinstance(v, dict))
+
+
 def test_redis_master_killed_mid_retrain_and_mid_nightly(tmp_path, pg_url, redis_url):
     reference = failover.reference_url(pg_url, redis_url, tmp_path / "reference")
     with servers.sentinel_cluster() as cluster:
@@ -104,6 +155,7 @@ def test_redis_master_killed_mid_retrain_and_mid_nightly(tmp_path, pg_url, redis
                                    "redrives": failover.redrives(url, done["run_id"], done["attempt_id"])})
                     cluster.wait_replica(victim.port)  # before the next fault: someone to promote
                 probe = json.loads(run_python(PROBE, env, timeout=120).strip().splitlines()[-1])
+                stuck = {n.port: _clients(n.port) for n in cluster.nodes if n.port != cluster.master_port()}
                 sends = failover.one_beat_schedules(beat_logs, interval=2.0)
         finally:
             for proc in beats:
@@ -111,6 +163,7 @@ def test_redis_master_killed_mid_retrain_and_mid_nightly(tmp_path, pg_url, redis
         failover.figures("redis sentinel failover", faults)
         assert [f["state"] for f in faults] == ["succeeded", "succeeded"], faults
         assert probe["pong"]["pong"] == "after" and len(probe["workers"]) == 1, probe
+        assert not any(stuck.values()), f"clients left on a demoted master: {stuck}"
         assert sum(1 for n in sends if n) == 1
         chaos.assert_same_rows(reference, url)
     dispose_engine(url)
