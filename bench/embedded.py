@@ -41,7 +41,7 @@ LOG_TS = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/[^\]]+\] "
 PROBE = """
 import time
 t0 = time.monotonic()
-from brain_tasks.embedded import embedded_worker
+from brain_tasks.service.embedded import embedded_worker
 from brain_tasks.settings import get_settings
 with embedded_worker(get_settings(), ready_timeout=300) as worker:
     t1 = time.monotonic()

@@ -241,7 +241,7 @@ def run_synthetic(pg: str, redis_url: str, n: int, k: int, tmp: Path) -> Fanout:
     from brain_tasks.brain.db import dispose_engine
     from brain_tasks.brain.migrate import upgrade
     from brain_tasks.client import BrainClient
-    from brain_tasks.collect import source_for
+    from brain_tasks.service.steps.collect import source_for
     from brain_tasks.settings import from_environ
 
     url = servers.create_database(pg)
@@ -326,28 +326,30 @@ IMPORTANCE_IN_TRAINING = "importance inside train_symbol"
 def profile_steps(pg: str, n: int) -> dict[str, tuple[float, float]]:
     """Each chain step's work called in this process (no Celery, no bookkeeping) for `n` symbols:
     {step: (mean wall ms, mean CPU ms)}, to hold the worker's runtimes against."""
-    from brain_tasks import jobs, sizer_jobs
     from brain_tasks.brain.db import dispose_engine, make_engine
+    from brain_tasks.service.chain import ChainState
+    from brain_tasks.service.steps import choose, compare, explain, promote, reads, sizer, train
     from brain_tasks.brain.migrate import upgrade
-    from brain_tasks.collect import collect, source_for
-    from brain_tasks.runs import as_of_date
+    from brain_tasks.service.steps.collect import collect, source_for
+    from brain_tasks.intake import as_of_date
     from brain_tasks.settings import from_environ
 
     url = servers.create_database(pg)
     upgrade(url)
     settings = from_environ({"BRAIN_DATABASE_URL": url, **SYNTHETIC_FANOUT})
     engine, day, source = make_engine(url), as_of_date(SYNTHETIC_AS_OF), source_for(settings)
-    jobs.train_config(settings)
+    reads.train_config(settings)
     import brain_tasks.ml.pipeline  # noqa: F401  (imported before timing, as a worker's children have it)
 
     steps = {
         "collect_candles": lambda sym, prev: collect(engine, source, "candles", sym, timeframe=settings.timeframe),
-        "train_symbol": lambda sym, prev: jobs.train_symbol(engine, settings, sym, "baseline", day),
-        "compare_models": lambda sym, prev: jobs.compare_models(engine, settings, prev, sym, day),
-        "compute_importance": lambda sym, prev: jobs.compute_importance(engine, settings, prev, sym, day),
-        "check_rollback": lambda sym, prev: jobs.check_rollback(engine, settings, prev, sym, day),
-        "select_model": lambda sym, prev: jobs.select_model(engine, settings, prev, sym, day),
-        "train_sizer": lambda sym, prev: sizer_jobs.train_sizer(engine, settings, prev, sym, day),
+        "train_symbol": lambda sym, prev: ChainState.start(sym, day).with_model(
+            train.train_symbol(engine, settings, sym, "baseline", day)),
+        "compare_models": lambda sym, prev: compare.compare_models(engine, settings, prev),
+        "compute_importance": lambda sym, prev: explain.compute_importance(engine, settings, prev),
+        "check_rollback": lambda sym, prev: promote.check_rollback(engine, settings, prev),
+        "select_model": lambda sym, prev: choose.select_model(engine, settings, prev),
+        "train_sizer": lambda sym, prev: sizer.train_sizer(engine, settings, prev),
     }
     spent: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for symbol in synthetic_symbols(n, prefix="PRF"):
@@ -356,9 +358,11 @@ def profile_steps(pg: str, n: int) -> dict[str, tuple[float, float]]:
             wall, cpu = time.perf_counter(), time.process_time()
             out = step(symbol, prev)
             spent[name].append((time.perf_counter() - wall, time.process_time() - cpu))
-            if name == "train_symbol" and "importance_cpu_s" in out:
+            trained = out.models.get("baseline") if name == "train_symbol" else None
+            if trained is not None and trained.importance_cpu_s is not None:
                 # Importance is computed inside training (out of sample, per fold): its CPU beside the rest.
-                spent[IMPORTANCE_IN_TRAINING].append((out["importance_cpu_s"], out["cpu_s"] - out["importance_cpu_s"]))
+                spent[IMPORTANCE_IN_TRAINING].append((trained.importance_cpu_s,
+                                                      trained.cpu_s - trained.importance_cpu_s))
             prev = out if name != "collect_candles" else None
     dispose_engine(url)
     servers.drop_database(url)
@@ -444,7 +448,7 @@ def _fit(xs: list[int], ys: list[float]) -> tuple[float, float, float]:
 def _prepare_sample(url: str, symbols: list[str]) -> None:
     from brain_tasks.brain.db import make_engine
     from brain_tasks.brain.migrate import upgrade
-    from brain_tasks.collect import ingest_freqtrade
+    from brain_tasks.service.steps.collect import ingest_freqtrade
 
     upgrade(url)
     ingest_freqtrade(make_engine(url), REPO / "sample" / "freqtrade-testdata", symbols=symbols, timeframe="5m",
@@ -453,19 +457,19 @@ def _prepare_sample(url: str, symbols: list[str]) -> None:
 
 def sequential(url: str, work: list[tuple[str, str]]) -> float:
     """Wall seconds of an in-process loop over the work."""
-    from brain_tasks import jobs
     from brain_tasks.brain.db import make_engine
-    from brain_tasks.runs import as_of_date
+    from brain_tasks.intake import as_of_date
+    from brain_tasks.service.steps import reads, train
     from brain_tasks.settings import from_environ
 
     settings = from_environ({"BRAIN_DATABASE_URL": url})
     engine = make_engine(url)
-    jobs.train_config(settings)  # import the ML stack before timing, as a warm worker has
+    reads.train_config(settings)  # import the ML stack before timing, as a warm worker has
     import brain_tasks.ml.pipeline  # noqa: F401
 
     start = time.perf_counter()
     for symbol, model in work:
-        jobs.train_symbol(engine, settings, symbol, model, as_of_date(SAMPLE_AS_OF))
+        train.train_symbol(engine, settings, symbol, model, as_of_date(SAMPLE_AS_OF))
     return time.perf_counter() - start
 
 

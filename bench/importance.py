@@ -10,7 +10,7 @@ in one process with one thread: CPU seconds of ``train_and_evaluate(with_importa
 The goal (issue 16) is a ratio <= 0.5 summed over the fan-out; ``baseline`` is the model a
 1000-symbol fan-out uses.
 
-``--tasks`` also runs ``jobs.train_symbol`` (in process, on a throwaway PostgreSQL) for every sample
+``--tasks`` also runs ``service.steps.train.train_symbol`` (in process, on a throwaway PostgreSQL) for every sample
 pair and model type, and sums what each task returns: its CPU (reading, features, training,
 importance, writing) and of it the importance, i.e. the fan-out profile of one nightly.
 """
@@ -75,11 +75,11 @@ def tasks(models: list[str]) -> None:
     import sys
 
     sys.path.insert(0, str(ROOT))
-    from brain_tasks import jobs
+    from brain_tasks.service.steps import train as train_step
     from brain_tasks.brain.db import make_engine
     from brain_tasks.brain.migrate import upgrade
-    from brain_tasks.collect import ingest_freqtrade
-    from brain_tasks.runs import as_of_date
+    from brain_tasks.service.steps.collect import ingest_freqtrade
+    from brain_tasks.intake import as_of_date
     from brain_tasks.settings import from_environ
     from tests import servers
 
@@ -91,15 +91,15 @@ def tasks(models: list[str]) -> None:
         engine = make_engine(url)
         ingest_freqtrade(engine, sample, symbols=pairs, timeframe="5m", exchange="freqtrade")
         settings = from_environ({"BRAIN_DATABASE_URL": url})
-        jobs.train_symbol(engine, settings, pairs[0], models[0], as_of_date("2018-01-29"))  # warm-up
+        train_step.train_symbol(engine, settings, pairs[0], models[0], as_of_date("2018-01-29"))  # warm-up
         print(f"\nfan-out profile: train_symbol for {len(pairs)} sample pairs, in process, sums of the task results")
         header = f"{'model':<9} {'task CPU s':>10} {'walk-fwd CPU s':>14} {'importance CPU s':>16} {'imp / rest':>10}"
         print(header)
         print("-" * len(header))
         sums = [0.0, 0.0, 0.0]
         for model_type in models:
-            rs = [jobs.train_symbol(engine, settings, p, model_type, as_of_date("2018-01-30")) for p in pairs]
-            task, train, imp = (sum(r[k] for r in rs) for k in ("cpu_s", "train_cpu_s", "importance_cpu_s"))
+            rs = [train_step.train_symbol(engine, settings, p, model_type, as_of_date("2018-01-30")) for p in pairs]
+            task, train, imp = (sum(getattr(r, k) for r in rs) for k in ("cpu_s", "train_cpu_s", "importance_cpu_s"))
             sums = [sums[0] + task, sums[1] + train, sums[2] + imp]
             print(f"{model_type:<9} {task:>10.2f} {train:>14.2f} {imp:>16.2f} {imp / (task - imp):>10.2f}")
         task, train, imp = sums

@@ -78,7 +78,7 @@ def _checkpoint(engine: sa.Engine) -> None:
 def run(url: str, rows: int, symbols: int, repeat: int) -> tuple[dict[str, list[float]], float]:
     from brain_tasks.brain import store
     from brain_tasks.brain.db import make_engine
-    from brain_tasks.brain.models import Candle
+    from brain_tasks.brain.tables import Candle
 
     engine = make_engine(url)
     frame = make_candles(rows, symbols)
@@ -109,7 +109,7 @@ def run(url: str, rows: int, symbols: int, repeat: int) -> tuple[dict[str, list[
         with engine.begin() as conn:
             conn.execute(sa.schema.DropSchema(schema, cascade=True))
     # What every phase pays on the client before the server sees a byte (shown for transparency).
-    convert_s, _ = _timed(lambda: len(store._prepare(target, frame)[1]))
+    convert_s, _ = _timed(lambda: len(store.prepare_rows(target, frame)[1]))
     return rates, convert_s
 
 
@@ -219,7 +219,7 @@ def _size(engine: sa.Engine, schema: str) -> str:
 def history_depth(url: str, symbols: int, days: int, base_symbols: int, load: str, repeat: int) -> float:
     """Ingest both sizes, print the per-symbol read times; return the ratio deep / base (warm reads)."""
     from brain_tasks.brain.db import make_engine
-    from brain_tasks.brain.models import Candle
+    from brain_tasks.brain.tables import Candle
 
     engine = make_engine(url)
     bars = days * BARS_PER_DAY

@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--old", action="store_true", help="also the old configuration (recycle every 200 tasks)")
     parser.add_argument("--attribute", action="store_true", help="also a plain app with the project's settings")
     args = parser.parse_args()
-    from brain_tasks.embedded import worker_command
+    from brain_tasks.service.embedded import worker_command
 
     home = Path(tempfile.mkdtemp(prefix="brain-overhead-"))
     rows: dict[str, tuple[float, float]] = {}

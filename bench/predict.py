@@ -42,7 +42,7 @@ def _candles(symbol: str, days: int | None = None) -> pd.DataFrame:
 
 
 def _setup(url: str, symbols: list[str], long_symbol: str, long_days: int) -> None:
-    from brain_tasks import jobs
+    from brain_tasks.service.steps import train
     from brain_tasks.brain import registry, store
     from brain_tasks.brain.db import make_engine
     from brain_tasks.brain.migrate import upgrade
@@ -52,8 +52,8 @@ def _setup(url: str, symbols: list[str], long_symbol: str, long_days: int) -> No
     engine = make_engine(url)
     settings = from_environ({"BRAIN_DATABASE_URL": url})
     store.upsert(engine, "candles", _candles(SOURCE))
-    out = jobs.train_symbol(engine, settings, SOURCE, "lightgbm", AS_OF)
-    trained = registry.manifest(engine, SOURCE, "lightgbm", out["version"])
+    out = train.train_symbol(engine, settings, SOURCE, "lightgbm", AS_OF)
+    trained = registry.manifest(engine, SOURCE, "lightgbm", out.version)
     registry.pin_champion(engine, SOURCE, "lightgbm", trained.version, "bench")
     fmt, artifact = registry.load_artifact(engine, trained.artifact_sha256)
     result = SimpleNamespace(artifact=artifact, artifact_format=fmt, oos=registry.oos_frame(engine, trained.oos_sha256),
@@ -97,15 +97,15 @@ class Phases:
         setattr(module, name, timed)
 
     def install(self) -> None:
-        from brain_tasks import serving
+        from brain_tasks.service import serving
         from brain_tasks.brain import signals as signal_rows
-        from brain_tasks.ml import serving as ml
+        from brain_tasks.ml import inference as ml
 
         self.wrap(signal_rows, "serving_state", "bar, champion, choices, sizer (SQL)")
         self.wrap(signal_rows, "stored_counts", "stored row counts (SQL)")
         self.wrap(signal_rows, "recent_candles", "fresh candles, every symbol (SQL)")
         self.wrap(serving, "_read", "recent rows read (SQL)")
-        self.wrap(serving, "_market", "market window (SQL + cache, in all)")
+        self.wrap(serving.Server, "_market", "market window (SQL + cache, in all)")
         self.wrap(ml, "regime_at", "regime (volatility_regimes)")
         self.wrap(ml, "feature_frame", "features (make_features)")
         self.wrap(ml, "model_rows", "model rows")
@@ -121,13 +121,13 @@ class Phases:
 def _latencies(client: object, symbol: str, calls: int, new_bar: bool) -> np.ndarray:
     """Warm calls for the same closed bar; with `new_bar`, as if each were the first call for its bar
     (the decision memo cleared: features and regime recomputed over the history, rows still cached)."""
-    from brain_tasks import serving
+    from brain_tasks.service import serving
 
     client.predict(symbol)  # warm: imports, model loaded and cached by sha256, old rows cached
     out = []
     for _ in range(calls):
         if new_bar:
-            serving._decisions.clear()
+            serving.server(client.engine).decisions.clear()
         start = time.perf_counter()
         client.predict(symbol)
         out.append(time.perf_counter() - start)
@@ -163,7 +163,7 @@ def main() -> None:
                       f"p50 {1000 * np.percentile(lat, 50):.1f} ms, p99 {1000 * np.percentile(lat, 99):.1f} ms, "
                       f"max {1000 * lat.max():.1f} ms")
                 phases.report(args.calls + 1, lat.sum())
-        from brain_tasks import serving
+        from brain_tasks.service import serving
 
         client.predict_many(symbols)  # warm every symbol's model and rows
         phases.seconds.clear()
@@ -171,7 +171,7 @@ def main() -> None:
             walls = []
             for _ in range(3):
                 if new_bar:
-                    serving._decisions.clear()
+                    serving.server(client.engine).decisions.clear()
                 start = time.perf_counter()
                 result = client.predict_many(symbols)
                 walls.append(time.perf_counter() - start)

@@ -98,7 +98,7 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def reads(url: str, repeat: int, chain_calls: int) -> None:
-    from brain_tasks import jobs
+    from brain_tasks.service.steps import reads, train
     from brain_tasks.brain import store
     from brain_tasks.brain.db import make_engine
     from brain_tasks.settings import from_environ
@@ -111,7 +111,7 @@ def reads(url: str, repeat: int, chain_calls: int) -> None:
         "read_open_interest": lambda: store.read_open_interest(engine, EXCHANGE, SYMBOL),
         "read_liquidations": lambda: store.read_liquidations(engine, EXCHANGE, SYMBOL),
         "read_sentiment": lambda: store.read_sentiment(engine, SYMBOL),
-        "load_market": lambda: jobs.load_market(engine, settings, SYMBOL),
+        "load_market": lambda: reads.load_market(engine, settings, SYMBOL),
     }
     readers["read_candles"]()  # warm the connection pool and the server's cache
     print(f"\nreads, median of {repeat} (seconds)")
@@ -150,7 +150,7 @@ def fingerprint(engine: Any) -> list[Any]:
 
 
 def train(server: str, data: dict[str, pd.DataFrame], model: str) -> None:
-    from brain_tasks import jobs
+    from brain_tasks.service.steps import reads, train
     from brain_tasks.brain.db import make_engine
 
     print(f"\ntrain_symbol({model}) in a fresh database per path (seconds)")
@@ -166,7 +166,7 @@ def train(server: str, data: dict[str, pd.DataFrame], model: str) -> None:
             settings = from_environ({"BRAIN_DATABASE_URL": url, "BRAIN_EXCHANGE": EXCHANGE,
                                      "BRAIN_MAX_DATA_AGE": str(10 * 86400)})
             spent = []
-            original = jobs.load_market
+            original = train.load_market  # what the training step calls
 
             def timed(*a: Any, original: Any = original, spent: list[float] = spent, **k: Any) -> Any:
                 start = time.perf_counter()
@@ -175,15 +175,15 @@ def train(server: str, data: dict[str, pd.DataFrame], model: str) -> None:
                 finally:
                     spent.append(time.perf_counter() - start)
 
-            jobs.load_market = timed
+            train.load_market = timed
             try:
                 with ctx():
                     start = time.perf_counter()
-                    out = jobs.train_symbol(make_engine(url), settings, SYMBOL, model, as_of)
+                    out = train.train_symbol(make_engine(url), settings, SYMBOL, model, as_of)
                     wall = time.perf_counter() - start
             finally:
-                jobs.load_market = original
-            if out.get("status") != jobs.OK:
+                train.load_market = original
+            if not out.ok:
                 raise SystemExit(f"train_symbol failed: {out}")
             if label != "warm-up":
                 print(f"{label:<10} {wall:>12.2f} {sum(spent):>12.3f} {sum(spent) / wall:>6.1%}")

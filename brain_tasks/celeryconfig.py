@@ -103,7 +103,7 @@ if _s.deep_queue and not _s.embedded:
     task_routes = (route_deep_training, task_routes)
 
 if _s.embedded:
-    from brain_tasks.embedded import register_transport, result_backend_url
+    from brain_tasks.service.embedded import register_transport, result_backend_url
 
     # Kombu's filesystem transport, with messages made visible atomically (brain_tasks/embedded.py).
     broker_url = register_transport()

@@ -16,6 +16,7 @@ import click
 from brain_tasks import __version__
 from brain_tasks.errors import BrainError
 from brain_tasks.settings import Settings, get_settings
+from brain_tasks.vocabulary import Status
 
 USAGE_ERROR = 2
 DEMO_EXTRA_MODELS = ("lstm",)
@@ -90,9 +91,9 @@ def ingest(source: str, path: Path, symbols: str | None, timeframe: str, as_json
     """Load candles / funding rates, or news items scored into sentiment_scores, from files
     (idempotent).  Exits 1 when a symbol failed or nothing was found."""
     from brain_tasks.brain.migrate import upgrade
-    from brain_tasks.collect import ingest_freqtrade
+    from brain_tasks.service.steps.collect import ingest_freqtrade
     from brain_tasks.market.sources import FreqtradeSource
-    from brain_tasks.requests import check_symbols
+    from brain_tasks.intake import check_symbols
 
     s = get_settings()
     wanted = check_symbols(_csv(symbols)) if symbols else None
@@ -139,7 +140,7 @@ def _ingest_table(summary: dict[str, Any]) -> str:
 
 def ingest_news_file(settings: Settings, path: Path, symbols: list[str] | None, as_json: bool = False) -> None:
     """Score a file of news items into sentiment_scores; a file that cannot be read exits with status 2."""
-    from brain_tasks.collect_news import ingest_news
+    from brain_tasks.service.feeds import ingest_news
     from brain_tasks.errors import DataError
 
     try:
@@ -161,12 +162,12 @@ class _Session:
     attempts (finished on the way out, so none is left pending and no message is replayed later)."""
 
     def __init__(self, worker: Any = None) -> None:
-        self.worker, self.attempts = worker, []  # embedded: a brain_tasks.embedded.EmbeddedWorker
+        self.worker, self.attempts = worker, []  # embedded: a brain_tasks.service.embedded.EmbeddedWorker
 
     def check(self, _status: Any = None) -> None:
         if self.worker is None:
             return
-        from brain_tasks.embedded import WorkerDied
+        from brain_tasks.service.embedded import WorkerDied
 
         try:
             self.worker.check()  # alive, and answering once it had time to start
@@ -183,7 +184,7 @@ def _workers(settings: Settings) -> Iterator[_Session]:
     if not settings.embedded:
         yield _Session()
         return
-    from brain_tasks.embedded import CRASH_WARNING, embedded_worker, finish_attempts
+    from brain_tasks.service.embedded import CRASH_WARNING, embedded_worker, finish_attempts
 
     click.secho(CRASH_WARNING, fg="yellow", err=True)
     session = _Session()
@@ -209,9 +210,9 @@ def _follow(client: Any, handle: Any, symbols: list[str], timeout: float, sessio
             nonlocal shown
             session.check()
             counts = status["counts"]
-            done = counts.get("succeeded", 0) + counts.get("failed", 0)
+            done = counts.get(Status.OK, 0) + counts.get(Status.FAILED, 0)
             if done > shown:
-                bar.update(done - shown, f"{counts.get('succeeded', 0)} done, {counts.get('failed', 0)} failed")
+                bar.update(done - shown, f"{counts.get(Status.OK, 0)} done, {counts.get(Status.FAILED, 0)} failed")
                 shown = done
 
         try:
@@ -223,7 +224,7 @@ def _follow(client: Any, handle: Any, symbols: list[str], timeout: float, sessio
 def _print_run(status: dict[str, Any]) -> None:
     click.echo(f"run {status['run_id']} attempt {status.get('attempt_id')}: {status['state']}  {status['counts']}")
     for symbol, info in sorted(status["symbols"].items()):
-        if info["state"] != "succeeded":
+        if info["state"] != Status.OK:
             click.echo(f"  {symbol}: {info['state']}  {info.get('error') or ''}")
         for model, error in sorted((info.get("failed_models") or {}).items()):
             click.echo(f"  {symbol}: {model} not trained: {error}")
@@ -256,7 +257,7 @@ def run_retrain(client: Any, symbols: list[str], models: list[str] | None, as_of
 @click.option("--wait/--no-wait", default=False, help="follow the run (always, in embedded mode)")
 def retrain(symbols: str, models: str | None, as_of: str | None, wait: bool) -> None:
     """Enqueue (or, embedded, run) the daily retrain fan-out."""
-    from brain_tasks.requests import check_as_of, check_models, check_symbols
+    from brain_tasks.intake import check_as_of, check_models, check_symbols
 
     s = get_settings()
     # Refuse a bad request before starting a worker or enqueueing anything.
@@ -266,7 +267,7 @@ def retrain(symbols: str, models: str | None, as_of: str | None, wait: bool) -> 
     with _workers(s) as session:
         status = run_retrain(client, _csv(symbols), _csv(models) or None, as_of, wait or s.embedded,
                              session=session)
-    if status and status["state"] == "failed":
+    if status and status["state"] == Status.FAILED:
         raise SystemExit(1)
 
 
@@ -302,7 +303,7 @@ def run_nightly(client: Any, as_of: str | None, wait: bool, timeout: float = 360
 @click.option("--wait/--no-wait", default=False, help="follow the run (always, in embedded mode)")
 def nightly(as_of: str | None, wait: bool) -> None:
     """Enqueue (or run) the nightly analysis: live check and rollback, drift, importance trends."""
-    from brain_tasks.requests import check_as_of
+    from brain_tasks.intake import check_as_of
 
     s = get_settings()
     check_as_of(as_of)
@@ -344,7 +345,7 @@ def models_table(settings: Settings, symbol: str | None = None) -> str:
 @click.option("--symbol", default=None, help="one symbol (default: all)")
 def models(symbol: str | None) -> None:
     """Show the registry: versions, champion, per-regime choice, metrics."""
-    from brain_tasks.requests import check_symbol
+    from brain_tasks.intake import check_symbol
 
     s = get_settings()
     if symbol:
@@ -377,7 +378,7 @@ def demo(out: Path, symbols: str | None, models: str | None) -> None:
     and write the report (embedded default)."""
     from brain_tasks.brain import store
     from brain_tasks.brain.migrate import upgrade
-    from brain_tasks.collect import ingest_freqtrade
+    from brain_tasks.service.steps.collect import ingest_freqtrade
     from brain_tasks.report import write_report
 
     s = get_settings()
@@ -411,7 +412,7 @@ def demo(out: Path, symbols: str | None, models: str | None) -> None:
     click.echo("Open the dashboard on this database:  .venv/bin/brain-tasks dashboard --insecure-local   "
                "then http://127.0.0.1:8050/\n(shared host: BRAIN_DASHBOARD_AUTH=user:password "
                ".venv/bin/brain-tasks dashboard --host 0.0.0.0)")
-    if any(st and st["state"] == "failed" for st in statuses):
+    if any(st and st["state"] == Status.FAILED for st in statuses):
         raise SystemExit(1)
 
 
@@ -443,7 +444,7 @@ def runs_command(limit: int, as_json: bool) -> None:
 def status(run_id: str, attempt_id: str | None, as_json: bool) -> None:
     """One run's per-symbol states (of its latest attempt, or of --attempt)."""
     info = _client(get_settings()).run_status(run_id, attempt_id)
-    if info["state"] == "unknown":
+    if info["state"] == Status.UNKNOWN:
         raise click.ClickException(f"no run {run_id}" + (f" with attempt {attempt_id}" if attempt_id else ""))
     if as_json:
         click.echo(json.dumps(info, indent=2))

@@ -20,10 +20,11 @@ from brain_tasks.brain import registry
 from brain_tasks.brain.db import check_schema, make_engine, redact_url
 from brain_tasks.errors import (BrainError, BrokerUnavailableError, DatabaseUnavailableError, IntegrityError,
                                 NoDataError, NoModelError, SchemaMissingError, ServiceError, StaleDataError)
-from brain_tasks.requests import (BadDateError, BadSymbolError, RequestError, UnknownModelError, check_as_of,
-                                  check_models, check_symbols)
-from brain_tasks.runs import run_id_for
+from brain_tasks.intake import (BadDateError, BadSymbolError, RequestError, UnknownModelError, check_as_of,
+                                check_models, check_symbols, run_id_for)
+from brain_tasks.service.decision import Signal
 from brain_tasks.settings import Settings, get_settings
+from brain_tasks.vocabulary import OPEN, Status
 
 __all__ = ["BrainClient", "RunHandle", "ActiveModel", "BrainError", "RequestError", "UnknownModelError",
            "BadSymbolError", "BadDateError", "ServiceError", "SchemaMissingError", "DatabaseUnavailableError",
@@ -48,35 +49,6 @@ class ActiveModel:
     regime: str | None
     manifest: dict[str, Any]
     model: Any  # has .predict(X); X columns = manifest["feature_names"]
-
-
-@dataclass(frozen=True)
-class Signal:
-    """The Brain's decision for one closed bar of one symbol.
-
-    `ts` is the bar's open time (UTC); `position` is -1 / 0 / +1 by the backtest's own rule and `size`
-    the fraction of the unit stake (the walk-forward metrics trade size 1).  `model_type` is 'flat'
-    (version None, prediction None) when no model was chosen for the regime or the data was stale;
-    `tradeable` False means "stay flat" and `reason` says why.  `data_age_seconds`: how long ago the
-    bar closed when the signal was computed.
-    """
-
-    symbol: str
-    ts: dt.datetime
-    regime: str | None
-    model_type: str
-    version: int | None
-    prediction: float | None
-    position: int
-    size: float
-    confidence: float | None
-    tradeable: bool
-    reason: str
-    data_age_seconds: float
-    artifact_sha256: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {**self.__dict__, "ts": self.ts.isoformat()}
 
 
 class BrainClient:
@@ -113,11 +85,11 @@ class BrainClient:
 
     def _enqueue(self, kind: str, task: str, run_id: str, day: dt.date, symbols: list[str], models: list[str],
                  kwargs: dict[str, Any]) -> RunHandle:
-        from brain_tasks import jobs
+        from brain_tasks.service.steps.outcome import start_attempt
 
         attempt_id = str(uuid.uuid4())
         # The attempt's rows exist before its message does: `wait` and `status` see it at once.
-        jobs.start_attempt(self.engine, self.settings, kind, run_id, attempt_id, day, symbols, models)
+        start_attempt(self.engine, self.settings, kind, run_id, attempt_id, day, symbols, models)
         result = self._send(task, attempt_id, {"symbols": symbols, "as_of": day.isoformat(),
                                                "attempt_id": attempt_id, **kwargs})
         return RunHandle(run_id, result.id, attempt_id)
@@ -206,7 +178,7 @@ class BrainClient:
                 continue
             if on_poll is not None:
                 on_poll(status)
-            if status["state"] not in (*runs.OPEN, "unknown"):
+            if status["state"] not in (*OPEN, Status.UNKNOWN):
                 return status
             if time.monotonic() > deadline:
                 raise TimeoutError(f"run {run_id} attempt {attempt_id} not finished after {timeout:.0f} s: "
@@ -236,7 +208,7 @@ class BrainClient:
         import pandas as pd
 
         from brain_tasks.brain import store
-        from brain_tasks.ml.features import timeframe_seconds
+        from brain_tasks.timekeeping import timeframe_seconds
         from brain_tasks.ml.regimes import volatility_regimes
 
         s = self.settings
@@ -268,19 +240,19 @@ class BrainClient:
         """The decision for the latest closed bar (or the bar stamped `at`) from stored data, recorded
         in the signals table.  Raises NoDataError, StaleDataError (latest bar older than
         BRAIN_SIGNAL_MAX_AGE; only when `at` is None) or NoModelError."""
-        from brain_tasks import serving
+        from brain_tasks.service import serving
 
         return serving.predict(self.engine, self.settings, symbol, at)
 
     def predict_many(self, symbols: Sequence[str]) -> dict[str, Signal | BrainError]:
         """`predict` for each symbol; a symbol that cannot be served maps to its error, so one bad
         symbol never hides the others' signals."""
-        from brain_tasks import serving
+        from brain_tasks.service import serving
 
         return serving.predict_many(self.engine, self.settings, symbols)
 
     def latest_signal(self, symbol: str) -> Signal | None:
         """The newest recorded signal of `symbol` (e.g. published by the bar-close task), or None."""
-        from brain_tasks import serving
+        from brain_tasks.service import serving
 
         return serving.latest_signal(self.engine, symbol)

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import PercentFormatter
 
+from brain_tasks import timekeeping
 from brain_tasks.brain import registry, views
 from brain_tasks.errors import IntegrityError
 from brain_tasks.ml.metrics import bars_per_year, strategy_metrics
@@ -75,7 +76,7 @@ def write_report(engine: sa.Engine, out_dir: Path, *, symbols: list[str] | None 
 
 def render_report(engine: sa.Engine, *, symbols: list[str] | None = None) -> str:
     """The report page as an HTML string."""
-    generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    generated = timekeeping.now().strftime("%Y-%m-%d %H:%M UTC")
     if not _has_schema(engine):
         body = ("<p class='bad'>This database has no Brain schema yet: run "
                 "<code>brain-tasks db upgrade</code>, then ingest data and retrain.</p>")

@@ -93,7 +93,7 @@ class Settings:
     # each close of `timeframe`).
     signals_every: int | None = None
 
-    # News and social sentiment (brain_tasks.collect_news): feeds as [NAME=]rss:URL or [NAME=]reddit:SUBREDDIT,
+    # News and social sentiment (brain_tasks.service.feeds): feeds as [NAME=]rss:URL or [NAME=]reddit:SUBREDDIT,
     # extra asset keywords as ASSET=word|word.
     news_feeds: tuple[str, ...] = ()
     sentiment_keywords: tuple[str, ...] = ()
@@ -152,7 +152,7 @@ class Settings:
             return self.result_backend
         if is_redis_url(self.broker_url):  # sentinel:// too: Celery's SentinelBackend takes the same URL
             return self.broker_url
-        if not self.broker_url:  # embedded: files (brain_tasks.embedded.ResultBackend joins chords with them)
+        if not self.broker_url:  # embedded: files (brain_tasks.service.embedded.ResultBackend joins chords with them)
             return f"file://{(self.home / 'results').resolve()}"
         return f"db+sqlite:///{(self.home / 'results.db').resolve()}"
 

@@ -1,24 +1,27 @@
-"""Thin Celery tasks: parse JSON arguments, call `jobs` (which reads the Brain and calls ml/ or
-market/), return a small JSON dict.
+"""Thin Celery tasks: parse JSON arguments, call a step of `brain_tasks.service.steps` (which reads the
+Brain and calls ml/ or market/), return JSON.
 
 Every task's failure and progress policy lives in its base class (`brain_tasks.policy.BrainTask`, the
-app's task class); `@guarded(data_kind)` runs a body under it.  The last step of a symbol's canvas is a
-`FinalStep`: its outcome is the symbol's state in the run's attempt.
+app's task class).  A chain step takes the `ChainState` the step before it returned and returns the
+next one (`_chain_step`); the canvas's last step, `record_outcome`, writes the symbol's outcome.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
-from celery import Task
 from celery.signals import task_postrun, worker_process_init
 
-from brain_tasks import jobs, workflows
+from brain_tasks import workflows
 from brain_tasks.app import app
 from brain_tasks.brain.db import make_engine
-from brain_tasks.policy import MAX_RETRIES, TRANSIENT, FinalStep, guarded, log  # noqa: F401  (tasks appended below use them)
-from brain_tasks.runs import as_of_date, run_id_for
+from brain_tasks.intake import as_of_date, run_id_for
+from brain_tasks.policy import MAX_RETRIES, TRANSIENT, BrainTask, log
+from brain_tasks.service.chain import ChainState, ModelOutcome
 from brain_tasks.settings import get_settings
+from brain_tasks.vocabulary import Status
 
 
 _IN_POOL_PROCESS = False  # set in each pool process of a worker
@@ -59,6 +62,35 @@ def _limits(kind: str) -> dict[str, int]:
     return {"soft_time_limit": s.task_soft_time_limit, "time_limit": s.task_time_limit}
 
 
+def _day(as_of: Any) -> dt.date | None:
+    """The as-of day of a task's arguments for labelling its failure; None when it is itself the fault."""
+    try:
+        return as_of_date(as_of)
+    except Exception:
+        return None
+
+
+StepWork = Callable[[Any, Any, ChainState], ChainState]
+StepFailure = Callable[[ChainState, str, str], ChainState]
+
+
+def _chain_step(task: BrainTask, work: StepWork, received: Any, symbol: str, as_of: Any, attempt_id: str | None,
+                *, data_kind: str = "models", fail: StepFailure | None = None) -> dict:
+    """One step of a symbol's chain: the `ChainState` it received (JSON, or a group's list of them) in,
+    `work(engine, settings, state)` under the task's policy, the next state out as JSON.  A failure
+    becomes `fail(state, step, error)`: by default the chain's state fails at this step."""
+    state = ChainState.start(symbol, _day(as_of) or dt.date.min)
+
+    def run() -> dict:
+        nonlocal state
+        state = received if isinstance(received, ChainState) else ChainState.from_wire(received)
+        return work(_engine(), get_settings(), state).to_json()
+
+    failure = fail or (lambda st, step, error: st.failed(step, error))
+    return task.guard(run, symbol=symbol, attempt_id=attempt_id, finding=(data_kind, _day(as_of)),
+                      fail=lambda error: failure(state, task.step_name, error).to_json())
+
+
 # --- plumbing ------------------------------------------------------------------------------------
 
 @app.task(name="brain_tasks.ping")
@@ -69,48 +101,49 @@ def ping(value: Any = None) -> dict:
 
 # --- collection ----------------------------------------------------------------------------------
 
-def _collect(kind: str, symbol: str) -> dict:
-    from brain_tasks.collect import collect, source_for
+def _collect(task: BrainTask, kind: str, symbol: str, attempt_id: str | None = None) -> dict:
+    """Collection records its own data-quality findings; a failure is a status for the summary."""
+    from brain_tasks.service.steps.collect import collect, source_for
 
-    s = get_settings()
-    timeframe = s.timeframe if kind in ("candles", "open_interest") else None
-    summary = collect(_engine(), source_for(s), kind, symbol, timeframe=timeframe)
-    return {"symbol": symbol, "status": jobs.OK, "kind": kind, **summary}
+    def run() -> dict:
+        s = get_settings()
+        timeframe = s.timeframe if kind in ("candles", "open_interest") else None
+        summary = collect(_engine(), source_for(s), kind, symbol, timeframe=timeframe)
+        return {"symbol": symbol, "status": Status.OK, "kind": kind, **summary}
+
+    return task.guard(run, symbol=symbol, attempt_id=attempt_id, fail=lambda error: {
+        "symbol": symbol, "status": Status.FAILED, "step": task.step_name, "error": error})
 
 
 @app.task(name="brain_tasks.collect_candles", bind=True, **_limits("collect"))
-@guarded("candles", record=False)
-def collect_candles(self: Task, symbol: str, run_id: str | None = None, attempt_id: str | None = None) -> dict:
-    return _collect("candles", symbol)
+def collect_candles(self: BrainTask, symbol: str, run_id: str | None = None, attempt_id: str | None = None) -> dict:
+    return _collect(self, "candles", symbol, attempt_id)
 
 
 @app.task(name="brain_tasks.collect_funding", bind=True, **_limits("collect"))
-@guarded("funding", record=False)
-def collect_funding(self: Task, symbol: str) -> dict:
-    return _collect("funding", symbol)
+def collect_funding(self: BrainTask, symbol: str) -> dict:
+    return _collect(self, "funding", symbol)
 
 
 @app.task(name="brain_tasks.collect_open_interest", bind=True, **_limits("collect"))
-@guarded("open_interest", record=False)
-def collect_open_interest(self: Task, symbol: str) -> dict:
-    return _collect("open_interest", symbol)
+def collect_open_interest(self: BrainTask, symbol: str) -> dict:
+    return _collect(self, "open_interest", symbol)
 
 
 @app.task(name="brain_tasks.collect_liquidations", bind=True, **_limits("collect"))
-@guarded("liquidations", record=False)
-def collect_liquidations(self: Task, symbol: str) -> dict:
-    return _collect("liquidations", symbol)
+def collect_liquidations(self: BrainTask, symbol: str) -> dict:
+    return _collect(self, "liquidations", symbol)
 
 
 @app.task(name="brain_tasks.collect_universe", bind=True)
-def collect_universe(self: Task, kind: str = "candles", symbols: list[str] | None = None) -> Any:
+def collect_universe(self: BrainTask, kind: str = "candles", symbols: list[str] | None = None) -> Any:
     symbols = symbols or list(get_settings().symbols)
     return self.replace(workflows.collect_canvas(kind, symbols))
 
 
 @app.task(name="brain_tasks.data_quality_check", bind=True, **_limits("collect"))
-def data_quality_check(self: Task, symbols: list[str] | None = None) -> dict:
-    from brain_tasks.collect import check_stored
+def data_quality_check(self: BrainTask, symbols: list[str] | None = None) -> dict:
+    from brain_tasks.service.steps.collect import check_stored
 
     s = get_settings()
     return check_stored(_engine(), s.exchange, list(symbols or s.symbols), s.timeframe)
@@ -119,48 +152,97 @@ def data_quality_check(self: Task, symbols: list[str] | None = None) -> dict:
 # --- the per-symbol chain ------------------------------------------------------------------------
 
 @app.task(name="brain_tasks.train_symbol", bind=True, **_limits("train"))
-@guarded("candles")
-def train_symbol(self: Task, symbol: str, model_type: str, as_of: str | None = None,
+def train_symbol(self: BrainTask, symbol: str, model_type: str, as_of: str | None = None,
                  run_id: str | None = None, attempt_id: str | None = None) -> dict:
-    return jobs.train_symbol(_engine(), get_settings(), symbol, model_type, as_of_date(as_of))
+    """One model type's training: the chain's state starts here, with this model's outcome in it."""
+    from brain_tasks.service.steps import train
+
+    def work(engine: Any, settings: Any, state: ChainState) -> ChainState:
+        return state.with_model(train.train_symbol(engine, settings, symbol, model_type, state.as_of))
+
+    def failed(state: ChainState, step: str, error: str) -> ChainState:
+        return state.with_model(ModelOutcome(model_type=model_type, status=Status.FAILED, step=step, error=error))
+
+    start = ChainState.start(symbol, as_of_date(as_of)) if _day(as_of) else None
+    received = start if start is not None else {"symbol": symbol, "as_of": str(as_of)}  # fails in the guard
+    return _chain_step(self, work, received, symbol, as_of, attempt_id, data_kind="candles", fail=failed)
 
 
 @app.task(name="brain_tasks.compare_models", bind=True, **_limits("analysis"))
-@guarded("models")
-def compare_models(self: Task, prev: Any, symbol: str, as_of: str | None = None,
+def compare_models(self: BrainTask, state: Any, symbol: str, as_of: str | None = None,
                    run_id: str | None = None, attempt_id: str | None = None) -> dict:
-    return jobs.compare_models(_engine(), get_settings(), prev, symbol, as_of_date(as_of))
+    from brain_tasks.service.steps.compare import compare_models as work
+
+    return _chain_step(self, work, state, symbol, as_of, attempt_id)
 
 
 @app.task(name="brain_tasks.compute_importance", bind=True, **_limits("train"))
-@guarded("models")
-def compute_importance(self: Task, prev: dict, symbol: str, as_of: str | None = None,
+def compute_importance(self: BrainTask, state: Any, symbol: str, as_of: str | None = None,
                        run_id: str | None = None, attempt_id: str | None = None) -> dict:
-    return jobs.compute_importance(_engine(), get_settings(), prev, symbol, as_of_date(as_of))
+    from brain_tasks.service.steps.explain import compute_importance as work
+
+    return _chain_step(self, work, state, symbol, as_of, attempt_id)
 
 
 @app.task(name="brain_tasks.check_rollback", bind=True, **_limits("analysis"))
-@guarded("models")
-def check_rollback(self: Task, prev: dict, symbol: str, as_of: str | None = None,
+def check_rollback(self: BrainTask, state: Any, symbol: str, as_of: str | None = None,
                    run_id: str | None = None, attempt_id: str | None = None) -> dict:
-    return jobs.check_rollback(_engine(), get_settings(), prev, symbol, as_of_date(as_of))
+    from brain_tasks.service.steps.promote import check_rollback as work
+
+    return _chain_step(self, work, state, symbol, as_of, attempt_id)
 
 
 @app.task(name="brain_tasks.select_model", bind=True, **_limits("analysis"))
-@guarded("models")
-def select_model(self: Task, prev: dict, symbol: str, as_of: str | None = None,
+def select_model(self: BrainTask, state: Any, symbol: str, as_of: str | None = None,
                  run_id: str | None = None, attempt_id: str | None = None) -> dict:
-    return jobs.select_model(_engine(), get_settings(), prev, symbol, as_of_date(as_of))
+    from brain_tasks.service.steps.choose import select_model as work
+
+    return _chain_step(self, work, state, symbol, as_of, attempt_id)
+
+
+@app.task(name="brain_tasks.train_sizer", bind=True, **_limits("train"))
+def train_sizer(self: BrainTask, state: Any, symbol: str, as_of: str | None = None, run_id: str | None = None,
+                attempt_id: str | None = None) -> dict:
+    """Train and judge the symbol's position sizer.  Its own failure never fails the symbol: it is
+    recorded under the state's `sizer`, and the chain's outcome stands."""
+    from brain_tasks.service.steps.sizer import MODEL_TYPE, train_sizer as work
+
+    def failed(state: ChainState, step: str, error: str) -> ChainState:
+        return state.update(sizer=ModelOutcome(model_type=MODEL_TYPE, status=Status.FAILED, step=step, error=error))
+
+    return _chain_step(self, work, state, symbol, as_of, attempt_id, fail=failed)
+
+
+@app.task(name="brain_tasks.record_outcome", bind=True)
+def record_outcome(self: BrainTask, state: Any, symbol: str, run_id: str | None = None,
+                   attempt_id: str | None = None) -> dict:
+    """The last step of every symbol's canvas: the chain's state becomes the symbol's state in the
+    attempt.  A state that cannot be read fails the symbol with the reason; a database that stays down
+    leaves the row to the fan-out's summary, which writes the outcome the chord delivers."""
+    from brain_tasks.service.steps.outcome import record_outcome as record
+
+    try:
+        final = ChainState.from_wire(state)
+    except (ValueError, TypeError, KeyError) as exc:
+        final = ChainState.start(symbol, dt.date.min).failed(self.step_name, f"unexpected chain state: {exc}")
+
+    def run() -> dict:
+        if attempt_id:
+            record(_engine(), attempt_id, final)
+        return final.to_json()
+
+    return self.guard(run, symbol=symbol, fail=lambda error: final.to_json())
 
 
 # --- fan-outs ------------------------------------------------------------------------------------
 # A fan-out's attempt id is the id of the task that was enqueued (given by BrainClient, or this task's
 # own id when beat or Engine code sent it): a redelivered message is the same attempt, not a new one.
 
-def _fan_out(task: Task, symbols: list[str] | None, as_of: str | None, models: list[str] | None,
+def _fan_out(task: BrainTask, symbols: list[str] | None, as_of: str | None, models: list[str] | None,
              attempt_id: str | None) -> Any:
     """Replace `task` by the fan-out canvas; its result becomes the attempt's summary."""
-    from brain_tasks.requests import check_models, check_symbols
+    from brain_tasks.intake import check_models, check_symbols
+    from brain_tasks.service.steps.outcome import start_attempt
 
     s = get_settings()
     day = as_of_date(as_of)
@@ -170,18 +252,18 @@ def _fan_out(task: Task, symbols: list[str] | None, as_of: str | None, models: l
     models = check_models(models or s.models)
     run_id = run_id_for("retrain", day, symbols, models)
     attempt_id = attempt_id or task.request.id
-    jobs.start_attempt(_engine(), s, "retrain", run_id, attempt_id, day, symbols, models)
+    start_attempt(_engine(), s, "retrain", run_id, attempt_id, day, symbols, models)
     return task.replace(workflows.daily_retrain_canvas(symbols, day, models, run_id, attempt_id))
 
 
 @app.task(name="brain_tasks.daily_retrain", bind=True)
-def daily_retrain(self: Task, symbols: list[str] | None = None, as_of: str | None = None,
+def daily_retrain(self: BrainTask, symbols: list[str] | None = None, as_of: str | None = None,
                   models: list[str] | None = None, attempt_id: str | None = None) -> Any:
     return _fan_out(self, symbols, as_of, models, attempt_id)
 
 
 @app.task(name="brain_tasks.retrain_symbol", bind=True)
-def retrain_symbol(self: Task, symbol: str, as_of: str | None = None, models: list[str] | None = None,
+def retrain_symbol(self: BrainTask, symbol: str, as_of: str | None = None, models: list[str] | None = None,
                    attempt_id: str | None = None) -> Any:
     """One symbol's whole chain, as a run of its own."""
     return _fan_out(self, [symbol], as_of, models, attempt_id)
@@ -189,49 +271,60 @@ def retrain_symbol(self: Task, symbol: str, as_of: str | None = None, models: li
 
 @app.task(name="brain_tasks.summarize_run", bind=True, autoretry_for=TRANSIENT, retry_backoff=True,
           retry_jitter=True, max_retries=MAX_RETRIES)
-def summarize_run(self: Task, results: Any, run_id: str, attempt_id: str | None = None) -> dict:
-    return jobs.summarize_attempt(_engine(), results, run_id, attempt_id)
+def summarize_run(self: BrainTask, results: Any, run_id: str, attempt_id: str | None = None) -> dict:
+    from brain_tasks.service.steps.outcome import summarize_attempt
+
+    return summarize_attempt(_engine(), results, run_id, attempt_id)
 
 
 @app.task(name="brain_tasks.nightly_analysis", bind=True)
-def nightly_analysis(self: Task, symbols: list[str] | None = None, as_of: str | None = None,
+def nightly_analysis(self: BrainTask, symbols: list[str] | None = None, as_of: str | None = None,
                      attempt_id: str | None = None) -> Any:
     from brain_tasks.brain import store
+    from brain_tasks.intake import check_symbols
+    from brain_tasks.service.steps.outcome import start_attempt
 
     s = get_settings()
     day = as_of_date(as_of)
-    from brain_tasks.requests import check_symbols
-
     symbols = check_symbols(symbols if symbols is not None else (s.symbols or store.list_symbols(
         _engine(), s.exchange, s.timeframe)), allow_empty=True)
     run_id = run_id_for("nightly", day, symbols)
     attempt_id = attempt_id or self.request.id
-    jobs.start_attempt(_engine(), s, "nightly", run_id, attempt_id, day, symbols, [])
+    start_attempt(_engine(), s, "nightly", run_id, attempt_id, day, symbols, [])
     return self.replace(workflows.nightly_canvas(symbols, day, run_id, attempt_id))
 
 
-@app.task(name="brain_tasks.analyse_symbol", base=FinalStep, bind=True, **_limits("analysis"))
-@guarded("features")
-def analyse_symbol(self: Task, symbol: str, as_of: str | None = None, run_id: str | None = None,
+@app.task(name="brain_tasks.analyse_symbol", bind=True, **_limits("analysis"))
+def analyse_symbol(self: BrainTask, symbol: str, as_of: str | None = None, run_id: str | None = None,
                    attempt_id: str | None = None) -> dict:
-    return jobs.analyse_symbol(_engine(), get_settings(), symbol, as_of_date(as_of))
+    """The nightly chain's working step: the chain's state starts (and mostly ends) here."""
+    from brain_tasks.service.steps.analyse import analyse_symbol as analyse
+
+    def work(engine: Any, settings: Any, state: ChainState) -> ChainState:
+        return analyse(engine, settings, state.symbol, state.as_of)
+
+    day = _day(as_of)
+    received = ChainState.start(symbol, day) if day else {"symbol": symbol, "as_of": str(as_of)}
+    return _chain_step(self, work, received, symbol, as_of, attempt_id, data_kind="features")
 
 
 @app.task(name="brain_tasks.summarize_nightly", bind=True, autoretry_for=TRANSIENT, retry_backoff=True,
           retry_jitter=True, max_retries=MAX_RETRIES)
-def summarize_nightly(self: Task, results: Any, run_id: str, as_of: str | None = None,
+def summarize_nightly(self: BrainTask, results: Any, run_id: str, as_of: str | None = None,
                       attempt_id: str | None = None) -> dict:
-    return jobs.summarize_attempt(_engine(), results, run_id, attempt_id)
+    from brain_tasks.service.steps.outcome import summarize_attempt
+
+    return summarize_attempt(_engine(), results, run_id, attempt_id)
 
 
 # --- runs ----------------------------------------------------------------------------------------
 
 @app.task(name="brain_tasks.reconcile_runs", bind=True, ignore_result=True)
-def reconcile_runs(self: Task) -> dict:
+def reconcile_runs(self: BrainTask) -> dict:
     """Beat, every `reconcile_interval`: re-drive symbols whose chain the broker lost and close attempts
-    whose chord died (brain_tasks/reconcile.py).  One instance at a time; a second one skips."""
+    whose chord died (brain_tasks/service/reconcile.py).  One instance at a time; a second one skips."""
     from brain_tasks.brain.locks import try_claim
-    from brain_tasks.reconcile import live_attempts, reconcile
+    from brain_tasks.service.reconcile import live_attempts, reconcile
 
     engine = _engine()
     with try_claim(engine, "reconcile_runs") as mine:
@@ -246,59 +339,37 @@ def reconcile_runs(self: Task) -> dict:
 # --- news and social sentiment -------------------------------------------------------------------
 
 @app.task(name="brain_tasks.collect_sentiment", bind=True, **_limits("collect"))
-@guarded("sentiment", record=False)
-def collect_sentiment(self: Task, feeds: list[str] | None = None) -> dict:
+def collect_sentiment(self: BrainTask, feeds: list[str] | None = None) -> dict:
     """Collect the configured news / social feeds (or the named ones) into sentiment_scores."""
-    from brain_tasks.collect_news import collect_configured
+    from brain_tasks.service.feeds import collect_configured
 
-    summary = collect_configured(_engine(), get_settings(), feeds=feeds)
-    return {"status": jobs.FAILED if summary["failed"] else jobs.OK, **summary}
+    def run() -> dict:
+        summary = collect_configured(_engine(), get_settings(), feeds=feeds)
+        return {"status": Status.FAILED if summary["failed"] else Status.OK, **summary}
 
-
-# --- position sizing -----------------------------------------------------------------------------
-
-@guarded("models")
-def _sizer_step(self: Task, symbol: str, as_of: str | None = None, chain_state: Any = None) -> dict:
-    from brain_tasks import sizer_jobs
-
-    return sizer_jobs.train_sizer(_engine(), get_settings(), chain_state, symbol, as_of_date(as_of))
-
-
-@app.task(name="brain_tasks.train_sizer", base=FinalStep, bind=True, **_limits("train"))
-def train_sizer(self: Task, prev: Any, symbol: str, as_of: str | None = None, run_id: str | None = None,
-                attempt_id: str | None = None) -> dict:
-    """The chain's last link, and so its final step: train and judge the symbol's position sizer, then
-    record the symbol's outcome in the attempt.  The sizer's own failure never fails the symbol: the
-    chain's state is what is recorded, and the sizer's outcome (or failure, by the usual policy) rides
-    along under "sizer".  An attempt is finished only when its sizers are, so a run that waits for it
-    (or compares its rows) sees them."""
-    call = {"attempt_id": attempt_id, "symbol": symbol}
-    self.step_started(call, "train_sizer")
-    outcome = _sizer_step(self, symbol, as_of, chain_state=prev)
-    state = prev if isinstance(prev, dict) else {"symbol": symbol, "status": jobs.FAILED,
-                                                 "error": f"unexpected chain state {type(prev).__name__}"}
-    result = {**state, "sizer": outcome}
-    self.step_finished(call, result)
-    return result
+    return self.guard(run, symbol="*", fail=lambda error: {
+        "symbol": "*", "status": Status.FAILED, "step": self.step_name, "error": error})
 
 
 # --- serving -------------------------------------------------------------------------------------
 
 @app.task(name="brain_tasks.publish_signals", bind=True, **_limits("analysis"))
-@guarded("signals")
-def publish_signals(self: Task, symbols: list[str] | None = None) -> dict:
+def publish_signals(self: BrainTask, symbols: list[str] | None = None) -> dict:
     """Compute and record every symbol's decision for its latest closed bar (idempotent per bar)."""
-    from brain_tasks.publish import publish_signals as publish
+    from brain_tasks.service.steps.publish import publish_signals as publish
 
-    return publish(_engine(), get_settings(), symbols)
+    return self.guard(lambda: publish(_engine(), get_settings(), symbols), symbol="*",
+                      finding=("signals", None),
+                      fail=lambda error: {"symbol": "*", "status": Status.FAILED, "step": self.step_name,
+                                          "error": error})
 
 
 @app.task(name="brain_tasks.bar_close", bind=True)
-def bar_close(self: Task, symbols: list[str] | None = None) -> Any:
+def bar_close(self: BrainTask, symbols: list[str] | None = None) -> Any:
     """At a bar close: collect the bar that just closed for the universe, then publish the signals."""
-    from brain_tasks.publish import universe
+    from brain_tasks.service.steps.publish import universe
 
     symbols = universe(_engine(), get_settings(), symbols)
     if not symbols:
-        return {"status": jobs.SKIPPED, "reason": "no symbols to serve"}
+        return {"status": Status.SKIPPED, "reason": "no symbols to serve"}
     return self.replace(workflows.bar_close_canvas(symbols))

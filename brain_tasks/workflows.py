@@ -25,10 +25,12 @@ def _sig(name: str, *args: object, immutable: bool = False, **kwargs: object) ->
 def symbol_canvas(symbol: str, as_of: dt.date, models: Sequence[str], run_id: str,
                   attempt_id: str | None = None) -> Signature:
     """collect -> train every model type in parallel -> compare -> importance -> rollback -> select
-    -> train the position sizer.
+    -> train the position sizer -> record the outcome.
 
-    `run_id` and `attempt_id` ride along in the kwargs: each step marks its progress in the attempt's
-    training_runs row, and an operator can tell in Flower which run a task is for.
+    From the trainings on, each step takes the `ChainState` the step before it returned
+    (`brain_tasks.service.chain`) and returns the next; the last one records it as the symbol's state in
+    the attempt.  `run_id` and `attempt_id` ride along in the kwargs: each step marks its progress in
+    the attempt's training_runs row, and an operator can tell in Flower which run a task is for.
     """
     day = as_of.isoformat()
     ids = {"run_id": run_id, "attempt_id": attempt_id}
@@ -39,9 +41,8 @@ def symbol_canvas(symbol: str, as_of: dt.date, models: Sequence[str], run_id: st
         _sig("compute_importance", symbol, day, **ids),
         _sig("check_rollback", symbol, day, **ids),
         _sig("select_model", symbol, day, **ids),
-        # The final step: it records the chain's outcome as the symbol's state in the attempt, whatever
-        # becomes of the sizer itself.
         _sig("train_sizer", symbol, day, **ids),
+        _sig("record_outcome", symbol, **ids),
     )
 
 
@@ -53,7 +54,10 @@ def daily_retrain_canvas(symbols: Sequence[str], as_of: dt.date, models: Sequenc
 
 
 def analyse_canvas(symbol: str, as_of: dt.date, run_id: str, attempt_id: str | None = None) -> Signature:
-    return _sig("analyse_symbol", symbol, as_of.isoformat(), immutable=True, run_id=run_id, attempt_id=attempt_id)
+    """The nightly's per-symbol chain: analyse -> record the outcome."""
+    ids = {"run_id": run_id, "attempt_id": attempt_id}
+    return chain(_sig("analyse_symbol", symbol, as_of.isoformat(), immutable=True, **ids),
+                 _sig("record_outcome", symbol, **ids))
 
 
 def nightly_canvas(symbols: Sequence[str], as_of: dt.date, run_id: str, attempt_id: str | None = None) -> Signature:
@@ -65,7 +69,7 @@ def nightly_canvas(symbols: Sequence[str], as_of: dt.date, run_id: str, attempt_
 def redrive_canvas(kind: str, symbol: str, as_of: dt.date, models: Sequence[str], run_id: str,
                    attempt_id: str) -> Signature:
     """One symbol's canvas of an attempt, sent again on its own (reconcile_runs): every step finds
-    the work already done and the last step writes the symbol's state."""
+    the work already done and the last step records the symbol's state."""
     if kind == "nightly":
         return analyse_canvas(symbol, as_of, run_id, attempt_id)
     return symbol_canvas(symbol, as_of, models, run_id, attempt_id)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from brain_tasks.brain.models import Base
+from brain_tasks.brain.tables import Base
 from brain_tasks.brain.store import read_table
 
 WALL_CLOCK_COLUMNS = frozenset({"created_at", "updated_at", "started_at", "finished_at", "first_seen",

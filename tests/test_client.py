@@ -8,7 +8,8 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from brain_tasks import jobs
+from brain_tasks.brain.registry import find_version
+from brain_tasks.service.steps.reads import dataset_for
 from brain_tasks.brain import store
 from brain_tasks.brain.db import make_engine
 from brain_tasks.client import BrainClient
@@ -32,8 +33,8 @@ def test_active_model_is_the_champion_and_predicts(client):
     active = client.active_model("ETH/BTC")
     registry = store.read_table(client.engine, "model_registry", where={"status": "champion"})
     assert (active.model_type, active.version) == (registry.iloc[0].model_type, registry.iloc[0].version)
-    X, _y = jobs.dataset_for(client.engine, client.settings,
-                             jobs.find_version(client.engine, "ETH/BTC", active.model_type, DAY,
+    X, _y = dataset_for(client.engine, client.settings,
+                             find_version(client.engine, "ETH/BTC", active.model_type, DAY,
                                                active.manifest["config_hash"]))
     pred = active.model.predict(X[active.manifest["feature_names"]].tail(50))
     assert pred.shape == (50,) and np.isfinite(pred).all()

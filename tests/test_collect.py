@@ -17,9 +17,9 @@ import sqlalchemy as sa
 
 from brain_tasks.brain.db import dispose_engine, make_engine
 from brain_tasks.brain.migrate import upgrade
-from brain_tasks.brain.models import Candle, FundingRate, Liquidation, OpenInterest, SentimentScore
-from brain_tasks.brain.quality import read_findings, record_findings, resolve_findings
-from brain_tasks.collect import BadBatch, check_stored, collect, ingest_freqtrade, source_for
+from brain_tasks.brain.tables import Candle, FundingRate, Liquidation, OpenInterest, SentimentScore
+from brain_tasks.brain.findings import read_findings, record_findings, resolve_findings
+from brain_tasks.service.steps.collect import BadBatch, check_stored, collect, ingest_freqtrade, source_for
 from brain_tasks.errors import DataError, TransientError
 from brain_tasks.market.frames import Unsupported
 from brain_tasks.market.quality import Finding

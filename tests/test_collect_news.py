@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from brain_tasks.brain import store
 from brain_tasks.brain.db import make_engine
-from brain_tasks.brain.quality import read_findings
-from brain_tasks.collect_news import collect_configured, collect_feed, ingest_news
+from brain_tasks.brain.findings import read_findings
+from brain_tasks.service.feeds import collect_configured, collect_feed, ingest_news
 from brain_tasks.errors import DataError
 from brain_tasks.market.news import Http, RedditFeed, RssFeed, Tagger
 from brain_tasks.market.sentiment import VaderScorer

@@ -13,7 +13,7 @@ from typing import Any
 
 from brain_tasks.brain import runs, store
 from brain_tasks.brain.db import make_engine
-from brain_tasks.embedded import AtomicTransport, purge_attempts
+from brain_tasks.service.embedded import AtomicTransport, purge_attempts
 from brain_tasks.settings import from_environ
 from tests.workers import REPO, brain_env, wait_for
 
@@ -147,7 +147,7 @@ def test_result_files_count_a_chord_exactly_across_processes(tmp_path):
 def _backend(folder: Path) -> Any:
     from celery import Celery
 
-    from brain_tasks.embedded import ResultBackend
+    from brain_tasks.service.embedded import ResultBackend
 
     return ResultBackend(app=Celery(set_as_current=False), url=f"file://{folder}")
 
@@ -183,7 +183,7 @@ def test_a_stop_request_ends_a_drain_of_the_filesystem_transport(tmp_path):
 def test_a_worker_that_never_answers_or_died_is_reported():
     import pytest
 
-    from brain_tasks.embedded import EmbeddedWorker, WorkerDied
+    from brain_tasks.service.embedded import EmbeddedWorker, WorkerDied
 
     class Proc:
         returncode = None
@@ -209,7 +209,7 @@ CHORD = """
 import json
 from celery import chord
 from brain_tasks.app import app
-from brain_tasks.embedded import embedded_worker, _pool_processes
+from brain_tasks.service.embedded import embedded_worker, _pool_processes
 from brain_tasks.settings import get_settings
 with embedded_worker(get_settings()) as worker:
     header = [app.signature("brain_tasks.ping", args=[i]) for i in range(3)]

@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brain_tasks import jobs
+from brain_tasks.service.chain import ChainState
+from brain_tasks.service.steps import compare, explain, train
 from brain_tasks.brain import store
 from brain_tasks.brain.db import make_engine
-from brain_tasks.collect import BadBatch, collect, ingest_freqtrade
+from brain_tasks.service.steps.collect import BadBatch, collect, ingest_freqtrade
 from brain_tasks.market.symbols import InvalidArgument, InvalidSymbol
 from brain_tasks.settings import from_environ, get_settings
 from tests.workers import REPO
@@ -68,10 +69,10 @@ def test_a_stored_1e308_bar_does_not_poison_later_trainings(brain_db_url):
     candles = _sample().assign(exchange="freqtrade", symbol="ETH/BTC", timeframe="5m")
     candles.loc[3000, PRICES] = 1e308  # written around validation, as an old row or a manual fix would be
     store.upsert(engine, "candles", candles)
-    out = jobs.train_symbol(engine, settings, "ETH/BTC", "baseline", DAY)
-    assert out["status"] == "succeeded" and out["trained"]
-    prev = jobs.compare_models(engine, settings, [out], "ETH/BTC", DAY)
-    assert jobs.compute_importance(engine, settings, prev, "ETH/BTC", DAY)["status"] == "succeeded"
+    out = train.train_symbol(engine, settings, "ETH/BTC", "baseline", DAY)
+    assert out.status == "succeeded" and out.trained
+    prev = compare.compare_models(engine, settings, ChainState.start("ETH/BTC", DAY).with_model(out))
+    assert explain.compute_importance(engine, settings, prev).status == "succeeded"
 
 
 def test_a_symbol_with_a_nul_byte_is_refused_before_any_write_and_the_finding_is_recorded(brain_db_url):
@@ -90,7 +91,8 @@ def test_a_task_given_a_nul_byte_records_its_failure(brain_db_url, monkeypatch):
         from brain_tasks.tasks import collect_candles, train_symbol
 
         assert collect_candles.apply(args=["BAD\x00/BTC"]).get()["status"] == "failed"
-        assert train_symbol.apply(args=["NUL\x00/BTC", "baseline", "2018-01-30"]).get()["status"] == "failed"
+        out = train_symbol.apply(args=["NUL\x00/BTC", "baseline", "2018-01-30"]).get()
+        assert out["models"]["baseline"]["status"] == "failed"
     finally:
         get_settings.cache_clear()
     rows = store.read_table(make_engine(brain_db_url), "data_quality_logs")

@@ -16,7 +16,7 @@ import redis
 from brain_tasks.brain import runs
 from brain_tasks.brain.db import dispose_engine, make_engine
 from brain_tasks.brain.migrate import upgrade
-from brain_tasks.collect import source_for
+from brain_tasks.service.steps.collect import source_for
 from brain_tasks.settings import from_environ
 from tests import servers
 from tests.workers import (

@@ -9,13 +9,16 @@ import threading
 import pandas as pd
 import pytest
 
-from brain_tasks import jobs
-from brain_tasks.brain import runs, store
+from brain_tasks.brain import registry, runs, store
 from brain_tasks.brain.db import make_engine
 from brain_tasks.errors import DataError, IntegrityError
+from brain_tasks.service.chain import ChainState, ModelOutcome
+from brain_tasks.service.steps import choose, compare, explain, outcome, promote, reads, train
 from brain_tasks.settings import from_environ
-from tests.workers import REPO
+from brain_tasks.vocabulary import Status
 from tests import snapshots
+from tests.chains import run_chain as _chain
+from tests.workers import REPO
 
 DAY = dt.date(2018, 1, 30)
 
@@ -28,21 +31,6 @@ def _load(engine, symbol: str, end: str | None = None) -> None:  # noqa: ANN001
     store.upsert(engine, "candles", df)
 
 
-def _chain(engine, settings, symbol: str, models: list[str], day: dt.date,  # noqa: ANN001
-           attempt_id: str | None = None) -> dict:
-    """A symbol's chain without Celery; with `attempt_id`, its outcome is recorded as FinalStep does."""
-    trained = [jobs.train_symbol(engine, settings, symbol, m, day) for m in models]
-    out = jobs.compare_models(engine, settings, trained, symbol, day)
-    out = jobs.compute_importance(engine, settings, out, symbol, day)
-    out = jobs.check_rollback(engine, settings, out, symbol, day)
-    out = jobs.select_model(engine, settings, out, symbol, day)
-    if attempt_id:
-        runs.record_symbol_state(engine, attempt_id, symbol, out)
-    return out
-
-
-
-
 @pytest.fixture
 def brain(brain_db_url):  # noqa: ANN001
     engine = make_engine(brain_db_url)
@@ -52,35 +40,35 @@ def brain(brain_db_url):  # noqa: ANN001
 
 def test_the_chain_twice_leaves_the_same_database_and_trains_nothing(brain):
     engine, settings = brain
-    jobs.start_attempt(engine, settings, "retrain", "r1", "a1", DAY, ["ETH/BTC"], ["lightgbm", "baseline"])
+    outcome.start_attempt(engine, settings, "retrain", "r1", "a1", DAY, ["ETH/BTC"], ["lightgbm", "baseline"])
     first = _chain(engine, settings, "ETH/BTC", ["lightgbm", "baseline"], DAY, "a1")
-    jobs.summarize_attempt(engine, [first], "r1", "a1")
+    outcome.summarize_attempt(engine, [first.to_json()], "r1", "a1")
     before = snapshots.snapshot(engine)
-    again = [jobs.train_symbol(engine, settings, "ETH/BTC", m, DAY) for m in ("lightgbm", "baseline")]
-    assert [r["trained"] for r in again] == [False, False]
-    jobs.start_attempt(engine, settings, "retrain", "r1", "a2", DAY, ["ETH/BTC"], ["lightgbm", "baseline"])
+    again = [train.train_symbol(engine, settings, "ETH/BTC", m, DAY) for m in ("lightgbm", "baseline")]
+    assert [r.trained for r in again] == [False, False]
+    outcome.start_attempt(engine, settings, "retrain", "r1", "a2", DAY, ["ETH/BTC"], ["lightgbm", "baseline"])
     second = _chain(engine, settings, "ETH/BTC", ["lightgbm", "baseline"], DAY, "a2")
-    jobs.summarize_attempt(engine, [second], "r1", "a2")
+    outcome.summarize_attempt(engine, [second.to_json()], "r1", "a2")
     after = snapshots.snapshot(engine)
     for table in ("model_artifacts", "model_manifests"):  # created_at included: nothing was rewritten
         pd.testing.assert_frame_equal(before[table], after[table])
     snapshots.assert_same_database(_comparable(before), _comparable(after))
-    assert first["status"] == "succeeded" and first["rollback"]["action"] == "promote"
+    assert first.status == "succeeded" and first.rollback["action"] == "promote"
     assert runs.run_status(engine, "r1")["attempt_id"] == "a2"
     assert runs.run_status(engine, "r1")["state"] == runs.run_status(engine, "r1", "a1")["state"] == "succeeded"
 
 
 def test_two_copies_of_one_training_at_once_give_one_result(brain):
     engine, settings = brain
-    results: list[dict] = []
+    results: list[ModelOutcome] = []
     threads = [threading.Thread(target=lambda: results.append(
-        jobs.train_symbol(engine, settings, "ETH/BTC", "baseline", DAY))) for _ in range(2)]
+        train.train_symbol(engine, settings, "ETH/BTC", "baseline", DAY))) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(r["trained"] for r in results) == [False, True]
-    assert {r["version"] for r in results} == {1}
+    assert sorted(r.trained for r in results) == [False, True]
+    assert {r.version for r in results} == {1}
     assert len(store.read_table(engine, "model_manifests")) == 1
     assert len(store.read_table(engine, "model_registry")) == 1
 
@@ -93,7 +81,7 @@ def test_a_later_retrain_is_checked_against_the_champion_out_of_time(brain_db_ur
     _load(engine, "LTC/BTC")
     early = _chain(engine, settings, "LTC/BTC", ["baseline"], dt.date(2018, 1, 25))
     late = _chain(engine, settings, "LTC/BTC", ["baseline"], dt.date(2018, 1, 30))
-    assert early["rollback"]["action"] == "promote"
+    assert early.rollback["action"] == "promote"
     logs = store.read_table(engine, "rollback_logs").sort_values("as_of")
     assert len(logs) == 2
     second = logs.iloc[1]
@@ -104,44 +92,45 @@ def test_a_later_retrain_is_checked_against_the_champion_out_of_time(brain_db_ur
         assert registry.loc[2, "status"] == "champion" and registry.loc[1, "status"] == "previous"
     else:
         assert registry.loc[1, "status"] == "champion" and registry.loc[2, "status"] == "rejected"
-    assert late["status"] == "succeeded"
+    assert late.status == "succeeded"
 
 
 def test_bad_data_is_a_data_error_and_a_failed_status_downstream(brain_db_url):
     engine = make_engine(brain_db_url)
     settings = from_environ({"BRAIN_DATABASE_URL": brain_db_url})
     with pytest.raises(DataError, match="no 5m candles"):
-        jobs.train_symbol(engine, settings, "NOPE/BTC", "lightgbm", DAY)
+        train.train_symbol(engine, settings, "NOPE/BTC", "lightgbm", DAY)
     _load(engine, "ETH/BTC", end="2018-01-11")  # about a day of bars: too few to train on
     with pytest.raises(DataError, match="usable rows"):  # as of the 10th: fresh data, just too little of it
-        jobs.train_symbol(engine, settings, "ETH/BTC", "lightgbm", dt.date(2018, 1, 10))
-    failed = {"symbol": "ETH/BTC", "model_type": "lightgbm", "status": "failed", "error": "too few rows"}
-    out = jobs.compare_models(engine, settings, [failed], "ETH/BTC", DAY)
-    assert out["status"] == "failed" and "too few rows" in out["error"]
-    for step in (jobs.compute_importance, jobs.check_rollback):
-        assert step(engine, settings, out, "ETH/BTC", DAY) == out
-    jobs.start_attempt(engine, settings, "retrain", "bad", "bad-1", DAY, ["ETH/BTC"], ["lightgbm"])
-    out = jobs.select_model(engine, settings, out, "ETH/BTC", DAY)
-    summary = jobs.summarize_attempt(engine, [out], "bad", "bad-1")  # the chord's result fills the row
+        train.train_symbol(engine, settings, "ETH/BTC", "lightgbm", dt.date(2018, 1, 10))
+    failed = ChainState.start("ETH/BTC", DAY).with_model(
+        ModelOutcome(model_type="lightgbm", status=Status.FAILED, error="too few rows"))
+    out = compare.compare_models(engine, settings, failed)
+    assert out.status == "failed" and "too few rows" in out.error
+    for step in (explain.compute_importance, promote.check_rollback):
+        assert step(engine, settings, out) == out
+    outcome.start_attempt(engine, settings, "retrain", "bad", "bad-1", DAY, ["ETH/BTC"], ["lightgbm"])
+    out = choose.select_model(engine, settings, out)
+    summary = outcome.summarize_attempt(engine, [out.to_json()], "bad", "bad-1")  # the chord's result fills the row
     assert summary["state"] == "failed" and "ETH/BTC" in summary["failed"]
-    jobs.record_task_failure(engine, settings, "ETH/BTC", "candles", "train_symbol", DataError("x"), DAY)
-    jobs.record_task_failure(engine, settings, "ETH/BTC", "candles", "train_symbol", DataError("x"), DAY)
+    outcome.record_task_failure(engine, settings, "ETH/BTC", "candles", "train_symbol", DataError("x"), DAY)
+    outcome.record_task_failure(engine, settings, "ETH/BTC", "candles", "train_symbol", DataError("x"), DAY)
     assert len(store.read_table(engine, "data_quality_logs", where={"check": "train_symbol"})) == 1
 
 
 def test_a_corrupted_artifact_is_refused(brain):
     engine, settings = brain
-    r = jobs.train_symbol(engine, settings, "ETH/BTC", "baseline", DAY)
-    manifest = jobs.find_version(engine, "ETH/BTC", "baseline", DAY, r["config_hash"])
+    r = train.train_symbol(engine, settings, "ETH/BTC", "baseline", DAY)
+    manifest = registry.find_version(engine, "ETH/BTC", "baseline", DAY, r.config_hash)
     import sqlalchemy as sa
 
-    from brain_tasks.brain.models import ModelArtifact
+    from brain_tasks.brain.tables import ModelArtifact
 
     with engine.begin() as conn:
         conn.execute(sa.update(ModelArtifact).where(ModelArtifact.sha256 == manifest.artifact_sha256)
                      .values(data=b'{"tampered": true}'))
     with pytest.raises(IntegrityError, match="corrupted"):
-        jobs.load_version(engine, manifest)
+        reads.load_version(engine, manifest)
 
 
 def _without_wall_clock(snap: dict) -> dict:
@@ -167,6 +156,6 @@ def _comparable(snap: dict) -> dict:
 def test_a_training_reports_its_cpu_split(brain):
     """Task CPU, and of it the walk-forward and the importance: what a fan-out profile adds up."""
     engine, settings = brain
-    r = jobs.train_symbol(engine, settings, "ETH/BTC", "baseline", DAY)
-    assert r["trained"] and r["train_cpu_s"] > 0 and r["importance_cpu_s"] > 0
-    assert r["cpu_s"] >= r["train_cpu_s"] + r["importance_cpu_s"] - 1e-3
+    r = train.train_symbol(engine, settings, "ETH/BTC", "baseline", DAY)
+    assert r.trained and r.train_cpu_s > 0 and r.importance_cpu_s > 0
+    assert r.cpu_s >= r.train_cpu_s + r.importance_cpu_s - 1e-3

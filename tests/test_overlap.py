@@ -13,11 +13,13 @@ from typing import Any
 
 import pytest
 
-from brain_tasks import jobs
 from brain_tasks.brain.db import dispose_engine, make_engine
-from brain_tasks.collect import collect
+from brain_tasks.service.steps.collect import collect
 from brain_tasks.market.sources import FreqtradeSource
+from brain_tasks.service.chain import ChainState, ModelOutcome
+from brain_tasks.service.steps import choose, compare, explain, promote, train
 from brain_tasks.settings import from_environ
+from brain_tasks.vocabulary import Status
 from tests import chaos
 from tests.workers import REPO
 
@@ -36,7 +38,7 @@ def one_result(outputs: list[Any]) -> Any:
     """The copies' common output; fails on an exception, a failed status or outputs that disagree."""
     for o in outputs:
         assert not isinstance(o, BaseException), f"a copy raised {type(o).__name__}: {o}"
-        assert o.get("status", jobs.OK) == jobs.OK, o
+        assert o.get("status", Status.OK) == Status.OK, o
     same = [{k: v for k, v in o.items() if k not in PER_COPY} for o in outputs]
     assert all(s == same[0] for s in same), same
     return outputs[0]
@@ -47,12 +49,24 @@ def _steps(engine, settings) -> list[tuple[str, Callable[[Any], Callable[[], Any
     return [
         ("collect_candles", lambda _prev: lambda: collect(engine, source, "candles", SYMBOL, timeframe="5m",
                                                           now="2018-02-01")),
-        ("train_symbol", lambda _prev: lambda: [jobs.train_symbol(engine, settings, SYMBOL, m, DAY) for m in MODELS]),
-        ("compare_models", lambda prev: lambda: jobs.compare_models(engine, settings, prev, SYMBOL, DAY)),
-        ("compute_importance", lambda prev: lambda: jobs.compute_importance(engine, settings, prev, SYMBOL, DAY)),
-        ("check_rollback", lambda prev: lambda: jobs.check_rollback(engine, settings, prev, SYMBOL, DAY)),
-        ("select_model", lambda prev: lambda: jobs.select_model(engine, settings, prev, SYMBOL, DAY)),
+        ("train_symbol", lambda _prev: lambda: [train.train_symbol(engine, settings, SYMBOL, m, DAY).to_json()
+                                                for m in MODELS]),
+        ("compare_models", lambda prev: lambda: compare.compare_models(engine, settings, _trained(prev)).to_json()),
+        ("compute_importance", lambda prev: lambda: _step(explain.compute_importance, engine, settings, prev)),
+        ("check_rollback", lambda prev: lambda: _step(promote.check_rollback, engine, settings, prev)),
+        ("select_model", lambda prev: lambda: _step(choose.select_model, engine, settings, prev)),
     ]
+
+
+def _trained(outcomes: list[dict]) -> ChainState:
+    state = ChainState.start(SYMBOL, DAY)
+    for o in outcomes:
+        state = state.with_model(ModelOutcome.from_json(o))
+    return state
+
+
+def _step(step: Callable[..., ChainState], engine: Any, settings: Any, prev: dict) -> dict:
+    return step(engine, settings, ChainState.from_json(prev)).to_json()
 
 
 @pytest.fixture

@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from brain_tasks import jobs
+from brain_tasks.service.steps import promote, train
+from brain_tasks.timekeeping import day_end
 from brain_tasks.brain import registry, store
 from brain_tasks.brain.db import make_engine
 from brain_tasks.brain.migrate import upgrade
-from brain_tasks.brain.models import ModelManifest, ModelRegistry
+from brain_tasks.brain.tables import ModelManifest, ModelRegistry
 from brain_tasks.settings import from_environ
 from tests.test_jobs import _chain, _load, _without_wall_clock
 from tests import snapshots
@@ -34,9 +35,9 @@ def test_a_backfill_after_a_current_retrain_leaves_one_champion(brain_db_url):
     _load(engine, "ETH/BTC")
     current = _chain(engine, settings, "ETH/BTC", ["baseline"], dt.date(2018, 1, 30), "current")
     backfill = _chain(engine, settings, "ETH/BTC", ["baseline"], dt.date(2018, 1, 25), "backfill")
-    assert current["rollback"]["action"] == "promote"
-    assert backfill["rollback"]["action"] == "backfill"
-    assert "before the champion baseline v1" in backfill["rollback"]["reason"]
+    assert current.rollback["action"] == "promote"
+    assert backfill.rollback["action"] == "backfill"
+    assert "before the champion baseline v1" in backfill.rollback["reason"]
     assert _statuses(engine) == {("baseline", 1): "champion", ("baseline", 2): "backfill"}
     assert registry.champion(engine, "ETH/BTC").version == 1
     # The backfill did not touch the per-regime choice either.
@@ -61,20 +62,20 @@ def test_unchanged_inputs_make_no_new_version_and_no_new_row(brain_db_url):
     _load(engine, "ETH/BTC")
     _chain(engine, settings, "ETH/BTC", ["baseline"], dt.date(2018, 1, 30), "first")
     before = snapshots.snapshot(engine)
-    again = jobs.train_symbol(engine, settings, "ETH/BTC", "baseline", dt.date(2018, 1, 31))
-    assert again["trained"] is False and again["version"] == 1 and "inputs unchanged" in again["reason"]
+    again = train.train_symbol(engine, settings, "ETH/BTC", "baseline", dt.date(2018, 1, 31))
+    assert again.trained is False and again.version == 1 and "inputs unchanged" in again.reason
     out = _chain(engine, settings, "ETH/BTC", ["baseline"], dt.date(2018, 1, 31), None)
-    assert out["unchanged"] is True and out["rollback"]["action"] == "unchanged"
+    assert out.unchanged is True and out.rollback["action"] == "unchanged"
     snapshots.assert_same_database(_without_wall_clock(before), _without_wall_clock(snapshots.snapshot(engine)))
 
 
 def test_stale_data_ends_the_chain_as_stale_without_promotion(brain_db_url):
     engine, settings = make_engine(brain_db_url), _settings(brain_db_url)
     _load(engine, "ETH/BTC")
-    out = jobs.train_symbol(engine, settings, "ETH/BTC", "baseline", dt.date(2018, 3, 1))
-    assert out["status"] == "stale" and "older than the end of 2018-03-01" in out["error"]
+    out = train.train_symbol(engine, settings, "ETH/BTC", "baseline", dt.date(2018, 3, 1))
+    assert out.status == "stale" and "older than the end of 2018-03-01" in out.error
     chain = _chain(engine, settings, "ETH/BTC", ["baseline"], dt.date(2018, 3, 1), None)
-    assert chain["status"] == "stale"
+    assert chain.status == "stale"
     assert registry.registry_rows(engine) == [] and registry.champion(engine, "ETH/BTC") is None
     findings = store.read_table(engine, "data_quality_logs", where={"check": "stale"})
     assert len(findings) == 1 and findings.iloc[0].severity == "warning"
@@ -130,7 +131,7 @@ def momentum(brain_db_url):  # noqa: ANN001
     market = _momentum_market()
     store.upsert(engine, "candles", market[market.ts < pd.Timestamp(DAY1 + dt.timedelta(days=1), tz="UTC")])
     out = _chain(engine, settings, "MOM/USD", ["baseline"], DAY1, None)
-    assert out["rollback"]["action"] == "promote"
+    assert out.rollback["action"] == "promote"
     good = registry.champion(engine, "MOM/USD")
     bad = _inverted_copy(engine, good, DAY1 + dt.timedelta(days=1))
     return engine, settings, market, good, bad
@@ -139,7 +140,7 @@ def momentum(brain_db_url):  # noqa: ANN001
 def test_too_little_evidence_keeps_the_champion(momentum):
     engine, settings, _market, good, bad = momentum
     registry.pin_champion(engine, "MOM/USD", "baseline", bad, "test: a bad model takes over")
-    live = jobs.live_check(engine, settings, "MOM/USD", DAY1)  # no bar after its training data yet
+    live = promote.live_check(engine, settings, "MOM/USD", DAY1)  # no bar after its training data yet
     assert live["action"] == "insufficient_evidence"
     assert registry.champion(engine, "MOM/USD").version == bad
 
@@ -148,7 +149,7 @@ def test_a_worse_champion_is_rolled_back_live(momentum):
     engine, settings, market, good, bad = momentum
     registry.pin_champion(engine, "MOM/USD", "baseline", bad, "test: a bad model takes over")
     store.upsert(engine, "candles", market)
-    live = jobs.live_check(engine, settings, "MOM/USD", DAY2)
+    live = promote.live_check(engine, settings, "MOM/USD", DAY2)
     assert live["action"] == "rollback", live
     assert registry.champion(engine, "MOM/USD").version == good.version
     assert _statuses(engine)[("baseline", bad)] == "rolled_back"
@@ -157,7 +158,7 @@ def test_a_worse_champion_is_rolled_back_live(momentum):
     assert last.evidence["n"] >= settings.min_evidence_bars and last.evidence["p_value"] <= 0.05
     # The same nightly step again changes nothing.
     before = snapshots.snapshot(engine)
-    assert jobs.live_check(engine, settings, "MOM/USD", DAY2)["action"] == "rollback"
+    assert promote.live_check(engine, settings, "MOM/USD", DAY2)["action"] == "rollback"
     snapshots.assert_same_database(_without_wall_clock(before), _without_wall_clock(snapshots.snapshot(engine)))
 
 
@@ -166,7 +167,7 @@ def test_a_better_champion_is_kept_live(momentum):
     registry.pin_champion(engine, "MOM/USD", "baseline", bad, "test: the bad model trades first")
     registry.pin_champion(engine, "MOM/USD", "baseline", good.version, "test: the good model is back")
     store.upsert(engine, "candles", market)
-    live = jobs.live_check(engine, settings, "MOM/USD", DAY2)
+    live = promote.live_check(engine, settings, "MOM/USD", DAY2)
     assert live["action"] == "keep", live
     assert registry.champion(engine, "MOM/USD").version == good.version
 
@@ -177,8 +178,8 @@ def test_a_significantly_worse_candidate_is_not_promoted(momentum):
     store.upsert(engine, "candles", market)
     cand = registry.manifest(engine, "MOM/USD", "baseline", bad)
     # The bad copy claims data up to DAY2's end so the champion's unseen bars are its out-of-sample ones.
-    cand_r = jobs.out_of_time_returns(engine, settings, cand, good.data_end, jobs._day_end(DAY2))
-    champ_r = jobs.out_of_time_returns(engine, settings, good, good.data_end, jobs._day_end(DAY2))
+    cand_r = promote.out_of_time_returns(engine, settings, cand, good.data_end, day_end(DAY2))
+    champ_r = promote.out_of_time_returns(engine, settings, good, good.data_end, day_end(DAY2))
     from brain_tasks.ml.rollback import promotion_decision
 
     assert promotion_decision(cand_r, champ_r, min_samples=288).action == "keep"

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from brain_tasks.brain.models import (Base, Candle, DataQualityLog, FeatureDrift, FeatureImportance,
+from brain_tasks.brain.tables import (Base, Candle, DataQualityLog, FeatureDrift, FeatureImportance,
                                       ModelArtifact, ModelComparison, ModelManifest, RegimeChoice, ModelRegistry,
                                       RollbackLog, TrainingRun)
 from brain_tasks.errors import IntegrityError
@@ -203,7 +203,7 @@ def test_report_on_migrated_databases(brain_db_url: str, tmp_path: Path) -> None
 
 def test_overview_puts_the_champion_next_to_buy_and_hold(brain: Brain, tmp_path: Path) -> None:
     """Every champion's out-of-sample Sharpe, total return and drawdown, and the market over the same bars."""
-    from brain_tasks.brain.models import ModelMetric
+    from brain_tasks.brain.tables import ModelMetric
     from brain_tasks.ml.metrics import bars_per_year, strategy_metrics
 
     brain.add(ModelMetric, [dict(symbol=BTC, model_type="lightgbm", version=1, evaluation="walk_forward", regime="all",

@@ -12,7 +12,7 @@ import pytest
 from brain_tasks import client
 from brain_tasks.brain import store
 from brain_tasks.brain.db import make_engine
-from brain_tasks.requests import (MODEL_TYPES, BadArgumentError, BadDateError, BadSymbolError, RequestError, UnknownModelError,
+from brain_tasks.intake import (MODEL_TYPES, BadArgumentError, BadDateError, BadSymbolError, RequestError, UnknownModelError,
                                   check_as_of, check_models, check_symbols)
 from brain_tasks.settings import from_environ
 from tests.workers import REPO, brain_env

@@ -11,13 +11,15 @@ from types import SimpleNamespace
 import pytest
 import sqlalchemy as sa
 
-from brain_tasks import jobs
+from brain_tasks.service.chain import ChainState
+from brain_tasks.service.steps import outcome
+from brain_tasks.vocabulary import Status
 from brain_tasks.brain import runs, store
 from brain_tasks.brain.db import make_engine
 from brain_tasks.brain.locks import try_claim
 from brain_tasks.brain.migrate import upgrade
 from brain_tasks.client import BrainClient, RunHandle
-from brain_tasks.reconcile import _attempt_of_message, reconcile
+from brain_tasks.service.reconcile import _attempt_of_message, reconcile
 from brain_tasks.settings import from_environ
 
 DAY = dt.date(2018, 1, 30)
@@ -35,13 +37,14 @@ def brain(brain_db_url):  # noqa: ANN001
     return engine, settings
 
 
-def _finish(engine, attempt: str, symbol: str, status: str = "succeeded", **extra) -> None:  # noqa: ANN001
-    runs.record_symbol_state(engine, attempt, symbol, {"symbol": symbol, "status": status, **extra})
+def _finish(engine, attempt: str, symbol: str, status: str = "succeeded", **fields) -> None:  # noqa: ANN001
+    """The symbol's chain ended as `status` (with these ChainState fields), recorded as its last step does."""
+    outcome.record_outcome(engine, attempt, ChainState.start(symbol, DAY).update(status=Status(status), **fields))
 
 
 def test_attempts_of_one_run_keep_their_own_states(brain):
     engine, s = brain
-    jobs.start_attempt(engine, s, "retrain", "r", "a1", DAY, ["A/B", "C/D"], ["baseline"])
+    outcome.start_attempt(engine, s, "retrain", "r", "a1", DAY, ["A/B", "C/D"], ["baseline"])
     assert runs.run_status(engine, "r")["counts"] == {"pending": 2}
     assert runs.step_started(engine, "a1", "A/B", "train_symbol", dt.datetime.now(UTC))
     _finish(engine, "a1", "A/B")
@@ -50,7 +53,7 @@ def test_attempts_of_one_run_keep_their_own_states(brain):
     # A late duplicate of a step does not reopen a finished symbol.
     assert not runs.step_started(engine, "a1", "A/B", "select_model", dt.datetime.now(UTC))
 
-    jobs.start_attempt(engine, s, "retrain", "r", "a2", DAY, ["A/B", "C/D"], ["baseline"])
+    outcome.start_attempt(engine, s, "retrain", "r", "a2", DAY, ["A/B", "C/D"], ["baseline"])
     latest = runs.run_status(engine, "r")
     assert latest["attempt_id"] == "a2" and latest["state"] == "pending" and latest["counts"] == {"pending": 2}
     first = runs.run_status(engine, "r", "a1")
@@ -62,17 +65,17 @@ def test_attempts_of_one_run_keep_their_own_states(brain):
     assert [a["attempt_id"] for a in listed[0]["attempts"]] == ["a2", "a1"]
     assert listed[0]["attempts"][1]["counts"] == {"succeeded": 1, "failed": 1}
     # Starting an attempt again (a redelivered enqueue) keeps the states it reached.
-    jobs.start_attempt(engine, s, "retrain", "r", "a1", DAY, ["A/B", "C/D"], ["baseline"])
+    outcome.start_attempt(engine, s, "retrain", "r", "a1", DAY, ["A/B", "C/D"], ["baseline"])
     assert runs.run_status(engine, "r", "a1")["state"] == "partial"
 
 
 def test_the_summary_comes_from_the_rows_whoever_writes_it(brain):
     engine, s = brain
-    jobs.start_attempt(engine, s, "nightly", "n", "a", DAY, ["A/B", "C/D"], [])
+    outcome.start_attempt(engine, s, "nightly", "n", "a", DAY, ["A/B", "C/D"], [])
     _finish(engine, "a", "A/B", drifted=["rsi_14"])
-    runs.record_symbol_state(engine, "a", "C/D", {"symbol": "C/D", "status": "skipped", "reason": "no champion"})
+    _finish(engine, "a", "C/D", "skipped", reason="no champion")
     # The chord died: no results at all, the rows alone close the attempt.
-    summary = jobs.summarize_attempt(engine, None, "n", "a")
+    summary = outcome.summarize_attempt(engine, None, "n", "a")
     assert summary["state"] == "succeeded" and summary["drifted"] == {"A/B": ["rsi_14"]}
     assert summary["skipped"] == {"C/D": "no champion"}  # nightly names what it skipped and why
     assert runs.run_status(engine, "n")["details"]["drifted"] == {"A/B": ["rsi_14"]}
@@ -80,7 +83,7 @@ def test_the_summary_comes_from_the_rows_whoever_writes_it(brain):
 
 def test_a_cancelled_attempt_leaves_no_pending_row(brain):
     engine, s = brain
-    jobs.start_attempt(engine, s, "retrain", "r", "a", DAY, ["A/B", "C/D"], ["baseline"])
+    outcome.start_attempt(engine, s, "retrain", "r", "a", DAY, ["A/B", "C/D"], ["baseline"])
     _finish(engine, "a", "A/B")
     summary = runs.cancel_attempt(engine, "a", "the embedded worker died")
     assert summary["state"] == "cancelled" and summary["failed"] == {"C/D": "the embedded worker died"}
@@ -132,7 +135,7 @@ def test_a_reruns_wait_returns_only_when_the_new_attempt_is_finished(brain):
 
 def test_reconcile_redrives_a_lost_symbol_then_gives_up_and_closes(brain):
     engine, s = brain
-    jobs.start_attempt(engine, s, "retrain", "r", "a", DAY, ["A/B", "C/D"], ["baseline"])
+    outcome.start_attempt(engine, s, "retrain", "r", "a", DAY, ["A/B", "C/D"], ["baseline"])
     _finish(engine, "a", "A/B")
     runs.step_started(engine, "a", "C/D", "train_symbol", dt.datetime.now(UTC) + dt.timedelta(seconds=600))
     sent: list = []
@@ -157,7 +160,7 @@ def test_reconcile_redrives_a_lost_symbol_then_gives_up_and_closes(brain):
 
 def test_reconcile_closes_an_attempt_whose_chord_died(brain):
     engine, s = brain
-    jobs.start_attempt(engine, s, "retrain", "r", "a", DAY, ["A/B"], ["baseline"])
+    outcome.start_attempt(engine, s, "retrain", "r", "a", DAY, ["A/B"], ["baseline"])
     _finish(engine, "a", "A/B")
     assert reconcile(engine, s, ["a"], lambda sig: None)["closed"] == {"a": "succeeded"}
     assert runs.run_status(engine, "r")["state"] == "succeeded"
@@ -214,11 +217,11 @@ def test_runs_and_status_commands(sqlite_url, monkeypatch):
     get_settings.cache_clear()
     try:
         engine, s = make_engine(sqlite_url), get_settings()
-        jobs.start_attempt(engine, s, "retrain", "retrain-x", "a1", DAY, ["A/B", "C/D"], ["baseline"])
+        outcome.start_attempt(engine, s, "retrain", "retrain-x", "a1", DAY, ["A/B", "C/D"], ["baseline"])
         _finish(engine, "a1", "A/B")
         _finish(engine, "a1", "C/D", "failed", error="no candles")
         runs.close_attempt(engine, "a1")
-        jobs.start_attempt(engine, s, "retrain", "retrain-x", "a2", DAY, ["A/B", "C/D"], ["baseline"])
+        outcome.start_attempt(engine, s, "retrain", "retrain-x", "a2", DAY, ["A/B", "C/D"], ["baseline"])
         cli = CliRunner()
         listed = cli.invoke(main, ["runs"])
         assert listed.exit_code == 0 and listed.output.index("a2") < listed.output.index("a1")

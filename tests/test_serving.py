@@ -12,12 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brain_tasks import jobs, publish, serving
+from brain_tasks.service import serving
+from brain_tasks.service.steps import publish, train
+from brain_tasks.service.steps.reads import dataset_for
 from brain_tasks.brain import registry, store
 from brain_tasks.brain import signals as signal_rows
 from brain_tasks.brain.db import make_engine
 from brain_tasks.client import BrainClient, NoDataError, NoModelError, StaleDataError
-from brain_tasks.ml import serving as ml
+from brain_tasks.ml import inference as ml
 from brain_tasks.ml.features import make_features
 from brain_tasks.ml.regimes import REGIMES
 from brain_tasks.settings import from_environ
@@ -44,9 +46,9 @@ def _train(url: str):
     settings = from_environ({"BRAIN_DATABASE_URL": url, "BRAIN_SIGNAL_MAX_AGE": str(10**10)})
     candles = _candles()
     _store(engine, candles[candles.ts < CUT])
-    out = jobs.train_symbol(engine, settings, SYMBOL, "baseline", AS_OF)
-    registry.pin_champion(engine, SYMBOL, "baseline", out["version"], "test")
-    return engine, settings, registry.manifest(engine, SYMBOL, "baseline", out["version"]), candles
+    out = train.train_symbol(engine, settings, SYMBOL, "baseline", AS_OF)
+    registry.pin_champion(engine, SYMBOL, "baseline", out.version, "test")
+    return engine, settings, registry.manifest(engine, SYMBOL, "baseline", out.version), candles
 
 
 @pytest.fixture
@@ -63,7 +65,7 @@ def trained_sqlite(sqlite_url):
 
 
 def _training_rows(engine, settings, manifest):
-    X, _y = jobs.dataset_for(engine, settings, manifest)
+    X, _y = dataset_for(engine, settings, manifest)
     oos = registry.oos_frame(engine, manifest.oos_sha256)
     oos_ts = pd.DatetimeIndex(pd.to_datetime(oos["ts"], utc=True))
     model = serving.load_model(engine, manifest.artifact_sha256)
@@ -152,8 +154,9 @@ def test_a_bounded_window_serves_what_the_whole_history_would(trained, monkeypat
         rows = ml.model_rows(ml.feature_frame({"candles": upto}, config), manifest.feature_names, "baseline")
         assert signal.ts == ts and signal.prediction == ml.predict_last(model, rows)
         assert signal.regime == ml.regime_at(upto, config)
-    key = next(k for k in serving._markets if k[2] == SYMBOL and k[0] == str(engine.url))
-    held = serving._markets[key].frames["candles"]
+    markets = serving.server(engine).markets
+    key = next(k for k in markets if k.symbol == SYMBOL)
+    held = markets[key].frames["candles"]
     # What the process keeps is the window (and a day of events before it), not the history.
     assert len(held) < ml.required_history(config) + 2 * 288 + 24 < len(history) - 2000
 
@@ -260,7 +263,7 @@ def test_live_metrics_join_signals_with_the_bars_that_followed(trained):
 
 
 def test_importing_the_client_loads_no_ml_library():
-    code = ("import sys, brain_tasks.client, brain_tasks.serving, brain_tasks.publish;"
+    code = ("import sys, brain_tasks.client, brain_tasks.service.serving, brain_tasks.service.steps.publish;"
             "print(sorted(m for m in ('lightgbm', 'xgboost', 'torch', 'shap', 'sklearn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "[]"
@@ -286,7 +289,7 @@ def test_cached_rows_never_serve_a_decision_the_stored_rows_would_not(trained, m
     an unchanged bar is not recomputed."""
     import sqlalchemy as sa
 
-    from brain_tasks.brain.models import Candle
+    from brain_tasks.brain.tables import Candle
 
     engine, settings, _manifest, candles = trained
     stored = candles[candles.ts < CUT]
@@ -296,8 +299,8 @@ def test_cached_rows_never_serve_a_decision_the_stored_rows_would_not(trained, m
         conn.execute(sa.delete(Candle).where(Candle.symbol == SYMBOL, Candle.ts == gap.ts.to_pydatetime()))
 
     def fresh(when: dt.datetime) -> object:
-        serving._markets.clear()
-        serving._decisions.clear()
+        serving.server(engine).markets.clear()
+        serving.server(engine).decisions.clear()
         return serving.predict(engine, settings, SYMBOL, stamp=when, record=False)
 
     first = serving.predict(engine, settings, SYMBOL, stamp=stamp, record=False)

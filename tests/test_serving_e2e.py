@@ -15,7 +15,7 @@ import pytest
 from brain_tasks.brain import signals as signal_rows
 from brain_tasks.brain.db import dispose_engine, make_engine
 from brain_tasks.brain.migrate import upgrade
-from brain_tasks.collect import ingest_freqtrade
+from brain_tasks.service.steps.collect import ingest_freqtrade
 from tests import servers
 from tests.workers import REPO, brain_env, run_python, worker
 
@@ -25,7 +25,7 @@ SYMBOL = "ETH/BTC"
 
 ENGINE = """
 import datetime, json, time
-from brain_tasks import serving
+from brain_tasks.service import serving
 from brain_tasks.brain import signals
 from brain_tasks.client import BrainClient
 

@@ -9,10 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brain_tasks import jobs, serving
+from brain_tasks.service import serving
+from brain_tasks.service.steps import train
+from brain_tasks.service.steps.reads import dataset_for
 from brain_tasks.brain import registry, store
 from brain_tasks.brain.db import make_engine
-from brain_tasks.ml import serving as ml
+from brain_tasks.ml import inference as ml
 from brain_tasks.ml.sizing import SIGN, VOL_TARGET, Sizer, SizerConfig
 from brain_tasks.settings import from_environ
 from tests.test_serving import AS_OF, CUT, SYMBOL, _candles
@@ -29,9 +31,9 @@ def _train(url: str, candles: pd.DataFrame, sentiment: pd.DataFrame | None = Non
     store.upsert(engine, "candles", candles[candles.ts < CUT])
     if sentiment is not None:
         store.upsert(engine, "sentiment_scores", sentiment)
-    out = jobs.train_symbol(engine, settings, SYMBOL, "baseline", AS_OF)
-    registry.pin_champion(engine, SYMBOL, "baseline", out["version"], "test")
-    return engine, settings, registry.manifest(engine, SYMBOL, "baseline", out["version"])
+    out = train.train_symbol(engine, settings, SYMBOL, "baseline", AS_OF)
+    registry.pin_champion(engine, SYMBOL, "baseline", out.version, "test")
+    return engine, settings, registry.manifest(engine, SYMBOL, "baseline", out.version)
 
 
 def _served_rows(monkeypatch) -> list[pd.DataFrame]:
@@ -48,11 +50,11 @@ def _served_rows(monkeypatch) -> list[pd.DataFrame]:
 
 
 def _assert_served_as_trained(engine, settings, manifest, bars, seen) -> None:
-    X, _y = jobs.dataset_for(engine, settings, manifest)  # training's own rows (`usable_candles` applied)
+    X, _y = dataset_for(engine, settings, manifest)  # training's own rows (`usable_candles` applied)
     model = serving.load_model(engine, manifest.artifact_sha256)
     final = pd.Series(model.predict(X[manifest.feature_names]), index=X.index)
     for ts in bars:
-        serving._decisions.clear()
+        serving.server(engine).decisions.clear()
         seen.clear()
         signal = serving.predict(engine, settings, SYMBOL, at=ts, stamp=CUT.to_pydatetime(), record=False)
         assert signal.ts == ts and len(seen) == 1
@@ -71,7 +73,7 @@ def test_a_stored_implausible_bar_is_skipped_as_training_skipped_it(sqlite_url, 
     for spike in SPIKES:
         candles.loc[candles.ts == spike, ["open", "high", "low", "close"]] *= 1000.0
     engine, settings, manifest = _train(sqlite_url, candles)
-    X, _y = jobs.dataset_for(engine, settings, manifest)
+    X, _y = dataset_for(engine, settings, manifest)
     assert not set(SPIKES) & set(X.index)  # training skipped them
     if window == "bounded":  # a window far shorter than the data: the usable-bar check starts inside it
         rows = ml.features.required_history("5m") + 1
@@ -112,7 +114,7 @@ def test_a_version_trained_with_sentiment_is_served_with_it(sqlite_url, monkeypa
     the symbol's sentiment for the bar's window; each served row is training's bit for bit."""
     engine, settings, manifest = _train(sqlite_url, _candles(), _sentiment_rows())
     assert ml.uses_sentiment(manifest.feature_names)
-    X, _y = jobs.dataset_for(engine, settings, manifest)
+    X, _y = dataset_for(engine, settings, manifest)
     assert X["sent_level_24h"].notna().mean() > 0.5
     seen = _served_rows(monkeypatch)
     oos = registry.oos_frame(engine, manifest.oos_sha256)
@@ -158,8 +160,8 @@ def test_predict_many_with_shared_round_trips_decides_as_predict(brain_db_url):
             store.upsert(engine, "candles", later.iloc[[i - 1]].assign(close=later.iloc[i - 1].close * 1.02))
         stamp = bar.ts.to_pydatetime() + dt.timedelta(minutes=5)
         many = serving.predict_many(engine, settings, symbols, stamp=stamp)
-        serving._markets.clear()
-        serving._decisions.clear()
+        serving.server(engine).markets.clear()
+        serving.server(engine).decisions.clear()
         alone = serving.predict(engine, settings, SYMBOL, stamp=stamp, record=False)
         assert many[SYMBOL] == alone and alone.ts == bar.ts
         assert isinstance(many["NONE/BTC"], serving.NoDataError)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from brain_tasks.embedded import prepare_folders
+from brain_tasks.service.embedded import prepare_folders
 from brain_tasks.settings import from_environ
 from tests.workers import brain_env, run_python, worker
 

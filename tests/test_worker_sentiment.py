@@ -12,8 +12,8 @@ import pytest
 from brain_tasks.brain import store
 from brain_tasks.brain.db import make_engine
 from brain_tasks.brain.migrate import upgrade
-from brain_tasks.brain.quality import read_findings
-from brain_tasks.embedded import prepare_folders
+from brain_tasks.brain.findings import read_findings
+from brain_tasks.service.embedded import prepare_folders
 from brain_tasks.settings import from_environ
 from tests import servers
 from tests.newsserver import news_server, standard_routes

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from brain_tasks.embedded import worker_command
+from brain_tasks.service.embedded import worker_command
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from brain_tasks.brain.models import UTCDateTime
+from brain_tasks.brain.tables import UTCDateTime
 
 # PostgreSQL's binary timestamps count microseconds from 2000-01-01 UTC.
 _PG_EPOCH_US = 946_684_800_000_000

@@ -15,10 +15,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from brain_tasks.brain.models import (ChampionHistory, DataQualityLog, FeatureDrift, FeatureImportance,
+from brain_tasks.brain import registry
+from brain_tasks.brain.tables import (ChampionHistory, DataQualityLog, FeatureDrift, FeatureImportance,
                                       ModelComparison, ModelManifest, ModelMetric, ModelRegistry, RegimeChoice,
                                       RollbackLog, TrainingRun, UTCDateTime)
-from brain_tasks.runs import RUN_SUMMARY_SYMBOL
+from brain_tasks.intake import RUN_SUMMARY_SYMBOL
+from brain_tasks.vocabulary import OPEN, Status
 
 HEADLINE_METRICS = ("sharpe", "total_return", "max_drawdown", "sortino", "psr")
 # Comparison rows the statistics work writes beside the models (model_type of model_comparisons).
@@ -107,7 +109,7 @@ def champion_rows(engine: sa.Engine) -> dict[str, Any]:
     return {row.symbol: row for row in _rows(engine, sa.select(
         r.symbol, r.model_type, r.version, r.as_of, r.updated_at, r.composite_score, m.oos_sha256)
         .join(m, sa.and_(m.symbol == r.symbol, m.model_type == r.model_type, m.version == r.version))
-        .where(r.status == "champion"))}
+        .where(registry.is_champion()))}
 
 
 def champion_metrics(engine: sa.Engine, evaluation: str = "walk_forward",
@@ -119,7 +121,7 @@ def champion_metrics(engine: sa.Engine, evaluation: str = "walk_forward",
     columns = [sa.func.max(sa.case((m.metric == name, m.value))).label(name) for name in metrics]
     stmt = (sa.select(m.symbol, *columns).join(r, sa.and_(
         r.symbol == m.symbol, r.model_type == m.model_type, r.version == m.version))
-        .where(r.status == "champion", m.evaluation == evaluation, m.regime == "all", m.metric.in_(list(metrics)))
+        .where(registry.is_champion(), m.evaluation == evaluation, m.regime == "all", m.metric.in_(list(metrics)))
         .group_by(m.symbol))
     return {row.symbol: {k: getattr(row, k) for k in metrics if getattr(row, k) is not None}
             for row in _rows(engine, stmt)}
@@ -330,7 +332,7 @@ def run_attempts(engine: sa.Engine, run_id: str) -> list[dict[str, Any]]:
 def failed_symbol_runs(engine: sa.Engine, since: dt.datetime | None = None, limit: int = 200) -> list[dict[str, Any]]:
     """Failed (run, symbol) rows, newest first, with the step that failed when it is known."""
     t = TrainingRun
-    stmt = sa.select(t).where(t.symbol != RUN_SUMMARY_SYMBOL, t.state == "failed")
+    stmt = sa.select(t).where(t.symbol != RUN_SUMMARY_SYMBOL, t.state == Status.FAILED)
     if since is not None:
         stmt = stmt.where(sa.func.coalesce(t.finished_at, t.started_at) >= since)
     return [dict(run_id=r.run_id, symbol=r.symbol, as_of=r.as_of, error=r.error,
@@ -343,11 +345,11 @@ def last_finished_runs(engine: sa.Engine) -> dict[str, dict[str, Any]]:
     """kind -> the newest finished attempt's summary (state, duration, failed symbols)."""
     out: dict[str, dict[str, Any]] = {}
     for run in recent_runs(engine, limit=200):
-        if run["finished_at"] is None or run["state"] in ("pending", "running") or run["kind"] in out:
+        if run["finished_at"] is None or run["state"] in OPEN or run["kind"] in out:
             continue
         start = run["started_at"] or run["finished_at"]
         out[run["kind"]] = dict(run, duration=(run["finished_at"] - start).total_seconds(),
-                                failed=run["counts"].get("failed", 0))
+                                failed=run["counts"].get(Status.FAILED, 0))
     return out
 
 

@@ -30,19 +30,17 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from brain_tasks.brain import store
-from brain_tasks.brain.models import (ChampionHistory, DataQualityLog, FeatureDrift, FeatureImportance, ModelArtifact,
+from brain_tasks.brain.tables import (ChampionHistory, DataQualityLog, FeatureDrift, FeatureImportance, ModelArtifact,
                                       ModelComparison, ModelManifest, ModelMetric, ModelRegistry, RegimeChoice,
                                       RollbackLog)
 from brain_tasks.errors import IntegrityError
+from brain_tasks.timekeeping import now
+from brain_tasks.vocabulary import Action, ChampionStatus
 
-CHAMPION, CANDIDATE, REJECTED, BACKFILL, PREVIOUS, ROLLED_BACK = (
-    "champion", "candidate", "rejected", "backfill", "previous", "rolled_back")
-STATUSES = (CANDIDATE, CHAMPION, REJECTED, BACKFILL, PREVIOUS, ROLLED_BACK)
-DECISIONS = ("promote", "keep", "insufficient_evidence", "backfill", "unchanged", "rollback")
+# The decisions a retrain or a nightly logs (a pin is an operator's, written to the history only).
+DECISIONS = tuple(a for a in Action if a not in (Action.PIN, Action.NONE))
 
 
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def sha256(data: bytes) -> str:
@@ -154,7 +152,8 @@ def register_version(engine: sa.Engine, symbol: str, model_type: str, as_of: dt.
             code_version=code_version, seed=int(seed), created_at=stamp))
         conn.execute(sa.insert(ModelRegistry).values(
             symbol=symbol, model_type=model_type, version=version, as_of=as_of, config_hash=config_hash,
-            artifact_sha256=art, status=CANDIDATE, composite_score=finite(result.metrics.get("composite")),
+            artifact_sha256=art, status=ChampionStatus.CANDIDATE,
+            composite_score=finite(result.metrics.get("composite")),
             created_at=stamp, updated_at=stamp))
         rows = [dict(symbol=symbol, model_type=model_type, version=version, evaluation="walk_forward",
                      regime=regime, metric=name, value=finite(value), as_of=as_of)
@@ -269,10 +268,15 @@ def registry_table(engine: sa.Engine, symbol: str | None = None) -> pd.DataFrame
 
 # --- the champion --------------------------------------------------------------------------------
 
+def is_champion() -> sa.ColumnElement[bool]:
+    """The champion rule, as a condition on model_registry: the one row per symbol with that status
+    (a partial unique index enforces "one").  Every query for champions uses it."""
+    return ModelRegistry.status == ChampionStatus.CHAMPION
+
+
 def champion_row(engine: sa.Engine, symbol: str) -> ModelRegistry | None:
     """The symbol's one champion registry row (the database allows no second one)."""
-    return _first(engine, sa.select(ModelRegistry).where(ModelRegistry.symbol == symbol,
-                                                         ModelRegistry.status == CHAMPION))
+    return _first(engine, sa.select(ModelRegistry).where(ModelRegistry.symbol == symbol, is_champion()))
 
 
 def champion(engine: sa.Engine, symbol: str) -> ModelManifest | None:
@@ -282,7 +286,7 @@ def champion(engine: sa.Engine, symbol: str) -> ModelManifest | None:
 
 
 def champions(engine: sa.Engine) -> dict[str, ModelRegistry]:
-    return {r.symbol: r for r in _scalars(engine, sa.select(ModelRegistry).where(ModelRegistry.status == CHAMPION))}
+    return {r.symbol: r for r in _scalars(engine, sa.select(ModelRegistry).where(is_champion()))}
 
 
 def champion_history(engine: sa.Engine, symbol: str) -> list[ChampionHistory]:
@@ -295,7 +299,8 @@ def previous_champion(engine: sa.Engine, symbol: str) -> ModelManifest | None:
     current = champion_row(engine, symbol)
     if current is None:
         return None
-    events = [e for e in champion_history(engine, symbol) if e.action in ("promote", "rollback", "pin")]
+    changes = (Action.PROMOTE, Action.ROLLBACK, Action.PIN)
+    events = [e for e in champion_history(engine, symbol) if e.action in changes]
     for event in reversed(events):
         if (event.model_type, event.version) == (current.model_type, current.version) and event.from_version:
             return manifest(engine, symbol, event.from_model_type, event.from_version)
@@ -341,7 +346,7 @@ def apply_decision(engine: sa.Engine, decision: Decision) -> RollbackLog:
         claimed = conn.execute(_insert(conn, RollbackLog).values(
             symbol=decision.symbol, as_of=decision.as_of, config_hash=decision.config_hash, action=decision.action,
             model_type=decision.model_type, from_version=from_version,
-            to_version=decision.version if decision.action in ("promote", "rollback") else from_version,
+            to_version=decision.version if decision.action in (Action.PROMOTE, Action.ROLLBACK) else from_version,
             reason=decision.reason, stats=store.jsonable(dict(decision.stats)), created_at=stamp)
             .on_conflict_do_nothing()).rowcount
         if claimed:
@@ -350,21 +355,21 @@ def apply_decision(engine: sa.Engine, decision: Decision) -> RollbackLog:
 
 
 def _apply_statuses(conn: sa.Connection, d: Decision, stamp: dt.datetime) -> None:
-    if d.action == "promote":
+    if d.action == Action.PROMOTE:
         if d.champion is not None:
-            _set_status(conn, d.symbol, *d.champion, PREVIOUS, stamp)
-        _set_status(conn, d.symbol, d.model_type, d.version, CHAMPION, stamp)
-        _history(conn, d, "promote", stamp)
-    elif d.action == "rollback":
+            _set_status(conn, d.symbol, *d.champion, ChampionStatus.PREVIOUS, stamp)
+        _set_status(conn, d.symbol, d.model_type, d.version, ChampionStatus.CHAMPION, stamp)
+        _history(conn, d, Action.PROMOTE, stamp)
+    elif d.action == Action.ROLLBACK:
         assert d.champion is not None
-        _set_status(conn, d.symbol, *d.champion, ROLLED_BACK, stamp)
-        _set_status(conn, d.symbol, d.model_type, d.version, CHAMPION, stamp)
-        _history(conn, d, "rollback", stamp)
-    elif d.action == "backfill":
-        _set_status(conn, d.symbol, d.model_type, d.version, BACKFILL, stamp)
-    elif d.action in ("keep", "insufficient_evidence") and d.version is not None and d.champion is not None \
+        _set_status(conn, d.symbol, *d.champion, ChampionStatus.ROLLED_BACK, stamp)
+        _set_status(conn, d.symbol, d.model_type, d.version, ChampionStatus.CHAMPION, stamp)
+        _history(conn, d, Action.ROLLBACK, stamp)
+    elif d.action == Action.BACKFILL:
+        _set_status(conn, d.symbol, d.model_type, d.version, ChampionStatus.BACKFILL, stamp)
+    elif d.action in (Action.KEEP, Action.INSUFFICIENT_EVIDENCE) and d.version is not None and d.champion is not None \
             and (d.model_type, d.version) != tuple(d.champion):
-        _set_status(conn, d.symbol, d.model_type, d.version, REJECTED, stamp)
+        _set_status(conn, d.symbol, d.model_type, d.version, ChampionStatus.REJECTED, stamp)
 
 
 def _history(conn: sa.Connection, d: Decision, action: str, stamp: dt.datetime) -> None:
@@ -382,14 +387,14 @@ def pin_champion(engine: sa.Engine, symbol: str, model_type: str, version: int, 
     target = manifest(engine, symbol, model_type, version)
     with engine.begin() as conn:
         current = conn.execute(sa.select(ModelRegistry.model_type, ModelRegistry.version).where(
-            ModelRegistry.symbol == symbol, ModelRegistry.status == CHAMPION)).first()
+            ModelRegistry.symbol == symbol, is_champion())).first()
         if current is not None and (current.model_type, current.version) == (model_type, version):
             return
         if current is not None:
-            _set_status(conn, symbol, current.model_type, current.version, PREVIOUS, stamp)
-        _set_status(conn, symbol, model_type, version, CHAMPION, stamp)
+            _set_status(conn, symbol, current.model_type, current.version, ChampionStatus.PREVIOUS, stamp)
+        _set_status(conn, symbol, model_type, version, ChampionStatus.CHAMPION, stamp)
         conn.execute(sa.insert(ChampionHistory).values(
-            symbol=symbol, event_id=f"pin:{stamp.isoformat()}", action="pin", model_type=model_type,
+            symbol=symbol, event_id=f"{Action.PIN}:{stamp.isoformat()}", action=Action.PIN, model_type=model_type,
             version=version, from_model_type=current.model_type if current else None,
             from_version=current.version if current else None, as_of=target.as_of, reason=reason, evidence={},
             created_at=stamp))

@@ -1,6 +1,6 @@
 """training_runs: runs by attempt, the one module that reads and writes them.
 
-A run's id says what it does (kind, as-of day, symbols, models: `brain_tasks.runs.run_id_for`); each
+A run's id says what it does (kind, as-of day, symbols, models: `brain_tasks.intake.run_id_for`); each
 enqueue of it is an *attempt* with an id of its own (the enqueuing task's id).  Every (attempt,
 symbol) row carries its state, the last step that started, when it last made progress and a
 deadline; the attempt's summary row (symbol '*') is computed from those rows alone, so it can be
@@ -17,30 +17,20 @@ from typing import Any
 import sqlalchemy as sa
 
 from brain_tasks.brain import store
-from brain_tasks.brain.models import DataQualityLog, TrainingRun
-from brain_tasks.runs import RUN_SUMMARY_SYMBOL as SUMMARY
-
-PENDING, RUNNING, OK, FAILED, SKIPPED, CANCELLED, PARTIAL = (
-    "pending", "running", "succeeded", "failed", "skipped", "cancelled", "partial")
-OPEN = (PENDING, RUNNING)
-TERMINAL = (OK, FAILED, SKIPPED, CANCELLED)
-# What a symbol's outcome carries into its row (the rest stays in the task results).
-_DETAIL_KEYS = ("best", "selection", "tradeable", "rollback", "failed_models", "drifted", "drift_size", "n_features",
-                "importance_movers", "live", "reason", "step")
+from brain_tasks.brain.tables import DataQualityLog, TrainingRun
+from brain_tasks.intake import RUN_SUMMARY_SYMBOL as SUMMARY
+from brain_tasks.timekeeping import now
+from brain_tasks.vocabulary import OPEN, TERMINAL, Action, Status
 
 T = TrainingRun
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def start_attempt(engine: sa.Engine, run_id: str, attempt_id: str, kind: str, as_of: dt.date,
                   symbols: Sequence[str], models: Sequence[str], deadline: dt.datetime) -> None:
     """The attempt's rows, every symbol pending.  Idempotent: a redelivered enqueue keeps the states
     its first delivery already moved on."""
-    stamp = _now()
-    rows = [dict(attempt_id=attempt_id, symbol=s, run_id=run_id, kind=kind, as_of=as_of, state=PENDING, step=None,
+    stamp = now()
+    rows = [dict(attempt_id=attempt_id, symbol=s, run_id=run_id, kind=kind, as_of=as_of, state=Status.PENDING, step=None,
                  models=list(models), error=None, details={}, redrives=0, started_at=stamp, progress_at=stamp,
                  deadline=deadline, finished_at=None) for s in [SUMMARY, *dict.fromkeys(symbols)]]
     store.upsert(engine, T.__table__, rows, conflict="nothing")
@@ -49,36 +39,29 @@ def start_attempt(engine: sa.Engine, run_id: str, attempt_id: str, kind: str, as
 def step_started(engine: sa.Engine, attempt_id: str, symbol: str, step: str, deadline: dt.datetime) -> bool:
     """A step of the symbol's chain began: progress now, and it owes the next sign of life by `deadline`.
     A finished symbol stays finished (a late duplicate of a step changes nothing)."""
-    stamp = _now()
+    stamp = now()
     with engine.begin() as conn:
         moved = conn.execute(sa.update(T).where(T.attempt_id == attempt_id, T.symbol == symbol, T.state.in_(OPEN))
-                             .values(state=RUNNING, step=step, progress_at=stamp, deadline=deadline)).rowcount
+                             .values(state=Status.RUNNING, step=step, progress_at=stamp, deadline=deadline)).rowcount
         if moved:
-            conn.execute(sa.update(T).where(T.attempt_id == attempt_id, T.symbol == SUMMARY, T.state == PENDING)
-                         .values(state=RUNNING, progress_at=stamp))
+            conn.execute(sa.update(T).where(T.attempt_id == attempt_id, T.symbol == SUMMARY, T.state == Status.PENDING)
+                         .values(state=Status.RUNNING, progress_at=stamp))
     return bool(moved)
 
 
-def outcome_state(outcome: Mapping[str, Any]) -> str:
-    status = outcome.get("status")
-    return status if status in (OK, SKIPPED) else FAILED
-
-
-def record_symbol_state(engine: sa.Engine, attempt_id: str, symbol: str, outcome: Mapping[str, Any]) -> None:
-    """The symbol's chain ended with `outcome` (its last step's status dict)."""
-    state = outcome_state(outcome)
-    details = {k: store.jsonable(outcome[k]) for k in _DETAIL_KEYS if k in outcome}
-    error = outcome.get("error") if state == FAILED else None
-    stamp = _now()
+def record_symbol_state(engine: sa.Engine, attempt_id: str, symbol: str, state: str, *, error: str | None,
+                        details: Mapping[str, Any]) -> None:
+    """The symbol's chain ended in `state`, with `error` and the details its chain state records."""
+    stamp = now()
     with engine.begin() as conn:
         conn.execute(sa.update(T).where(T.attempt_id == attempt_id, T.symbol == symbol).values(
-            state=state, error=None if error is None else str(error)[:4000], details=details, progress_at=stamp,
-            deadline=None, finished_at=stamp))
+            state=state, error=None if error is None else str(error)[:4000], details=store.jsonable(details),
+            progress_at=stamp, deadline=None, finished_at=stamp))
 
 
-def fail_symbol(engine: sa.Engine, attempt_id: str, symbol: str, reason: str, state: str = FAILED) -> None:
+def fail_symbol(engine: sa.Engine, attempt_id: str, symbol: str, reason: str, state: str = Status.FAILED) -> None:
     """End an unfinished symbol with `reason` (reconcile gave up, or an embedded command stopped)."""
-    stamp = _now()
+    stamp = now()
     with engine.begin() as conn:
         conn.execute(sa.update(T).where(T.attempt_id == attempt_id, T.symbol == symbol, T.state.in_(OPEN))
                      .values(state=state, error=reason, progress_at=stamp, deadline=None, finished_at=stamp))
@@ -88,7 +71,7 @@ def cancel_attempt(engine: sa.Engine, attempt_id: str, reason: str) -> dict[str,
     """Mark every unfinished symbol cancelled with `reason` and close the attempt."""
     for row in _symbol_rows(engine, attempt_id):
         if row.state in OPEN:
-            fail_symbol(engine, attempt_id, row.symbol, reason, state=CANCELLED)
+            fail_symbol(engine, attempt_id, row.symbol, reason, state=Status.CANCELLED)
     return close_attempt(engine, attempt_id)
 
 
@@ -96,7 +79,7 @@ def redrive(engine: sa.Engine, attempt_id: str, symbol: str, deadline: dt.dateti
     """Count one more re-drive of an unfinished symbol; returns its number (0: the symbol had finished)."""
     with engine.begin() as conn:
         row = conn.execute(sa.update(T).where(T.attempt_id == attempt_id, T.symbol == symbol, T.state.in_(OPEN))
-                           .values(redrives=T.redrives + 1, state=PENDING, progress_at=_now(), deadline=deadline,
+                           .values(redrives=T.redrives + 1, state=Status.PENDING, progress_at=now(), deadline=deadline,
                                    error=note).returning(T.redrives)).first()
     return int(row.redrives) if row else 0
 
@@ -127,20 +110,20 @@ def summary_of(engine: sa.Engine, attempt_id: str) -> dict[str, Any] | None:
     rows = _symbol_rows(engine, attempt_id)
     if head is None or any(r.state not in TERMINAL for r in rows):
         return None
-    ok = [r.symbol for r in rows if r.state == OK]
-    failed = {r.symbol: r.error or r.state for r in rows if r.state in (FAILED, CANCELLED)}
-    fine = [r.symbol for r in rows if r.state in (OK, SKIPPED)]
-    if any(r.state == CANCELLED for r in rows):
-        state = CANCELLED
+    ok = [r.symbol for r in rows if r.state == Status.OK]
+    failed = {r.symbol: r.error or r.state for r in rows if r.state in (Status.FAILED, Status.CANCELLED)}
+    fine = [r.symbol for r in rows if r.state in (Status.OK, Status.SKIPPED)]
+    if any(r.state == Status.CANCELLED for r in rows):
+        state = Status.CANCELLED
     else:
-        state = OK if not failed else (PARTIAL if fine else FAILED)
+        state = Status.OK if not failed else (Status.PARTIAL if fine else Status.FAILED)
     base = {"run_id": head.run_id, "attempt_id": attempt_id, "state": state}
     if head.kind == "nightly":
-        details = {"drifted": {r.symbol: r.details.get("drifted", []) for r in rows if r.state == OK},
+        details = {"drifted": {r.symbol: r.details.get("drifted", []) for r in rows if r.state == Status.OK},
                    "failed": failed, "open_quality_findings": _open_quality_findings(engine),
-                   "skipped": {r.symbol: r.details.get("reason", "") for r in rows if r.state == SKIPPED},
-                   "rollbacks": {r.symbol: r.details["live"]["reason"] for r in rows if r.state == OK
-                                 and (r.details.get("live") or {}).get("action") == "rollback"}}
+                   "skipped": {r.symbol: r.details.get("reason", "") for r in rows if r.state == Status.SKIPPED},
+                   "rollbacks": {r.symbol: r.details["live"]["reason"] for r in rows if r.state == Status.OK
+                                 and (r.details.get("live") or {}).get("action") == Action.ROLLBACK}}
         return {**base, **details}
     return {**base, "succeeded": ok, "failed": failed, "n_symbols": len(rows)}
 
@@ -154,7 +137,7 @@ def close_attempt(engine: sa.Engine, attempt_id: str) -> dict[str, Any] | None:
     details = {k: v for k, v in summary.items() if k not in ("run_id", "attempt_id", "state", "n_symbols")}
     failed = summary.get("failed") or {}
     n = summary.get("n_symbols", len(failed))
-    stamp = _now()
+    stamp = now()
     with engine.begin() as conn:
         conn.execute(sa.update(T).where(T.attempt_id == attempt_id, T.symbol == SUMMARY).values(
             state=summary["state"], details=store.jsonable(details), deadline=None, progress_at=stamp,
@@ -186,7 +169,7 @@ def run_status(engine: sa.Engine, run_id: str, attempt_id: str | None = None) ->
     attempt_id = attempt_id or latest_attempt(engine, run_id)
     head = _head(engine, attempt_id) if attempt_id else None
     if head is None or head.run_id != run_id:
-        return {"run_id": run_id, "attempt_id": attempt_id, "state": "unknown", "details": {}, "counts": {},
+        return {"run_id": run_id, "attempt_id": attempt_id, "state": Status.UNKNOWN, "details": {}, "counts": {},
                 "symbols": {}}
     symbols = {r.symbol: {"state": r.state, "step": r.step, "error": r.error, "redrives": r.redrives,
                           "progress_at": _iso(r.progress_at), "deadline": _iso(r.deadline),
@@ -240,6 +223,6 @@ def open_symbols(engine: sa.Engine, attempt_id: str) -> list[Any]:
 
 def overdue_symbols(engine: sa.Engine, attempt_id: str, now: dt.datetime | None = None) -> list[Any]:
     """Unfinished symbols of the attempt whose deadline has passed."""
-    now = now or _now()
+    now = now or now()
     return [r for r in _symbol_rows(engine, attempt_id)
             if r.state in OPEN and (r.deadline is None or r.deadline < now)]

@@ -12,9 +12,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from brain_tasks.brain.models import (Candle, DataQualityLog, FeatureDrift, FeatureImportance, ModelComparison,
+from brain_tasks.brain.tables import (Candle, DataQualityLog, FeatureDrift, FeatureImportance, ModelComparison,
                                       ModelManifest, ModelRegistry, RollbackLog, TrainingRun)
-from brain_tasks.runs import RUN_SUMMARY_SYMBOL
+from brain_tasks.intake import RUN_SUMMARY_SYMBOL
+from brain_tasks.vocabulary import ChampionStatus
 
 
 def has_schema(engine: sa.Engine) -> bool:
@@ -81,7 +82,7 @@ def symbol_records(engine: sa.Engine, symbol: str, *, max_runs: int) -> SymbolRe
             return rec
         rec.registry = rows(sa.select(ModelRegistry).where(ModelRegistry.symbol == symbol)
                             .order_by(ModelRegistry.as_of, ModelRegistry.updated_at, ModelRegistry.model_type))
-        rec.champion = next((r for r in rec.registry if r.status == "champion"), None)
+        rec.champion = next((r for r in rec.registry if r.status == ChampionStatus.CHAMPION), None)
         rec.manifests = rows(sa.select(ModelManifest).where(
             ModelManifest.symbol == symbol, ModelManifest.as_of == rec.latest_as_of)
             .order_by(ModelManifest.model_type, ModelManifest.version))

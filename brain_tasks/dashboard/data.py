@@ -29,6 +29,8 @@ from brain_tasks.brain.registry import finite
 from brain_tasks.ml.metrics import bars_per_year, strategy_metrics
 from brain_tasks.ml.regimes import REGIMES
 from brain_tasks.settings import Settings
+from brain_tasks.timekeeping import now
+from brain_tasks.vocabulary import OPEN, ChampionStatus
 
 MAX_POINTS = 2000
 IMPORTANCE_METHODS = ("shap", "permutation", "correlation", "variance")
@@ -38,8 +40,6 @@ QUERY_THREADS = 4
 MAX_PER_PAGE = 500
 
 
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 # --- the overview --------------------------------------------------------------------------------
@@ -406,7 +406,7 @@ def symbol_detail(engine: sa.Engine, settings: Settings, symbol: str) -> dict[st
                                 timeframe=settings.timeframe)
     if not (versions or runs or findings or drift or last is not None):
         return None
-    champion = next((v for v in versions if v.status == registry.CHAMPION), None)
+    champion = next((v for v in versions if v.status == ChampionStatus.CHAMPION), None)
     comparisons = dv.latest_comparisons(engine, symbol)
     focus = champion
     if focus is None and versions:
@@ -461,9 +461,9 @@ def run_detail(engine: sa.Engine, run_id: str) -> dict[str, Any] | None:
         return None
     latest = attempts[0]
     total = len(latest["symbols"])
-    done = sum(n for state, n in latest["counts"].items() if state not in ("pending", "running"))
+    done = sum(n for state, n in latest["counts"].items() if state not in OPEN)
     return {"run_id": run_id, "state": latest["state"], "total": total, "done": done,
-            "finished": latest["state"] not in ("pending", "running"), "attempts": attempts}
+            "finished": latest["state"] not in OPEN, "attempts": attempts}
 
 
 def quality_page(engine: sa.Engine, *, status: str = "open", symbol: str | None = None, page: int = 1,

@@ -6,15 +6,13 @@ Brain tables use the same names, so a frame goes to storage without renaming.
 
 from __future__ import annotations
 
-import datetime as dt
-import re
 from typing import Any
 
-import ccxt
 import numpy as np
 import pandas as pd
 
 from brain_tasks.errors import DataError
+from brain_tasks.timekeeping import parse_utc, timeframe_seconds
 from brain_tasks.market.symbols import validate_symbol  # the rule lives in symbols.py; re-exported
 
 CANDLE_COLUMNS = ("ts", "open", "high", "low", "close", "volume")
@@ -79,25 +77,7 @@ class Malformed(DataError):
 
 def timeframe_delta(timeframe: Any) -> pd.Timedelta:
     """The bar length of a ccxt timeframe string ('5m', '1h', '1d')."""
-    if not isinstance(timeframe, str) or not re.fullmatch(r"[1-9][0-9]*[smhdwM]", timeframe):
-        raise BadRequest(f"invalid timeframe {timeframe!r}: expected a ccxt timeframe such as '5m' or '1h'",
-                         check="invalid_timeframe")
-    return pd.Timedelta(seconds=ccxt.Exchange.parse_timeframe(timeframe))
-
-
-def to_utc(value: Any) -> pd.Timestamp | None:
-    """A scalar (datetime, ISO string, epoch ms int) as a tz-aware UTC Timestamp; naive means UTC."""
-    if value is None:
-        return None
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return pd.Timestamp(int(value), unit="ms", tz="UTC")
-    try:
-        ts = pd.Timestamp(value)
-    except (TypeError, ValueError) as exc:
-        raise BadRequest(f"invalid timestamp {value!r}", check="bad_window") from exc
-    if ts is pd.NaT:
-        raise BadRequest(f"invalid timestamp {value!r}", check="bad_window")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return pd.Timedelta(seconds=timeframe_seconds(timeframe))
 
 
 def to_ms(value: pd.Timestamp | None) -> int | None:
@@ -125,8 +105,8 @@ def ts_series(values: Any) -> pd.Series:
     parsed = []
     for v in s.tolist():
         try:
-            parsed.append(to_utc(v) if v is not None and not (isinstance(v, float) and np.isnan(v)) else pd.NaT)
-        except (BadRequest, OverflowError):
+            parsed.append(parse_utc(v) if v is not None and not (isinstance(v, float) and np.isnan(v)) else pd.NaT)
+        except (DataError, OverflowError):
             parsed.append(pd.NaT)
     return pd.Series(pd.to_datetime(parsed, utc=True), index=s.index).astype("datetime64[ns, UTC]")
 
@@ -167,8 +147,3 @@ def freqtrade_pair(stem: str) -> str:
 def freqtrade_stem(symbol: str) -> str:
     """The freqtrade file pair of a ccxt symbol (the inverse of `freqtrade_pair`)."""
     return validate_symbol(symbol).replace("/", "_").replace(":", "_")
-
-
-def utcnow() -> pd.Timestamp:
-    """Now, as a UTC Timestamp (one place, so callers can pass ``now`` explicitly in tests)."""
-    return pd.Timestamp(dt.datetime.now(dt.timezone.utc))

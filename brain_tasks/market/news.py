@@ -32,7 +32,8 @@ import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from brain_tasks.errors import DataError, TransientError
-from brain_tasks.market.frames import BadRequest, Malformed, to_utc
+from brain_tasks.market.frames import BadRequest, Malformed
+from brain_tasks.timekeeping import parse_utc
 from brain_tasks.market.quality import Finding
 
 ITEM_COLUMNS = ("ts", "source", "item_id", "title", "text", "symbols")
@@ -381,7 +382,7 @@ class RssFeed:
         self.name, self.url, self.http, self.max_pages = name, url, http or Http(), max_pages
 
     def fetch(self, since: Any = None) -> Fetched:
-        since = to_utc(since)
+        since = parse_utc(since)
         url: str | None = self.url
         seen: set[str] = set()
         parts, findings, rejected, pages = [], [], 0, 0
@@ -476,7 +477,7 @@ class RedditFeed:
         self.http = http or Http()
 
     def fetch(self, since: Any = None) -> Fetched:
-        since = to_utc(since)
+        since = parse_utc(since)
         after: str | None = None
         parts, findings, rejected, pages, reached = [], [], 0, 0, False
         while pages < self.max_pages:

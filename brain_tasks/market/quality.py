@@ -2,7 +2,7 @@
 
 ``validate_*`` splits a batch into the rows fit to store and the rejected ones (with the findings that
 explain why); ``check_*`` returns every finding of a batch, gaps and staleness included.  Pure: the
-Brain side (`brain_tasks.brain.quality`) stores the findings.
+Brain side (`brain_tasks.brain.findings`) stores the findings.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brain_tasks.market.frames import conform, empty_frame, timeframe_delta, to_utc
+from brain_tasks.market.frames import conform, empty_frame, timeframe_delta
+from brain_tasks.timekeeping import parse_utc
 
 SEVERITIES = ("info", "warning", "error")
 CANDLE_VALUES = ("open", "high", "low", "close", "volume")
@@ -195,7 +196,7 @@ def _finish(rows: _Rows, clean: pd.DataFrame, kind: str, withheld: int = 0) -> V
 
 def _fallback(df: pd.DataFrame, now: pd.Timestamp | None, fallback_ts: Any) -> pd.Timestamp:
     if fallback_ts is not None:
-        return to_utc(fallback_ts)
+        return parse_utc(fallback_ts)
     ts = df["ts"].dropna() if "ts" in df else pd.Series([], dtype="datetime64[ns, UTC]")
     if len(ts):
         return ts.min()
@@ -231,7 +232,7 @@ def validate_candles(df: pd.DataFrame, timeframe: str, *, now: Any = None, fallb
     such check); ``reference_closes`` are the stored closes just before the batch (see
     `implausible_jumps`)."""
     step = timeframe_delta(timeframe)
-    now = to_utc(now)
+    now = parse_utc(now)
     df = conform(df, "candles").copy()
     rows = _Rows(df, "candles", _fallback(df, now, fallback_ts))
     prices = ("open", "high", "low", "close")
@@ -273,7 +274,7 @@ def validate_funding(df: pd.DataFrame, *, interval: str = "8h", now: Any = None,
     join with bar timestamps; a rate above ``max_abs_rate`` per interval is no real funding rate.
     """
     step = timeframe_delta(interval)
-    now = to_utc(now)
+    now = parse_utc(now)
     df = conform(df, "funding").copy()
     rows = _Rows(df, "funding", _fallback(df, now, fallback_ts))
     _coerce_numeric(rows, ("rate", "mark_price"))
@@ -293,7 +294,7 @@ def validate_funding(df: pd.DataFrame, *, interval: str = "8h", now: Any = None,
 
 def validate_open_interest(df: pd.DataFrame, *, now: Any = None, fallback_ts: Any = None) -> Validated:
     """Open-interest snapshots: base amount required and non-negative, quote value optional."""
-    now = to_utc(now)
+    now = parse_utc(now)
     df = conform(df, "open_interest").copy()
     rows = _Rows(df, "open_interest", _fallback(df, now, fallback_ts))
     cols = ("open_interest", "open_interest_value")
@@ -314,7 +315,7 @@ def liquidation_digest(ts: pd.Timestamp, side: str, price: float, amount: float)
 
 def validate_liquidations(df: pd.DataFrame, *, now: Any = None, fallback_ts: Any = None) -> Validated:
     """Liquidation events; a missing id becomes a digest and a missing quote value price x amount."""
-    now = to_utc(now)
+    now = parse_utc(now)
     df = conform(df, "liquidations").copy()
     rows = _Rows(df, "liquidations", _fallback(df, now, fallback_ts))
     cols = ("price", "amount", "value")
@@ -338,7 +339,7 @@ def validate_liquidations(df: pd.DataFrame, *, now: Any = None, fallback_ts: Any
 
 def validate_sentiment(df: pd.DataFrame, *, now: Any = None, fallback_ts: Any = None) -> Validated:
     """Sentiment scores in [-1, 1] with a non-negative magnitude and item count."""
-    now = to_utc(now)
+    now = parse_utc(now)
     df = conform(df, "sentiment").copy()
     rows = _Rows(df, "sentiment", _fallback(df, now, fallback_ts))
     cols = ("score", "magnitude", "n_items")
@@ -375,7 +376,7 @@ def stale_finding(last_ts: pd.Timestamp | None, step: pd.Timedelta | str, kind: 
                   after: int = 3) -> list[Finding]:
     """A finding when the newest row is more than ``after`` intervals older than ``now``."""
     step = timeframe_delta(step) if isinstance(step, str) else step
-    now = to_utc(now)
+    now = parse_utc(now)
     if last_ts is None or now - last_ts <= step * after:
         return []
     lag = now - last_ts

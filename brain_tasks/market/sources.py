@@ -23,13 +23,14 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from brain_tasks.errors import DataError, TransientError
 from brain_tasks.market.frames import (BadRequest, EmptyFile, ExchangeRejected, Malformed, UnknownSymbol, Unsupported,
                                        conform, empty_frame, freqtrade_pair, freqtrade_stem, timeframe_delta,
-                                       to_ms, to_utc, ts_series, validate_symbol)
+                                       to_ms, ts_series, validate_symbol)
+from brain_tasks.timekeeping import parse_utc
 from brain_tasks.market.synthetic import SyntheticSource
 
 
 @runtime_checkable
 class MarketSource(Protocol):
-    """What `brain_tasks.collect` needs from a source; ``name`` is the exchange key stored in the tables."""
+    """What `brain_tasks.service.steps.collect` needs from a source; ``name`` is the exchange key stored in the tables."""
 
     name: str
     live: bool  # True when the source follows the present (staleness is checked against now)
@@ -48,7 +49,7 @@ class MarketSource(Protocol):
 
 def window(df: pd.DataFrame, since: Any = None, until: Any = None) -> pd.DataFrame:
     """Rows with ``since <= ts < until``; rows with an unreadable ts are kept for the validator."""
-    since, until = to_utc(since), to_utc(until)
+    since, until = parse_utc(since), parse_utc(until)
     keep = pd.Series(True, index=df.index)
     if since is not None:
         keep &= ~(df["ts"] < since)
@@ -172,7 +173,7 @@ class CcxtSource(_NoKind):
         """OHLCV bars via ``fetch_ohlcv``, paginated from ``since``."""
         step = timeframe_delta(timeframe)
         self._market(symbol, "fetchOHLCV")
-        since, until = to_utc(since), to_utc(until)
+        since, until = parse_utc(since), parse_utc(until)
         raw = self._pages("fetch_ohlcv", lambda c: (symbol, timeframe, c, self.page_limit),
                           lambda r: int(r[0]), since, until, int(step.total_seconds() * 1000))
         bad = [r for r in raw if not isinstance(r, (list, tuple)) or len(r) < 6]
@@ -194,7 +195,7 @@ class CcxtSource(_NoKind):
     def fetch_funding(self, symbol: str, since: Any = None, until: Any = None) -> pd.DataFrame:
         """Settled funding rates via ``fetch_funding_rate_history``."""
         self._market(symbol, "fetchFundingRateHistory")
-        since, until = to_utc(since), to_utc(until)
+        since, until = parse_utc(since), parse_utc(until)
         raw = self._pages("fetch_funding_rate_history", lambda c: (symbol, c, self.page_limit),
                           lambda r: int(r["timestamp"]), since, until, 1)
         df = pd.DataFrame({"ts": [r.get("timestamp") for r in raw], "rate": [r.get("fundingRate") for r in raw],
@@ -206,7 +207,7 @@ class CcxtSource(_NoKind):
         """Open interest history via ``fetch_open_interest_history`` (base amount and quote value)."""
         step = timeframe_delta(timeframe)
         self._market(symbol, "fetchOpenInterestHistory")
-        since, until = to_utc(since), to_utc(until)
+        since, until = parse_utc(since), parse_utc(until)
         raw = self._pages("fetch_open_interest_history", lambda c: (symbol, timeframe, c, self.page_limit),
                           lambda r: int(r["timestamp"]), since, until, int(step.total_seconds() * 1000))
         df = pd.DataFrame({"ts": [r.get("timestamp") for r in raw],
@@ -217,7 +218,7 @@ class CcxtSource(_NoKind):
     def fetch_liquidations(self, symbol: str, since: Any = None, until: Any = None) -> pd.DataFrame:
         """Public liquidation events via ``fetch_liquidations``; ``side`` is the liquidated position."""
         self._market(symbol, "fetchLiquidations")
-        since, until = to_utc(since), to_utc(until)
+        since, until = parse_utc(since), parse_utc(until)
         raw = self._pages("fetch_liquidations", lambda c: (symbol, c, self.page_limit),
                           lambda r: int(r["timestamp"]), since, until, 1)
         position_side = self.name in _POSITION_SIDE

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brain_tasks.market.frames import Unsupported, conform, timeframe_delta, to_utc, validate_symbol
+from brain_tasks.market.frames import Unsupported, conform, timeframe_delta, validate_symbol
+from brain_tasks.timekeeping import parse_utc
 
 REGIMES = ("low", "normal", "high", "extreme")
 _VOL_MULT = np.array([0.5, 1.0, 2.0, 4.0])
@@ -41,8 +42,8 @@ class SyntheticSource:
     def __init__(self, seed: int, *, start: Any = "2024-01-01", end: Any = "2024-03-01", base_timeframe: str = "5m",
                  annual_vol: float = 0.6, funding_interval: str = "8h", name: str = "synthetic") -> None:
         self.seed = int(seed)
-        self.start = to_utc(start)
-        self.end = to_utc(end)
+        self.start = parse_utc(start)
+        self.end = parse_utc(end)
         self.base = timeframe_delta(base_timeframe)
         self.base_timeframe = base_timeframe
         self.annual_vol = annual_vol
@@ -128,7 +129,7 @@ class SyntheticSource:
 
     @staticmethod
     def _slice(df: pd.DataFrame, since: Any, until: Any) -> pd.DataFrame:
-        since, until = to_utc(since), to_utc(until)
+        since, until = parse_utc(since), parse_utc(until)
         keep = np.ones(len(df), dtype=bool)
         if since is not None:
             keep &= (df["ts"] >= since).to_numpy()

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from brain_tasks.ml.features import timeframe_seconds
+from brain_tasks.timekeeping import timeframe_seconds
 
 DEFAULT_BINS = 10
 MAX_TAU_FRACTION = 0.5  # tau is capped at half the shorter window: at least two effective rows

@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 
-import ccxt
 import numpy as np
 import pandas as pd
 
 from brain_tasks.errors import DataError
+from brain_tasks.timekeeping import timeframe_seconds
 from brain_tasks.market.quality import DEFAULT_MAX_BAR_RATIO, OVERFLOW_LIMIT, implausible_jumps
 
 # 2: every rolling statistic and EWM window-exact (see "window-exact rolling statistics" below): values
@@ -87,16 +87,6 @@ SENTIMENT_HISTORY = pd.Timedelta(hours=176)
 # times the trailing mean per bar.
 CASCADE_MULTIPLE = 3.0
 
-
-def timeframe_seconds(timeframe: str) -> int:
-    """Length of a ccxt timeframe string in seconds ('5m' -> 300)."""
-    try:
-        seconds = int(ccxt.Exchange.parse_timeframe(timeframe))
-    except Exception as exc:  # ccxt raises bare Exceptions for unknown units
-        raise DataError(f"unknown timeframe {timeframe!r}") from exc
-    if seconds <= 0:
-        raise DataError(f"timeframe {timeframe!r} has no positive length")
-    return seconds
 
 
 def _check_ts(frame: pd.DataFrame, what: str) -> None:

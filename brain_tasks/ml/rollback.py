@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from brain_tasks.ml.metrics import long_run_covariance
+from brain_tasks.ml.metrics import long_run_covariance, paired_returns
+from brain_tasks.vocabulary import Action
 
 TEST_METHOD = "paired mean difference, Newey-West HAC (VAR(1)-prewhitened, Andrews bandwidth), one-sided t"
 
@@ -37,24 +38,12 @@ TEST_METHOD = "paired mean difference, Newey-West HAC (VAR(1)-prewhitened, Andre
 class Decision:
     """What to do, one sentence of why with the numbers, and the numbers (JSON-safe)."""
 
-    action: str
+    action: Action
     reason: str
     stats: dict[str, Any] = field(default_factory=dict)
 
 
 RollbackDecision = Decision  # the name before candidate / champion were separated
-
-
-def _paired(a: Any, b: Any, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(a, pd.Series) and isinstance(b, pd.Series):
-        joined = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner")
-        x, y = joined["a"].to_numpy(dtype="float64"), joined["b"].to_numpy(dtype="float64")
-    else:
-        x, y = np.asarray(a, dtype="float64").ravel(), np.asarray(b, dtype="float64").ravel()
-        if x.size != y.size:
-            raise ValueError(f"{names[0]} has {x.size} returns, {names[1]} {y.size}; pass Series to align by index")
-    ok = np.isfinite(x) & np.isfinite(y)
-    return x[ok], y[ok]
 
 
 def _sharpe(r: np.ndarray) -> float:
@@ -115,17 +104,17 @@ def promotion_decision(
     fewer than ``min_samples`` paired bars.  Series are paired by index, arrays by position.
     """
     _check(alpha, min_samples, margin)
-    cand, champ = _paired(candidate_returns, champion_returns, ("candidate", "champion"))
+    cand, champ = paired_returns(candidate_returns, champion_returns, ("candidate", "champion"))
     test = shortfall_test(cand, champ, margin)
     n, diff = test["n"], test["mean_diff"]
     info = {**test, "alpha": alpha, "min_samples": min_samples, "margin": margin,
             "candidate_mean": float(cand.mean()) if n else 0.0, "champion_mean": float(champ.mean()) if n else 0.0,
             "candidate_sharpe": _sharpe(cand), "champion_sharpe": _sharpe(champ)}
     if n < min_samples:
-        return Decision("insufficient_evidence", f"Keep the champion: only {n} paired bars, fewer than the "
+        return Decision(Action.INSUFFICIENT_EVIDENCE, f"Keep the champion: only {n} paired bars, fewer than the "
                         f"{min_samples} needed to compare the candidate with it.", info)
     if diff > margin and test["p_value"] <= alpha:
-        return Decision("keep", f"Keep the champion: over {n} paired bars the candidate earned {diff:.3g} per "
+        return Decision(Action.KEEP, f"Keep the champion: over {n} paired bars the candidate earned {diff:.3g} per "
                         f"bar less, a significant shortfall beyond the margin {margin:g} ({_evidence(test, alpha)}).",
                         info)
     if diff <= 0:
@@ -134,7 +123,7 @@ def promotion_decision(
         why = f"the candidate's shortfall of {diff:.3g} per bar is within the margin {margin:g}"
     else:
         why = f"the candidate's shortfall of {diff:.3g} per bar is not significant ({_evidence(test, alpha)})"
-    return Decision("promote", f"Promote the candidate: over {n} paired bars {why}.", info)
+    return Decision(Action.PROMOTE, f"Promote the candidate: over {n} paired bars {why}.", info)
 
 
 def live_rollback_decision(
@@ -151,17 +140,17 @@ def live_rollback_decision(
     champion's by more than ``margin`` with one-sided p <= ``alpha``.
     """
     _check(alpha, min_samples, margin)
-    champ, prev = _paired(champion_returns, previous_returns, ("champion", "previous"))
+    champ, prev = paired_returns(champion_returns, previous_returns, ("champion", "previous"))
     test = shortfall_test(champ, prev, margin)
     n, diff = test["n"], test["mean_diff"]
     info = {**test, "alpha": alpha, "min_samples": min_samples, "margin": margin,
             "champion_mean": float(champ.mean()) if n else 0.0, "previous_mean": float(prev.mean()) if n else 0.0,
             "champion_sharpe": _sharpe(champ), "previous_sharpe": _sharpe(prev)}
     if n < min_samples:
-        return Decision("insufficient_evidence", f"Keep the current champion: only {n} paired live bars, fewer "
+        return Decision(Action.INSUFFICIENT_EVIDENCE, f"Keep the current champion: only {n} paired live bars, fewer "
                         f"than the {min_samples} needed to compare it with the previous champion.", info)
     if diff > margin and test["p_value"] <= alpha:
-        return Decision("rollback", f"Roll back to the previous champion: over {n} paired live bars the current "
+        return Decision(Action.ROLLBACK, f"Roll back to the previous champion: over {n} paired live bars the current "
                         f"champion earned {diff:.3g} per bar less, a significant shortfall beyond the margin "
                         f"{margin:g} ({_evidence(test, alpha)}).", info)
     if diff <= 0:
@@ -171,7 +160,7 @@ def live_rollback_decision(
     else:
         why = (f"its shortfall of {diff:.3g} per bar against the previous champion is not significant "
                f"({_evidence(test, alpha)})")
-    return Decision("keep", f"Keep the current champion: over {n} paired live bars {why}.", info)
+    return Decision(Action.KEEP, f"Keep the current champion: over {n} paired live bars {why}.", info)
 
 
 def rollback_decision(

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from brain_tasks.brain.models import UTCDateTime
+from brain_tasks.brain.tables import UTCDateTime
 
 BASE_TS = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
 

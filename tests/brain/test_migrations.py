@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 
 from brain_tasks.brain.db import make_engine
 from brain_tasks.brain.migrate import current_revision, head_revision, upgrade
-from brain_tasks.brain.models import TABLE_NAMES, Base
+from brain_tasks.brain.tables import TABLE_NAMES, Base
 
 
 def _schema(url: str) -> dict[str, object]:

@@ -137,14 +137,14 @@ def test_filters_and_missing_symbols(pg_brain: sa.Engine, monkeypatch: pytest.Mo
 
 
 def test_real_sample_market_is_identical(pg_brain: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    from brain_tasks import jobs
-    from brain_tasks.collect import ingest_freqtrade
+    from brain_tasks.service.steps.reads import load_market
+    from brain_tasks.service.steps.collect import ingest_freqtrade
     from brain_tasks.settings import from_environ
 
     ingest_freqtrade(pg_brain, SAMPLE, symbols=["ETH/BTC", "LTC/BTC"], timeframe="5m")
     settings = from_environ({"BRAIN_DATABASE_URL": str(pg_brain.url)})
     for symbol in ("ETH/BTC", "LTC/BTC"):
-        packed, rows = _both(monkeypatch, lambda: jobs.load_market(pg_brain, settings, symbol))  # noqa: B023
+        packed, rows = _both(monkeypatch, lambda: load_market(pg_brain, settings, symbol))  # noqa: B023
         assert len(packed["candles"]) > 1000
         for key in packed:
             assert (packed[key] is None) == (rows[key] is None), key
@@ -161,7 +161,7 @@ def test_a_column_without_a_fixed_width_form_falls_back_to_rows(pg_brain: sa.Eng
 
 def test_a_rewritten_bar_in_the_middle_is_read_at_once(pg_brain: sa.Engine) -> None:
     """No read is served from a copy: a corrected bar shows in the next load_market."""
-    from brain_tasks import jobs
+    from brain_tasks.service.steps.reads import load_market
     from brain_tasks.settings import from_environ
 
     ts = pd.date_range("2024-01-01", periods=500, freq="5min", tz="UTC")
@@ -169,9 +169,9 @@ def test_a_rewritten_bar_in_the_middle_is_read_at_once(pg_brain: sa.Engine) -> N
                          "low": 0.5, "close": np.linspace(1, 2, len(ts)), "volume": 10.0})
     store.upsert(pg_brain, "candles", bars)
     settings = from_environ({"BRAIN_DATABASE_URL": str(pg_brain.url), "BRAIN_EXCHANGE": EX})
-    before = jobs.load_market(pg_brain, settings, SYM)["candles"]
+    before = load_market(pg_brain, settings, SYM)["candles"]
     store.upsert(pg_brain, "candles", bars.iloc[[250]].assign(close=99.0))
-    after = jobs.load_market(pg_brain, settings, SYM)["candles"]
+    after = load_market(pg_brain, settings, SYM)["candles"]
     assert before["close"].iloc[250] != 99.0 and after["close"].iloc[250] == 99.0
     assert after.drop(index=250).equals(before.drop(index=250))
 

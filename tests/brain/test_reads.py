@@ -9,7 +9,7 @@ import pytest
 
 from brain_tasks.brain import store
 from brain_tasks.brain.db import make_engine
-from brain_tasks.brain.models import TABLE_NAMES, Base
+from brain_tasks.brain.tables import TABLE_NAMES, Base
 from tests.brain.rows import BASE_TS, candles, make_row
 from tests import snapshots
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from brain_tasks.brain import store
 from brain_tasks.brain.db import make_engine
-from brain_tasks.brain.models import TABLE_NAMES, Base
+from brain_tasks.brain.tables import TABLE_NAMES, Base
 from brain_tasks.errors import DataError
 from tests.brain.rows import BASE_TS, candles, key_of, make_row
 

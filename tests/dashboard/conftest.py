@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from brain_tasks.brain.models import Base, Candle, ChampionHistory, ModelComparison, ModelMetric, ModelRegistry
+from brain_tasks.brain.tables import Base, Candle, ChampionHistory, ModelComparison, ModelMetric, ModelRegistry
 from brain_tasks.settings import Settings
 from tests.test_report import BTC, DAY1, DAY2, ETH, STAMP, build_brain
 

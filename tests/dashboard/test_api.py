@@ -200,7 +200,7 @@ def test_metrics_parse_and_carry_the_brain(client: TestClient) -> None:
 def test_alert_rules_use_exposed_metric_names(client: TestClient) -> None:
     import yaml
 
-    from brain_tasks.dashboard.metrics import METRIC_NAMES
+    from brain_tasks.dashboard.prometheus import METRIC_NAMES
     from tests.workers import REPO
 
     assert set(scrape(client)) <= set(METRIC_NAMES)

@@ -131,7 +131,7 @@ def test_run_progress_updates_itself_while_real_workers_run_it(browser: object, 
     from brain_tasks.brain.migrate import upgrade
     from celery import Celery
 
-    from brain_tasks.collect import ingest_freqtrade
+    from brain_tasks.service.steps.collect import ingest_freqtrade
     from brain_tasks.dashboard import data
     from tests import servers
     from tests.workers import REPO, brain_env, wait_for, worker

@@ -10,7 +10,7 @@ import pytest
 from scipy import signal
 
 from brain_tasks.ml.drift import autocorrelation_time, drift_windows, feature_drift, psi
-from brain_tasks.ml.features import timeframe_seconds
+from brain_tasks.timekeeping import timeframe_seconds
 
 N_REF, N_CUR = 720, 168
 

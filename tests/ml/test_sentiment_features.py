@@ -88,7 +88,7 @@ def test_sources_pool_by_item_count_and_quiet_hours_count_as_quiet():
 
 
 def test_the_same_candles_rebuild_the_same_features_however_far_back_sentiment_was_read():
-    # A manifest's dataset is rebuilt from its first candle on (jobs.dataset_for): same digest required.
+    # A manifest's dataset is rebuilt from its first candle on (steps.reads.dataset_for): same digest required.
     candles = _candles(600)
     rows = aggregate_hourly(_items(400, "2023-12-25", 24 * 9, seed=6), [SYM]).drop(columns=["symbol"])
     everything = make_features(candles, timeframe="5m", sentiment=rows)

@@ -10,7 +10,7 @@ from alembic import context
 
 import sqlalchemy as sa
 
-from brain_tasks.brain.models import Base, UTCDateTime
+from brain_tasks.brain.tables import Base, UTCDateTime
 
 target_metadata = Base.metadata
 

@@ -13,8 +13,8 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from brain_tasks.brain.models import DataQualityLog
-from brain_tasks.market.frames import to_utc
+from brain_tasks.brain.tables import DataQualityLog
+from brain_tasks.timekeeping import to_utc
 from brain_tasks.market.quality import Finding
 
 _KEY = ("source", "symbol", "timeframe", "data_kind", "check", "ts_start")
@@ -23,8 +23,7 @@ _CHUNK = 500
 
 
 def _py(ts: Any) -> dt.datetime | None:
-    ts = to_utc(ts)
-    return None if ts is None else ts.to_pydatetime()
+    return None if ts is None else to_utc(ts)
 
 
 def _insert(engine: sa.Engine) -> Any:

@@ -18,15 +18,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from brain_tasks import serving
+from brain_tasks.service import serving
 from brain_tasks.brain import registry
 from brain_tasks.brain import signals as signal_rows
 from brain_tasks.errors import BrainError, NoModelError, StaleDataError
 from brain_tasks.settings import Settings
+from brain_tasks.timekeeping import now, timeframe_seconds
+from brain_tasks.vocabulary import Status
 
 log = logging.getLogger(__name__)
 
-OK, PARTIAL, FAILED = "succeeded", "partial", "failed"
 LIVE = "live"
 
 
@@ -38,7 +39,7 @@ def universe(engine: sa.Engine, settings: Settings, symbols: Sequence[str] | Non
 def publish_signals(engine: sa.Engine, settings: Settings, symbols: Sequence[str] | None = None,
                     stamp: dt.datetime | None = None) -> dict[str, Any]:
     """Compute and record the latest decision of each symbol; idempotent per (symbol, bar, model)."""
-    stamp = stamp or serving.now()
+    stamp = stamp or now()
     published: dict[str, dict[str, Any]] = {}
     stale: dict[str, str] = {}
     skipped: dict[str, str] = {}
@@ -64,7 +65,7 @@ def publish_signals(engine: sa.Engine, settings: Settings, symbols: Sequence[str
         except Exception as exc:  # a bug in one symbol: log it, serve the others
             log.exception("publish_signals %s failed", symbol)
             failed[symbol] = f"{type(exc).__name__}: {exc}"
-    state = FAILED if failed and not (published or stale) else (PARTIAL if failed else OK)
+    state = Status.FAILED if failed and not (published or stale) else (Status.PARTIAL if failed else Status.OK)
     return {"status": state, "served_at": stamp.isoformat(), "new_rows": new_rows, "published": published,
             "stale": stale, "skipped": skipped, "failed": failed}
 
@@ -73,17 +74,17 @@ def track_live(engine: sa.Engine, settings: Settings, as_of: dt.date, symbols: S
                ) -> dict[str, Any]:
     """Live returns and metrics of every model that served signals (of `symbols`, default all), written
     to model_metrics with evaluation 'live' and the given as-of date.  Returns {symbol: {"model v": n_bars}}."""
-    from brain_tasks.ml import serving as ml
+    from brain_tasks.ml import inference as ml
 
     wanted = set(symbols) if symbols else None
     out: dict[str, dict[str, int]] = {}
     for symbol, model_type, version in signal_rows.served_versions(engine):
         if wanted is not None and symbol not in wanted:
             continue
-        manifest = serving._manifest(engine, engine, symbol, model_type, version)
+        manifest = serving.server(engine).manifest(symbol, model_type, version)
         config = ml.serve_config(manifest.config)
         signals, candles = signal_rows.with_following_bars(
-            engine, settings.exchange, config.timeframe, serving.bar_seconds(config.timeframe), symbol, model_type,
+            engine, settings.exchange, config.timeframe, timeframe_seconds(config.timeframe), symbol, model_type,
             version, following=config.execution_lag + 1)
         returns = ml.live_returns(signals, candles, config)
         metrics = ml.live_metrics(returns, config)

@@ -22,9 +22,10 @@ import pandas as pd
 import sqlalchemy as sa
 
 from brain_tasks.brain import store
-from brain_tasks.brain.quality import record_findings, resolve_findings
+from brain_tasks.brain.findings import record_findings, resolve_findings
 from brain_tasks.errors import DataError, TransientError
-from brain_tasks.market.frames import to_utc, utcnow
+from brain_tasks import timekeeping
+from brain_tasks.timekeeping import parse_utc
 from brain_tasks.market.news import (
     DATA_KIND,
     Fetched,
@@ -93,9 +94,9 @@ def collect_feed(engine: sa.Engine, feed: NewsFeed, *, symbols: list[str], tagge
 
     Raises the fetch's `DataError` after recording it as a finding, and `TransientError` as it is.
     """
-    now_ts = to_utc(now) if now is not None else utcnow()
+    now_ts = parse_utc(now) if now is not None else pd.Timestamp(timekeeping.now())
     last = store.last_timestamp(engine, "sentiment_scores", source=feed.name)
-    since = to_utc(last) + HOUR if last is not None else now_ts.floor("h") - lookback
+    since = parse_utc(last) + HOUR if last is not None else now_ts.floor("h") - lookback
     try:
         fetched: Fetched = feed.fetch(since)
     except DataError as exc:
@@ -183,7 +184,7 @@ def ingest_news(engine: sa.Engine, path: str | Path, *, symbols: list[str] | Non
     market symbol (``BASE/QUOTE``) an item names in its ``symbols`` field.  The hours a file covers
     are recomputed from that file alone, per source.
     """
-    now_ts = to_utc(now) if now is not None else utcnow()
+    now_ts = parse_utc(now) if now is not None else pd.Timestamp(timekeeping.now())
     name = source or Path(path).stem
     try:
         fetched = read_items_file(path, source=source)

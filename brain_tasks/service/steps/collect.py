@@ -16,10 +16,12 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from brain_tasks.brain import models, store
-from brain_tasks.brain.quality import open_findings, record_findings, resolve_findings
+from brain_tasks.brain import tables, store
+from brain_tasks.brain.findings import open_findings, record_findings, resolve_findings
 from brain_tasks.errors import DataError
-from brain_tasks.market.frames import BadRequest, timeframe_delta, to_utc, utcnow, validate_symbol
+from brain_tasks.market.frames import BadRequest, timeframe_delta, validate_symbol
+from brain_tasks import timekeeping
+from brain_tasks.timekeeping import parse_utc
 from brain_tasks.market.quality import (JUMP_WINDOW, VALIDATORS, Finding, Validated, coverage, find_gaps,
                                         stale_finding, validate_candles)
 from brain_tasks.market.sources import CcxtSource, FreqtradeSource, MarketSource, SyntheticSource
@@ -46,11 +48,11 @@ class _Kind:
 
 
 KINDS: dict[str, _Kind] = {
-    "candles": _Kind(models.Candle.__table__, "exchange", True, True),
-    "funding": _Kind(models.FundingRate.__table__, "exchange", True, False),
-    "open_interest": _Kind(models.OpenInterest.__table__, "exchange", True, False),
-    "liquidations": _Kind(models.Liquidation.__table__, "exchange", False, False),
-    "sentiment": _Kind(models.SentimentScore.__table__, "source", False, False),
+    "candles": _Kind(tables.Candle.__table__, "exchange", True, True),
+    "funding": _Kind(tables.FundingRate.__table__, "exchange", True, False),
+    "open_interest": _Kind(tables.OpenInterest.__table__, "exchange", True, False),
+    "liquidations": _Kind(tables.Liquidation.__table__, "exchange", False, False),
+    "sentiment": _Kind(tables.SentimentScore.__table__, "source", False, False),
 }
 _EVENT_LOOKBACK = pd.Timedelta(days=7)
 
@@ -101,7 +103,7 @@ def collect(engine: sa.Engine, source: MarketSource, kind: str, symbol: str, *, 
     changes nothing.  A candle more than ``max_bar_ratio`` (default: the BRAIN_MAX_BAR_RATIO setting)
     times away from the bars before it is rejected as implausible.
     """
-    now_ts = to_utc(now) if now is not None else utcnow()
+    now_ts = parse_utc(now) if now is not None else pd.Timestamp(timekeeping.now())
     dq_tf = timeframe if kind in ("candles", "open_interest") else None
     explicit_since = since is not None
     fallback = now_ts.floor("D")
@@ -110,7 +112,7 @@ def collect(engine: sa.Engine, source: MarketSource, kind: str, symbol: str, *, 
             raise BadRequest(f"unknown data kind {kind!r}; expected one of {sorted(KINDS)}", check="unknown_kind")
         spec = KINDS[kind]
         validate_symbol(symbol)
-        since_ts, until_ts = to_utc(since), to_utc(until)
+        since_ts, until_ts = parse_utc(since), parse_utc(until)
         if since_ts is not None:
             fallback = since_ts
         if since_ts is not None and until_ts is not None and since_ts >= until_ts:
@@ -140,8 +142,8 @@ def collect(engine: sa.Engine, source: MarketSource, kind: str, symbol: str, *, 
         check = getattr(exc, "check", "data_error")
         finding = Finding(kind[:16], check, "error", fallback, None,
                           {"message": str(exc)[:2000], "error": type(exc).__name__, "timeframe": timeframe,
-                           "since": _iso(to_utc(since)) if _readable(since) else repr(since),
-                           "until": _iso(to_utc(until)) if _readable(until) else repr(until)})
+                           "since": _iso(parse_utc(since)) if _readable(since) else repr(since),
+                           "until": _iso(parse_utc(until)) if _readable(until) else repr(until)})
         # symbol_label: the finding must be storable even when the symbol is what was wrong (a NUL byte).
         record_findings(engine, getattr(source, "name", "?"), symbol_label(symbol), dq_tf, [finding], now=now_ts)
         raise
@@ -200,7 +202,7 @@ def _live(source: MarketSource) -> bool:
 
 def _readable(value: Any) -> bool:
     try:
-        to_utc(value)
+        parse_utc(value)
         return True
     except DataError:
         return False
@@ -225,7 +227,7 @@ def _resume(engine: sa.Engine, spec: _Kind, source: MarketSource, kind: str, sym
             lookback_bars: int, backfill_bars: int) -> tuple[pd.Timestamp | None, bool]:
     """Where to start: the caller's ``since``, else after the last stored row or at the oldest open gap."""
     last = store.last_timestamp(engine, spec.table.name, **key)
-    last = to_utc(last)
+    last = parse_utc(last)
     if since is not None:
         return since, last is not None
     if last is None:
@@ -236,7 +238,7 @@ def _resume(engine: sa.Engine, spec: _Kind, source: MarketSource, kind: str, sym
         return last, True  # events: re-read the last instant, the upsert makes the overlap harmless
     start = last + step
     horizon = last - step * backfill_bars
-    gaps = [to_utc(g[0]) for g in open_findings(engine, source.name, symbol, dq_tf, kind, "gap")]
+    gaps = [parse_utc(g[0]) for g in open_findings(engine, source.name, symbol, dq_tf, kind, "gap")]
     gaps = [g for g in gaps if g >= horizon]
     if gaps:
         start = min(start, min(gaps) - step)
@@ -286,7 +288,7 @@ def check_stored(engine: sa.Engine, exchange: str, symbols: list[str], timeframe
                  min_coverage: float = 0.95) -> dict[str, Any]:
     """Re-check the stored candles of ``symbols``: gaps, and days whose coverage is below ``min_coverage``,
     recorded as findings (and resolved once the stored series no longer shows them)."""
-    now_ts = to_utc(now) if now is not None else utcnow()
+    now_ts = parse_utc(now) if now is not None else pd.Timestamp(timekeeping.now())
     out: dict[str, Any] = {"exchange": exchange, "timeframe": timeframe, "symbols": {}}
     for symbol in symbols:
         candles = store.read_candles(engine, exchange, symbol, timeframe)

@@ -20,8 +20,10 @@ import sqlalchemy as sa
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from brain_tasks import timekeeping
 from brain_tasks.brain import dashboard_views as dv
 from brain_tasks.settings import Settings, is_redis_url
+from brain_tasks.vocabulary import RUN_STATES
 
 METRIC_NAMES = ("brain_symbols", "brain_data_age_seconds", "brain_data_max_age_seconds", "brain_champion_age_seconds",
                 "brain_champion_sharpe", "brain_champion_total_return", "brain_run_last_duration_seconds",
@@ -30,7 +32,6 @@ METRIC_NAMES = ("brain_symbols", "brain_data_age_seconds", "brain_data_max_age_s
 FAILURE_WINDOW = dt.timedelta(hours=24)
 # kombu's Redis transport keeps a queue's priorities 3, 6 and 9 in lists of their own beside it.
 _PRIORITY_SEP, _PRIORITY_STEPS = "\x06\x16", (3, 6, 9)
-RUN_STATES = ("pending", "running", "succeeded", "failed", "partial", "skipped", "cancelled")
 
 
 def _gauge(name: str, doc: str, labels: Sequence[str] = ()) -> GaugeMetricFamily:
@@ -72,7 +73,7 @@ class BrainCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from brain_tasks.dashboard.data import ask_at_once
 
-        s, e, now = self.settings, self.engine, dt.datetime.now(dt.timezone.utc)
+        s, e, now = self.settings, self.engine, timekeeping.now()
         a = ask_at_once({
             "bars": lambda: dv.last_bars(e, s.exchange, s.timeframe), "runs": lambda: dv.last_run_states(e),
             "versioned": lambda: dv.symbols_with_versions(e), "champions": lambda: dv.champion_rows(e),

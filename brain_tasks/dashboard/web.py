@@ -23,7 +23,7 @@ from brain_tasks.brain import dashboard_views as dv
 from brain_tasks.brain.db import make_engine, redact_url
 from brain_tasks.dashboard import data
 from brain_tasks.dashboard.auth import AuthConfigError, AuthMiddleware, Credentials
-from brain_tasks.dashboard.metrics import make_registry
+from brain_tasks.dashboard.prometheus import make_registry
 from brain_tasks.settings import Settings
 
 HERE = Path(__file__).resolve().parent

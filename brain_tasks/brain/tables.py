@@ -17,6 +17,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from brain_tasks.vocabulary import ChampionStatus
+
 # Constraint names that Alembic can reproduce on every backend.
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -193,8 +195,8 @@ class ModelRegistry(Base):
                                        name="uq_model_registry_identity"),
                       # Exactly one champion per symbol, whatever the code above it does.
                       Index("uq_model_registry_one_champion", "symbol", unique=True,
-                            postgresql_where=text("status = 'champion'"),
-                            sqlite_where=text("status = 'champion'")))
+                            postgresql_where=text(f"status = '{ChampionStatus.CHAMPION}'"),
+                            sqlite_where=text(f"status = '{ChampionStatus.CHAMPION}'")))
     symbol: Mapped[str] = _key()
     model_type: Mapped[str] = _key(32)
     version: Mapped[int] = mapped_column(Integer, primary_key=True)

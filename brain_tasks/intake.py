@@ -1,17 +1,24 @@
-"""Validate a request before any work: model types, symbols, dates, task arguments.
+"""What a request is: its checks (model types, symbols, dates, task arguments) and its run identity.
 
-Used by the client (before anything is enqueued), the CLI (one line, exit status 2) and the fan-out
+Checks are used by the client (before anything is enqueued), the CLI (one line, exit status 2) and the fan-out
 tasks (a message sent by name, bypassing the client, is refused the same way).  Light on purpose:
 importing it loads no ML or exchange library.
+
+A run's id is derived from what it does, not drawn at random: the same daily retrain enqueued twice
+is the same run.  Each enqueue is a new attempt of it, with rows of its own in training_runs
+(brain_tasks/brain/runs.py), so a re-run never reads an earlier attempt's states.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import re
 from collections.abc import Iterable
 from typing import Any
 
+from brain_tasks import timekeeping
 from brain_tasks.errors import BrainError
 from brain_tasks.market.symbols import InvalidArgument, InvalidSymbol, symbol_label, validate_symbol
 
@@ -84,7 +91,7 @@ def check_models(models: Any) -> list[str]:
 def check_as_of(value: str | dt.date | dt.datetime | None) -> dt.date:
     """An as-of date (ISO string or date); None means today in UTC."""
     if value is None:
-        return dt.datetime.now(dt.timezone.utc).date()
+        return timekeeping.now().date()
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.timezone.utc).date() if value.tzinfo else value.date()
     if isinstance(value, dt.date):
@@ -95,3 +102,19 @@ def check_as_of(value: str | dt.date | dt.datetime | None) -> dt.date:
             else dt.date.fromisoformat(text)
     except ValueError:
         raise BadDateError(f"invalid as-of date {_printable(value)}: expected YYYY-MM-DD") from None
+
+
+# --- run identities ------------------------------------------------------------------------------
+
+RUN_SUMMARY_SYMBOL = "*"  # the training_runs row of an attempt as a whole
+
+
+def as_of_date(value: str | dt.date | dt.datetime | None) -> dt.date:
+    """Parse an as-of date (ISO string or date); default: today in UTC.  A bad date is a BadDateError."""
+    return check_as_of(value)
+
+
+def run_id_for(kind: str, as_of: dt.date, symbols: Iterable[str] = (), models: Iterable[str] = ()) -> str:
+    digest = hashlib.sha256(
+        json.dumps({"symbols": sorted(symbols), "models": sorted(models)}).encode()).hexdigest()[:12]
+    return f"{kind}-{as_of.isoformat()}-{digest}"

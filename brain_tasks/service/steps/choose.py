@@ -1,0 +1,45 @@
+"""Select: what to trade in each volatility regime (and overall)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from brain_tasks.brain import registry
+from brain_tasks.service.chain import ChainState
+from brain_tasks.service.steps.reads import run_versions
+from brain_tasks.settings import Settings
+from brain_tasks.vocabulary import Action, ChampionStatus
+
+
+def select_model(engine: sa.Engine, settings: Settings, state: ChainState) -> ChainState:
+    """Pick among this run's versions that were not rejected, buy-and-hold and flat: a candidate is
+    chosen only when its deflated Sharpe ratio over every trial reaches `settings.dsr_level`, else the
+    choice is flat (not tradeable, with the reason).  A backfill or an unchanged run leaves the current
+    choice alone."""
+    from brain_tasks.ml.metrics import bars_per_year
+    from brain_tasks.ml.regimes import select_per_regime
+
+    symbol = state.symbol
+    current = registry.regime_choice(engine, symbol)
+    if current and min(c["as_of"] for c in current.values()) >= state.as_of:
+        # Selected already for this day (a repeated step) or for a later one: finished work stands.
+        return state.update(selection={k: v["model_type"] for k, v in current.items()},
+                            tradeable=sorted(k for k, v in current.items() if v["tradeable"]))
+    if not state.ok or state.action in (Action.BACKFILL, Action.UNCHANGED):
+        return state
+    rows = {(r.model_type, r.version): r for r in registry.registry_rows(engine, symbol)}
+    versions = [v for v in run_versions(engine, state)
+                if rows[(v.model_type, v.version)].status not in (ChampionStatus.REJECTED, ChampionStatus.BACKFILL)]
+    oos = {v.model_type: registry.oos_frame(engine, v.oos_sha256) for v in versions}
+    by_type = {v.model_type: v.version for v in versions}
+    # Every configuration tried for the symbol counts as trials of the deflated Sharpe ratio.
+    configs = len({m.config_hash for m in registry.manifests(engine, symbol)})
+    n_trials = None if configs <= 1 else configs * (len(oos) + 1) * 5
+    choice = select_per_regime(oos, periods_per_year=bars_per_year(settings.timeframe), n_trials=n_trials,
+                               dsr_level=settings.dsr_level, previous=registry.previous_choice(engine, symbol))
+    registry.write_regime_choice(engine, symbol, state.as_of, {
+        regime: {**{k: v for k, v in c.items() if k not in ("model",)}, "model_type": c["model"],
+                 "version": by_type.get(c["model"])}
+        for regime, c in choice.items()})
+    return state.update(selection={k: v["model"] for k, v in choice.items()},
+                        tradeable=sorted(k for k, v in choice.items() if v["tradeable"]))

@@ -1,0 +1,61 @@
+"""The Brain's words: every state, status, action and champion status, defined once.
+
+They are string enums (`enum.StrEnum`): a member *is* its string, so rows store exactly what they
+stored before ("succeeded", "champion", ...), JSON carries the plain word, and a comparison with a
+string read back from the database or a task result holds.  Import the member, never retype the word.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """What a step, a run attempt, a symbol's chain or a collection ended (or stands) as."""
+
+    PENDING = "pending"          # an attempt's symbol not started yet
+    RUNNING = "running"          # a step of the symbol's chain has started
+    OK = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"          # nothing to do (no champion yet, sizer off, ...): not a failure
+    STALE = "stale"              # the data is too old to train on: ends the chain like a failure, says why
+    CANCELLED = "cancelled"      # an unfinished symbol of an attempt that was stopped
+    PARTIAL = "partial"          # an attempt (or publish) where some symbols failed and others did not
+    UNKNOWN = "unknown"          # a run id with no attempt on record
+
+
+OPEN = (Status.PENDING, Status.RUNNING)
+TERMINAL = (Status.OK, Status.FAILED, Status.SKIPPED, Status.CANCELLED)
+# Every state an attempt or one of its symbols can be in (the dashboard's gauge has one series each).
+RUN_STATES = (Status.PENDING, Status.RUNNING, Status.OK, Status.FAILED, Status.PARTIAL, Status.SKIPPED,
+              Status.CANCELLED)
+
+
+def outcome_state(status: str | None) -> Status:
+    """The state a chain's final status leaves its symbol in: succeeded and skipped stand, anything
+    else (stale included) is a failure of the symbol."""
+    return Status(status) if status in (Status.OK, Status.SKIPPED) else Status.FAILED
+
+
+class Action(StrEnum):
+    """What a champion decision did (rollback_logs.action, champion_history.action)."""
+
+    PROMOTE = "promote"                               # the candidate becomes the champion
+    KEEP = "keep"                                     # the champion stays: the candidate is worse
+    INSUFFICIENT_EVIDENCE = "insufficient_evidence"   # the champion stays: too few bars to tell
+    BACKFILL = "backfill"                             # trained as of an earlier day: recorded, never promoted
+    UNCHANGED = "unchanged"                           # same inputs as before: nothing to decide
+    ROLLBACK = "rollback"                             # the live champion is rolled back to the previous one
+    PIN = "pin"                                       # an operator pinned a version
+    NONE = "none"                                     # nothing to compare with yet
+
+
+class ChampionStatus(StrEnum):
+    """A version's place in the registry (model_registry.status)."""
+
+    CANDIDATE = "candidate"
+    CHAMPION = "champion"
+    REJECTED = "rejected"
+    BACKFILL = "backfill"
+    PREVIOUS = "previous"
+    ROLLED_BACK = "rolled_back"
