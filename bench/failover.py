@@ -35,6 +35,9 @@ def one_round() -> tuple[list[dict], bool, float]:
                           cwd=REPO, capture_output=True, text=True)
     # pytest -s puts a test's printed lines after the progress dots of the tests before it.
     rows = [m.groupdict() for m in map(LINE.search, proc.stdout.splitlines()) if m]
+    if proc.returncode != 0:  # what failed, for the record (the figures of the passing test still count)
+        errors = [line for line in proc.stdout.splitlines() if line.startswith(("E ", "FAILED"))]
+        print("\n".join(f"    {line[:300]}" for line in errors[-12:]), flush=True)
     return rows, proc.returncode == 0, time.monotonic() - started
 
 
