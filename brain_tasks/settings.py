@@ -162,11 +162,10 @@ class Settings:
 
     def describe(self) -> dict[str, str]:
         """The settings with every password redacted, for logs and `--help` output."""
-        redact = redact_url
         return {
-            "database": redact(self.database_url),
-            "broker": redact(self.broker_url) if self.broker_url else "embedded (filesystem transport)",
-            "result_backend": redact(self.effective_result_backend),
+            "database": redact_url(self.database_url),
+            "broker": redact_url(self.broker_url) if self.broker_url else "embedded (filesystem transport)",
+            "result_backend": redact_url(self.effective_result_backend),
         }
 
 
