@@ -26,7 +26,7 @@ TESTS = ["tests/test_failover_redis.py::test_redis_master_killed_mid_retrain_and
          "tests/test_failover_pg.py::test_postgres_primary_stopped_mid_retrain_and_standby_promoted"]
 LINE = re.compile(r"(?P<case>redis sentinel failover|postgres standby failover): run (?P<run>\w+), "
                   r"state (?P<state>\w+), promoted_s (?P<promoted>[\d.-]+), finished_s (?P<finished>[\d.-]+), "
-                  r"redrives (?P<redrives>\d+)$")
+                  r"redrives (?P<redrives>\d+), worker_restarts (?P<restarts>\d+)$")
 
 
 def one_round() -> tuple[list[dict], bool, float]:
@@ -51,13 +51,14 @@ def main() -> None:
         print(f"round {i + 1}: {'passed' if passed else 'FAILED'} in {seconds:.0f} s", flush=True)
         for row in rows:
             print(f"  {row['case']}, {row['run']}: {row['state']}, promoted {row['promoted']} s, "
-                  f"finished {row['finished']} s after the fault, re-drives {row['redrives']}")
+                  f"finished {row['finished']} s after the fault, re-drives {row['redrives']}, "
+                  f"worker restarts {row['restarts']}")
             by_fault[(row["case"], row["run"])].append(row)
     print()
     # Every row is the attempt the Engine enqueued, finished in that attempt: no manual re-drive (that
     # would be a new attempt).  Re-drives are reconcile_runs' own.
     print(f"{'fault':<42} {'n':>2} {'promoted s (median)':>20} {'fault to finish s (min/median/max)':>36} "
-          f"{'re-drives (max)':>16}")
+          f"{'re-drives (max)':>16} {'worker restarts (sum)':>22}")
     for (case, run), rows in by_fault.items():
         finished = [float(r["finished"]) for r in rows if r["finished"] != "-"]
         promoted = [float(r["promoted"]) for r in rows if r["promoted"] != "-"]
@@ -65,7 +66,7 @@ def main() -> None:
                   if finished else "no fault in this run")
         print(f"{case + ', ' + run:<42} {len(rows):>2} "
               f"{(f'{statistics.median(promoted):.1f}' if promoted else '-'):>20} {spread:>36} "
-              f"{max(int(r['redrives']) for r in rows):>16}")
+              f"{max(int(r['redrives']) for r in rows):>16} {sum(int(r['restarts']) for r in rows):>22}")
 
 
 if __name__ == "__main__":

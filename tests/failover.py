@@ -8,13 +8,15 @@ once per session on the session's plain servers) through `tests.chaos.assert_sam
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from brain_tasks.brain import runs
@@ -46,11 +48,11 @@ def record(run, handle, status):
                             "state": status["state"], "finished": time.time()}}) + "\\n")
 
 handle = client.retrain({symbols!r}, models=["baseline"], as_of={as_of!r})
-record("retrain", handle, client.wait(handle, timeout=600, poll=0.2))
+record("retrain", handle, client.wait(handle, timeout=300, poll=0.2))
 while not pathlib.Path({go!r}).exists():
     time.sleep(0.05)
 handle = client.nightly(as_of={as_of!r}, symbols={symbols!r})
-record("nightly", handle, client.wait(handle, timeout=600, poll=0.2))
+record("nightly", handle, client.wait(handle, timeout=300, poll=0.2))
 """
 
 SENDING_RECONCILE = re.compile(rb"Sending due task reconcile-runs")
@@ -75,7 +77,7 @@ class Engine:
         lines = self.done.read_text().splitlines() if self.done.exists() else []
         return {r["run"]: r for r in map(json.loads, lines)}
 
-    def wait_for(self, run: str, timeout: float = 600) -> dict:
+    def wait_for(self, run: str, timeout: float = 300) -> dict:
         wait_for(lambda: run in self.finished(), timeout, interval=0.1, what=f"the Engine's wait on the {run}")
         return self.finished()[run]
 
@@ -86,6 +88,43 @@ def start_engine(env: Mapping[str, str], tmp: Path) -> Engine:
     proc = subprocess.Popen([sys.executable, "-c", code], env=dict(env), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=REPO)
     return Engine(proc, go, done)
+
+
+@dataclass
+class Supervised:
+    """A worker kept running as a process manager keeps it (compose's `restart: unless-stopped`):
+    `restarts` holds the time of each restart after the worker exited by itself."""
+
+    restarts: list[float] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def supervised_worker(env: Mapping[str, str], *, name: str, concurrency: int, log_dir: Path) -> Iterator[Supervised]:
+    """`tests.workers.worker`, started again whenever it exits (stopped for good when the block exits).
+
+    Why: Celery 5.7's worker can exit after a Sentinel failover ("Unrecoverable error: AttributeError:
+    'NoneType' object has no attribute 'hostname'", raised in kombu's SentinelChannel while it closes the
+    lost connection and restores the messages it held, seen about once in ten failovers on this loaded
+    machine); in production the process manager restarts it, and so does this."""
+    state = Supervised()
+    stop = threading.Event()
+    with contextlib.ExitStack() as stack:
+        current = [stack.enter_context(worker(env, name=name, concurrency=concurrency, log_dir=log_dir))]
+
+        def watch() -> None:
+            while not stop.wait(0.5):
+                if current[0].poll() is not None:
+                    state.restarts.append(time.time())
+                    current[0] = stack.enter_context(worker(env, name=name, concurrency=concurrency,
+                                                            log_dir=log_dir))
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            yield state
+        finally:
+            stop.set()
+            watcher.join()
 
 
 def beat(env: Mapping[str, str], log: Path) -> subprocess.Popen:

@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 from brain_tasks.brain.db import check_schema, dispose_engine, make_engine
 from brain_tasks.errors import DatabaseUnavailableError
 from tests import chaos, failover, servers
-from tests.workers import REPO, brain_env, worker
+from tests.workers import REPO, brain_env
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 
@@ -113,7 +113,7 @@ def test_postgres_primary_stopped_mid_retrain_and_standby_promoted(pair, tmp_pat
     beat = failover.beat(env, beat_log)
     try:
         log = tmp_path / "w.log"
-        with worker(env, name="w", concurrency=2, log_dir=tmp_path):
+        with failover.supervised_worker(env, name="w", concurrency=2, log_dir=tmp_path) as supervisor:
             engine = failover.start_engine(env, tmp_path)
             chaos.when_logged(log, TRAINING)
             fault = time.time()
@@ -123,13 +123,15 @@ def test_postgres_primary_stopped_mid_retrain_and_standby_promoted(pair, tmp_pat
             done = engine.wait_for("retrain")
             faults = [{"run": "retrain", "state": done["state"], "promoted_s": round(promoted, 1),
                        "finished_s": round(done["finished"] - fault, 1),
-                       "redrives": failover.redrives(url, done["run_id"], done["attempt_id"])}]
+                       "redrives": failover.redrives(url, done["run_id"], done["attempt_id"]),
+                       "worker_restarts": len(supervisor.restarts)}]
             # The old primary comes back, as a standby of the new one: it answers, read-only.
             servers.rejoin_as_standby(primary, standby)
             engine.release_nightly()
             nightly = engine.wait_for("nightly")
             faults.append({"run": "nightly", "state": nightly["state"], "promoted_s": "-", "finished_s": "-",
-                           "redrives": failover.redrives(url, nightly["run_id"], nightly["attempt_id"])})
+                           "redrives": failover.redrives(url, nightly["run_id"], nightly["attempt_id"]),
+                           "worker_restarts": len(supervisor.restarts) - faults[0]["worker_restarts"]})
             on_old, on_new = _brain_connections(primary), _brain_connections(standby)
             sends = failover.one_beat_schedules([beat_log], interval=2.0)
     finally:

@@ -24,7 +24,7 @@ import pytest
 from brain_tasks.brain.db import dispose_engine
 from brain_tasks.settings import from_environ
 from tests import chaos, failover, servers
-from tests.workers import brain_env, run_python, worker
+from tests.workers import brain_env, run_python
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 
@@ -137,7 +137,7 @@ def test_redis_master_killed_mid_retrain_and_mid_nightly(tmp_path, pg_url, redis
             chaos.when_logged(beat_logs[0], r"beat: Acquired lock", timeout=60)
             beats.append(failover.beat(env, beat_logs[1]))  # waits for the lock
             log = tmp_path / "w.log"
-            with worker(env, name="w", concurrency=2, log_dir=tmp_path):
+            with failover.supervised_worker(env, name="w", concurrency=2, log_dir=tmp_path) as supervisor:
                 engine = failover.start_engine(env, tmp_path)
                 faults = []
                 for run, pattern in (("retrain", TRAINING), ("nightly", ANALYSING)):
@@ -152,7 +152,8 @@ def test_redis_master_killed_mid_retrain_and_mid_nightly(tmp_path, pg_url, redis
                     done = engine.wait_for(run)
                     faults.append({"run": run, "state": done["state"], "promoted_s": round(promoted, 1),
                                    "finished_s": round(done["finished"] - fault, 1),
-                                   "redrives": failover.redrives(url, done["run_id"], done["attempt_id"])})
+                                   "redrives": failover.redrives(url, done["run_id"], done["attempt_id"]),
+                                   "worker_restarts": sum(fault <= t <= done["finished"] for t in supervisor.restarts)})
                     cluster.wait_replica(victim.port)  # before the next fault: someone to promote
                 probe = json.loads(run_python(PROBE, env, timeout=120).strip().splitlines()[-1])
                 stuck = {n.port: _clients(n.port) for n in cluster.nodes if n.port != cluster.master_port()}
