@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from brain_tasks.brain.tables import (Candle, DataQualityLog, FeatureDrift, FeatureImportance, ModelComparison,
                                       ModelManifest, ModelRegistry, RollbackLog, TrainingRun)
 from brain_tasks.intake import RUN_SUMMARY_SYMBOL
-from brain_tasks.vocabulary import ChampionStatus
+from brain_tasks.vocabulary import ChampionStatus, Origin
 
 
 def has_schema(engine: sa.Engine) -> bool:
@@ -80,7 +80,8 @@ def symbol_records(engine: sa.Engine, symbol: str, *, max_runs: int) -> SymbolRe
                         .order_by(TrainingRun.as_of.desc(), TrainingRun.run_id.desc()).limit(max_runs))
         if rec.latest_as_of is None:
             return rec
-        rec.registry = rows(sa.select(ModelRegistry).where(ModelRegistry.symbol == symbol)
+        rec.registry = rows(sa.select(ModelRegistry).where(ModelRegistry.symbol == symbol,
+                                                               ModelRegistry.origin == Origin.RETRAIN)
                             .order_by(ModelRegistry.as_of, ModelRegistry.updated_at, ModelRegistry.model_type))
         rec.champion = next((r for r in rec.registry if r.status == ChampionStatus.CHAMPION), None)
         rec.manifests = rows(sa.select(ModelManifest).where(
