@@ -22,7 +22,7 @@ from brain_tasks.service.replay_plan import BRAIN, ReplayPlan
 from brain_tasks.service.steps.outcome import start_attempt, summarize_attempt
 from brain_tasks.settings import Settings
 from brain_tasks.timekeeping import timeframe_seconds
-from brain_tasks.vocabulary import Origin, Status
+from brain_tasks.vocabulary import OPEN, Origin, Status
 
 KIND = "replay"
 
@@ -39,6 +39,14 @@ def start(engine: sa.Engine, settings: Settings, plan: ReplayPlan, attempt_id: s
     record_replay(engine, settings, plan)
     replays.set_state(engine, plan.replay_id, Status.RUNNING)
     start_attempt(engine, settings, KIND, plan.replay_id, attempt_id, plan.end, plan.symbols, plan.models)
+
+
+def abandon(engine: sa.Engine, replay_id: str) -> None:
+    """The replay's attempt was cancelled before it ran (no broker, an embedded command stopped): the
+    replay is cancelled unless a pooling step already finished it."""
+    row = replays.get_replay(engine, replay_id)
+    if row is not None and row["state"] in OPEN:
+        replays.set_state(engine, replay_id, Status.CANCELLED, finished=True)
 
 
 def train_for_replay(engine: sa.Engine, settings: Settings, symbol: str, model_type: str, as_of: dt.date) -> dict:
