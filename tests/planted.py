@@ -22,13 +22,13 @@ BARS_PER_DAY = 288
 PHI = 0.95
 
 
-def _state(rng: np.random.Generator, n: int) -> np.ndarray:
+def _state(rng: np.random.Generator, n: int, phi: float = PHI) -> np.ndarray:
     s = np.empty(n)
-    s[0] = rng.normal() / np.sqrt(1 - PHI ** 2)
+    s[0] = rng.normal() / np.sqrt(1 - phi ** 2)
     shocks = rng.normal(size=n)
     for i in range(1, n):
-        s[i] = PHI * s[i - 1] + shocks[i]
-    return s * np.sqrt(1 - PHI ** 2)  # unit variance
+        s[i] = phi * s[i - 1] + shocks[i]
+    return s * np.sqrt(1 - phi ** 2)  # unit variance
 
 
 def _candles(start: str, r: np.ndarray, s: np.ndarray, base_vol: float, rng: np.random.Generator) -> pd.DataFrame:
