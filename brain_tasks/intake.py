@@ -118,3 +118,15 @@ def run_id_for(kind: str, as_of: dt.date, symbols: Iterable[str] = (), models: I
     digest = hashlib.sha256(
         json.dumps({"symbols": sorted(symbols), "models": sorted(models)}).encode()).hexdigest()[:12]
     return f"{kind}-{as_of.isoformat()}-{digest}"
+
+
+def replay_id_for(symbols: Iterable[str], models: Iterable[str], start: dt.date, end: dt.date, every: str,
+                  grid: dict[str, list[Any]], config_hash: str) -> str:
+    """A replay's id: what it replays (symbols, models, window, step length, the grid of settings) and the
+    training config it trains with.  The same request is the same replay, whose rows a re-run rewrites
+    identically; a changed config is another replay."""
+    payload = {"symbols": sorted(symbols), "models": sorted(models), "start": start.isoformat(),
+               "end": end.isoformat(), "every": every,
+               "grid": {k: sorted(map(str, v)) for k, v in sorted(grid.items())}, "config_hash": config_hash}
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+    return f"replay-{start.isoformat()}-{end.isoformat()}-{digest}"
