@@ -403,6 +403,8 @@ def demo(out: Path, symbols: str | None, models: str | None) -> None:
     summary = ingest_freqtrade(engine, s.sample_dir, symbols=_csv(symbols) or None, timeframe=s.timeframe,
                                exchange=s.exchange)
     pairs = sorted(_csv(symbols) or summary.get("symbols") or [])
+    if not pairs:  # before starting a worker for nothing
+        raise click.ClickException(f"no {s.timeframe} candle files under {s.sample_dir} (BRAIN_SAMPLE_DIR)")
     click.echo(f"ingested {len(pairs)} pairs from {s.sample_dir}")
     # The sample's pairs end on different days (the spot pairs in January 2018, the perpetual in
     # November 2021): retrain and analyse each as of its own last day.

@@ -208,6 +208,8 @@ class BrainClient:
         RuntimeError), which keep workers alive through a real outage.  A client must instead say at
         once that nothing was enqueued, so it checks both here with short timeouts and no retries of
         its own beyond two quick ones."""
+        if not hasattr(self.app, "connection_for_write"):
+            return  # not a Celery app (a stand-in that records what is sent): no connection to check
         broker = redact_url(str(self.app.conf.broker_url))
         try:
             with self.app.connection_for_write() as conn:
@@ -240,7 +242,7 @@ class BrainClient:
 
         from brain_tasks.brain import runs
 
-        backend_errors = tuple(getattr(self.app.backend, "connection_errors", ()) or ())
+        backend_errors = tuple(getattr(getattr(self.app, "backend", None), "connection_errors", ()) or ())
         try:
             return self.app.send_task(name, task_id=attempt_id, kwargs=kwargs, retry=True, retry_policy={
                 "max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0})

@@ -24,7 +24,7 @@ from brain_tasks import timekeeping
 from brain_tasks.timekeeping import parse_utc
 from brain_tasks.market.quality import (JUMP_WINDOW, VALIDATORS, Finding, Validated, coverage, find_gaps,
                                         stale_finding, validate_candles)
-from brain_tasks.market.sources import CcxtSource, FreqtradeSource, MarketSource, SyntheticSource
+from brain_tasks.market.sources import CcxtSource, FileSource, FreqtradeSource, MarketSource, SyntheticSource
 from brain_tasks.market.symbols import symbol_label
 from brain_tasks.settings import get_settings
 
@@ -130,7 +130,7 @@ def collect(engine: sa.Engine, source: MarketSource, kind: str, symbol: str, *, 
                              f"exceed the limit of {max_rows}; collect a shorter window", check="too_large")
         # A file is read whole and split here: rows before the resume point that are not stored (older
         # than the stored history, or in a gap beyond the backfill) are not ingested, and say so.
-        resumed_file = not _live(source) and not explicit_since and start is not None
+        resumed_file = isinstance(source, (FreqtradeSource, FileSource)) and not explicit_since and start is not None
         df = _fetch(source, kind, symbol, timeframe if kind in ("candles", "open_interest") else None,
                     None if resumed_file else start, until_ts)
         # Funding settlements are stored snapped to their interval (the validator's rule): compare them so.
