@@ -105,7 +105,7 @@ class Phases:
         self.wrap(signal_rows, "stored_counts", "stored row counts (SQL)")
         self.wrap(signal_rows, "recent_candles", "fresh candles, every symbol (SQL)")
         self.wrap(serving, "_read", "recent rows read (SQL)")
-        self.wrap(serving, "_market", "market window (SQL + cache, in all)")
+        self.wrap(serving.Server, "_market", "market window (SQL + cache, in all)")
         self.wrap(ml, "regime_at", "regime (volatility_regimes)")
         self.wrap(ml, "feature_frame", "features (make_features)")
         self.wrap(ml, "model_rows", "model rows")
@@ -127,7 +127,7 @@ def _latencies(client: object, symbol: str, calls: int, new_bar: bool) -> np.nda
     out = []
     for _ in range(calls):
         if new_bar:
-            serving._decisions.clear()
+            serving.server(client.engine).decisions.clear()
         start = time.perf_counter()
         client.predict(symbol)
         out.append(time.perf_counter() - start)
@@ -171,7 +171,7 @@ def main() -> None:
             walls = []
             for _ in range(3):
                 if new_bar:
-                    serving._decisions.clear()
+                    serving.server(client.engine).decisions.clear()
                 start = time.perf_counter()
                 result = client.predict_many(symbols)
                 walls.append(time.perf_counter() - start)
