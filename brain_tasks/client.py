@@ -171,7 +171,7 @@ class BrainClient:
         attempt_id = str(uuid.uuid4())
         if self._embedded is not None:
             self._embedded.start(attempt_id)  # the worker imports the ML stack while the message waits
-        else:
+        elif not self.settings.embedded:
             self._check_broker()  # a dead broker or result store: named within seconds, nothing written
         # The attempt's rows exist before its message does: `wait` and `status` see it at once, and the
         # worker (which may take the message before send_task returns) finds them.  A send that still
