@@ -88,8 +88,33 @@ def test_a_dead_result_store_behind_a_live_broker_is_named_too(tmp_path, redis_u
     assert json.loads(_cli(["runs", "--json"], env, tmp_path).stdout) == []
 
 
+def test_a_send_that_fails_after_the_check_cancels_its_attempt_with_the_reason(brain_db_url):
+    from types import SimpleNamespace
+
+    from kombu.exceptions import OperationalError
+
+    from brain_tasks.client import BrainClient, BrokerUnavailableError
+    from brain_tasks.settings import from_environ
+
+    class LostBroker:  # not a Celery app, so there is no connection to check first; the send then fails
+        conf = SimpleNamespace(broker_url="redis://:secret@127.0.0.1:1/0")
+
+        def send_task(self, *_args: object, **_kwargs: object) -> None:
+            raise OperationalError("Connection closed by server")
+
+    brain = BrainClient(from_environ({"BRAIN_DATABASE_URL": brain_db_url, "BRAIN_EXCHANGE": "synthetic"}),
+                        app=LostBroker())
+    with pytest.raises(BrokerUnavailableError, match=r"redis://:\*\*\*@127.0.0.1:1/0"):
+        brain.retrain(["ETH/BTC"], models=["baseline"], as_of="2018-01-30")
+    attempt = brain.runs(1)[0]["attempts"][0]
+    assert attempt["state"] == "cancelled"
+    status = brain.run_status(brain.runs(1)[0]["run_id"], attempt["attempt_id"])
+    assert status["symbols"]["ETH/BTC"]["error"] == "the broker redis://:***@127.0.0.1:1/0 could not be reached"
+
+
 # --- 2. Engine code on the embedded default ---------------------------------------------------------
 
+@pytest.mark.slow
 def test_an_embedded_client_that_exits_early_leaves_nothing_for_a_later_command(tmp_path):
     env = _upgraded(tmp_path, BRAIN_MODELS="baseline")
     home = tmp_path / ".brain"
