@@ -61,6 +61,7 @@ def _schema(settings: Settings) -> None:
     """Refuse to go on (exit 2) unless the Brain schema exists; creates nothing."""
     from brain_tasks.brain.db import check_schema
 
+    _engine(settings)  # a URL that cannot be parsed (a port that is not a number) is named here, in one line
     check_schema(settings.database_url)
 
 
@@ -103,38 +104,51 @@ def ingest(source: str, path: Path, symbols: str | None, timeframe: str, as_json
         return
     if not path.is_dir():
         raise click.BadParameter(f"{path} is not a directory", param_hint="--path")
-    available = FreqtradeSource(path).symbols(timeframe)
-    if not available or (wanted and not set(wanted) & set(available)):
+    source = FreqtradeSource(path)
+    available = set(source.symbols(timeframe)) | set(source.funding_symbols())
+    if not available or (wanted and not set(wanted) & available):
         what = ", ".join(wanted) if wanted else "any pair"
-        click.echo(f"brain-tasks: nothing to ingest: no {timeframe} candle files for {what} under {path}", err=True)
+        message = f"nothing to ingest: no {timeframe} candle or funding-rate files for {what} under {path}"
+        if as_json:
+            click.echo(json.dumps({"source": s.exchange, "path": str(path), "timeframe": timeframe, "symbols": [],
+                                   "stored": 0, "error": message}, indent=2))
+        click.echo(f"brain-tasks: {message}", err=True)
         raise SystemExit(1)
     upgrade(s.database_url)
     with click.progressbar(length=1, label=f"ingest {path}", show_pos=False, file=click.get_text_stream("stderr")) \
             as bar:
         summary = ingest_freqtrade(_engine(s), path, symbols=wanted, timeframe=timeframe, exchange=s.exchange)
         bar.update(1)
-    missing = sorted(set(wanted or []) - set(summary["symbols"]) - {k.split(":", 1)[1] for k in summary["failed"]})
-    for symbol in missing:
-        summary["failed"][f"candles:{symbol}"] = f"no {timeframe} candle file for {symbol} under {path}"
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
     else:
         click.echo(_ingest_table(summary))
-    if summary["failed"] or not summary["symbols"]:
+    if summary["failed"] or not (summary["candles"] or summary["funding"]):
         raise SystemExit(1)
 
 
 def _ingest_table(summary: dict[str, Any]) -> str:
+    """One row per input and pair with its true counts; what was skipped or failed says why."""
     lines = [f"{'kind':<8} {'symbol':<22} {'fetched':>9} {'stored':>9} {'rejected':>9}  range"]
+    rows = []
     for kind in ("candles", "funding"):
-        for symbol, info in sorted(summary.get(kind, {}).items()):
+        for symbol, info in summary.get(kind, {}).items():
             span = f"{info.get('first') or '-'} .. {info.get('last') or '-'}"
-            lines.append(f"{kind:<8} {symbol:<22} {info.get('fetched', 0):>9} {info.get('stored', 0):>9} "
-                         f"{info.get('rejected', 0):>9}  {span}")
-    for key, error in sorted(summary.get("failed", {}).items()):
-        kind, _, symbol = key.partition(":")
-        lines.append(f"{kind:<8} {symbol:<22} failed: {error}")
-    lines.append(f"{summary.get('stored', 0)} rows stored for {len(summary.get('symbols', []))} symbols")
+            note = f"\n{'':<32}{info['error']}" if info.get("error") else ""
+            if info.get("not_ingested"):
+                note += (f"\n{'':<32}{info['not_ingested']} rows dated before where this ingest resumed were not stored "
+                         "(see data_quality_logs, check not_ingested)")
+            rows.append((symbol, kind, f"{kind:<8} {symbol:<22} {info.get('fetched', 0):>9} {info.get('stored', 0):>9} "
+                                       f"{info.get('rejected', 0):>9}  {span}{note}"))
+    for what, word in (("skipped", "skipped"), ("failed", "failed")):
+        for key, reason in summary.get(what, {}).items():
+            kind, _, symbol = key.partition(":")
+            rows.append((symbol, kind, f"{kind:<8} {symbol:<22} {word}: {reason}"))
+    lines += [line for _, _, line in sorted(rows, key=lambda r: (r[0], r[1]))]
+    pairs = sorted(set(summary.get("candles", {})) | set(summary.get("funding", {})))
+    rejected = f", {summary['rejected']} rejected (see data_quality_logs)" if summary.get("rejected") else ""
+    lines.append(f"{summary.get('stored', 0)} rows stored for {len(pairs)} symbol{'s' if len(pairs) != 1 else ''}"
+                 f"{rejected}")
     return "\n".join(lines)
 
 
@@ -233,7 +247,8 @@ def _print_run(status: dict[str, Any]) -> None:
 def _client(settings: Settings) -> Any:
     from brain_tasks.client import BrainClient
 
-    return BrainClient(settings)
+    # Embedded mode: the command runs its own worker (`_workers`), so the client must not start another.
+    return BrainClient(settings, run_embedded=False)
 
 
 def run_retrain(client: Any, symbols: list[str], models: list[str] | None, as_of: str | None,
@@ -388,6 +403,8 @@ def demo(out: Path, symbols: str | None, models: str | None) -> None:
     summary = ingest_freqtrade(engine, s.sample_dir, symbols=_csv(symbols) or None, timeframe=s.timeframe,
                                exchange=s.exchange)
     pairs = sorted(_csv(symbols) or summary.get("symbols") or [])
+    if not pairs:  # before starting a worker for nothing
+        raise click.ClickException(f"no {s.timeframe} candle files under {s.sample_dir} (BRAIN_SAMPLE_DIR)")
     click.echo(f"ingested {len(pairs)} pairs from {s.sample_dir}")
     # The sample's pairs end on different days (the spot pairs in January 2018, the perpetual in
     # November 2021): retrain and analyse each as of its own last day.
@@ -422,7 +439,9 @@ def demo(out: Path, symbols: str | None, models: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print the runs and their attempts as JSON")
 def runs_command(limit: int, as_json: bool) -> None:
     """Recent runs, newest first, with their attempts (each enqueue of a run is a new attempt)."""
-    recent = _client(get_settings()).runs(limit)
+    s = get_settings()
+    _schema(s)
+    recent = _client(s).runs(limit)
     if as_json:
         click.echo(json.dumps(recent, indent=2))
         return
@@ -443,7 +462,9 @@ def runs_command(limit: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print the status as JSON")
 def status(run_id: str, attempt_id: str | None, as_json: bool) -> None:
     """One run's per-symbol states (of its latest attempt, or of --attempt)."""
-    info = _client(get_settings()).run_status(run_id, attempt_id)
+    s = get_settings()
+    _schema(s)
+    info = _client(s).run_status(run_id, attempt_id)
     if info["state"] == Status.UNKNOWN:
         raise click.ClickException(f"no run {run_id}" + (f" with attempt {attempt_id}" if attempt_id else ""))
     if as_json:
@@ -509,7 +530,9 @@ def signals_table(settings: Settings, symbol: str | None = None, limit: int = 50
 @click.option("--limit", default=50, show_default=True, help="newest rows to show")
 def signals(symbol: str | None, limit: int) -> None:
     """Show the signals served to the Engine, newest bar first."""
-    click.echo(signals_table(get_settings(), symbol, limit))
+    s = get_settings()
+    _schema(s)
+    click.echo(signals_table(s, symbol, limit))
 
 
 

@@ -41,7 +41,7 @@ class BadSymbolError(RequestError):
 
 
 class BadDateError(RequestError):
-    """An as-of date that is not a real YYYY-MM-DD date."""
+    """An as-of date that is not a real YYYY-MM-DD date, or a day after today (UTC)."""
 
 
 class BadArgumentError(RequestError, InvalidArgument):
@@ -89,19 +89,28 @@ def check_models(models: Any) -> list[str]:
 
 
 def check_as_of(value: str | dt.date | dt.datetime | None) -> dt.date:
-    """An as-of date (ISO string or date); None means today in UTC."""
+    """An as-of date (ISO string or date) no later than today in UTC; None means today in UTC.
+
+    A future day is refused here, before anything is enqueued: no data exists for it, so every symbol
+    of the run would only fail later as stale."""
+    today = timekeeping.now().date()
     if value is None:
-        return timekeeping.now().date()
+        return today
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.timezone.utc).date() if value.tzinfo else value.date()
-    if isinstance(value, dt.date):
-        return value
-    text = str(value).strip()
-    try:
-        return dt.date.fromisoformat(text[:10]) if re.fullmatch(r"\d{4}-\d{2}-\d{2}([T ].*)?", text) \
-            else dt.date.fromisoformat(text)
-    except ValueError:
-        raise BadDateError(f"invalid as-of date {_printable(value)}: expected YYYY-MM-DD") from None
+        day = value.astimezone(dt.timezone.utc).date() if value.tzinfo else value.date()
+    elif isinstance(value, dt.date):
+        day = value
+    else:
+        text = str(value).strip()
+        try:
+            day = dt.date.fromisoformat(text[:10]) if re.fullmatch(r"\d{4}-\d{2}-\d{2}([T ].*)?", text) \
+                else dt.date.fromisoformat(text)
+        except ValueError:
+            raise BadDateError(f"invalid as-of date {_printable(value)}: expected YYYY-MM-DD") from None
+    if day > today:
+        raise BadDateError(f"as-of date {day.isoformat()} is in the future (today is {today.isoformat()} UTC): "
+                           "no data exists for it yet")
+    return day
 
 
 # --- run identities ------------------------------------------------------------------------------

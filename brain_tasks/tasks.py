@@ -255,7 +255,22 @@ def _fan_out(task: BrainTask, symbols: list[str] | None, as_of: str | None, mode
     run_id = run_id_for("retrain", day, symbols, models)
     attempt_id = attempt_id or task.request.id
     start_attempt(_engine(), s, "retrain", run_id, attempt_id, day, symbols, models)
+    closed = _closed_attempt(run_id, attempt_id)
+    if closed is not None:
+        return closed
     return task.replace(workflows.daily_retrain_canvas(symbols, day, models, run_id, attempt_id))
+
+
+def _closed_attempt(run_id: str, attempt_id: str) -> dict[str, Any] | None:
+    """The attempt's status when it is closed already (cancelled because its sender gave up on it, or
+    finished): a message that outlived its attempt, e.g. one an embedded client left behind, must
+    not run the work later for a command that did not ask for it."""
+    from brain_tasks.brain import runs
+
+    if runs.attempt_state(_engine(), attempt_id) in runs.OPEN:
+        return None
+    log.warning("attempt %s of run %s is closed already: its fan-out is not run", attempt_id, run_id)
+    return runs.run_status(_engine(), run_id, attempt_id)
 
 
 @app.task(name="brain_tasks.daily_retrain", bind=True)
@@ -293,6 +308,9 @@ def nightly_analysis(self: BrainTask, symbols: list[str] | None = None, as_of: s
     run_id = run_id_for("nightly", day, symbols)
     attempt_id = attempt_id or self.request.id
     start_attempt(_engine(), s, "nightly", run_id, attempt_id, day, symbols, [])
+    closed = _closed_attempt(run_id, attempt_id)
+    if closed is not None:
+        return closed
     return self.replace(workflows.nightly_canvas(symbols, day, run_id, attempt_id))
 
 
