@@ -177,8 +177,9 @@ class BrainStrategy(IStrategy):
     # --- mode, settings, connections ------------------------------------------------------------
     def _backtesting(self) -> bool:
         mode = self.config.get("runmode")
-        if self.dp is not None and getattr(self.dp, "runmode", None) is not None:
-            mode = self.dp.runmode
+        dp = getattr(self, "dp", None)  # freqtrade sets it when the bot starts
+        if dp is not None and getattr(dp, "runmode", None) is not None:
+            mode = dp.runmode
         return not (mode in LIVE_MODES or str(mode) in {m.value for m in LIVE_MODES})
 
     def _settings(self) -> Any:
@@ -206,9 +207,10 @@ class BrainStrategy(IStrategy):
         return self._client
 
     def _whitelist(self) -> list[str]:
-        if self.dp is not None:
+        dp = getattr(self, "dp", None)
+        if dp is not None:
             try:
-                return list(self.dp.current_whitelist())
+                return list(dp.current_whitelist())
             except Exception:  # noqa: BLE001 - no pairlist yet (freqtrade's own unit setups)
                 pass
         return list((self.config.get("exchange") or {}).get("pair_whitelist") or [])

@@ -40,6 +40,9 @@ def main(argv: list[str]) -> int:
         if exc.code not in (0, None):
             return int(exc.code) if isinstance(exc.code, int) else 1
 
+    if not any(export_dir.iterdir()):
+        print("freqtrade wrote no backtest result", file=sys.stderr)
+        return 3
     from freqtrade.data.btanalysis import load_backtest_data, load_backtest_stats
 
     trades = load_backtest_data(export_dir)

@@ -8,8 +8,8 @@ candle's open is then exactly the Brain's fill at the previous close.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +93,10 @@ def backtest_config(path: Path, *, pairs: list[str], database_url: str, replay_i
                                                                          "pair_whitelist": pairs},
         "stake_currency": "USDT", "stake_amount": stake, "dry_run": True, "dry_run_wallet": 1e9,
         "max_open_trades": len(pairs), "timeframe": "5m", "fee": fee,
-        "entry_pricing": {"price_side": "same"}, "exit_pricing": {"price_side": "same"},
+        # Market orders priced from the order book: backtesting fills them at the candle's open anyway.
+        "order_types": {"entry": "market", "exit": "market", "stoploss": "market", "stoploss_on_exchange": False},
+        "entry_pricing": {"price_side": "other", "use_order_book": True, "order_book_top": 1},
+        "exit_pricing": {"price_side": "other", "use_order_book": True, "order_book_top": 1},
         "pairlists": [{"method": "StaticPairList"}], "dataformat_ohlcv": "feather",
         "brain": {"database_url": database_url, **({"replay_id": replay_id} if replay_id else {})},
     }
@@ -106,5 +109,40 @@ def timerange(first: pd.Timestamp, last: pd.Timestamp) -> str:
     return f"{first.strftime(fmt)}-{last.strftime(fmt)}"
 
 
-def days(first: pd.Timestamp, last: pd.Timestamp) -> tuple[dt.date, dt.date]:
-    return first.date(), last.date()
+@dataclass(frozen=True)
+class Run:
+    """One trade of a replay policy: the bars [start, end) where it held ``side``."""
+
+    start: pd.Timestamp
+    end: pd.Timestamp         # the first bar after the run (where the position changed)
+    side: float
+    price_relative: float     # P_exit / P_entry over the run, from the replay's own stored series
+    fixed_amount_return: float
+
+
+def trade_runs(positions: pd.Series, returns: pd.Series, cost: float) -> list[Run]:
+    """A replay policy's per-bar positions and net returns as trades (maximal runs of one non-zero
+    position), each re-expressed as a fixed-amount trade: the gross bar return is recovered from the
+    stored series, (net + cost x turnover) / position, and compounded into the price relative G;
+    a long earns G - 1, a short 1 - G, each times (1 - cost) for the entry and for the exit."""
+    pos = positions.fillna(0.0)
+    net = returns.reindex(pos.index).fillna(0.0).to_numpy()
+    p = pos.to_numpy()
+    turnover = np.abs(np.diff(p, prepend=0.0))
+    idx = pos.index
+    bar = idx[1] - idx[0]
+    out, i = [], 0
+    while i < len(p):
+        if p[i] == 0:
+            i += 1
+            continue
+        j = i
+        while j < len(p) and p[j] == p[i]:
+            j += 1
+        gross = (net[i:j] + turnover[i:j] * cost) / p[i:j]
+        g = float(np.prod(1.0 + gross))
+        held = g if p[i] > 0 else 2.0 - g
+        out.append(Run(idx[i], idx[j] if j < len(p) else idx[-1] + bar, float(p[i]), g,
+                       held * (1.0 - cost) ** 2 - 1.0))
+        i = j
+    return out
