@@ -51,10 +51,9 @@ from freqtrade.strategy import IStrategy
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BrainStrategy", "brain_symbol", "target_columns", "replay_for", "RateLimitedLog", "BRAIN_POLICY"]
+__all__ = ["BrainStrategy", "brain_symbol", "target_columns", "replay_for", "RateLimitedLog", "REPLAY_POLICY"]
 
-BRAIN_POLICY = "brain"  # the replay policy whose decisions the backtest trades
-DEFAULT_EXECUTION_LAG = 1  # TrainConfig's default: a decision at t's close is filled at t+1's close
+REPLAY_POLICY = "brain"  # the replay policy whose decisions the backtest trades
 # Live modes ask the Brain; every other mode (backtesting, hyperopt, plotting, the web UI's backtests)
 # trades a stored replay.
 LIVE_MODES = (RunMode.LIVE, RunMode.DRY_RUN)
@@ -172,7 +171,7 @@ class BrainStrategy(IStrategy):
         self._fetched_for: pd.Timestamp | None = None             # the candle the whitelist was fetched for
         self._failed_for: pd.Timestamp | None = None              # the candle at which the Brain was unreachable
         self._sizes: dict[str, float] = {}                        # pair -> size of the signal it trades
-        self._replay_lag: int | None = None
+        self._default_lag: int | None = None
 
     # --- mode, settings, connections ------------------------------------------------------------
     def _backtesting(self) -> bool:
@@ -216,9 +215,14 @@ class BrainStrategy(IStrategy):
         return list((self.config.get("exchange") or {}).get("pair_whitelist") or [])
 
     def _lag_bars(self) -> int:
+        """The configured lag, else the replay's (when it records one), else the Brain's training config's."""
         if self.brain_execution_lag is not None:
             return int(self.brain_execution_lag)
-        return self._replay_lag if self._replay_lag is not None else DEFAULT_EXECUTION_LAG
+        if self._default_lag is None:
+            from brain_tasks.service.steps.reads import train_config
+
+            self._default_lag = int(train_config(self._settings()).execution_lag)
+        return self._default_lag
 
     def _bar(self) -> pd.Timedelta:
         from brain_tasks.timekeeping import timeframe_seconds
@@ -388,13 +392,13 @@ class BrainStrategy(IStrategy):
             return np.full(len(dates), np.nan)
         params = replay.get("params") or {}
         lag = params.get("execution_lag", (params.get("config") or {}).get("execution_lag"))
-        self._replay_lag = int(lag) if lag is not None else None
-        held = replays.positions(engine, replay_id, symbol, [BRAIN_POLICY]).get(BRAIN_POLICY)
+        self._default_lag = int(lag) if lag is not None else None
+        held = replays.positions(engine, replay_id, symbol, [REPLAY_POLICY]).get(REPLAY_POLICY)
         if held is None:
-            raise ValueError(f"brain: replay {replay_id} has no {BRAIN_POLICY!r} positions for {symbol}")
+            raise ValueError(f"brain: replay {replay_id} has no {REPLAY_POLICY!r} positions for {symbol}")
         decided_at = dates - self._lag_bars() * self._bar()
         logger.info("brain: %s trades replay %s's %s positions of %s (execution lag %d bars)", pair, replay_id,
-                    BRAIN_POLICY, symbol, self._lag_bars())
+                    REPLAY_POLICY, symbol, self._lag_bars())
         return held.reindex(decided_at).fillna(0.0).to_numpy()
 
     def _timerange(self, dates: pd.DatetimeIndex) -> tuple[pd.Timestamp, pd.Timestamp]:
