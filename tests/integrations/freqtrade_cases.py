@@ -19,7 +19,7 @@ from freqtrade.enums import RunMode
 from brain_tasks.brain import registry, store
 from brain_tasks.brain.migrate import upgrade
 from brain_tasks.client import BrainClient
-from brain_tasks.integrations.freqtrade import BrainStrategy, brain_symbol, target_columns
+from brain_tasks.integrations.freqtrade import BrainStrategy, brain_symbol, replay_for, target_columns
 from brain_tasks.ml.regimes import REGIMES
 from brain_tasks.service.steps import train
 from brain_tasks.settings import from_environ
@@ -190,3 +190,15 @@ def test_target_columns_rule():
     spot = target_columns(t, can_short=False)
     assert {k: v.tolist() for k, v in spot.items()} == {
         "enter_long": [1, 0, 0, 0], "exit_long": [0, 1, 1, 0], "enter_short": [0, 0, 0, 0], "exit_short": [0, 0, 0, 0]}
+
+
+def test_a_backtest_trades_the_newest_replay_that_covers_its_timerange():
+    newest_first = [
+        {"replay_id": "short", "symbols": ["ETH/BTC"], "start": "2024-01-12", "end": "2024-01-13"},
+        {"replay_id": "month", "symbols": ["ETH/BTC"], "start": "2024-01-01", "end": "2024-01-31"},
+        {"replay_id": "older", "symbols": ["ETH/BTC", "BTC/USDT"], "start": "2024-01-01", "end": "2024-02-28"}]
+    start, end = pd.Timestamp("2024-01-05", tz="UTC"), pd.Timestamp("2024-01-20 23:55", tz="UTC")
+    assert replay_for(newest_first, "ETH/BTC", start, end) == "month"
+    assert replay_for(newest_first, "ETH/BTC", start, pd.Timestamp("2024-02-10", tz="UTC")) == "older"
+    assert replay_for(newest_first, "BTC/USDT:USDT", start, end) == "older"  # the perp on its spot pair's replay
+    assert replay_for(newest_first, "XRP/USDT", start, end) is None
