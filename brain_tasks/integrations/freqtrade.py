@@ -202,7 +202,13 @@ class BrainStrategy(IStrategy):
         if self._client is None:
             from brain_tasks.client import BrainClient
 
-            self._client = BrainClient(self._settings())
+            settings = self._settings()
+            if settings.timeframe != self.timeframe:
+                # The Brain decides once per bar of its own timeframe: on another grid every candle would
+                # find no decision for its bar (stale) and the bot would never trade.
+                raise ValueError(f"brain: the strategy's timeframe {self.timeframe!r} is not the Brain's "
+                                 f"BRAIN_TIMEFRAME {settings.timeframe!r}")
+            self._client = BrainClient(settings)
         return self._client
 
     def _whitelist(self) -> list[str]:

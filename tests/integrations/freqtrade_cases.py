@@ -202,3 +202,10 @@ def test_a_backtest_trades_the_newest_replay_that_covers_its_timerange():
     assert replay_for(newest_first, "ETH/BTC", start, pd.Timestamp("2024-02-10", tz="UTC")) == "older"
     assert replay_for(newest_first, "BTC/USDT:USDT", start, end) == "older"  # the perp on its spot pair's replay
     assert replay_for(newest_first, "XRP/USDT", start, end) is None
+
+
+def test_a_strategy_on_another_timeframe_than_the_brains_is_refused(brain):
+    strategy = _strategy([PAIR], execution_lag=0)
+    strategy.timeframe = "1h"
+    with pytest.raises(ValueError, match="timeframe"):
+        strategy.live_target(PAIR, pd.Timestamp("2018-01-15 23:00", tz="UTC"))
