@@ -16,8 +16,9 @@ from brain_tasks.service.chain import ChainState
 
 PACKAGE = Path(__file__).resolve().parent.parent / "brain_tasks"
 # `celery -A brain_tasks` finds the app in `brain_tasks.celery` (Celery's own convention): the one name
-# that matches a library on purpose.
-ALLOWED_SHADOWS = {"celery"}
+# that matches a library on purpose; `brain_tasks.integrations.freqtrade` is named by its contract
+# (`pip install brain-tasks[freqtrade]`), and an absolute `import freqtrade` inside it finds the library.
+ALLOWED_SHADOWS = {"celery", "freqtrade"}
 
 
 def _modules() -> dict[str, Path]:
