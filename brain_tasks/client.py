@@ -177,7 +177,7 @@ class BrainClient:
 
         check_schema(self.settings.database_url)
         plan = plan_replay(self.engine, self.settings, symbols, models, start, end, every, grid)
-        attempt_id = str(uuid.uuid4())
+        attempt_id = self._ready_to_send()
         # The replay's row and the attempt's rows exist before its message does: `wait` sees it at once.
         replay_run.start(self.engine, self.settings, plan, attempt_id)
         try:
@@ -193,11 +193,7 @@ class BrainClient:
                  kwargs: dict[str, Any]) -> RunHandle:
         from brain_tasks.service.steps.outcome import start_attempt
 
-        attempt_id = str(uuid.uuid4())
-        if self._embedded is not None:
-            self._embedded.start(attempt_id)  # the worker imports the ML stack while the message waits
-        elif not self.settings.embedded:
-            self._check_broker()  # a dead broker or result store: named within seconds, nothing written
+        attempt_id = self._ready_to_send()
         # The attempt's rows exist before its message does: `wait` and `status` see it at once, and the
         # worker (which may take the message before send_task returns) finds them.  A send that still
         # fails cancels them with the reason (`_send`), so no attempt is left pending.
@@ -205,6 +201,16 @@ class BrainClient:
         result = self._send(task, attempt_id, {"symbols": symbols, "as_of": day.isoformat(),
                                                "attempt_id": attempt_id, **kwargs})
         return RunHandle(run_id, result.id, attempt_id)
+
+    def _ready_to_send(self) -> str:
+        """A new attempt id, once something will take its message: the embedded worker started (it
+        imports the ML stack while the message waits), or the broker and result store reached."""
+        attempt_id = str(uuid.uuid4())
+        if self._embedded is not None:
+            self._embedded.start(attempt_id)
+        elif not self.settings.embedded:
+            self._check_broker()  # a dead broker or result store: named within seconds, nothing written
+        return attempt_id
 
     def _check_known(self, symbols: list[str]) -> None:
         """A file source cannot collect a symbol it has no file for: refuse one that is neither stored nor
