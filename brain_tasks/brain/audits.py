@@ -71,3 +71,12 @@ def counts(engine: sa.Engine, symbol: str | None = None, since: dt.datetime | No
     elif isinstance(last, str):
         last = dt.datetime.fromisoformat(last).replace(tzinfo=dt.timezone.utc)
     return {"audited": int(total or 0), "mismatches": int(bad or 0), "last_audit": last}
+
+
+def counts_by_symbol(engine: sa.Engine, since: dt.datetime) -> dict[str, tuple[int, int]]:
+    """symbol -> (signals audited, mismatches) over the audits made since `since`."""
+    a = SignalAudit
+    stmt = (sa.select(a.symbol, sa.func.count(), sa.func.count().filter(a.same.is_(False)))
+            .where(a.audited_at >= to_utc(since)).group_by(a.symbol))
+    with engine.connect() as conn:
+        return {symbol: (int(n), int(bad)) for symbol, n, bad in conn.execute(stmt)}
