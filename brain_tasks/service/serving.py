@@ -463,6 +463,9 @@ class Server:
             why = f"not tradeable: {'; '.join(blocked)}; {why}"
         elif blocked:
             why = f"{why}; {'; '.join(blocked)}"
+        if model_age < 0:  # a past bar asked of a later version: that version saw this bar in training
+            why += (f"; in sample: {version.model_type} v{version.version} was trained on bars up to "
+                    f"{version.data_end:%Y-%m-%d %H:%M}, after this bar")
         if gate is None:
             why += f"; served without the distribution gate ({version.model_type} v{version.version} has no input " \
                    "description: trained before the gate, or too few rows)"
@@ -698,34 +701,47 @@ RECENT_KEPT = FRESH_BARS
 CHUNK_BARS = 144
 
 
-def _row_digest(frame: pd.DataFrame) -> str:
+def _ns(ts: pd.Series) -> np.ndarray:
+    return np.ascontiguousarray(pd.DatetimeIndex(ts).as_unit("ns").asi8)
+
+
+def _digest_of(ns: np.ndarray, values: np.ndarray) -> str:
     import hashlib
 
-    values = frame.drop(columns=["ts"]).select_dtypes("number").to_numpy(dtype="float64", na_value=np.nan)
-    h = hashlib.sha256(np.ascontiguousarray(pd.DatetimeIndex(frame["ts"]).as_unit("ns").asi8).tobytes())
+    h = hashlib.sha256(ns.tobytes())
     h.update(np.ascontiguousarray(values).tobytes())
     return h.hexdigest()[:16]
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _iso(ns: int) -> str:
+    return (_EPOCH + dt.timedelta(microseconds=int(ns) // 1000)).isoformat()  # pd.Timestamp costs 30x more
 
 
 def fingerprint(market: Mapping[str, pd.DataFrame | None]) -> dict[str, Any]:
     """What identifies the rows a decision read, small enough to keep with each signal: for the candles
     the first bar, the count, a digest per CHUNK_BARS bars and the last RECENT_KEPT bars verbatim; a
-    digest of each other series."""
+    digest of each other series.  Plain arrays, hashed once: it runs on every new decision."""
     candles = market.get("candles")
     out: dict[str, Any] = {}
     if candles is not None and len(candles):
-        c = candles[["ts", *CANDLE_FIELDS]]
-        old = c.iloc[:-RECENT_KEPT] if len(c) > RECENT_KEPT else c.iloc[:0]
+        ns = _ns(candles["ts"])
+        values = np.column_stack([candles[c].to_numpy(dtype="float64") for c in CANDLE_FIELDS])
+        cut = max(len(ns) - RECENT_KEPT, 0)
         out["candles"] = {
-            "first": c["ts"].iloc[0].isoformat(), "n": int(len(c)),
-            "chunks": [[old["ts"].iloc[i].isoformat(), _row_digest(old.iloc[i:i + CHUNK_BARS])]
-                       for i in range(0, len(old), CHUNK_BARS)],
-            "recent": [[r[0].isoformat(), *[registry.finite(v) for v in r[1:]]]
-                       for r in c.iloc[len(old):].itertuples(index=False)]}
+            "first": _iso(ns[0]), "n": int(len(ns)),
+            "chunks": [[_iso(ns[i]), _digest_of(ns[i:min(i + CHUNK_BARS, cut)], values[i:min(i + CHUNK_BARS, cut)])]
+                       for i in range(0, cut, CHUNK_BARS)],
+            "recent": [[_iso(t), *[v if np.isfinite(v) else None for v in row.tolist()]]
+                       for t, row in zip(ns[cut:], values[cut:])]}
     for kind in _KINDS[1:]:
         frame = market.get(kind)
         if frame is not None and len(frame):
-            out[kind] = {"first": frame["ts"].iloc[0].isoformat(), "n": int(len(frame)), "digest": _row_digest(frame)}
+            ns = _ns(frame["ts"])
+            values = frame.drop(columns=["ts"]).select_dtypes("number").to_numpy(dtype="float64", na_value=np.nan)
+            out[kind] = {"first": _iso(ns[0]), "n": int(len(ns)), "digest": _digest_of(ns, values)}
     return out
 
 
