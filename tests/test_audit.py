@@ -71,3 +71,33 @@ def test_the_gauges_and_the_symbol_page_show_the_gates_and_the_audit(trained):
     page = client.get(f"/symbols/{SYMBOL}").text
     assert 'id="signal-distribution"' in page and "inputs in distribution" in page and 'id="signal-model-age"' in page
     assert 'id="audit"' in page and "1</b> differ" in page and "volume" in page
+
+
+def test_the_nightly_step_audits_and_the_summary_and_cli_report_it(trained, monkeypatch):
+    from click.testing import CliRunner
+
+    from brain_tasks import cli
+    from brain_tasks.brain import runs
+    from brain_tasks.service.steps.analyse import analyse_symbol
+    from brain_tasks.service.steps.outcome import record_outcome, start_attempt
+
+    engine, settings, _manifest, candles = trained
+    later = candles[(candles.ts >= CUT) & (candles.ts < CUT + pd.Timedelta(minutes=20))].ts
+    _serve(engine, settings, candles, later)
+    _store(engine, candles[candles.ts == later.iloc[-1]].assign(high=1.0))  # a corrected high
+    day = later.iloc[-1].date()
+    start_attempt(engine, settings, "nightly", "nightly-test", "a1", day, [SYMBOL], [])
+    state = analyse_symbol(engine, settings, SYMBOL, day)
+    assert state.audit["audited"] == 4 and state.audit["mismatches"] == 1
+    assert "high" in state.audit["first_mismatch"]["note"]
+    record_outcome(engine, "a1", state)
+    summary = runs.close_attempt(engine, "a1")
+    assert summary["signal_audit"]["audited"] == 4 and summary["signal_audit"]["mismatches"] == 1
+    assert set(summary["signal_audit"]["mismatched"]) == {SYMBOL}
+
+    monkeypatch.setattr(cli, "get_settings", lambda: settings)
+    out = CliRunner().invoke(cli.main, ["signals", "--audit", "--symbol", SYMBOL])
+    assert out.exit_code == 0, out.output
+    assert out.output.startswith("4 signals audited, 1 differ") and "DIFFERS" in out.output
+    plain = CliRunner().invoke(cli.main, ["signals", "--symbol", SYMBOL]).output
+    assert "in_dist" in plain and "yes" in plain
