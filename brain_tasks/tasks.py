@@ -76,14 +76,18 @@ StepFailure = Callable[[ChainState, str, str], ChainState]
 
 def _chain_step(task: BrainTask, work: StepWork, received: Any, symbol: str, as_of: Any, attempt_id: str | None,
                 *, data_kind: str = "models", fail: StepFailure | None = None) -> dict:
-    """One step of a symbol's chain: the `ChainState` it received (JSON, or a group's list of them) in,
-    `work(engine, settings, state)` under the task's policy, the next state out as JSON.  A failure
-    becomes `fail(state, step, error)`: by default the chain's state fails at this step."""
-    state = ChainState.start(symbol, _day(as_of) or dt.date.min)
+    """One step of a symbol's chain: the `ChainState` it received (JSON, or a group's list of them; None
+    for a step that starts the chain) in, `work(engine, settings, state)` under the task's policy, the
+    next state out as JSON.  A failure becomes `fail(state, step, error)`: by default the chain's state
+    fails at this step."""
+    state = ChainState.start(symbol, _day(as_of) or dt.date.min)  # what a failure reports until parsed
 
     def run() -> dict:
         nonlocal state
-        state = received if isinstance(received, ChainState) else ChainState.from_wire(received)
+        if received is None:
+            state = ChainState.start(symbol, as_of_date(as_of))
+        else:
+            state = received if isinstance(received, ChainState) else ChainState.from_wire(received)
         return work(_engine(), get_settings(), state).to_json()
 
     failure = fail or (lambda st, step, error: st.failed(step, error))
@@ -163,9 +167,7 @@ def train_symbol(self: BrainTask, symbol: str, model_type: str, as_of: str | Non
     def failed(state: ChainState, step: str, error: str) -> ChainState:
         return state.with_model(ModelOutcome(model_type=model_type, status=Status.FAILED, step=step, error=error))
 
-    start = ChainState.start(symbol, as_of_date(as_of)) if _day(as_of) else None
-    received = start if start is not None else {"symbol": symbol, "as_of": str(as_of)}  # fails in the guard
-    return _chain_step(self, work, received, symbol, as_of, attempt_id, data_kind="candles", fail=failed)
+    return _chain_step(self, work, None, symbol, as_of, attempt_id, data_kind="candles", fail=failed)
 
 
 @app.task(name="brain_tasks.compare_models", bind=True, **_limits("analysis"))
@@ -303,9 +305,7 @@ def analyse_symbol(self: BrainTask, symbol: str, as_of: str | None = None, run_i
     def work(engine: Any, settings: Any, state: ChainState) -> ChainState:
         return analyse(engine, settings, state.symbol, state.as_of)
 
-    day = _day(as_of)
-    received = ChainState.start(symbol, day) if day else {"symbol": symbol, "as_of": str(as_of)}
-    return _chain_step(self, work, received, symbol, as_of, attempt_id, data_kind="features")
+    return _chain_step(self, work, None, symbol, as_of, attempt_id, data_kind="features")
 
 
 @app.task(name="brain_tasks.summarize_nightly", bind=True, autoretry_for=TRANSIENT, retry_backoff=True,

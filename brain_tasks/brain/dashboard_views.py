@@ -15,11 +15,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from brain_tasks.brain import registry
 from brain_tasks.brain.tables import (ChampionHistory, DataQualityLog, FeatureDrift, FeatureImportance,
                                       ModelComparison, ModelManifest, ModelMetric, ModelRegistry, RegimeChoice,
                                       RollbackLog, TrainingRun, UTCDateTime)
 from brain_tasks.intake import RUN_SUMMARY_SYMBOL
-from brain_tasks.vocabulary import OPEN, ChampionStatus, Status
+from brain_tasks.vocabulary import OPEN, Status
 
 HEADLINE_METRICS = ("sharpe", "total_return", "max_drawdown", "sortino", "psr")
 # Comparison rows the statistics work writes beside the models (model_type of model_comparisons).
@@ -108,7 +109,7 @@ def champion_rows(engine: sa.Engine) -> dict[str, Any]:
     return {row.symbol: row for row in _rows(engine, sa.select(
         r.symbol, r.model_type, r.version, r.as_of, r.updated_at, r.composite_score, m.oos_sha256, m.data_end)
         .join(m, sa.and_(m.symbol == r.symbol, m.model_type == r.model_type, m.version == r.version))
-        .where(r.status == ChampionStatus.CHAMPION))}
+        .where(registry.is_champion()))}
 
 
 def champion_metrics(engine: sa.Engine, evaluation: str = "walk_forward",
@@ -120,7 +121,7 @@ def champion_metrics(engine: sa.Engine, evaluation: str = "walk_forward",
     columns = [sa.func.max(sa.case((m.metric == name, m.value))).label(name) for name in metrics]
     stmt = (sa.select(m.symbol, *columns).join(r, sa.and_(
         r.symbol == m.symbol, r.model_type == m.model_type, r.version == m.version))
-        .where(r.status == ChampionStatus.CHAMPION, m.evaluation == evaluation, m.regime == "all", m.metric.in_(list(metrics)))
+        .where(registry.is_champion(), m.evaluation == evaluation, m.regime == "all", m.metric.in_(list(metrics)))
         .group_by(m.symbol))
     return {row.symbol: {k: getattr(row, k) for k in metrics if getattr(row, k) is not None}
             for row in _rows(engine, stmt)}

@@ -292,10 +292,15 @@ def registry_table(engine: sa.Engine, symbol: str | None = None) -> pd.DataFrame
 
 # --- the champion --------------------------------------------------------------------------------
 
+def is_champion() -> sa.ColumnElement[bool]:
+    """The champion rule, as a condition on model_registry: the one row per symbol with that status
+    (a partial unique index enforces "one").  Every query for champions uses it."""
+    return ModelRegistry.status == ChampionStatus.CHAMPION
+
+
 def champion_row(engine: sa.Engine, symbol: str) -> ModelRegistry | None:
     """The symbol's one champion registry row (the database allows no second one)."""
-    return _first(engine, sa.select(ModelRegistry).where(ModelRegistry.symbol == symbol,
-                                                         ModelRegistry.status == ChampionStatus.CHAMPION))
+    return _first(engine, sa.select(ModelRegistry).where(ModelRegistry.symbol == symbol, is_champion()))
 
 
 def champion(engine: sa.Engine, symbol: str) -> ModelManifest | None:
@@ -305,8 +310,7 @@ def champion(engine: sa.Engine, symbol: str) -> ModelManifest | None:
 
 
 def champions(engine: sa.Engine) -> dict[str, ModelRegistry]:
-    champions = sa.select(ModelRegistry).where(ModelRegistry.status == ChampionStatus.CHAMPION)
-    return {r.symbol: r for r in _scalars(engine, champions)}
+    return {r.symbol: r for r in _scalars(engine, sa.select(ModelRegistry).where(is_champion()))}
 
 
 def champion_history(engine: sa.Engine, symbol: str) -> list[ChampionHistory]:
@@ -407,7 +411,7 @@ def pin_champion(engine: sa.Engine, symbol: str, model_type: str, version: int, 
     target = manifest(engine, symbol, model_type, version)
     with engine.begin() as conn:
         current = conn.execute(sa.select(ModelRegistry.model_type, ModelRegistry.version).where(
-            ModelRegistry.symbol == symbol, ModelRegistry.status == ChampionStatus.CHAMPION)).first()
+            ModelRegistry.symbol == symbol, is_champion())).first()
         if current is not None and (current.model_type, current.version) == (model_type, version):
             return
         if current is not None:
