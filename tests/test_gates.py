@@ -127,3 +127,25 @@ def test_a_historical_prediction_is_not_recorded_and_staleness_says_how_to_ask(t
     # A live decision (the latest bar, fresh), asked with or without `at`, is served and recorded.
     live = serving.predict(engine, settings, SYMBOL, at=last, stamp=last + FIVE_MIN)
     assert client.latest_signal(SYMBOL).ts == live.ts == last
+
+
+def test_the_readme_sample_example_runs(trained, monkeypatch, capsys):
+    """The README's block that reads the gates on the bundled sample, run as written (on a version
+    trained on the sample's ETH/BTC; the demo trains the same symbol)."""
+    import re
+
+    from brain_tasks.settings import get_settings
+    from tests.workers import REPO
+
+    engine, _settings, _manifest, _candles = trained
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    [block] = [b for b in blocks if "at=exc.last_bar" in b]
+    monkeypatch.setenv("BRAIN_DATABASE_URL", engine.url.render_as_string(hide_password=False))
+    get_settings.cache_clear()
+    try:
+        exec(compile(block, "README.md", "exec"), {})
+    finally:
+        get_settings.cache_clear()
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == "True" and "2018-01-15 23:55:00+00:00 True True" in out[0]
+    assert signal_rows.latest(engine, SYMBOL) is None

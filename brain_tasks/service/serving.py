@@ -819,7 +819,9 @@ def to_row(signal: Signal, served_at: dt.datetime, stale: bool = False) -> dict[
             "size": float(signal.size), "confidence": signal.confidence, "tradeable": bool(signal.tradeable),
             "stale": stale, "reason": signal.reason, "artifact_sha256": signal.artifact_sha256,
             "data_age_seconds": float(signal.data_age_seconds), "served_at": served_at,
-            "in_distribution": bool(signal.in_distribution), "dissimilarity": signal.dissimilarity,
+            # NULL when nothing was judged (a flat or stale signal, a version without a description).
+            "in_distribution": None if signal.dissimilarity is None else bool(signal.in_distribution),
+            "dissimilarity": signal.dissimilarity,
             "model_age_seconds": signal.model_age_seconds, "context": signal.context}
 
 
