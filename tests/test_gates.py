@@ -149,3 +149,23 @@ def test_the_readme_sample_example_runs(trained, monkeypatch, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == "True" and "2018-01-15 23:55:00+00:00 True True" in out[0]
     assert signal_rows.latest(engine, SYMBOL) is None
+
+
+def test_an_infinite_dissimilarity_is_stored_and_given_as_null_in_json(brain_db_url):
+    """A bar with no feature computed is infinitely far out: the row keeps inf (both backends hold it);
+    the JSON form, which has no infinity, gives null with in_distribution false."""
+    import math
+
+    from brain_tasks.brain.db import make_engine
+    from brain_tasks.service.decision import Signal
+
+    engine = make_engine(brain_db_url)
+    ts = dt.datetime(2018, 1, 15, 12, 0, tzinfo=dt.timezone.utc)
+    signal = Signal(SYMBOL, ts, "normal", "baseline", 1, 0.1, 0, 0.0, None, False, "no feature observed", 1.0,
+                    "ab" * 32, in_distribution=False, dissimilarity=math.inf, model_age_seconds=60.0,
+                    context={"champion": ["baseline", 1], "choices": {}, "sizer": None, "rows": {}})
+    signal_rows.write(engine, [serving.to_row(signal, ts)])
+    back = serving.latest_signal(engine, SYMBOL)
+    assert back == signal and back.dissimilarity == math.inf and back.context == signal.context
+    payload = json.loads(json.dumps(back.to_json(), allow_nan=False))
+    assert payload["dissimilarity"] is None and payload["in_distribution"] is False and "context" not in payload
