@@ -310,6 +310,12 @@ def run_nightly(client: Any, as_of: str | None, wait: bool, timeout: float = 360
         click.echo(f"  {symbol}: skipped: {why or 'no reason recorded'}")
     for symbol, reason in sorted((details.get("rollbacks") or {}).items()):
         click.echo(f"  {symbol}: ROLLED BACK: {reason}")
+    audit = details.get("signal_audit")
+    if audit:
+        click.echo(f"  signal audit: {audit['audited']} served signals decided again, {audit['mismatches']} differ"
+                   + (" (brain-tasks signals --audit)" if audit["mismatches"] else ""))
+        for symbol, first in sorted((audit.get("mismatched") or {}).items()):
+            click.echo(f"  {symbol}: audit: first mismatch at {first['ts']}: {first['note']}")
     return status
 
 
@@ -520,19 +526,43 @@ def signals_table(settings: Settings, symbol: str | None = None, limit: int = 50
     df = pd.DataFrame(rows)
     df["version"] = df["version"].map(lambda v: v or "-")
     df["stale"] = df["stale"].map(lambda v: "stale" if v else "")
+    # Rows served before the gate: not judged (blank), not "in distribution".
+    df["in_dist"] = df["in_distribution"].map(lambda v: "" if v is None else ("yes" if v else "NO"))
+    df["model_age_h"] = df["model_age_seconds"].map(lambda v: None if v is None else v / 3600)
     cols = ["symbol", "ts", "regime", "model_type", "version", "prediction", "position", "size", "confidence",
-            "tradeable", "stale", "data_age_seconds", "served_at", "reason"]
+            "tradeable", "stale", "in_dist", "dissimilarity", "model_age_h", "data_age_seconds", "served_at", "reason"]
     return df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}")
+
+
+def audit_table(settings: Settings, symbol: str | None = None, limit: int = 50) -> str:
+    """The nightly audit's verdicts on served signals: counts, then the newest audited bars."""
+    import pandas as pd
+
+    from brain_tasks.brain import audits
+
+    engine = _engine(settings)
+    counts = audits.counts(engine, symbol)
+    head = (f"{counts['audited']} signals audited, {counts['mismatches']} differ"
+            + (f" (last audit {counts['last_audit']:%Y-%m-%d %H:%M} UTC)" if counts["last_audit"] else ""))
+    rows = audits.listing(engine, symbol, limit=limit)
+    if not rows:
+        return head + "; no audit yet" + (f" for {symbol}" if symbol else "") + " (the nightly analysis audits)"
+    df = pd.DataFrame(rows)
+    df["same"] = df["same"].map(lambda v: "same" if v else "DIFFERS")
+    return head + "\n" + df[["symbol", "ts", "model_type", "version", "same", "served_at", "audited_at", "note"]
+                              ].to_string(index=False)
 
 
 @main.command()
 @click.option("--symbol", default=None, help="one symbol (default: all)")
 @click.option("--limit", default=50, show_default=True, help="newest rows to show")
-def signals(symbol: str | None, limit: int) -> None:
-    """Show the signals served to the Engine, newest bar first."""
+@click.option("--audit", "show_audit", is_flag=True,
+              help="show the nightly audit of the served signals (same or different, and what differs)")
+def signals(symbol: str | None, limit: int, show_audit: bool) -> None:
+    """Show the signals served to the Engine, newest bar first (with --audit: their audit)."""
     s = get_settings()
     _schema(s)
-    click.echo(signals_table(s, symbol, limit))
+    click.echo((audit_table if show_audit else signals_table)(s, symbol, limit))
 
 
 

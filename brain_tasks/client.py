@@ -375,18 +375,34 @@ class BrainClient:
         regime = str(regimes.iloc[-1]) if len(regimes) else "normal"
         chosen = registry.regime_choice(self.engine, symbol).get(regime)
         if chosen is None:
-            return {"symbol": symbol, "regime": regime, "as_of_bar": last.isoformat(),
-                    "model_type": champion.model_type, "version": champion.version, "confidence": None,
-                    "trade": True, "reason": "champion (no per-regime choice for this regime)"}
-        return {"symbol": symbol, "regime": regime, "as_of_bar": last.isoformat(), "model_type": chosen["model_type"],
-                "version": chosen["version"], "confidence": chosen["confidence"], "trade": bool(chosen["tradeable"]),
-                "reason": chosen["reason"]}
+            out = {"symbol": symbol, "regime": regime, "as_of_bar": last.isoformat(),
+                   "model_type": champion.model_type, "version": champion.version, "confidence": None,
+                   "trade": True, "reason": "champion (no per-regime choice for this regime)"}
+        else:
+            out = {"symbol": symbol, "regime": regime, "as_of_bar": last.isoformat(),
+                   "model_type": chosen["model_type"], "version": chosen["version"],
+                   "confidence": chosen["confidence"], "trade": bool(chosen["tradeable"]), "reason": chosen["reason"]}
+        # Stale by predict's own rule (BRAIN_SIGNAL_MAX_AGE after the bar's close): then nothing trades.
+        from brain_tasks.service.serving import signal_max_age
+        from brain_tasks.timekeeping import now
+
+        age = (now() - last).total_seconds() - timeframe_seconds(s.timeframe)
+        stale = age > signal_max_age(s)
+        out.update(stale=stale, data_age_seconds=age)
+        if stale:
+            out.update(trade=False, reason=f"stale data: the latest bar closed {age:.0f} s ago (more than "
+                                           f"{signal_max_age(s):.0f} s, BRAIN_SIGNAL_MAX_AGE); predict would "
+                                           f"refuse it: {out['reason']}")
+        return out
 
     # --- serve -----------------------------------------------------------------------------------
     def predict(self, symbol: str, at: str | dt.datetime | None = None) -> Signal:
-        """The decision for the latest closed bar (or the bar stamped `at`) from stored data, recorded
-        in the signals table.  Raises NoDataError, StaleDataError (latest bar older than
-        BRAIN_SIGNAL_MAX_AGE; only when `at` is None) or NoModelError."""
+        """The decision for the latest closed bar (or the last stored bar at or before `at`) from stored
+        data.  A live decision is recorded in the signals table; one on a past bar (`at` before the latest
+        bar, or any bar while the data is stale) is returned and not recorded, so `latest_signal` only
+        ever returns what was served.  Raises NoDataError, StaleDataError (latest bar older than
+        BRAIN_SIGNAL_MAX_AGE; only when `at` is None; its message says how to pass `at`) or
+        NoModelError."""
         from brain_tasks.service import serving
 
         return serving.predict(self.engine, self.settings, symbol, at)

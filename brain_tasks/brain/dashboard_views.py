@@ -104,10 +104,10 @@ def _rows_scalars(engine: sa.Engine, stmt: Any) -> list[Any]:
 
 def champion_rows(engine: sa.Engine) -> dict[str, Any]:
     """symbol -> its champion's registry row (model_type, version, as_of, updated_at = when it became
-    champion, oos_sha256 of its out-of-sample predictions)."""
+    champion, oos_sha256 of its out-of-sample predictions, data_end = its last training bar)."""
     r, m = ModelRegistry, ModelManifest
     return {row.symbol: row for row in _rows(engine, sa.select(
-        r.symbol, r.model_type, r.version, r.as_of, r.updated_at, r.composite_score, m.oos_sha256)
+        r.symbol, r.model_type, r.version, r.as_of, r.updated_at, r.composite_score, m.oos_sha256, m.data_end)
         .join(m, sa.and_(m.symbol == r.symbol, m.model_type == r.model_type, m.version == r.version))
         .where(registry.is_champion()))}
 

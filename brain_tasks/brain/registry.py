@@ -108,6 +108,27 @@ def oos_frame(engine: sa.Engine, digest: str) -> pd.DataFrame:
     return pd.read_parquet(io.BytesIO(data))
 
 
+DISTRIBUTION_FORMAT = "distribution-json"
+
+
+def distribution_bytes(description: Mapping[str, Any]) -> bytes:
+    """A version's input description (`ml.distribution`) as canonical JSON (sorted keys), so the same
+    description is one artifact."""
+    import json
+
+    return json.dumps(description, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def distribution(engine: sa.Engine, digest: str) -> dict[str, Any]:
+    """A version's input description (one sha256 check)."""
+    import json
+
+    fmt, data = load_artifact(engine, digest)
+    if fmt != DISTRIBUTION_FORMAT:
+        raise IntegrityError(f"artifact {digest} is {fmt}, not an input description")
+    return json.loads(data)
+
+
 # --- versions ------------------------------------------------------------------------------------
 
 def manifest(engine: sa.Engine, symbol: str, model_type: str, version: int) -> ModelManifest:
@@ -142,6 +163,9 @@ def register_version(engine: sa.Engine, symbol: str, model_type: str, as_of: dt.
     with engine.begin() as conn:
         art = put_artifact(conn, result.artifact, result.artifact_format)
         oos = put_artifact(conn, parquet_bytes(result.oos), "oos-parquet")
+        described = getattr(result, "distribution", None)
+        distribution = None if described is None else put_artifact(conn, distribution_bytes(described),
+                                                                    DISTRIBUTION_FORMAT)
         version = 1 + (conn.execute(sa.select(sa.func.max(ModelManifest.version)).where(
             ModelManifest.symbol == symbol, ModelManifest.model_type == model_type)).scalar() or 0)
         conn.execute(sa.insert(ModelManifest).values(
@@ -150,7 +174,7 @@ def register_version(engine: sa.Engine, symbol: str, model_type: str, as_of: dt.
             config=store.jsonable(dict(config)), feature_names=list(result.feature_names),
             feature_hash=result.feature_hash, dataset_digest=result.dataset_digest,
             data_start=result.data_start, data_end=result.data_end, n_rows=int(result.n_rows),
-            code_version=code_version, seed=int(seed), created_at=stamp))
+            code_version=code_version, seed=int(seed), created_at=stamp, distribution_sha256=distribution))
         conn.execute(sa.insert(ModelRegistry).values(
             symbol=symbol, model_type=model_type, version=version, as_of=as_of, config_hash=config_hash,
             artifact_sha256=art, status=ChampionStatus.CANDIDATE,

@@ -185,6 +185,9 @@ class ModelManifest(Base):
     code_version: Mapped[str] = mapped_column(String(32))
     seed: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[dt.datetime]
+    # The out-of-distribution gate's description of the training inputs (JSON in model_artifacts,
+    # `ml.distribution`); NULL for versions trained before the gate, which are served without it.
+    distribution_sha256: Mapped[str | None] = mapped_column(String(64))
 
 
 class ModelRegistry(Base):
@@ -381,6 +384,35 @@ class SignalRecord(Base):
     artifact_sha256: Mapped[str | None] = mapped_column(String(64))
     data_age_seconds: Mapped[float]
     served_at: Mapped[dt.datetime]
+    # The gate and the expiry (NULL in rows served before them): whether the bar's inputs lay inside
+    # the version's training distribution, their dissimilarity (> 1 = outside), and the version's age
+    # (its last training bar to this bar).
+    in_distribution: Mapped[bool | None] = mapped_column(Boolean)
+    dissimilarity: Mapped[float | None]
+    model_age_seconds: Mapped[float | None]
+    # What the nightly audit needs to decide this bar again as it was decided: the registry state the
+    # decision read (champion, regime choices, sizer) and a fingerprint of its input rows (a digest of
+    # each series, the last candles verbatim).  NULL for rows served before the audit.
+    context: Mapped[dict[str, Any] | None]
+
+
+class SignalAudit(Base):
+    """The nightly audit of one served signal: the decision computed again with the same version from
+    the rows as stored at audit time.  Keyed as the signal; written once (an audited signal is not
+    audited again).  `differences`: [{field, served, now}] over prediction, position, regime and chosen
+    model; `corrections`: the input rows that changed since serving ([{kind, ts, field, served, now}])."""
+
+    __tablename__ = "signal_audits"
+    symbol: Mapped[str] = _key()
+    ts: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    model_type: Mapped[str] = _key(32)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    served_at: Mapped[dt.datetime]
+    audited_at: Mapped[dt.datetime] = mapped_column(index=True)
+    same: Mapped[bool] = mapped_column(Boolean)
+    differences: Mapped[list[Any]]
+    corrections: Mapped[list[Any]]
+    note: Mapped[str] = mapped_column(Text)
 
 
 # --- replays (brain/replays.py is the one module that reads and writes them) -----------------------
