@@ -1,7 +1,7 @@
 """The out-of-distribution gate, model expiry and the nightly audit of served signals.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 
 model_manifests.distribution_sha256 (the version's input description, an artifact); signals gain
 in_distribution, dissimilarity, model_age_seconds and context (all NULL in rows served before); the
