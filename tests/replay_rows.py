@@ -7,6 +7,7 @@ like markup (it must arrive escaped)."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 import numpy as np
 import pandas as pd
@@ -80,16 +81,25 @@ def _decisions(symbol: str) -> list[dict]:
     return rows
 
 
+@functools.lru_cache(maxsize=1)
+def _tables() -> tuple[dict, dict, dict, dict]:
+    """Trades and statistics, computed once per test process (every dashboard test writes them)."""
+    ppy = bars_per_year("5m")
+    trades = {s: _trades(i) for i, s in enumerate(SYMBOLS)}
+    tables = {s: policy_table(frames, ppy) for s, frames in trades.items()}
+    pooled_frames = {p: pooled_trades({s: trades[s][p] for s in SYMBOLS}) for p in POLICIES}
+    return trades, tables, pooled_frames, policy_table(pooled_frames, ppy)
+
+
 def write_replay(engine: sa.Engine) -> str:
     """The replay's rows; returns its id."""
-    ppy = bars_per_year("5m")
     replays.save_replay(engine, replay_id=REPLAY_ID, symbols=[*SYMBOLS, SKIPPED], models=list(MODELS), start=START,
                         end=END, every="1d", grid={}, config_hash="c" * 64, params={"steps": 4},
                         state=Status.RUNNING)
-    trades = {s: _trades(i) for i, s in enumerate(SYMBOLS)}
+    trades, tables, pooled_frames, pooled = _tables()
     per_symbol: dict[str, dict] = {}
     for symbol, frames in trades.items():
-        table = policy_table(frames, ppy)
+        table = tables[symbol]
         replays.write_decisions(engine, _decisions(symbol))
         replays.write_results(engine, [
             dict(replay_id=REPLAY_ID, symbol=symbol, policy=p, metrics=table["policies"][p], n_bars=len(f),
@@ -98,8 +108,6 @@ def write_replay(engine: sa.Engine) -> str:
         per_symbol[symbol] = {"state": Status.OK, "n_bars": table["n_bars"], "dsr": table["dsr"],
                               "pbo": table["pbo"], "actions": {"promote": 1, "keep": 1, "insufficient_evidence": 2}}
     per_symbol[SKIPPED] = {"state": Status.SKIPPED, "reason": SKIP_REASON}
-    pooled_frames = {p: pooled_trades({s: trades[s][p] for s in SYMBOLS}) for p in POLICIES}
-    pooled = policy_table(pooled_frames, ppy)
     replays.write_results(engine, [
         dict(replay_id=REPLAY_ID, symbol=replays.POOLED, policy=p, metrics=pooled["policies"][p], n_bars=len(f),
              returns=pack_returns(f["net_return"]), positions=pack_returns(f["exposure"]))

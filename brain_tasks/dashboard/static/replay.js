@@ -29,7 +29,9 @@
   if (names.length) {
     const traces = names.map((name) => ({
       x: curves[name].ts, y: curves[name].equity, name: esc(name), type: "scatter", mode: "lines",
-      line: {width: name === "brain" ? 2.6 : 1.2, color: name === "brain" ? "#1f2328" : colourOf(name),
+      // newest:<type> takes its model type's colour, the one the timeline gives that type.
+      line: {width: name === "brain" ? 2.6 : 1.2,
+             color: name === "brain" ? "#1f2328" : colourOf(name.replace(/^newest:/, "")),
              dash: name.startsWith("brain[") ? "dash" : "solid"}}));
     const where = d.symbol === "*" ? "pooled portfolio" : esc(d.symbol);
     Plotly.newPlot("chart-replay-equity", traces, {
