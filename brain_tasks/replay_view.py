@@ -32,11 +32,12 @@ from brain_tasks.vocabulary import Action
 
 BRAIN = "brain"
 MAX_POINTS = 1000
-# (metric key, column heading, how it reads: pct = a fraction shown in percent, num = a number, p = p-value)
+# (metric key, column heading, how it reads: pct = a signed change in percent, share = a fraction of the
+# bars in percent, num = a number, p = a p-value)
 STAT_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("sharpe", "Sharpe", "num"), ("sharpe_se", "HAC SE", "num"), ("sortino", "Sortino", "num"),
     ("max_drawdown", "max drawdown", "pct"), ("total_return", "total return", "pct"),
-    ("turnover", "turnover / bar", "num"), ("time_in_market", "time in market", "pct"),
+    ("turnover", "turnover / bar", "num"), ("time_in_market", "time in market", "share"),
     ("hit_ratio", "hit ratio", "num"), ("profit_factor", "profit factor", "num"),
     ("p_value", "p vs brain", "p"),
 )
