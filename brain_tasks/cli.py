@@ -514,3 +514,135 @@ def signals(symbol: str | None, limit: int) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --- replays -------------------------------------------------------------------------------------
+
+def replay_table(shown: dict[str, Any]) -> str:
+    """`replay show`: the pooled policy table (Sharpe with its HAC standard error, total return, max
+    drawdown, turnover, time in market, hit ratio, profit factor, p-value of the Sharpe difference against
+    brain), the DSR of the best policy and the PBO with its blocks, then the symbols skipped."""
+    lines = [f"replay {shown['replay_id']}: {shown['state']}  {', '.join(shown['symbols'])} x "
+             f"{', '.join(shown['models'])}  {shown['start']} .. {shown['end']} every {shown['every']}"]
+    policies = shown.get("policies") or {}
+    if not policies:
+        lines.append("  no pooled results yet")
+    else:
+        lines.append(f"  pooled over {shown.get('n_bars')} bars (equal-weight portfolio of the symbols walked)")
+        lines.append(f"  {'policy':<30} {'sharpe':>8} {'± se':>7} {'return':>8} {'max dd':>8} {'turnover':>8} "
+                     f"{'in mkt':>7} {'hit':>5} {'pf':>6} {'p vs brain':>10}")
+        for name, m in sorted(policies.items(), key=lambda kv: -(kv[1].get("sharpe") or 0.0)):
+            p = m.get("p_value")
+            lines.append(f"  {name:<30} {m.get('sharpe', 0):>8.2f} {m.get('sharpe_se', 0):>7.2f} "
+                         f"{m.get('total_return', 0):>8.2%} {m.get('max_drawdown', 0):>8.2%} {m.get('turnover', 0):>8.3f} "
+                         f"{m.get('time_in_market', 0):>7.1%} {m.get('hit_ratio', 0):>5.2f} "
+                         f"{min(m.get('profit_factor') or 0.0, 999.0):>6.2f} {'-' if p is None else f'{p:.3g}':>10}")
+        dsr = shown.get("dsr") or {}
+        if dsr:
+            lines.append(f"  best policy {dsr.get('best')}: Sharpe {dsr.get('sharpe', 0):.2f}, DSR {dsr.get('dsr', 0):.3f} "
+                         f"over {dsr.get('n_trials')} policies (luck alone would reach {dsr.get('benchmark_sharpe', 0):.2f})")
+        pbo = shown.get("pbo_detail") or {}
+        if pbo:
+            lines.append(f"  PBO {pbo['pbo']:.2f} by CSCV: {pbo['n_blocks']} blocks of {pbo['bars_per_block']} bars, "
+                         f"{pbo['n_combinations']} combinations, {pbo['n_policies']} policies")
+        else:
+            lines.append("  PBO: too few bars for 16 blocks of 2")
+    for symbol, info in sorted((shown.get("per_symbol") or {}).items()):
+        if info.get("state") != Status.OK:
+            lines.append(f"  {symbol}: {info.get('state')}: {info.get('reason') or ''}")
+    return "\n".join(lines)
+
+
+def run_replay_command(client: Any, symbols: list[str], models: list[str], start: str, end: str, every: str,
+                       grid: list[str], wait: bool, as_json: bool, session: _Session,
+                       timeout: float = 24 * 3600) -> dict[str, Any] | None:
+    from brain_tasks.service.replay_run import show
+
+    handle = client.replay(symbols, models, start, end, every=every, grid=grid)
+    session.attempts.append(handle.attempt_id)
+    if not as_json:
+        click.echo(f"enqueued brain_tasks.replay: replay {handle.run_id} attempt {handle.attempt_id}", err=True)
+    if not wait:
+        if as_json:
+            click.echo(json.dumps({"replay_id": handle.run_id, "attempt_id": handle.attempt_id, "state": Status.PENDING}))
+        return None
+    status = _follow(client, handle, symbols, timeout, session)
+    shown = show(client.engine, handle.run_id) or {"replay_id": handle.run_id}
+    if as_json:
+        click.echo(json.dumps({**shown, "attempt_id": handle.attempt_id, "run_state": status["state"]}, default=str))
+    else:
+        click.echo(replay_table(shown))
+    return status
+
+
+@main.group(invoke_without_command=True)
+@click.option("--symbols", default=None, help="comma-separated pairs, e.g. ETH/BTC,LTC/BTC")
+@click.option("--models", default=None, help="comma-separated model types (default: BRAIN_MODELS)")
+@click.option("--from", "start", default=None, help="YYYY-MM-DD: the first traded day (step t_1 is its midnight)")
+@click.option("--to", "end", default=None, help="YYYY-MM-DD: the last traded day")
+@click.option("--every", default="1d", show_default=True, help="step length, whole days (1d, 2d, 1w)")
+@click.option("--grid", multiple=True,
+              help="SETTING=V1,V2: a brain[SETTING=V] policy per value (dsr_level, min_evidence_bars); repeatable")
+@click.option("--wait/--no-wait", default=False, help="follow the replay and print its table (always, embedded)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object (with replay_id) instead of a table")
+@click.pass_context
+def replay(ctx: click.Context, symbols: str | None, models: str | None, start: str | None, end: str | None,
+           every: str, grid: tuple[str, ...], wait: bool, as_json: bool) -> None:
+    """Replay the Brain's decisions over history, policy against policy (docs/replay.md); `replay show
+    ID` prints a stored replay."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from brain_tasks.service.replay_plan import plan_replay
+
+    s = get_settings()
+    if not symbols:
+        raise click.UsageError("--symbols is required (or: brain-tasks replay show ID)")
+    _schema(s)
+    client = _client(s)
+    # Refuse a bad request before starting a worker or enqueueing anything (the client checks again).
+    plan_replay(client.engine, s, _csv(symbols), _csv(models) or s.models, start, end, every, list(grid))
+    with _workers(s) as session:
+        status = run_replay_command(client, _csv(symbols), _csv(models) or list(s.models), start, end, every,
+                                    list(grid), wait or s.embedded, as_json, session)
+    if status and status["state"] == Status.FAILED:
+        raise SystemExit(1)
+
+
+@replay.command("show")
+@click.argument("replay_id")
+@click.option("--json", "as_json", is_flag=True,
+              help="print one JSON object: replay_id, policies (pooled metrics with p_value), pbo, dsr, decisions")
+def replay_show(replay_id: str, as_json: bool) -> None:
+    """A stored replay's policy table, DSR and PBO (with --json: every decision too)."""
+    from brain_tasks.service.replay_run import show
+
+    s = get_settings()
+    _schema(s)
+    shown = show(_engine(s), replay_id)
+    if shown is None:
+        raise click.ClickException(f"no replay {replay_id}")
+    click.echo(json.dumps(shown, default=str) if as_json else replay_table(shown))
+
+
+@main.command("replays")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="newest replays to list")
+@click.option("--json", "as_json", is_flag=True, help="print the list as JSON")
+def replays_command(limit: int, as_json: bool) -> None:
+    """Stored replays, newest first, with their state and headline statistics."""
+    from brain_tasks.brain import replays as stored
+
+    s = get_settings()
+    _schema(s)
+    rows = stored.list_replays(_engine(s), limit)
+    if as_json:
+        click.echo(json.dumps(rows, default=str))
+        return
+    if not rows:
+        click.echo("no replays yet")
+        return
+    for r in rows:
+        h = r["headline"]
+        extra = "" if h["pbo"] is None else (f"  brain Sharpe {h['brain_sharpe'] or 0:.2f}, best {h['best']} "
+                                             f"(DSR {h['dsr'] or 0:.2f}), PBO {h['pbo']:.2f}")
+        click.echo(f"{r['replay_id']}  {r['state']:<9} {','.join(r['symbols'])} x {','.join(r['models'])}  "
+                   f"{r['start']}..{r['end']}/{r['every']}{extra}")

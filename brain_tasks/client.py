@@ -83,6 +83,31 @@ class BrainClient:
         return self._enqueue("nightly", "brain_tasks.nightly_analysis", run_id_for("nightly", day, symbols),
                              day, symbols, [], {})
 
+    def replay(self, symbols: Sequence[str], models: Sequence[str] | None, start: str | dt.date,
+               end: str | dt.date, every: str = "1d", grid: Any = None) -> RunHandle:
+        """Enqueue a replay of the Brain's decisions over the days `start`..`end`, a step every `every`
+        (whole days), with the policies of docs/replay.md and the `grid` of brain settings
+        (`{"dsr_level": [0.9, 0.95]}` or `["dsr_level=0.9,0.95"]`).  The run id is the replay id,
+        deterministic from the request and the training config.  A bad request (see
+        `service.replay_plan.plan_replay`) raises a `RequestError` and writes nothing.  Unlike `retrain`,
+        this imports the ML configuration: the replay's id includes the training config's hash."""
+        from brain_tasks.service import replay_run
+        from brain_tasks.service.replay_plan import plan_replay
+
+        check_schema(self.settings.database_url)
+        plan = plan_replay(self.engine, self.settings, symbols, models, start, end, every, grid)
+        attempt_id = str(uuid.uuid4())
+        # The replay's row and the attempt's rows exist before its message does: `wait` sees it at once.
+        replay_run.start(self.engine, self.settings, plan, attempt_id)
+        try:
+            result = self._send("brain_tasks.replay", attempt_id, {
+                "symbols": plan.symbols, "models": plan.models, "start": plan.start.isoformat(),
+                "end": plan.end.isoformat(), "every": plan.every, "grid": plan.grid, "attempt_id": attempt_id})
+        except BrokerUnavailableError:
+            replay_run.abandon(self.engine, plan.replay_id)
+            raise
+        return RunHandle(plan.replay_id, result.id, attempt_id)
+
     def _enqueue(self, kind: str, task: str, run_id: str, day: dt.date, symbols: list[str], models: list[str],
                  kwargs: dict[str, Any]) -> RunHandle:
         from brain_tasks.service.steps.outcome import start_attempt

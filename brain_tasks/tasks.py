@@ -317,6 +317,73 @@ def summarize_nightly(self: BrainTask, results: Any, run_id: str, as_of: str | N
     return summarize_attempt(_engine(), results, run_id, attempt_id)
 
 
+# --- replays ------------------------------------------------------------------------------------
+
+@app.task(name="brain_tasks.replay", bind=True)
+def replay(self: BrainTask, symbols: list[str], models: list[str] | None = None, start: str | None = None,
+           end: str | None = None, every: str = "1d", grid: Any = None, attempt_id: str | None = None) -> Any:
+    """Replay the Brain's decisions over history (service/replay_run.py): checks the request as the client
+    does (a message sent by name bypasses it), records the replay and the attempt, then replaces itself
+    by the fan-out: trainings on the workers, one decision walk per symbol, the pooling step."""
+    from brain_tasks.service import replay_run
+    from brain_tasks.service.replay_plan import plan_replay
+
+    engine, s = _engine(), get_settings()
+    plan = plan_replay(engine, s, symbols, models, start, end, every, grid)
+    attempt_id = attempt_id or self.request.id
+    replay_run.start(engine, s, plan, attempt_id)
+    return self.replace(workflows.replay_canvas(plan.symbols, plan.replay_id, [st.as_of for st in plan.steps],
+                                                plan.models, attempt_id))
+
+
+@app.task(name="brain_tasks.replay_train", bind=True, **_limits("train"))
+def replay_train(self: BrainTask, symbol: str, model_type: str, as_of: str, run_id: str | None = None,
+                 attempt_id: str | None = None) -> dict:
+    """One (symbol, step, model type) training of a replay; a failure is a status, never a raise (the
+    walk goes on with the versions it has)."""
+    from brain_tasks.service.replay_run import train_for_replay
+
+    def run() -> dict:
+        return train_for_replay(_engine(), get_settings(), symbol, model_type, as_of_date(as_of))
+
+    return self.guard(run, symbol=symbol, attempt_id=attempt_id, finding=("models", _day(as_of)), fail=lambda error: {
+        "model_type": model_type, "as_of": str(as_of), "status": Status.FAILED, "step": self.step_name,
+        "error": error})
+
+
+@app.task(name="brain_tasks.replay_walk", bind=True, **_limits("train"))
+def replay_walk(self: BrainTask, trained: Any, symbol: str, replay_id: str, run_id: str | None = None,
+                attempt_id: str | None = None) -> dict:
+    """The symbol's decision walk over the replay's steps, every policy traded; its chain state out."""
+    from brain_tasks.service.replay_run import plan_of
+    from brain_tasks.service.replay_walk import walk_symbol
+
+    engine = _engine()
+    plan = plan_of(engine, replay_id)
+    end = plan.end if plan is not None else dt.date.min
+
+    def run() -> dict:
+        if plan is None:
+            return ChainState.start(symbol, end).failed(self.step_name, f"no replay {replay_id!r}").to_json()
+        return walk_symbol(engine, get_settings(), plan, symbol, trained).to_json()
+
+    return self.guard(run, symbol=symbol, attempt_id=attempt_id, finding=("models", end if plan else None),
+                      fail=lambda error: ChainState.start(symbol, end).failed(self.step_name, error).to_json())
+
+
+@app.task(name="brain_tasks.replay_pool", bind=True, autoretry_for=TRANSIENT, retry_backoff=True,
+          retry_jitter=True, max_retries=MAX_RETRIES, **_limits("analysis"))
+def replay_pool(self: BrainTask, results: Any = None, replay_id: str = "", attempt_id: str | None = None) -> dict:
+    """The chord's body: pool the symbols, write the replay's summary, close the attempt."""
+    from brain_tasks.service import replay_run
+
+    engine = _engine()
+    plan = replay_run.plan_of(engine, replay_id)
+    if plan is None:
+        return {"replay_id": replay_id, "state": Status.UNKNOWN}
+    return replay_run.pool(engine, get_settings(), plan, attempt_id, results)
+
+
 # --- runs ----------------------------------------------------------------------------------------
 
 @app.task(name="brain_tasks.reconcile_runs", bind=True, ignore_result=True)

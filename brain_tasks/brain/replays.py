@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from brain_tasks.brain import store
-from brain_tasks.brain.tables import Replay, ReplayDecision, ReplayResult
+from brain_tasks.brain.tables import Candle, Replay, ReplayDecision, ReplayResult
 from brain_tasks.timekeeping import now
 
 POOLED = "*"  # the symbol of the pooled (equal-weight portfolio) results
@@ -42,6 +42,22 @@ OTHERWISE = "*"  # the regime key of a policy's fallback choice (bars of an unkn
 __all__ = ["POOLED", "OTHERWISE", "save_replay", "set_state", "write_decisions", "write_results", "list_replays",
            "get_replay", "decisions", "decision_table", "results", "returns", "positions", "curves",
            "result_symbols"]
+
+
+# --- what a replay may cover ---------------------------------------------------------------------
+
+def stored_span(engine: sa.Engine, exchange: str, symbol: str, timeframe: str) -> tuple[dt.datetime, dt.datetime] | None:
+    """(first, last) stored candle time of the symbol, or None when it has none: a replay's window is
+    checked against it before anything is written."""
+    c = Candle
+    stmt = sa.select(sa.func.min(c.ts), sa.func.max(c.ts)).where(c.exchange == exchange, c.symbol == symbol,
+                                                                 c.timeframe == timeframe)
+    with engine.connect() as conn:
+        first, last = conn.execute(stmt).one()
+    if first is None:
+        return None
+    utc = dt.timezone.utc
+    return tuple(v.replace(tzinfo=utc) if v.tzinfo is None else v.astimezone(utc) for v in (first, last))  # type: ignore[return-value]
 
 
 # --- writes --------------------------------------------------------------------------------------
