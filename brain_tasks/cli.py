@@ -545,9 +545,6 @@ def signals(symbol: str | None, limit: int) -> None:
     click.echo(signals_table(get_settings(), symbol, limit))
 
 
-if __name__ == "__main__":
-    main()
-
 
 # --- replays -------------------------------------------------------------------------------------
 
@@ -679,3 +676,7 @@ def replays_command(limit: int, as_json: bool) -> None:
                                              f"(DSR {h['dsr'] or 0:.2f}), PBO {h['pbo']:.2f}")
         click.echo(f"{r['replay_id']}  {r['state']:<9} {','.join(r['symbols'])} x {','.join(r['models'])}  "
                    f"{r['start']}..{r['end']}/{r['every']}{extra}")
+
+
+if __name__ == "__main__":
+    main()

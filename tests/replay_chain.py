@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from brain_tasks.errors import DataError
 from brain_tasks.service import replay_run
 from brain_tasks.service.replay_plan import ReplayPlan, plan_replay
 from brain_tasks.service.replay_walk import walk_symbol
 from brain_tasks.service.steps import outcome
+from brain_tasks.vocabulary import Status
+
+
+def _train(engine: Any, settings: Any, symbol: str, model_type: str, as_of: Any) -> dict:
+    """`replay_train` without Celery: a data error is a failed outcome, as the task's policy makes it."""
+    try:
+        return replay_run.train_for_replay(engine, settings, symbol, model_type, as_of)
+    except DataError as exc:
+        return {"model_type": model_type, "as_of": as_of.isoformat(), "status": Status.FAILED, "error": str(exc)}
 
 
 def run_replay(engine: Any, settings: Any, symbols: list[str], models: list[str], start: str, end: str,
@@ -18,8 +28,7 @@ def run_replay(engine: Any, settings: Any, symbols: list[str], models: list[str]
     replay_run.start(engine, settings, plan, attempt_id)
     states, trainings = [], []
     for s in plan.symbols:
-        trained = [replay_run.train_for_replay(engine, settings, s, m, st.as_of)
-                   for st in plan.steps for m in plan.models]
+        trained = [_train(engine, settings, s, m, st.as_of) for st in plan.steps for m in plan.models]
         trainings += trained
         state = walk_symbol(engine, settings, plan, s, trained)
         outcome.record_outcome(engine, attempt_id, state)

@@ -84,7 +84,9 @@ class ReplayPlan:
     def variants(self) -> list[tuple[str, dict[str, Any]]]:
         """(policy name, setting overrides) of brain and each grid combination, in a fixed order."""
         out: list[tuple[str, dict[str, Any]]] = [(BRAIN, {})]
-        keys = sorted(self.grid)
+        keys = sorted(k for k, v in self.grid.items() if v)
+        if not keys:
+            return out
         for combo in itertools.product(*(self.grid[k] for k in keys)):
             overrides = dict(zip(keys, combo))
             out.append((BRAIN + "[" + ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"

@@ -25,6 +25,7 @@ from brain_tasks.timekeeping import timeframe_seconds
 from brain_tasks.vocabulary import OPEN, Origin, Status
 
 KIND = "replay"
+CPU_KEYS = ("cpu_s", "decide_cpu_s")
 
 
 def record_replay(engine: sa.Engine, settings: Settings, plan: ReplayPlan) -> None:
@@ -92,7 +93,9 @@ def pool(engine: sa.Engine, settings: Settings, plan: ReplayPlan, attempt_id: st
     for s in plan.symbols:
         st = states.get(s)
         if s in walked and (st is None or st.ok):
-            per_symbol[s] = {"state": Status.OK, **((st.replay if st else None) or {})}
+            # CPU seconds stay in the attempt's rows (training_runs): the replay's rows are the same on a re-run.
+            per_symbol[s] = {"state": Status.OK, **{k: v for k, v in ((st.replay if st else None) or {}).items()
+                                                   if k not in CPU_KEYS}}
         else:
             reason = (st.reason or st.error) if st else (status.get(s, {}).get("error") or "not walked")
             per_symbol[s] = {"state": (st.status if st else status.get(s, {}).get("state")) or Status.FAILED,
