@@ -35,7 +35,8 @@
              dash: name.startsWith("brain[") ? "dash" : "solid"}}));
     const where = d.symbol === "*" ? "pooled portfolio" : esc(d.symbol);
     Plotly.newPlot("chart-replay-equity", traces, {
-      title: title(`Equity per policy, ${where} (start = 1); dotted: brain's promotions (green) and rollbacks (red)`),
+      title: title(`Equity per policy, ${where} (start = 1)` +
+                   (d.symbol === "*" ? "" : "; dotted: brain's promotions (green) and rollbacks (red)")),
       legend, margin: {l: 60, r: 20, t: 75, b: 40}, shapes: d.symbol === "*" ? [] : eventLines,
       yaxis: {title: {text: "equity"}}, hovermode: "x unified"}, config);
   }
