@@ -118,3 +118,23 @@ def test_a_finished_replay_is_read_once(dash_url: str, monkeypatch: pytest.Monke
     replay_view.replay_detail(engine, REPLAY_ID, BTC, cache=cache)
     assert len(reads) == 3
     engine.dispose()
+
+
+def test_a_replay_run_links_its_replay(client: TestClient, dash_url: str) -> None:
+    """A replay is an attempt like any run (kind `replay`, run id = replay id): its run page links the
+    replay's page."""
+    import datetime as dt
+
+    from brain_tasks.brain.tables import TrainingRun
+    from brain_tasks.vocabulary import Status
+
+    stamp = dt.datetime(2024, 3, 5, tzinfo=dt.timezone.utc)
+    run = dict(run_id=REPLAY_ID, as_of=dt.date(2024, 3, 4), models=["lightgbm"], details={}, started_at=stamp,
+               finished_at=stamp, attempt_id="r1", kind="replay", redrives=0, error=None)
+    engine = sa.create_engine(dash_url)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(TrainingRun), [dict(run, symbol="*", state=Status.OK),
+                                              dict(run, symbol=BTC, state=Status.OK)])
+    engine.dispose()
+    page = client.get(f"/runs/{REPLAY_ID}", headers=BEARER).text
+    assert f'<a id="replay-link" href="/replays/{REPLAY_ID}">' in page
