@@ -61,9 +61,12 @@
     const marks = t.events.map((e) => ({
       type: "line", xref: "x", yref: "paper", x0: e.at, x1: e.at, y0: 0, y1: 1,
       line: {color: e.kind === "rollback" ? "#b42318" : "#1a7f37", width: 2}}));
-    const notes = t.events.map((e) => ({
-      x: e.at, xref: "x", y: 1, yref: "paper", yanchor: "bottom", showarrow: false, text: esc(e.kind),
-      font: {size: 11, color: e.kind === "rollback" ? "#b42318" : "#1a7f37"}}));
+    // A rollback and a promotion at the same step share one label ("rollback + promote").
+    const kindsAt = {};
+    for (const e of t.events) (kindsAt[e.at] = kindsAt[e.at] || []).push(e.kind);
+    const notes = Object.entries(kindsAt).map(([at, kinds]) => ({
+      x: at, xref: "x", y: 1, yref: "paper", yanchor: "bottom", showarrow: false, text: esc(kinds.join(" + ")),
+      font: {size: 11, color: kinds.includes("rollback") ? "#b42318" : "#1a7f37"}}));
     Plotly.newPlot("chart-replay-timeline", traces, {
       title: title("brain's model per regime at each step; lines: promotions (green) and rollbacks (red)"),
       barmode: "overlay", legend: {orientation: "h", x: 0, y: -0.15}, shapes: marks, annotations: notes,
