@@ -596,7 +596,16 @@ def run_replay_command(client: Any, symbols: list[str], models: list[str], start
         if as_json:
             click.echo(json.dumps({"replay_id": handle.run_id, "attempt_id": handle.attempt_id, "state": Status.PENDING}))
         return None
-    status = _follow(client, handle, symbols, timeout, session)
+    try:
+        status = _follow(client, handle, symbols, timeout, session)
+    except BaseException:
+        if session.worker is not None:
+            # Embedded, the worker stops with the command: the replay is cancelled as its attempt is,
+            # unless the pooling step got there first.  With a broker the workers carry on.
+            from brain_tasks.service.replay_run import abandon
+
+            abandon(client.engine, handle.run_id)
+        raise
     shown = show(client.engine, handle.run_id) or {"replay_id": handle.run_id}
     if as_json:
         click.echo(json.dumps({**shown, "attempt_id": handle.attempt_id, "run_state": status["state"]}, default=str))

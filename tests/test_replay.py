@@ -206,3 +206,30 @@ def test_the_redrive_canvas_of_a_replay_is_its_symbol_chain():
     with pytest.raises(ValueError):
         workflows.redrive_canvas("replay", SYMBOL, dt.date(2024, 1, 9), ["baseline"], "replay-x", "a1")
     assert isinstance(RequestError("x"), BrainError)
+
+
+def test_reconcile_redrives_a_lost_replay_symbol_and_sends_the_pool_when_its_chord_died(market):
+    from brain_tasks.service.reconcile import reconcile
+    from brain_tasks.service.steps import outcome
+
+    engine, settings = market
+    plan = plan_replay(engine, settings, [SYMBOL], ["baseline"], *WINDOW)
+    replay_run.start(engine, settings, plan, "a1")
+    sent: list = []
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=settings.stall_timeout + 60)
+    done = reconcile(engine, settings, [], sent.append, now=later)
+    assert done["redriven"] == [["a1", SYMBOL]] and len(sent) == 1
+    assert sent[0].body.tasks[0].task == "brain_tasks.replay_walk"  # the symbol's replay chain, its steps known
+    assert [t.args[2] for t in sent[0].tasks] == [s.as_of.isoformat() for s in plan.steps]
+    # The chain finished but the chord's pooling step died with it: reconcile closes and sends the pool.
+    outcome.record_outcome(engine, "a1", replay_walk_state(plan))
+    sent.clear()
+    done = reconcile(engine, settings, [], sent.append, now=later)
+    assert done["closed"] == {"a1": Status.OK}
+    assert [(s.task, s.args) for s in sent] == [("brain_tasks.replay_pool", (None, plan.replay_id))]
+
+
+def replay_walk_state(plan):  # noqa: ANN001, ANN201
+    from brain_tasks.service.chain import ChainState
+
+    return ChainState.start(SYMBOL, plan.end)

@@ -39,7 +39,8 @@ from brain_tasks.timekeeping import now
 POOLED = "*"  # the symbol of the pooled (equal-weight portfolio) results
 OTHERWISE = "*"  # the regime key of a policy's fallback choice (bars of an unknown regime)
 
-__all__ = ["POOLED", "OTHERWISE", "save_replay", "set_state", "write_decisions", "write_results", "list_replays",
+__all__ = ["POOLED", "OTHERWISE", "save_replay", "set_state", "write_decisions", "write_results", "result_inputs",
+           "bar_count", "stored_span", "list_replays",
            "get_replay", "decisions", "decision_table", "results", "returns", "positions", "curves",
            "result_symbols"]
 
@@ -95,7 +96,8 @@ def write_decisions(engine: sa.Engine, rows: Sequence[Mapping[str, Any]]) -> int
 
 
 def write_results(engine: sa.Engine, rows: Sequence[Mapping[str, Any]]) -> int:
-    """Upsert result rows (replay_id, symbol, policy, metrics, n_bars, returns, positions: packed bytes)."""
+    """Upsert result rows (replay_id, symbol, policy, metrics, n_bars, inputs, returns, positions: packed
+    bytes)."""
     return store.upsert(engine, ReplayResult.__table__,
                         [{**r, "metrics": store.jsonable(r["metrics"])} for r in rows])
 
@@ -175,6 +177,23 @@ def results(engine: sa.Engine, replay_id: str, symbol: str | None = None) -> lis
     with engine.connect() as conn:
         rows = conn.execute(stmt.order_by(r.symbol, r.policy)).all()
     return [{"symbol": x.symbol, "policy": x.policy, "n_bars": x.n_bars, "metrics": dict(x.metrics)} for x in rows]
+
+
+def result_inputs(engine: sa.Engine, replay_id: str, symbol: str) -> dict[str, str]:
+    """policy -> the inputs digest its stored result was computed from (a re-run compares it)."""
+    r = ReplayResult
+    with engine.connect() as conn:
+        return dict(conn.execute(sa.select(r.policy, r.inputs).where(r.replay_id == replay_id,
+                                                                      r.symbol == symbol)).all())
+
+
+def bar_count(engine: sa.Engine, exchange: str, symbol: str, timeframe: str, end: dt.datetime) -> tuple[int, Any]:
+    """(number, newest time) of the symbol's stored bars before `end`: part of what a replay's walk read."""
+    c = Candle
+    with engine.connect() as conn:
+        n, last = conn.execute(sa.select(sa.func.count(), sa.func.max(c.ts)).where(
+            c.exchange == exchange, c.symbol == symbol, c.timeframe == timeframe, c.ts < end)).one()
+    return int(n), None if last is None else str(last)
 
 
 def _packed(engine: sa.Engine, replay_id: str, symbol: str, column: str,

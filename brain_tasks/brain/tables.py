@@ -434,6 +434,9 @@ class ReplayResult(Base):
     policy: Mapped[str] = _key(96)
     metrics: Mapped[dict[str, Any]]                    # policy_metrics plus p_value / sharpe_diff against brain
     n_bars: Mapped[int] = mapped_column(Integer)
+    # Digest of what the symbol's walk read (its versions per step, its stored bars up to the window's
+    # end): a re-run with the same digest finds its results instead of recomputing them.
+    inputs: Mapped[str] = mapped_column(String(64))
     returns: Mapped[bytes] = mapped_column(LargeBinary)
     positions: Mapped[bytes] = mapped_column(LargeBinary)  # pooled: the share of symbols holding a position
 

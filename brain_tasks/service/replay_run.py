@@ -25,7 +25,9 @@ from brain_tasks.timekeeping import timeframe_seconds
 from brain_tasks.vocabulary import OPEN, Origin, Status
 
 KIND = "replay"
-CPU_KEYS = ("cpu_s", "decide_cpu_s")
+# What differs from one run of a replay to the next (CPU seconds, whether the walk found its results):
+# kept in the attempt's rows (training_runs), not in the replay's, which a re-run leaves the same.
+RUN_ONLY_KEYS = ("cpu_s", "decide_cpu_s", "train_cpu_s", "reused")
 
 
 def record_replay(engine: sa.Engine, settings: Settings, plan: ReplayPlan) -> None:
@@ -93,9 +95,8 @@ def pool(engine: sa.Engine, settings: Settings, plan: ReplayPlan, attempt_id: st
     for s in plan.symbols:
         st = states.get(s)
         if s in walked and (st is None or st.ok):
-            # CPU seconds stay in the attempt's rows (training_runs): the replay's rows are the same on a re-run.
             per_symbol[s] = {"state": Status.OK, **{k: v for k, v in ((st.replay if st else None) or {}).items()
-                                                   if k not in CPU_KEYS}}
+                                                   if k not in RUN_ONLY_KEYS}}
         else:
             reason = (st.reason or st.error) if st else (status.get(s, {}).get("error") or "not walked")
             per_symbol[s] = {"state": (st.status if st else status.get(s, {}).get("state")) or Status.FAILED,
@@ -111,7 +112,7 @@ def pool(engine: sa.Engine, settings: Settings, plan: ReplayPlan, attempt_id: st
             bar = pd.Timedelta(seconds=timeframe_seconds(settings.timeframe))
             replays.write_results(engine, [
                 dict(replay_id=plan.replay_id, symbol=replays.POOLED, policy=p, metrics=pooled["policies"][p],
-                     n_bars=len(f), returns=pack_returns(f["net_return"], bar=bar),
+                     n_bars=len(f), inputs="", returns=pack_returns(f["net_return"], bar=bar),
                      positions=pack_returns(f["exposure"], bar=bar)) for p, f in frames.items()])
     state = Status.OK if walked and len(walked) == len(plan.symbols) else (Status.PARTIAL if walked else Status.FAILED)
     summary = {"pooled": pooled, "symbols": per_symbol, "n_symbols_walked": len(walked),

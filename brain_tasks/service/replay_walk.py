@@ -273,6 +273,19 @@ def _trainings(plan: ReplayPlan, trained: Any) -> dict[tuple[str, str], dict[str
     return {(str(t.get("model_type")), str(t.get("as_of"))): t for t in items if isinstance(t, Mapping)}
 
 
+def _inputs_digest(engine: sa.Engine, settings: Settings, plan: ReplayPlan, symbol: str,
+                   by_step: dict[int, dict[str, ModelManifest]]) -> str:
+    """What the walk reads: every step's versions (and their artifacts) and the stored bars up to the
+    window's end (their number and the newest), digested."""
+    import hashlib
+    import json
+
+    versions = {k: {m: [v.version, v.artifact_sha256] for m, v in sorted(vs.items())} for k, vs in by_step.items()}
+    bars = replays.bar_count(engine, settings.exchange, symbol, settings.timeframe, plan.window_end)
+    payload = json.dumps({"versions": versions, "bars": bars, "policies": plan.policies}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
 def walk_symbol(engine: sa.Engine, settings: Settings, plan: ReplayPlan, symbol: str, trained: Any) -> ChainState:
     """Decide and trade every policy of the replay for `symbol`; write its decisions and per-policy
     results (`brain.replays`).  Returns the symbol's chain state: succeeded, or skipped with the reason
@@ -308,6 +321,16 @@ def walk_symbol(engine: sa.Engine, settings: Settings, plan: ReplayPlan, symbol:
         why = "; ".join(errors[:len(plan.models)]) or "no version trained"
         return state.update(status=Status.SKIPPED, reason=f"too little history before t_1 to train on: {why}",
                             replay={"skipped": True, "errors": errors[:5]})
+    train_cpu = sum(float(o.get("cpu_s") or 0.0) for o in outcomes.values() if o.get("trained"))
+    inputs = _inputs_digest(engine, settings, plan, symbol, by_step)
+    previous = ((replays.get_replay(engine, plan.replay_id) or {}).get("summary") or {}).get("symbols", {}).get(symbol)
+    stored = replays.result_inputs(engine, plan.replay_id, symbol)
+    if previous and previous.get("state") == Status.OK and set(stored) >= set(plan.policies) \
+            and all(stored[p] == inputs for p in plan.policies):
+        # The same versions on the same bars: the stored decisions and results are this walk's.
+        kept = {k: v for k, v in previous.items() if k != "state"}
+        return state.update(replay={**kept, "reused": True, "cpu_s": round(time.process_time() - cpu0, 4),
+                                    "train_cpu_s": round(train_cpu, 4)})
     walk = Walk(engine, settings, symbol, steps, by_step, reused)
     decided: dict[str, list[StepDecision]] = {}
     for name, overrides in plan.variants:
@@ -334,12 +357,12 @@ def walk_symbol(engine: sa.Engine, settings: Settings, plan: ReplayPlan, symbol:
         for name, ds in decided.items() for s, d in zip(steps, ds)])
     replays.write_results(engine, [
         dict(replay_id=plan.replay_id, symbol=symbol, policy=name, metrics=table["policies"].get(name, {}),
-             n_bars=len(t), returns=pack_returns(t["net_return"], bar=bar_len),
+             n_bars=len(t), inputs=inputs, returns=pack_returns(t["net_return"], bar=bar_len),
              positions=pack_returns(t["position"].astype("float64"), bar=bar_len))
         for name, t in trades.items()])
     brain = decided[plan.variants[0][0]]
     summary = {"n_bars": int(table["n_bars"]), "dsr": table.get("dsr"), "pbo": table.get("pbo"),
                "actions": {a: sum(d.action == a for d in brain) for a in sorted({d.action for d in brain})},
                "decide_cpu_s": round(decide_cpu, 4), "cpu_s": round(time.process_time() - cpu0, 4),
-               "errors": errors[:5]}
+               "train_cpu_s": round(train_cpu, 4), "errors": errors[:5]}
     return state.update(replay=summary)

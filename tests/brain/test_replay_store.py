@@ -25,7 +25,7 @@ def _rows(replay_id: str) -> tuple[list[dict], list[dict]]:
     idx = pd.date_range(T0, periods=50, freq="5min", tz="UTC")
     r = pd.Series(np.random.default_rng(0).normal(0, 1e-3, 50), index=idx)
     results = [dict(replay_id=replay_id, symbol=s, policy=p, metrics={"sharpe": 1.5, "p_value": float("nan")},
-                    n_bars=50, returns=pack_returns(r), positions=pack_returns(pd.Series(1.0, index=idx)))
+                    n_bars=50, inputs="d", returns=pack_returns(r), positions=pack_returns(pd.Series(1.0, index=idx)))
                for s in ("AAA", replays.POOLED) for p in ("brain", "flat")]
     return decisions, results
 

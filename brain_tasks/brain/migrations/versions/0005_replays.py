@@ -61,6 +61,7 @@ def upgrade() -> None:
         sa.Column("policy", sa.String(length=96), nullable=False),
         sa.Column("metrics", _JSON, nullable=False),
         sa.Column("n_bars", sa.Integer(), nullable=False),
+        sa.Column("inputs", sa.String(length=64), nullable=False),
         sa.Column("returns", sa.LargeBinary(), nullable=False),
         sa.Column("positions", sa.LargeBinary(), nullable=False),
         sa.PrimaryKeyConstraint("replay_id", "symbol", "policy", name=op.f("pk_replay_results")),
