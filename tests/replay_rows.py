@@ -76,7 +76,8 @@ def _decisions(symbol: str) -> list[dict]:
                     details["live"] = {"action": str(Action.ROLLBACK), "n": 400, "p_value": 0.01}
                 else:
                     action, reason = Action.INSUFFICIENT_EVIDENCE, "too few bars to tell"
-            rows.append(dict(replay_id=REPLAY_ID, symbol=symbol, step=k, policy=policy, as_of=START + dt.timedelta(days=k - 1),
+            rows.append(dict(replay_id=REPLAY_ID, symbol=symbol, step=k, policy=policy,
+                             as_of=START + dt.timedelta(days=k - 1),
                              step_end=end, choices=choices, action=action, reason=reason, details=details))
     return rows
 
@@ -103,6 +104,7 @@ def write_replay(engine: sa.Engine) -> str:
         replays.write_decisions(engine, _decisions(symbol))
         replays.write_results(engine, [
             dict(replay_id=REPLAY_ID, symbol=symbol, policy=p, metrics=table["policies"][p], n_bars=len(f),
+                 inputs="d" * 64,
                  returns=pack_returns(f["net_return"]), positions=pack_returns(f["position"]))
             for p, f in frames.items()])
         per_symbol[symbol] = {"state": Status.OK, "n_bars": table["n_bars"], "dsr": table["dsr"],
@@ -110,10 +112,12 @@ def write_replay(engine: sa.Engine) -> str:
     per_symbol[SKIPPED] = {"state": Status.SKIPPED, "reason": SKIP_REASON}
     replays.write_results(engine, [
         dict(replay_id=REPLAY_ID, symbol=replays.POOLED, policy=p, metrics=pooled["policies"][p], n_bars=len(f),
+             inputs="d" * 64,
              returns=pack_returns(f["net_return"]), positions=pack_returns(f["exposure"]))
         for p, f in pooled_frames.items()])
     replays.set_state(engine, REPLAY_ID, Status.PARTIAL,
                       summary={"pooled": pooled, "symbols": per_symbol, "n_symbols_walked": len(SYMBOLS),
-                               "n_blocks": pooled["pbo"]["n_blocks"], "bars_per_block": pooled["pbo"]["bars_per_block"]},
+                               "n_blocks": pooled["pbo"]["n_blocks"],
+                               "bars_per_block": pooled["pbo"]["bars_per_block"]},
                       finished=True)
     return REPLAY_ID
