@@ -14,7 +14,6 @@ nothing of FastAPI or matplotlib: plain, JSON-ready dicts.
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import threading
 from collections import OrderedDict
@@ -131,8 +130,8 @@ def timeline(decisions: Sequence[Mapping[str, Any]], end: str | None) -> dict[st
 
 
 def _symbols(row: Mapping[str, Any], walked: set[str]) -> list[dict[str, Any]]:
-    """Every requested symbol with its state in the replay: walked ones first as requested, then the
-    skipped or failed ones with their reasons (from the summary)."""
+    """Every requested symbol, in the order requested, with whether it was walked, its state, its bars
+    and brain's actions, and the reason of one skipped or failed (from the summary)."""
     per = (row.get("summary") or {}).get("symbols") or {}
     out = []
     for s in row["symbols"]:
@@ -219,9 +218,3 @@ def replay_detail(engine: sa.Engine, replay_id: str, symbol: str = POOLED, max_p
         cache.put(key, detail)
     return detail
 
-
-def when(value: str | None) -> str:
-    """An ISO timestamp as the pages print it (UTC, to the minute)."""
-    if not value:
-        return "\u2013"
-    return dt.datetime.fromisoformat(value).astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
