@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -20,6 +21,11 @@ from brain_tasks.vocabulary import Status
 
 USAGE_ERROR = 2
 DEMO_EXTRA_MODELS = ("lstm",)
+# The demo's replay: inside the spot sample's days (2018-01-10 .. 2018-01-30), with two weeks of history
+# before its first step; the two cheapest model types.
+DEMO_REPLAY_WINDOW = ("2018-01-24", "2018-01-28")
+DEMO_REPLAY_SYMBOLS = 3
+DEMO_REPLAY_MODELS = ("baseline", "lightgbm")
 
 
 class BrainGroup(click.Group):
@@ -394,9 +400,13 @@ def report(out: Path) -> None:
 @click.option("--symbols", default=None, help="a subset of the sample's pairs (default: all ten)")
 @click.option("--models", default=None,
               help="comma-separated model types (default: BRAIN_MODELS plus the lstm sequence model)")
-def demo(out: Path, symbols: str | None, models: str | None) -> None:
-    """Ingest the bundled real sample, retrain every symbol, run the nightly analysis, print a summary
-    and write the report (embedded default)."""
+@click.option("--replay/--no-replay", "with_replay", default=True, show_default=True,
+              help="also replay the Brain's decisions on up to 3 of the sample's spot pairs over 5 daily steps "
+                   "(2018-01-24..28) with 2 model types, and print the policy table")
+def demo(out: Path, symbols: str | None, models: str | None, with_replay: bool) -> None:
+    """Ingest the bundled real sample, retrain every symbol, run the nightly analysis, replay the Brain's
+    decisions on a few pairs, print a summary and the replay's policy table, and write the report
+    (embedded default)."""
     from brain_tasks.brain import store
     from brain_tasks.brain.migrate import upgrade
     from brain_tasks.service.steps.collect import ingest_freqtrade
@@ -428,6 +438,8 @@ def demo(out: Path, symbols: str | None, models: str | None) -> None:
             click.echo(f"\nas of {day}: {len(day_pairs)} symbols")
             statuses.append(run_retrain(client, day_pairs, demo_models, day, wait=True, session=session))
             run_nightly(client, day, wait=True, symbols=day_pairs, session=session)
+        if with_replay:
+            statuses.append(demo_replay(client, by_day, demo_models, session))
     click.echo("")
     click.echo(models_table(s))
     path = write_report(engine, out)
@@ -437,6 +449,27 @@ def demo(out: Path, symbols: str | None, models: str | None) -> None:
                ".venv/bin/brain-tasks dashboard --host 0.0.0.0)")
     if any(st and st["state"] == Status.FAILED for st in statuses):
         raise SystemExit(1)
+
+
+def demo_replay(client: Any, by_day: dict[str, list[str]], models: list[str],
+                session: _Session) -> dict[str, Any] | None:
+    """The demo's small replay (docs/replay.md): up to `DEMO_REPLAY_SYMBOLS` pairs whose data covers the
+    window, `DEMO_REPLAY_MODELS` (the cheapest of the demo's model types), a step a day; prints the policy
+    table and how long it took.  Skipped, saying why, when no ingested pair covers the window."""
+    start, end = DEMO_REPLAY_WINDOW
+    pairs = [p for day, day_pairs in sorted(by_day.items()) if day >= end for p in sorted(day_pairs)
+             if p.count("/") == 1 and ":" not in p]  # spot pairs: the perpetual's history is elsewhere
+    pairs = pairs[:DEMO_REPLAY_SYMBOLS]
+    chosen = [m for m in DEMO_REPLAY_MODELS if m in models] or list(models[:2])
+    if not pairs:
+        click.echo(f"\nreplay skipped: no ingested spot pair has data up to {end}")
+        return None
+    click.echo(f"\nreplay of {', '.join(pairs)} x {', '.join(chosen)}, {start} .. {end}, a step a day")
+    began = time.monotonic()
+    status = run_replay_command(client, pairs, chosen, start, end, "1d", [], True, False, session)
+    click.echo(f"replay took {time.monotonic() - began:.0f} s (open it: brain-tasks replays; the dashboard's "
+               "/replays; the report's Replays section)")
+    return status
 
 
 @main.command("runs")

@@ -16,7 +16,8 @@ The read API, for the CLI, the dashboard and the report (plain dicts and pandas 
 - `returns(engine, replay_id, symbol='*')`: policy -> per-bar net returns (float32 precision,
   NaN where a bar had none); `positions(...)` likewise;
 - `curves(engine, replay_id, symbol='*', max_points=2000)`: policy -> equity curve thinned for drawing
-  (`ml.replay.equity_curve`: the peaks and troughs kept).
+  (`ml.replay.equity_curve`: the peaks and troughs kept);
+- `result_symbols(engine, replay_id)`: the symbols with results so far ('*' once pooled).
 
 Parameterised SQL only (SQLAlchemy Core); PostgreSQL and SQLite alike.
 """
@@ -40,7 +41,8 @@ OTHERWISE = "*"  # the regime key of a policy's fallback choice (bars of an unkn
 
 __all__ = ["POOLED", "OTHERWISE", "save_replay", "set_state", "write_decisions", "write_results", "result_inputs",
            "bar_count", "stored_span", "list_replays",
-           "get_replay", "decisions", "decision_table", "results", "returns", "positions", "curves"]
+           "get_replay", "decisions", "decision_table", "results", "returns", "positions", "curves",
+           "result_symbols"]
 
 
 # --- what a replay may cover ---------------------------------------------------------------------
@@ -227,3 +229,12 @@ def curves(engine: sa.Engine, replay_id: str, symbol: str = POOLED, max_points: 
     from brain_tasks.ml.replay import equity_curve
 
     return {p: equity_curve(r, max_points) for p, r in returns(engine, replay_id, symbol, policies).items()}
+
+
+def result_symbols(engine: sa.Engine, replay_id: str) -> list[str]:
+    """The symbols that have results in the replay so far ('*' included once the pool is written), sorted:
+    the dashboard's symbol selector, without reading every row's metrics."""
+    r = ReplayResult
+    with engine.connect() as conn:
+        return list(conn.execute(sa.select(r.symbol).where(r.replay_id == replay_id).distinct()
+                                 .order_by(r.symbol)).scalars())

@@ -1,5 +1,6 @@
 """A small Brain for the dashboard tests: the report's fixture (champion, rejected versions, candidates,
-drift, findings, a failed run) plus metrics, a champion history and 60 symbols of candles for paging."""
+drift, findings, a failed run) plus metrics, a champion history, 60 symbols of candles for paging and a finished replay
+(tests/replay_rows.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sqlalchemy as sa
 from brain_tasks.brain.tables import (Base, Candle, ChampionHistory, ModelComparison, ModelMetric, ModelRegistry,
                                       SignalAudit, SignalRecord)
 from brain_tasks.settings import Settings
+from tests.replay_rows import write_replay
 from tests.test_report import BTC, DAY1, DAY2, ETH, STAMP, build_brain
 
 AUTH, TOKEN = "operator:correct horse", "t0ken-for-tests"
@@ -63,6 +65,7 @@ def build_dashboard_brain(engine: sa.Engine) -> None:
     brain.add(Candle, [dict(exchange="binance", symbol=extra_symbol(i), timeframe="5m",
                             ts=now - dt.timedelta(minutes=5 * i), open=1.0, high=1.0, low=1.0, close=1.0, volume=1.0)
                        for i in range(N_EXTRA)])
+    write_replay(engine)
 
 
 @pytest.fixture
