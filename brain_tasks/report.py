@@ -26,6 +26,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import PercentFormatter
 
 from brain_tasks import timekeeping
+from brain_tasks.service import replay_view
 from brain_tasks.brain import registry, views
 from brain_tasks.errors import IntegrityError
 from brain_tasks.ml.metrics import bars_per_year, strategy_metrics
@@ -35,6 +36,8 @@ from brain_tasks.ml.regimes import REGIMES
 OOS_REQUIRED = ("ts", "strategy_return", "regime")
 TOP_FEATURES = 15
 MAX_RUN_ROWS = 20
+MAX_REPLAYS = 3       # the newest replays get a section each
+MAX_REPLAY_EVENTS = 30
 # Methods in order of preference; any other stored method comes after these, alphabetically.
 IMPORTANCE_METHODS = ("shap", "permutation", "correlation", "variance")
 COMPARISON_METRICS = ("sharpe", "sortino", "max_drawdown", "calmar", "profit_factor", "hit_ratio", "n_trades")
@@ -88,8 +91,10 @@ def render_report(engine: sa.Engine, *, symbols: list[str] | None = None) -> str
                 "<code>brain-tasks retrain</code>.</p>")
         return _page(generated, body + _runs_section(engine), [])
     views = [load_symbol(engine, s) for s in names]
-    sections = [_overview(views), *(_symbol_section(i, v) for i, v in enumerate(views)), _runs_section(engine)]
-    return _page(generated, "\n".join(sections), views)
+    replays_shown = replay_view.replay_list(engine, MAX_REPLAYS)
+    sections = [_overview(views), *(_symbol_section(i, v) for i, v in enumerate(views)),
+                _replays_section(engine, replays_shown), _runs_section(engine)]
+    return _page(generated, "\n".join(sections), views, has_replays=bool(replays_shown))
 
 
 known_symbols = views.known_symbols
@@ -437,11 +442,12 @@ def _anchor(index: int) -> str:
     return f"sym-{index}"
 
 
-def _page(generated: str, body: str, views: Sequence[SymbolView]) -> str:
+def _page(generated: str, body: str, views: Sequence[SymbolView], has_replays: bool = False) -> str:
     toc = ""
     if views:
         items = "".join(f'<li><a href="#{_anchor(i)}">{_e(v.symbol)}</a></li>' for i, v in enumerate(views))
-        toc = (f'<nav><b>Contents</b><ul><li><a href="#overview">Overview</a></li>{items}'
+        replays_item = '<li><a href="#replays">Replays</a></li>' if has_replays else ""
+        toc = (f'<nav><b>Contents</b><ul><li><a href="#overview">Overview</a></li>{items}{replays_item}'
                '<li><a href="#runs">Runs</a></li></ul></nav>')
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -588,6 +594,91 @@ def _runs_section(engine: sa.Engine) -> str:
     rows = [[_e(r.run_id), _e(r.as_of), _e(r.state), _e(r.error or ""),
              _e(r.finished_at.strftime("%Y-%m-%d %H:%M") if r.finished_at else "")] for r in runs]
     return '<h2 id="runs">Runs</h2>' + _table(["run", "as of", "state", "error", "finished (UTC)"], rows)
+
+
+# --- replays -------------------------------------------------------------------------------------
+
+def replay_equity_plot(detail: dict[str, Any]) -> str:
+    """The pooled equity of every policy of a replay, brain drawn thick."""
+    fig = Figure(figsize=(10, 3.4))
+    ax = fig.add_axes(_PLOT_BOX_EQUITY)
+    for name, curve in detail["curves"].items():
+        ts = pd.to_datetime(pd.Series(curve["ts"]), utc=True)
+        brain = name == replay_view.BRAIN
+        ax.plot(_naive_utc(ts), np.array(curve["equity"], dtype="float64"), label=_mpl(name),
+                linewidth=2.4 if brain else 1.1, color="#1f2328" if brain else None, zorder=3 if brain else 2,
+                linestyle="--" if name.startswith(replay_view.BRAIN + "[") else "-")
+    ax.axhline(1.0, color="#888", linewidth=0.6, linestyle=":")
+    _time_axis(ax)
+    ax.set_ylabel("equity (start = 1)")
+    ax.set_xlabel("UTC")
+    ax.set_title(_mpl(f"Replay {detail['replay']['replay_id']}: pooled equity per policy"), fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, **_LEGEND_RIGHT)
+    return _png(fig, f"replay {detail['replay']['replay_id']} pooled equity per policy")
+
+
+def replay_table(detail: dict[str, Any]) -> str:
+    """The statistics table (`replay_view.STAT_COLUMNS` per policy, brain first) with the DSR and PBO."""
+    st = detail["statistics"]
+    cell = {"pct": _pct, "p": _pvalue, "num": lambda v: _num(v, 2),
+            "share": lambda v: "\u2013" if v is None else f"{100 * float(v):.0f}%"}
+    rows = [[f"<b>{_e(r['policy'])}</b>" if r["policy"] == replay_view.BRAIN else _e(r["policy"]),
+             *(cell[kind](r[key]) for key, _head, kind in replay_view.STAT_COLUMNS)] for r in st["rows"]]
+    table = _table(["policy", *(head for _key, head, _kind in replay_view.STAT_COLUMNS)], rows,
+                   numeric=range(1, 1 + len(replay_view.STAT_COLUMNS)),
+                   row_class=["best" if r["is_best"] else "" for r in st["rows"]])
+    dsr, pbo = st.get("dsr"), st.get("pbo")
+    notes = []
+    if dsr:
+        notes.append(f"<b>DSR</b> of the best policy ({_e(dsr.get('best'))}, Sharpe {_num(dsr.get('sharpe'), 2)}) "
+                     f"over {_e(dsr.get('n_trials'))} policies tried: <b>{_num(dsr.get('dsr'))}</b> (the luckiest "
+                     f"zero-skill policy would show a Sharpe of about {_num(dsr.get('benchmark_sharpe'), 2)}).")
+    if pbo:
+        notes.append(f"<b>PBO</b> (CSCV over {_e(pbo.get('n_policies'))} policies): <b>{_num(pbo.get('pbo'))}</b>, "
+                     f"from {_e(pbo.get('n_blocks'))} blocks of {_e(pbo.get('bars_per_block'))} bars each.")
+    elif st.get("pbo_reason"):
+        notes.append(f"No PBO: {_e(st['pbo_reason'])}.")
+    return table + "".join(f"<p>{n}</p>" for n in notes)
+
+
+def _replay_block(detail: dict[str, Any]) -> str:
+    r = detail["replay"]
+    parts = [f"<h3>{_e(r['replay_id'])}</h3>",
+             f"<p>{_e(r['start'])} → {_e(r['end'])}, a step every {_e(r['every'])}; models "
+             f"{_e(', '.join(r['models']))}; {_e(r['n_symbols_walked'])} of {len(r['symbols'])} symbols walked; "
+             f"state <b>{_e(r['state'])}</b>. Statistics of the pooled, equal-weight portfolio"
+             + (f" over {_e(detail['statistics']['n_bars'])} bars" if detail["statistics"].get("n_bars") else "")
+             + ".</p>"]
+    if not detail["statistics"]["rows"]:
+        parts.append('<p class="muted">No pooled results yet.</p>')
+    else:
+        parts.append(replay_equity_plot(detail) if detail["curves"] else "")
+        parts.append(replay_table(detail))
+    events = detail["events"][:MAX_REPLAY_EVENTS]
+    if events:
+        parts.append("<p>The brain policy's promotions and rollbacks:</p>" + _table(
+            ["when (UTC)", "symbol", "step", "what", "reason"],
+            [[_e(e["at"][:16].replace("T", " ")), _e(e["symbol"]), _e(e["step"]), _e(e["kind"]), _e(e["reason"])]
+             for e in events], numeric=[2]))
+    left_out = [s for s in detail["symbols"] if not s["walked"]]
+    if left_out:
+        parts.append("<p>Not walked:</p>" + _table(["symbol", "state", "reason"], [
+            [_e(s["symbol"]), _e(s["state"] or "–"), _e(s["reason"] or "")] for s in left_out]))
+    return "\n".join(parts)
+
+
+def _replays_section(engine: sa.Engine, listed: Sequence[dict[str, Any]]) -> str:
+    """The newest replays (`MAX_REPLAYS`): pooled equity per policy and the statistics table each."""
+    if not listed:
+        return ""
+    blocks = [_replay_block(d) for d in (replay_view.replay_detail(engine, r["replay_id"]) for r in listed)
+              if d is not None]
+    return ('<h2 id="replays">Replays</h2><p class="muted">The newest replays (<code>brain-tasks replay</code>): '
+            "every policy traded on the same bars with only what was known at each step. p vs brain is the HAC "
+            "test of the Sharpe difference against brain; the DSR deflates the best Sharpe for the number of "
+            "policies tried; a PBO near 0.5 says that the in-sample best predicts nothing out of sample.</p>"
+            + "\n".join(blocks))
 
 
 _has_schema = views.has_schema

@@ -59,3 +59,12 @@ class ChampionStatus(StrEnum):
     BACKFILL = "backfill"
     PREVIOUS = "previous"
     ROLLED_BACK = "rolled_back"
+
+
+class Origin(StrEnum):
+    """Why a version was trained (model_registry.origin).  The registry views show `retrain` versions;
+    a replay's own trainings stay apart until a retrain reaches the very same identity, which adopts the
+    version (the same training is the same version: see brain/registry.py `adopt`)."""
+
+    RETRAIN = "retrain"   # the daily retrain chain (beat, `brain-tasks retrain`, Engine code)
+    REPLAY = "replay"     # trained only for a replay (`brain-tasks replay`)

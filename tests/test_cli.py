@@ -9,6 +9,7 @@ import pytest
 
 from brain_tasks.brain import store
 from brain_tasks.brain.db import make_engine
+from brain_tasks.vocabulary import Origin
 from tests.workers import brain_env
 
 
@@ -38,8 +39,16 @@ def test_demo_on_the_embedded_default_prints_the_summary_and_writes_the_report(t
     assert "champion" in text  # the registry table
     html = (tmp_path / "report" / "index.html").read_text()
     assert "ETH/BTC" in html and "<img" in html
+    # The demo's replay: both pairs x 5 daily steps x baseline and lightgbm, its policy table printed and
+    # its section in the report; its versions are marked as the replay's, apart from the retrain's.
+    assert "replay of ETH/BTC, LTC/BTC x baseline, lightgbm, 2018-01-24 .. 2018-01-28" in text
+    assert "p vs brain" in text and "PBO" in text and "replay took" in text
+    assert '<h2 id="replays">Replays</h2>' in html
     engine = make_engine(url)
-    assert len(store.read_table(engine, "model_manifests")) == 4 + 2  # and one ppo_sizer per symbol
+    registry = store.read_table(engine, "model_registry")
+    replayed = int((registry["origin"] == Origin.REPLAY).sum())
+    assert replayed == 2 * 5 * 2
+    assert len(store.read_table(engine, "model_manifests")) == 4 + 2 + replayed  # and one ppo_sizer per symbol
     assert len(store.read_table(engine, "feature_drift")) > 0
     models = _cli(["models", "--symbol", "ETH/BTC"], env, tmp_path).stdout
     assert "lightgbm" in models and "baseline" in models and "LTC/BTC" not in models

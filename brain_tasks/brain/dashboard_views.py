@@ -20,7 +20,7 @@ from brain_tasks.brain.tables import (ChampionHistory, DataQualityLog, FeatureDr
                                       ModelComparison, ModelManifest, ModelMetric, ModelRegistry, RegimeChoice,
                                       RollbackLog, TrainingRun, UTCDateTime)
 from brain_tasks.intake import RUN_SUMMARY_SYMBOL
-from brain_tasks.vocabulary import OPEN, Status
+from brain_tasks.vocabulary import OPEN, Origin, Status
 
 HEADLINE_METRICS = ("sharpe", "total_return", "max_drawdown", "sortino", "psr")
 # Comparison rows the statistics work writes beside the models (model_type of model_comparisons).
@@ -104,10 +104,10 @@ def _rows_scalars(engine: sa.Engine, stmt: Any) -> list[Any]:
 
 def champion_rows(engine: sa.Engine) -> dict[str, Any]:
     """symbol -> its champion's registry row (model_type, version, as_of, updated_at = when it became
-    champion, oos_sha256 of its out-of-sample predictions)."""
+    champion, oos_sha256 of its out-of-sample predictions, data_end = its last training bar)."""
     r, m = ModelRegistry, ModelManifest
     return {row.symbol: row for row in _rows(engine, sa.select(
-        r.symbol, r.model_type, r.version, r.as_of, r.updated_at, r.composite_score, m.oos_sha256)
+        r.symbol, r.model_type, r.version, r.as_of, r.updated_at, r.composite_score, m.oos_sha256, m.data_end)
         .join(m, sa.and_(m.symbol == r.symbol, m.model_type == r.model_type, m.version == r.version))
         .where(registry.is_champion()))}
 
@@ -225,7 +225,8 @@ def versions(engine: sa.Engine, symbol: str) -> list[Any]:
     return _rows(engine, sa.select(r.model_type, r.version, r.as_of, r.status, r.composite_score, r.created_at,
                                    r.updated_at, m.oos_sha256, m.data_start, m.data_end, m.n_rows, m.config)
                  .join(m, sa.and_(m.symbol == r.symbol, m.model_type == r.model_type, m.version == r.version))
-                 .where(r.symbol == symbol).order_by(r.as_of, r.created_at, r.model_type, r.version))
+                 .where(r.symbol == symbol, r.origin == Origin.RETRAIN)
+                 .order_by(r.as_of, r.created_at, r.model_type, r.version))
 
 
 def version_metrics(engine: sa.Engine, symbol: str) -> dict[tuple[str, int], dict[str, dict[str, float]]]:
