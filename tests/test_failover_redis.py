@@ -62,6 +62,15 @@ def test_sentinel_url_without_a_master_name_fails_in_one_line():
         from_environ(env)
     message = str(info.value)
     assert "BRAIN_REDIS_MASTER" in message and "hunter2" not in message and "\n" not in message
+    # The command line says the same in one line, exit status 2, before connecting to anything.
+    import subprocess
+    import sys
+
+    from tests.workers import REPO
+
+    proc = subprocess.run([sys.executable, "-m", "brain_tasks.cli", "runs"], cwd=REPO, capture_output=True, text=True,
+                          env=brain_env("sqlite:///unused.db", env["BRAIN_BROKER_URL"], REPO / ".brain"), timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"brain-tasks: {message}"], proc.stderr
 
 
 def test_sentinel_configuration_reaches_broker_results_and_beat():
