@@ -210,9 +210,10 @@ def _follow(client: Any, handle: Any, symbols: list[str], timeout: float, sessio
             nonlocal shown
             session.check()
             counts = status["counts"]
-            done = counts.get(Status.OK, 0) + counts.get(Status.FAILED, 0)
+            done = sum(counts.get(state, 0) for state in (Status.OK, Status.FAILED, Status.STALE))
             if done > shown:
-                bar.update(done - shown, f"{counts.get(Status.OK, 0)} done, {counts.get(Status.FAILED, 0)} failed")
+                bar.update(done - shown, f"{counts.get(Status.OK, 0)} done, {counts.get(Status.FAILED, 0)} failed"
+                           + (f", {counts[Status.STALE]} stale" if counts.get(Status.STALE) else ""))
                 shown = done
 
         try:
@@ -267,7 +268,7 @@ def retrain(symbols: str, models: str | None, as_of: str | None, wait: bool) -> 
     with _workers(s) as session:
         status = run_retrain(client, _csv(symbols), _csv(models) or None, as_of, wait or s.embedded,
                              session=session)
-    if status and status["state"] == Status.FAILED:
+    if status and status["state"] in (Status.FAILED, Status.STALE):
         raise SystemExit(1)
 
 
@@ -315,6 +316,8 @@ def nightly(as_of: str | None, wait: bool) -> None:
 def models_table(settings: Settings, symbol: str | None = None) -> str:
     """The registry as a readable table: versions, status, per-regime choice, key metrics."""
     from brain_tasks.brain import registry
+    from brain_tasks.ml.metrics import loses_to_flat
+    from brain_tasks.vocabulary import LOSES_TO_FLAT, ChampionStatus
 
     engine = _engine(settings)
     reg = registry.registry_table(engine, symbol)
@@ -328,9 +331,15 @@ def models_table(settings: Settings, symbol: str | None = None) -> str:
         return ", ".join(mine) or "-"
 
     reg["regimes"] = [chosen(r) for r in reg.itertuples()]
+    reg["vs_flat"] = ["loses" if loses_to_flat({k: getattr(r, k, None) for k in ("sharpe", "total_return")})
+                      else "-" for r in reg.itertuples()]
     cols = [c for c in ["symbol", "model_type", "version", "as_of", "status", "composite_score", "sharpe",
-                        "total_return", "max_drawdown", "psr", "regimes"] if c in reg]
+                        "total_return", "max_drawdown", "psr", "vs_flat", "regimes"] if c in reg]
     lines = [reg[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}")]
+    for r in reg[(reg["status"] == ChampionStatus.CHAMPION) & (reg["vs_flat"] == "loses")].itertuples():
+        lines.append(f"{r.symbol}: champion {r.model_type} v{r.version} is {LOSES_TO_FLAT} (out-of-sample Sharpe "
+                     f"{r.sharpe:.2f}, total return {r.total_return:.1%}); it stays the reference, each regime "
+                     "trades its own choice")
     flat = []
     for sym, cs in sorted(choices.items()):
         idle = sorted(regime for regime, c in cs.items() if not c["tradeable"])
@@ -412,7 +421,7 @@ def demo(out: Path, symbols: str | None, models: str | None) -> None:
     click.echo("Open the dashboard on this database:  .venv/bin/brain-tasks dashboard --insecure-local   "
                "then http://127.0.0.1:8050/\n(shared host: BRAIN_DASHBOARD_AUTH=user:password "
                ".venv/bin/brain-tasks dashboard --host 0.0.0.0)")
-    if any(st and st["state"] == Status.FAILED for st in statuses):
+    if any(st and st["state"] in (Status.FAILED, Status.STALE) for st in statuses):
         raise SystemExit(1)
 
 
