@@ -299,10 +299,12 @@ def _time_range(view: SymbolView) -> tuple[np.datetime64, np.datetime64]:
 
 
 def _time_axis(ax: Any) -> None:
-    """Concise UTC date ticks: full timestamps on every tick overlap on a 10-inch figure."""
+    """Concise UTC date ticks: full timestamps on every tick overlap on a 10-inch figure.  At most 9
+    ticks; at least 3 (the default 5 sends a 4-5 day range to hourly ticks, where no interval fits 9
+    ticks and matplotlib warns that it could not pick one)."""
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 
-    locator = AutoDateLocator(maxticks=9)
+    locator = AutoDateLocator(minticks=3, maxticks=9)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
 
