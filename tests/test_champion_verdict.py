@@ -26,7 +26,7 @@ from brain_tasks.cli import main
 from brain_tasks.dashboard import create_app
 from brain_tasks.ml.metrics import loses_to_flat
 from brain_tasks.ml.sizing import SIZERS
-from brain_tasks.report import write_report
+from brain_tasks.report import load_symbol, write_report
 from brain_tasks.settings import Settings, from_environ, get_settings
 from brain_tasks.vocabulary import LOSES_TO_FLAT
 from tests.chains import run_chain
@@ -70,12 +70,15 @@ def test_a_losing_champion_is_marked_everywhere_and_sizers_rank_apart(sqlite_url
     assert [c["rank"] for c in detail["comparisons"]] == list(range(1, len(models) + 1))
     assert sorted(c["model_type"] for c in detail["sizing"]) == sorted(SIZERS)
     assert [c["rank"] for c in detail["sizing"]] == [1, 2, 3] and detail["sizing"][0]["is_best"]
+    # Importance leads with what measures predictive value (issue 25, item 10): permutation, not mean |SHAP|.
+    assert set(detail["importance"]["methods"]) == {"permutation"}
     page = client.get("/symbols/ETH/BTC", headers=auth).text
     assert 'id="champion-verdict"' in page and 'id="sizing"' in page
     rows = client.get("/api/overview", headers=auth).json()["rows"]
     assert [r["champion_verdict"] for r in rows if r["symbol"] == "ETH/BTC"] == [LOSES_TO_FLAT]
 
     # The report.
+    assert load_symbol(engine, "ETH/BTC").importance_method == "permutation"
     html = write_report(engine, tmp_path / "report").read_text()
     assert html.count(LOSES_TO_FLAT) >= 2  # the overview row and the symbol's section
     section = html[html.index("<h3>Model comparison"):html.index("<h3>Model per regime")]
