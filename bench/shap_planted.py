@@ -1,7 +1,7 @@
 """Why mean |SHAP| missed a planted feature, and what the tree models' defaults do about it.
 
-Run with ``python bench/shap_planted.py`` (about four minutes on one core; ``--seeds 2`` and
-``--pairs ETH`` for a quick look).
+Run with ``python bench/shap_planted.py`` (about five minutes on a shared 2-core machine;
+``--seeds 2`` and ``--pairs ETH`` for a quick look).
 
 Part 1, a planted market (``tests.planted.planted_volume_candles``: the log volume carries an AR(1)
 state, phi 0.8, that moves the next 5m return by 0.3 of its noise; 20 days of 5m bars, the sample's
