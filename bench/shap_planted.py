@@ -3,7 +3,7 @@
 Run with ``python bench/shap_planted.py`` (about five minutes on a shared 2-core machine;
 ``--seeds 2`` and ``--pairs ETH`` for a quick look).
 
-Part 1, a planted market (``tests.planted.planted_volume_candles``: the log volume carries an AR(1)
+Part 1, a planted market (``tests.planted_volume.planted_volume_candles``: the log volume carries an AR(1)
 state, phi 0.8, that moves the next 5m return by 0.3 of its noise; 20 days of 5m bars, the sample's
 length).  Per model type, parameter set and seed, the default ``TrainConfig`` otherwise: the rank of
 the best planted feature (``vol_z_48`` / ``vol_z_288``) by out-of-sample permutation and by stored
@@ -74,7 +74,7 @@ def _fold_leaders() -> list[list[str]]:
 
 def planted(models: list[str], seeds: int, n: int) -> None:
     from brain_tasks.ml.pipeline import train_and_evaluate
-    from tests.planted import PLANTED_FEATURES, planted_volume_candles
+    from tests.planted_volume import PLANTED_FEATURES, planted_volume_candles
 
     leaders = _fold_leaders()
 

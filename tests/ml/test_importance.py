@@ -111,7 +111,7 @@ def test_mean_shap_ranks_a_planted_volume_signal_first_with_the_default_params(m
     Sharpe was negative.  With the held-back defaults both measures find it in at least 3 of 4 seeds
     (bench/shap_planted.py prints the full table)."""
     from brain_tasks.ml.pipeline import TrainConfig, train_and_evaluate
-    from tests.planted import PLANTED_FEATURES, planted_volume_candles
+    from tests.planted_volume import PLANTED_FEATURES, planted_volume_candles
 
     first = {"permutation": 0, "shap": 0}
     for seed in range(4):

@@ -1,4 +1,4 @@
-"""A seeded market with one planted informative input, for importance and selection checks.
+"""A seeded market whose volume carries the one informative input, for the importance checks (issue 25).
 
 The log volume carries an AR(1) state ``s`` (``phi``); the next bar's log return is
 ``beta * sigma * s`` plus noise of scale ``sigma``.  The volume features (``vol_z_48``, ``vol_z_288``:
