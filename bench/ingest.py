@@ -109,7 +109,7 @@ def run(url: str, rows: int, symbols: int, repeat: int) -> tuple[dict[str, list[
         with engine.begin() as conn:
             conn.execute(sa.schema.DropSchema(schema, cascade=True))
     # What every phase pays on the client before the server sees a byte (shown for transparency).
-    convert_s, _ = _timed(lambda: len(store._prepare(target, frame)[1]))
+    convert_s, _ = _timed(lambda: len(store.prepare_rows(target, frame)[1]))
     return rates, convert_s
 
 

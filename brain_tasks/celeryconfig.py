@@ -78,6 +78,8 @@ task_routes = {
     "brain_tasks.train_symbol": {"queue": "train"},
     "brain_tasks.compute_importance": {"queue": "train"},
     "brain_tasks.train_sizer": {"queue": "train"},
+    "brain_tasks.replay_train": {"queue": "train"},
+    "brain_tasks.replay_walk": {"queue": "train"},
     "brain_tasks.*": {"queue": "analysis"},
 }
 

@@ -77,6 +77,9 @@ class Settings:
     # Beat's bar-close canvas (collect, then publish_signals) runs every this many seconds (None: at
     # each close of `timeframe`).
     signals_every: int | None = None
+    # Serving: a version whose last training bar is older than this (seconds) at the bar decided is
+    # expired, and its signals are not tradeable (0: never expires).  Three days: see docs/operations.md.
+    model_max_age: int = 3 * 86400
 
     # News and social sentiment (brain_tasks.service.feeds): feeds as [NAME=]rss:URL or [NAME=]reddit:SUBREDDIT,
     # extra asset keywords as ASSET=word|word.
@@ -183,7 +186,23 @@ def from_environ(env: Mapping[str, str]) -> Settings:
         db_pool_size=int(get("BRAIN_DB_POOL_SIZE") or base.db_pool_size),
         signal_max_age=int(get("BRAIN_SIGNAL_MAX_AGE")) if get("BRAIN_SIGNAL_MAX_AGE") else None,
         signals_every=int(get("BRAIN_SIGNALS_EVERY")) if get("BRAIN_SIGNALS_EVERY") else None,
+        model_max_age=_duration("BRAIN_MODEL_MAX_AGE", get("BRAIN_MODEL_MAX_AGE"), base.model_max_age),
     )
+
+
+def _duration(name: str, value: str | None, default: int) -> int:
+    """Seconds from a duration: plain seconds (`172800`) or a number and a ccxt unit (`48h`, `2d`, `1w`)."""
+    if not value:
+        return default
+    value = value.strip()
+    if value.isdigit():
+        return int(value)
+    from brain_tasks.timekeeping import timeframe_seconds  # the one unit parser; imported only when needed
+
+    try:
+        return timeframe_seconds(value)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be seconds or a duration such as 48h or 2d, got {value!r}") from exc
 
 
 def _device(value: str) -> str:

@@ -62,6 +62,15 @@ class ChampionStatus(StrEnum):
     ROLLED_BACK = "rolled_back"
 
 
+class Origin(StrEnum):
+    """Why a version was trained (model_registry.origin).  The registry views show `retrain` versions;
+    a replay's own trainings stay apart until a retrain reaches the very same identity, which adopts the
+    version (the same training is the same version: see brain/registry.py `adopt`)."""
+
+    RETRAIN = "retrain"   # the daily retrain chain (beat, `brain-tasks retrain`, Engine code)
+    REPLAY = "replay"     # trained only for a replay (`brain-tasks replay`)
+
+
 # How every surface (models, dashboard, report) marks a champion whose out-of-sample result is worse
 # than not trading (`brain_tasks.ml.metrics.loses_to_flat`).  It stays champion, because it is the
 # reference the next candidate and the live check are measured against, and the regime classifier's

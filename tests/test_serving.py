@@ -154,8 +154,9 @@ def test_a_bounded_window_serves_what_the_whole_history_would(trained, monkeypat
         rows = ml.model_rows(ml.feature_frame({"candles": upto}, config), manifest.feature_names, "baseline")
         assert signal.ts == ts and signal.prediction == ml.predict_last(model, rows)
         assert signal.regime == ml.regime_at(upto, config)
-    key = next(k for k in serving._markets if k[2] == SYMBOL and k[0] == str(engine.url))
-    held = serving._markets[key].frames["candles"]
+    markets = serving.server(engine).markets
+    key = next(k for k in markets if k.symbol == SYMBOL)
+    held = markets[key].frames["candles"]
     # What the process keeps is the window (and a day of events before it), not the history.
     assert len(held) < ml.required_history(config) + 2 * 288 + 24 < len(history) - 2000
 
@@ -298,8 +299,8 @@ def test_cached_rows_never_serve_a_decision_the_stored_rows_would_not(trained, m
         conn.execute(sa.delete(Candle).where(Candle.symbol == SYMBOL, Candle.ts == gap.ts.to_pydatetime()))
 
     def fresh(when: dt.datetime) -> object:
-        serving._markets.clear()
-        serving._decisions.clear()
+        serving.server(engine).markets.clear()
+        serving.server(engine).decisions.clear()
         return serving.predict(engine, settings, SYMBOL, stamp=when, record=False)
 
     first = serving.predict(engine, settings, SYMBOL, stamp=stamp, record=False)

@@ -54,7 +54,7 @@ def _assert_served_as_trained(engine, settings, manifest, bars, seen) -> None:
     model = serving.load_model(engine, manifest.artifact_sha256)
     final = pd.Series(model.predict(X[manifest.feature_names]), index=X.index)
     for ts in bars:
-        serving._decisions.clear()
+        serving.server(engine).decisions.clear()
         seen.clear()
         signal = serving.predict(engine, settings, SYMBOL, at=ts, stamp=CUT.to_pydatetime(), record=False)
         assert signal.ts == ts and len(seen) == 1
@@ -160,8 +160,8 @@ def test_predict_many_with_shared_round_trips_decides_as_predict(brain_db_url):
             store.upsert(engine, "candles", later.iloc[[i - 1]].assign(close=later.iloc[i - 1].close * 1.02))
         stamp = bar.ts.to_pydatetime() + dt.timedelta(minutes=5)
         many = serving.predict_many(engine, settings, symbols, stamp=stamp)
-        serving._markets.clear()
-        serving._decisions.clear()
+        serving.server(engine).markets.clear()
+        serving.server(engine).decisions.clear()
         alone = serving.predict(engine, settings, SYMBOL, stamp=stamp, record=False)
         assert many[SYMBOL] == alone and alone.ts == bar.ts
         assert isinstance(many["NONE/BTC"], serving.NoDataError)

@@ -166,7 +166,7 @@ def test_the_served_signal_is_sized_by_the_symbols_sizer(chained):
     registry.write_regime_choice(engine, "ETH/BTC", DAY, {
         regime: {"model_type": "baseline", "version": 1, "confidence": 1.0, "tradeable": True, "reason": "test"}
         for regime in ("low", "normal", "high", "extreme", "all")})
-    serving._decisions.clear()
+    serving.server(engine).decisions.clear()
     signal = serving.predict(engine, settings, "ETH/BTC", stamp=stamp, record=False)
     assert signal.tradeable and f"sized by {out.sizes}" in signal.reason
     assert 0.0 <= signal.size <= 1.0 and (signal.size == 0.0) == (signal.position == 0)

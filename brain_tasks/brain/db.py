@@ -66,7 +66,7 @@ def _create(url: str) -> sa.Engine:
 
     try:
         parsed = make_url(url)
-    except sa.exc.ArgumentError as exc:
+    except (sa.exc.ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
         raise DatabaseUnavailableError(f"cannot parse the database URL {redact_url(url)}: {exc}") from None
     backend = parsed.get_backend_name()
     if backend == "postgres":

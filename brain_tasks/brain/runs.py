@@ -135,6 +135,11 @@ def summary_of(engine: sa.Engine, attempt_id: str) -> dict[str, Any] | None:
                    "skipped": {r.symbol: r.details.get("reason", "") for r in rows if r.state == Status.SKIPPED},
                    "rollbacks": {r.symbol: r.details["live"]["reason"] for r in rows if r.state == Status.OK
                                  and (r.details.get("live") or {}).get("action") == Action.ROLLBACK}}
+        audited = {r.symbol: r.details["audit"] for r in rows if (r.details or {}).get("audit")}
+        details["signal_audit"] = {
+            "audited": sum(a["audited"] for a in audited.values()),
+            "mismatches": sum(a["mismatches"] for a in audited.values()),
+            "mismatched": {s: a["first_mismatch"] for s, a in audited.items() if a["mismatches"]}}
         return {**base, **details}
     return {**base, "succeeded": ok, "failed": failed, "stale": stale, "n_symbols": len(rows)}
 

@@ -10,17 +10,17 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 import sqlalchemy as sa
 
 from brain_tasks.timekeeping import to_utc
-from brain_tasks.brain import store
+from brain_tasks.brain import registry, store
 from brain_tasks.brain.tables import SignalRecord
 
 # A decision's reads run on one connection when serving hands one in (the storage module's rule).
-from brain_tasks.brain.store import _connect
+from brain_tasks.brain.store import connection
 from brain_tasks.vocabulary import ChampionStatus
 
 NO_VERSION = 0
@@ -142,40 +142,90 @@ def last_closed_bar(engine: Bind, exchange: str, symbol: str, timeframe: str, ba
     stmt = sa.select(sa.func.max(Candle.ts)).where(
         Candle.exchange == exchange, Candle.symbol == symbol, Candle.timeframe == timeframe,
         Candle.ts <= to_utc(now) - dt.timedelta(seconds=bar_seconds))
-    with _connect(engine) as conn:
+    with connection(engine) as conn:
         value = conn.execute(stmt).scalar_one()
     if value is None:
         return None
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
+class RowCounts(NamedTuple):
+    """Stored rows of each market series serving reads, named as serving's frames are."""
+
+    candles: int
+    funding: int
+    open_interest: int
+    liquidations: int
+
+
+# The tables counted, in `RowCounts` order, and the label of each count in a query's result.
+_COUNTED_TABLES = (("candles", "candles"), ("funding", "funding_rates"), ("open_interest", "open_interest"),
+                   ("liquidations", "liquidations"))
+_OLD = tuple(f"old_{kind}" for kind, _ in _COUNTED_TABLES)
+_RECENT = tuple(f"recent_{kind}" for kind, _ in _COUNTED_TABLES)
+
+
+def _counts(row: Mapping[str, Any], labels: Sequence[str]) -> RowCounts:
+    return RowCounts(*(int(row[label]) for label in labels))
+
+
+@dataclass(frozen=True)
+class StoredCounts:
+    """Rows stored of a serving window: `old` in [start, frozen_end) (None when not counted), `recent`
+    from frozen_end up to the bar decided (candles) and its close (events)."""
+
+    start: dt.datetime
+    frozen_end: dt.datetime
+    old: RowCounts | None
+    recent: RowCounts
+
+
 def stored_counts(engine: Bind, exchange: str, symbol: str, timeframe: str, start: dt.datetime,
                   frozen_end: dt.datetime, candles_end: dt.datetime,
-                  events_end: dt.datetime, check_old: bool = True
-                  ) -> tuple[tuple[int, int, int, int] | None, tuple[int, int, int, int]]:
+                  events_end: dt.datetime, check_old: bool = True) -> StoredCounts:
     """Rows stored of candles, funding, open interest and liquidations in [start, frozen_end), and after
     it up to candles_end (candles) / events_end (the rest), in one round trip.  Serving's cache of old
-    rows is valid while the first counts match the rows it holds (a backfilled gap or a late event
-    changes one); the second say which recent series need reading at all.  With `check_old` False
-    only the second are counted (None for the first)."""
+    rows is valid while the old counts match the rows it holds (a backfilled gap or a late event
+    changes one); the recent ones say which recent series need reading at all.  With `check_old`
+    False only the recent ones are counted (`old` is None)."""
     from brain_tasks.brain.tables import Candle, FundingRate, Liquidation, OpenInterest
 
     start, frozen_end = to_utc(start), to_utc(frozen_end)
     candles_end, events_end = to_utc(candles_end), to_utc(events_end)
-
-    def count(model: Any, lo: dt.datetime, hi: dt.datetime) -> Any:
-        extra = [model.timeframe == timeframe] if model is Candle else []
-        return (sa.select(sa.func.count()).select_from(model)
-                .where(model.exchange == exchange, model.symbol == symbol, model.ts >= lo, model.ts < hi, *extra)
-                .scalar_subquery())
-
     models = (Candle, FundingRate, OpenInterest, Liquidation)
-    old = [count(m, start, frozen_end) for m in models] if check_old else []
-    stmt = sa.select(*old, *(count(m, frozen_end, candles_end if m is Candle else events_end) for m in models))
-    with _connect(engine) as conn:
-        row = [int(v) for v in conn.execute(stmt).one()]
-    recent = (row[-4], row[-3], row[-2], row[-1])
-    return ((row[0], row[1], row[2], row[3]) if check_old else None), recent
+    old = [_count(m, exchange, symbol, timeframe, start, frozen_end).label(label)
+           for m, label in zip(models, _OLD)] if check_old else []
+    recent = [_count(m, exchange, symbol, timeframe, frozen_end, candles_end if m is Candle else events_end)
+              .label(label) for m, label in zip(models, _RECENT)]
+    with connection(engine) as conn:
+        row = conn.execute(sa.select(*old, *recent)).mappings().one()
+    return StoredCounts(start, frozen_end, _counts(row, _OLD) if check_old else None, _counts(row, _RECENT))
+
+
+class Champion(NamedTuple):
+    """A symbol's champion version."""
+
+    model_type: str
+    version: int
+
+
+class SizerVersion(NamedTuple):
+    """A symbol's newest position-sizer version."""
+
+    version: int
+    artifact_sha256: str
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The model chosen for one regime (a row of the regime choices; `registry.regime_choice`'s fields)."""
+
+    model_type: str
+    version: int | None                          # None: no model (model type 'flat')
+    confidence: float | None
+    tradeable: bool
+    reason: str | None
+    as_of: dt.date | None
 
 
 @dataclass(frozen=True)
@@ -183,11 +233,11 @@ class ServingState:
     """What a decision reads of a symbol besides its market rows (see `serving_state`)."""
 
     last_bar: dt.datetime | None                  # open time of the latest stored bar closed by `now`
-    champion: tuple[str, int] | None              # (model type, version)
-    choices: dict[str, dict[str, Any]]            # as `registry.regime_choice`
-    sizer: tuple[int, str] | None                 # newest sizer version: (version, artifact sha256)
+    champion: Champion | None
+    choices: dict[str, Choice]                    # by regime
+    sizer: SizerVersion | None                    # newest sizer version
     # With a window (start, frozen_end): `stored_counts` of it, up to the bar closed by `now`.
-    counts: tuple[tuple[dt.datetime, dt.datetime], tuple[int, ...], tuple[int, ...]] | None = None
+    counts: StoredCounts | None = None
 
 
 def _count(model: Any, exchange: str, symbol: str, timeframe: str, lo: dt.datetime, hi: dt.datetime) -> Any:
@@ -197,6 +247,18 @@ def _count(model: Any, exchange: str, symbol: str, timeframe: str, lo: dt.dateti
     return (sa.select(sa.func.count()).select_from(model)
             .where(model.exchange == exchange, model.symbol == symbol, model.ts >= lo, model.ts < hi, *extra)
             .scalar_subquery())
+
+
+def _state(found: Mapping[str, Any]) -> ServingState:
+    return ServingState(found["last_bar"], found["champion"], found["choices"], found["sizer"], found["counts"])
+
+
+def _choice(r: Mapping[str, Any]) -> Choice:
+    return Choice(r["model_type"], r["version"], r["confidence"], bool(r["tradeable"]), r["reason"], r["as_of"])
+
+
+def _utc(ts: dt.datetime) -> dt.datetime:
+    return ts.replace(tzinfo=dt.UTC) if ts.tzinfo is None else ts.astimezone(dt.UTC)
 
 
 def serving_state(bind: Bind, exchange: str, timeframe: str, bar_seconds: int, symbols: Sequence[str],
@@ -221,13 +283,13 @@ def serving_state(bind: Bind, exchange: str, timeframe: str, bar_seconds: int, s
     if not symbols:
         return {}
     windows = windows or {}
-    with _connect(bind) as conn:
+    with connection(bind) as conn:
         if conn.dialect.name == "postgresql":
             return _serving_state_pg(conn, exchange, timeframe, bar_seconds, symbols, now, windows, sizer_type)
     step = dt.timedelta(seconds=bar_seconds)
     cut = to_utc(now) - step
     models = (Candle, FundingRate, OpenInterest, Liquidation)
-    counts = [f"n{i}" for i in range(2 * len(models))]
+    counts = [*_OLD, *_RECENT]
     types = {"regime": RegimeChoice.regime.type, "model_type": RegimeChoice.model_type.type,
              "version": sa.Integer(), "ts": Candle.ts.type, "confidence": RegimeChoice.confidence.type,
              "tradeable": RegimeChoice.tradeable.type, "reason": RegimeChoice.reason.type,
@@ -255,35 +317,40 @@ def serving_state(bind: Bind, exchange: str, timeframe: str, bar_seconds: int, s
                   .where(ModelManifest.symbol == symbol, ModelManifest.model_type == sizer_type)
                   .order_by(ModelManifest.as_of.desc(), ModelManifest.version.desc()).limit(1).subquery())
         parts.append(sa.select(*row("sizer", symbol, version=newest.c.version, sha=newest.c.artifact_sha256)))
-    parts.append(sa.select(*row("champion", ModelRegistry.symbol, model_type=ModelRegistry.model_type,
+    parts.append(sa.select(*row("holder", ModelRegistry.symbol, model_type=ModelRegistry.model_type,
                                 version=ModelRegistry.version))
-                 .where(ModelRegistry.symbol.in_(symbols), ModelRegistry.status == ChampionStatus.CHAMPION))
+                 .where(ModelRegistry.symbol.in_(symbols), registry.is_champion()))
     c = RegimeChoice
     parts.append(sa.select(*row("choice", c.symbol, regime=c.regime, model_type=c.model_type, version=c.version,
                                 confidence=c.confidence, tradeable=c.tradeable, reason=c.reason, as_of=c.as_of))
                  .where(c.symbol.in_(symbols)))
-    found: dict[str, dict[str, Any]] = {s: {"last_bar": None, "champion": None, "choices": {}, "sizer": None,
-                                            "counts": None} for s in symbols}
-    with _connect(bind) as conn:
+    found = _empty(symbols)
+    with connection(bind) as conn:
         result = conn.execute(sa.union_all(*parts)).mappings().all()
     for r in result:
         state = found[r["symbol"]]
         if r["kind"] == "bar":
-            ts = r["ts"]
-            if ts is not None:
-                state["last_bar"] = ts.replace(tzinfo=dt.UTC) if ts.tzinfo is None else ts.astimezone(dt.UTC)
+            if r["ts"] is not None:
+                state["last_bar"] = _utc(r["ts"])
             if r["symbol"] in windows:
-                values = tuple(int(r[k]) for k in counts)
-                state["counts"] = (tuple(windows[r["symbol"]]), values[:len(models)], values[len(models):])
+                state["counts"] = _window_counts(windows[r["symbol"]], r)
         elif r["kind"] == "sizer" and r["sha"] is not None:
-            state["sizer"] = (int(r["version"]), r["sha"])
-        elif r["kind"] == "champion":
-            state["champion"] = (r["model_type"], int(r["version"]))
+            state["sizer"] = SizerVersion(int(r["version"]), r["sha"])
+        elif r["kind"] == "holder":  # the champion's row
+            state["champion"] = Champion(r["model_type"], int(r["version"]))
         elif r["kind"] == "choice":
-            state["choices"][r["regime"]] = {
-                "model_type": r["model_type"], "version": r["version"], "confidence": r["confidence"],
-                "tradeable": bool(r["tradeable"]), "reason": r["reason"], "as_of": r["as_of"]}
-    return {s: ServingState(**v) for s, v in found.items()}
+            state["choices"][r["regime"]] = _choice(r)
+    return {s: _state(v) for s, v in found.items()}
+
+
+def _empty(symbols: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each symbol's `ServingState` fields before the rows fill them (nothing stored: all None)."""
+    return {s: {"last_bar": None, "champion": None, "choices": {}, "sizer": None, "counts": None} for s in symbols}
+
+
+def _window_counts(window: tuple[dt.datetime, dt.datetime], row: Mapping[str, Any]) -> StoredCounts:
+    start, frozen_end = window
+    return StoredCounts(start, frozen_end, _counts(row, _OLD), _counts(row, _RECENT))
 
 
 def recent_candles(bind: Bind, exchange: str, timeframe: str, starts: Mapping[str, dt.datetime],
@@ -292,9 +359,9 @@ def recent_candles(bind: Bind, exchange: str, timeframe: str, starts: Mapping[st
     fresh tails `predict_many` re-reads of every symbol (a few rows each)."""
     if not starts:
         return {}
-    frame = store._series_read(bind, "candles", ("symbol", "ts", "open", "high", "low", "close", "volume"),
-                               {"exchange": exchange, "timeframe": timeframe}, min(starts.values()), end,
-                               order_by=("symbol", "ts"), any_of={"symbol": list(starts)})
+    frame = store.read_series(bind, "candles", ("symbol", "ts", "open", "high", "low", "close", "volume"),
+                              {"exchange": exchange, "timeframe": timeframe}, min(starts.values()), end,
+                              order_by=("symbol", "ts"), any_of={"symbol": list(starts)})
     out = {}
     groups = dict(tuple(frame.groupby("symbol", sort=False))) if len(frame) else {}
     for symbol, start in starts.items():
@@ -311,7 +378,6 @@ def recent_candles(bind: Bind, exchange: str, timeframe: str, starts: Mapping[st
 # per-symbol figure is an index lookup or an index-only count of one symbol's rows.
 _COUNT = "(SELECT count(*) FROM {table} x WHERE x.exchange = :exchange AND x.symbol = w.symbol{tf} AND x.ts >= {lo} " \
          "AND x.ts < {hi})"
-_COUNTED = (("candles", True), ("funding_rates", False), ("open_interest", False), ("liquidations", False))
 _STATE_PG = sa.text("""
 WITH w AS (
     SELECT * FROM unnest(CAST(:symbols AS text[]), CAST(:starts AS timestamptz[]), CAST(:frozen AS timestamptz[]))
@@ -321,16 +387,17 @@ SELECT 'bar' AS kind, w.symbol, NULL AS regime, NULL AS model_type, s.version,
             AND c.timeframe = :timeframe AND c.ts <= :cut) AS ts,
        NULL::float8 AS confidence, NULL::boolean AS tradeable, NULL AS reason, NULL::date AS as_of,
        s.artifact_sha256 AS sha, """ + ", ".join(
-    [_COUNT.format(table=t, tf=" AND x.timeframe = :timeframe" if c else "", lo="w.start_ts", hi="w.frozen_end")
-     + f" AS n{i}" for i, (t, c) in enumerate(_COUNTED)]
-    + [_COUNT.format(table=t, tf=" AND x.timeframe = :timeframe" if c else "", lo="w.frozen_end",
-                     hi=":candles_end" if c else ":events_end") + f" AS n{i + 4}" for i, (t, c) in enumerate(_COUNTED)])
+    [_COUNT.format(table=t, tf=" AND x.timeframe = :timeframe" if k == "candles" else "", lo="w.start_ts",
+                   hi="w.frozen_end") + f" AS {label}" for (k, t), label in zip(_COUNTED_TABLES, _OLD)]
+    + [_COUNT.format(table=t, tf=" AND x.timeframe = :timeframe" if k == "candles" else "", lo="w.frozen_end",
+                     hi=":candles_end" if k == "candles" else ":events_end") + f" AS {label}"
+       for (k, t), label in zip(_COUNTED_TABLES, _RECENT)])
     + """
 FROM w LEFT JOIN LATERAL (
     SELECT m.version, m.artifact_sha256 FROM model_manifests m WHERE m.symbol = w.symbol AND m.model_type = :sizer
     ORDER BY m.as_of DESC, m.version DESC LIMIT 1) s ON TRUE
 UNION ALL
-SELECT 'champion', r.symbol, NULL, r.model_type, r.version, NULL, NULL, NULL, NULL, NULL, NULL,
+SELECT 'holder', r.symbol, NULL, r.model_type, r.version, NULL, NULL, NULL, NULL, NULL, NULL,
        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
 FROM model_registry r WHERE r.symbol = ANY(CAST(:symbols AS text[])) AND r.status = :champion
 UNION ALL
@@ -348,25 +415,22 @@ def _serving_state_pg(conn: sa.Connection, exchange: str, timeframe: str, bar_se
     cut = to_utc(now) - step
     rows = conn.execute(_STATE_PG, {
         "symbols": symbols, "exchange": exchange, "timeframe": timeframe, "cut": cut, "sizer": sizer_type,
-        "champion": ChampionStatus.CHAMPION, "candles_end": cut + dt.timedelta(microseconds=1), "events_end": cut + step,
+        "champion": ChampionStatus.CHAMPION, "candles_end": cut + dt.timedelta(microseconds=1),
+        "events_end": cut + step,
         "starts": [to_utc(windows[s][0]) if s in windows else None for s in symbols],
-        "frozen": [to_utc(windows[s][1]) if s in windows else None for s in symbols]}).all()
-    found: dict[str, dict[str, Any]] = {s: {"last_bar": None, "champion": None, "choices": {}, "sizer": None,
-                                            "counts": None} for s in symbols}
+        "frozen": [to_utc(windows[s][1]) if s in windows else None for s in symbols]}).mappings().all()
+    found = _empty(symbols)
     for r in rows:
-        state = found[r.symbol]
-        if r.kind == "bar":
-            if r.ts is not None:
-                state["last_bar"] = r.ts.astimezone(dt.UTC)
-            if r.sha is not None:
-                state["sizer"] = (int(r.version), r.sha)
-            if r.symbol in windows:
-                values = tuple(int(r[11 + i]) for i in range(8))
-                state["counts"] = (tuple(windows[r.symbol]), values[:4], values[4:])
-        elif r.kind == "champion":
-            state["champion"] = (r.model_type, int(r.version))
+        state = found[r["symbol"]]
+        if r["kind"] == "bar":
+            if r["ts"] is not None:
+                state["last_bar"] = r["ts"].astimezone(dt.UTC)
+            if r["sha"] is not None:
+                state["sizer"] = SizerVersion(int(r["version"]), r["sha"])
+            if r["symbol"] in windows:
+                state["counts"] = _window_counts(windows[r["symbol"]], r)
+        elif r["kind"] == "holder":  # the champion's row
+            state["champion"] = Champion(r["model_type"], int(r["version"]))
         else:
-            state["choices"][r.regime] = {
-                "model_type": r.model_type, "version": r.version, "confidence": r.confidence,
-                "tradeable": bool(r.tradeable), "reason": r.reason, "as_of": r.as_of}
-    return {s: ServingState(**v) for s, v in found.items()}
+            state["choices"][r["regime"]] = _choice(r)
+    return {s: _state(v) for s, v in found.items()}

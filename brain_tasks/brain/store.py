@@ -51,9 +51,9 @@ COPY_MIN_ROWS = 50
 MERGE_WORK_MEM = "256MB"
 
 __all__ = [
-    "COPY_MIN_ROWS", "jsonable", "copy_rows", "get_table", "last_timestamp", "list_symbols",
-    "read_candles", "read_funding", "read_liquidations", "read_open_interest", "read_sentiment", "read_table",
-    "stored_timestamps", "to_utc", "upsert",
+    "COPY_MIN_ROWS", "connection", "jsonable", "copy_rows", "get_table", "last_timestamp", "list_symbols",
+    "prepare_rows", "read_candles", "read_funding", "read_liquidations", "read_open_interest", "read_sentiment",
+    "read_series", "read_table", "stored_timestamps", "to_utc", "upsert",
 ]
 
 
@@ -195,7 +195,7 @@ def _frame(rows: RowsLike) -> pd.DataFrame:
     return pd.DataFrame.from_records(records) if records else pd.DataFrame()
 
 
-def _prepare(table: sa.Table, frame: pd.DataFrame) -> tuple[list[sa.Column[Any]], list[list[Any]], set[str]]:
+def prepare_rows(table: sa.Table, frame: pd.DataFrame) -> tuple[list[sa.Column[Any]], list[list[Any]], set[str]]:
     """Validated columns, their values (keys unique, last occurrence wins) and the defaulted columns."""
     unknown = [c for c in frame.columns if c not in table.c]
     if unknown:
@@ -241,7 +241,7 @@ def upsert(bind: Bind, table: TableLike, rows: RowsLike, *, update_columns: Sequ
     frame = _frame(rows)
     if frame.empty:
         return 0
-    columns, values, defaulted = _prepare(t, frame)
+    columns, values, defaulted = prepare_rows(t, frame)
     n = len(values[0])
     keys = [c.name for c in t.primary_key.columns]
     # A column the caller left out keeps its stored value on conflict (its default is for inserts).
@@ -374,7 +374,7 @@ def copy_rows(bind: Bind, table: TableLike, rows: RowsLike) -> int:
     frame = _frame(rows)
     if frame.empty:
         return 0
-    columns, values, _ = _prepare(t, frame)
+    columns, values, _ = prepare_rows(t, frame)
     with _transaction(bind) as conn:
         if conn.dialect.name != "postgresql":
             raise TypeError(f"copy_rows needs PostgreSQL, not {conn.dialect.name!r}")
@@ -426,7 +426,7 @@ def _frame_from(rows: Sequence[Any], table: sa.Table, names: Sequence[str], dial
 def _select(bind: Bind, table: sa.Table, names: Sequence[str], conditions: Iterable[Any],
             order_by: Sequence[str]) -> pd.DataFrame:
     """Rows of `table` as a frame, one Python row per result row: the general read (any column type)."""
-    with _connect(bind) as conn:
+    with connection(bind) as conn:
         dialect = conn.dialect.name
         stmt = (sa.select(*(_select_item(table.c[n], dialect) for n in names)).where(*conditions)
                 .order_by(*(table.c[o] for o in order_by)))
@@ -434,7 +434,9 @@ def _select(bind: Bind, table: sa.Table, names: Sequence[str], conditions: Itera
 
 
 @contextmanager
-def _connect(bind: Bind) -> Iterator[sa.Connection]:
+def connection(bind: Bind) -> Iterator[sa.Connection]:
+    """`bind` itself when it is a connection (a caller's reads then share its connection and transaction),
+    else a connection of the engine `bind`, closed on exit."""
     if isinstance(bind, sa.Connection):
         yield bind
     else:
@@ -442,15 +444,15 @@ def _connect(bind: Bind) -> Iterator[sa.Connection]:
             yield conn
 
 
-def _series_read(bind: Bind, table_name: str, names: Sequence[str], keys: Mapping[str, Any],
-                 start: Any, end: Any, order_by: Sequence[str] = ("ts",),
-                 any_of: Mapping[str, Sequence[Any]] | None = None) -> pd.DataFrame:
+def read_series(bind: Bind, table_name: str, names: Sequence[str], keys: Mapping[str, Any],
+                start: Any, end: Any, order_by: Sequence[str] = ("ts",),
+                any_of: Mapping[str, Sequence[Any]] | None = None) -> pd.DataFrame:
     """`names` of the rows under `keys` (column -> value; `any_of`: column -> allowed values) with
     start <= ts < end, sorted by `order_by`: column-wise on PostgreSQL, row by row elsewhere."""
     t = get_table(table_name)
     start = None if start is None else to_utc(start, "start")
     end = None if end is None else to_utc(end, "end")
-    with _connect(bind) as conn:
+    with connection(bind) as conn:
         if conn.dialect.name == "postgresql":
             frame = packed_select(conn, t, names, keys, any_of or {}, start, end, order_by)
             if frame is not None:
@@ -460,7 +462,7 @@ def _series_read(bind: Bind, table_name: str, names: Sequence[str], keys: Mappin
 
 def _series_rows(bind: Bind, t: sa.Table, names: Sequence[str], keys: Mapping[str, Any], start: Any, end: Any,
                  order_by: Sequence[str], any_of: Mapping[str, Sequence[Any]] | None = None) -> pd.DataFrame:
-    """The row-by-row read of `_series_read` (SQLite; and the baseline bench/profile_symbol.py times)."""
+    """The row-by-row read of `read_series` (SQLite; and the baseline bench/profile_symbol.py times)."""
     conditions = [t.c[k] == v for k, v in keys.items()]
     conditions += [t.c[k].in_(list(v)) for k, v in (any_of or {}).items()]
     if start is not None:
@@ -473,28 +475,28 @@ def _series_rows(bind: Bind, t: sa.Table, names: Sequence[str], keys: Mapping[st
 def read_candles(bind: Bind, exchange: str, symbol: str, timeframe: str, start: Any = None,
                  end: Any = None) -> pd.DataFrame:
     """Candles with `start <= ts < end`: ts (UTC), open, high, low, close, volume, sorted by ts."""
-    return _series_read(bind, "candles", ("ts", "open", "high", "low", "close", "volume"),
-                        {"exchange": exchange, "symbol": symbol, "timeframe": timeframe}, start, end)
+    return read_series(bind, "candles", ("ts", "open", "high", "low", "close", "volume"),
+                       {"exchange": exchange, "symbol": symbol, "timeframe": timeframe}, start, end)
 
 
 def read_funding(bind: Bind, exchange: str, symbol: str, start: Any = None, end: Any = None) -> pd.DataFrame:
     """Funding rates with `start <= ts < end`: ts, rate, mark_price, sorted by ts."""
-    return _series_read(bind, "funding_rates", ("ts", "rate", "mark_price"),
-                        {"exchange": exchange, "symbol": symbol}, start, end)
+    return read_series(bind, "funding_rates", ("ts", "rate", "mark_price"),
+                       {"exchange": exchange, "symbol": symbol}, start, end)
 
 
 def read_open_interest(bind: Bind, exchange: str, symbol: str, start: Any = None,
                        end: Any = None) -> pd.DataFrame:
     """Open interest with `start <= ts < end`: ts, open_interest, open_interest_value, sorted by ts."""
-    return _series_read(bind, "open_interest", ("ts", "open_interest", "open_interest_value"),
-                        {"exchange": exchange, "symbol": symbol}, start, end)
+    return read_series(bind, "open_interest", ("ts", "open_interest", "open_interest_value"),
+                       {"exchange": exchange, "symbol": symbol}, start, end)
 
 
 def read_liquidations(bind: Bind, exchange: str, symbol: str, start: Any = None,
                       end: Any = None) -> pd.DataFrame:
     """Liquidations with `start <= ts < end`: ts, side, price, amount, value, sorted by ts then id."""
-    return _series_read(bind, "liquidations", ("ts", "side", "price", "amount", "value"),
-                        {"exchange": exchange, "symbol": symbol}, start, end, order_by=("ts", "liq_id"))
+    return read_series(bind, "liquidations", ("ts", "side", "price", "amount", "value"),
+                       {"exchange": exchange, "symbol": symbol}, start, end, order_by=("ts", "liq_id"))
 
 
 def read_table(bind: Bind, table: TableLike, where: Mapping[str, Any] | None = None,
@@ -531,7 +533,7 @@ def stored_timestamps(bind: Bind, table: TableLike, key: Mapping[str, Any], star
         stmt = stmt.where(t.c.ts >= to_utc(start, "start"))
     if end is not None:
         stmt = stmt.where(t.c.ts < to_utc(end, "end"))
-    with _connect(bind) as conn:
+    with connection(bind) as conn:
         values = [r[0] for r in conn.execute(stmt.order_by(t.c.ts))]
     return pd.Series(pd.to_datetime(values, utc=True), dtype="datetime64[ns, UTC]")
 
@@ -540,7 +542,7 @@ def last_timestamp(bind: Bind, table: TableLike, column: str = "ts", **key_value
     """The latest `column` (default ts) of `table`'s rows matching `key_values`, or None if none."""
     t = get_table(table)
     stmt = sa.select(sa.func.max(t.c[column])).where(*(t.c[k] == v for k, v in key_values.items()))
-    with _connect(bind) as conn:
+    with connection(bind) as conn:
         value = conn.execute(stmt).scalar_one()
     if value is None:
         return None
@@ -555,7 +557,7 @@ def list_symbols(bind: Bind, exchange: str | None = None, timeframe: str | None 
         stmt = stmt.where(t.c.exchange == exchange)
     if timeframe is not None:
         stmt = stmt.where(t.c.timeframe == timeframe)
-    with _connect(bind) as conn:
+    with connection(bind) as conn:
         return list(conn.execute(stmt).scalars())
 
 
@@ -569,6 +571,6 @@ def read_sentiment(bind: Bind, symbol: str, start: Any = None, end: Any = None,
                    sources: Sequence[str] | None = None) -> pd.DataFrame:
     """Hourly sentiment rows of `symbol` from every source (or only `sources`) with `start <= ts < end`:
     ts, source, score, magnitude, n_items, sorted by ts then source."""
-    return _series_read(bind, "sentiment_scores", ("ts", "source", "score", "magnitude", "n_items"),
-                        {"symbol": symbol}, start, end, order_by=("ts", "source"),
-                        any_of=None if sources is None else {"source": list(sources)})
+    return read_series(bind, "sentiment_scores", ("ts", "source", "score", "magnitude", "n_items"),
+                       {"symbol": symbol}, start, end, order_by=("ts", "source"),
+                       any_of=None if sources is None else {"source": list(sources)})

@@ -461,11 +461,48 @@ def symbol_detail(engine: sa.Engine, settings: Settings, symbol: str) -> dict[st
     }
     signals = dv.signals_of(engine, symbol)
     detail["signals_table"] = signals is not None
-    detail["signals"] = [dict(r._mapping) for r in signals] if signals is not None else []
+    # The decision context is for the audit, not for reading.
+    detail["signals"] = ([{k: v for k, v in r._mapping.items() if k != "context"} for r in signals]
+                         if signals is not None else [])
+    detail["latest_signal"] = latest_signal_facts(detail["signals"][0] if detail["signals"] else None, settings)
+    detail["audit"] = audit_panel(engine, symbol)
     if focus is not None:
         detail["performance"] = _SERIES.get(f"{focus.oos_sha256}:{settings.timeframe}",
                                             lambda: _series_of(engine, focus.oos_sha256, settings.timeframe))
     return detail
+
+
+def latest_signal_facts(row: dict[str, Any] | None, settings: Settings) -> dict[str, Any] | None:
+    """The newest signal's gates as the symbol page shows them: its distribution status and its model's
+    age against BRAIN_MODEL_MAX_AGE (None before the first signal; `judged` False for rows served
+    before the gates)."""
+    if row is None:
+        return None
+    age = row.get("model_age_seconds")
+    limit = settings.model_max_age
+    version = row.get("version")
+    return {"ts": row.get("ts"), "model": f"{row.get('model_type')} v{version}" if version else row.get("model_type"),
+            "tradeable": bool(row.get("tradeable")), "judged": row.get("in_distribution") is not None,
+            "in_distribution": row.get("in_distribution") is not False,
+            "dissimilarity": row.get("dissimilarity"), "model_age_seconds": age, "max_age_seconds": limit,
+            "expired": bool(limit and age is not None and age > limit)}
+
+
+def audit_panel(engine: sa.Engine, symbol: str) -> dict[str, Any] | None:
+    """The nightly audit of the symbol's served signals: counts and the newest verdicts, mismatches
+    first (None while the `signal_audits` table does not exist)."""
+    from brain_tasks.brain import audits
+
+    if not dv.has_table(engine, "signal_audits"):
+        return None
+    rows = audits.listing(engine, symbol, mismatches=True, limit=20) + audits.listing(engine, symbol, limit=20)
+    seen, shown = set(), []
+    for r in rows:
+        key = (r["ts"], r["model_type"], r["version"])
+        if key not in seen:
+            seen.add(key)
+            shown.append({k: r[k] for k in ("ts", "model_type", "version", "same", "audited_at", "note")})
+    return {**audits.counts(engine, symbol), "rows": shown[:20]}
 
 
 # --- runs and quality ----------------------------------------------------------------------------

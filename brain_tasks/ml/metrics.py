@@ -153,6 +153,20 @@ def _log_equity(r: np.ndarray) -> np.ndarray:
         return np.concatenate([[0.0], np.cumsum(np.log1p(np.maximum(r, -1.0)))])
 
 
+def paired_returns(a: Any, b: Any, names: tuple[str, str] = ("a", "b")) -> tuple[np.ndarray, np.ndarray]:
+    """Two return series on the same bars, finite on both: Series are joined on their index, arrays
+    must have the same length (`names` say which is which in the error)."""
+    if isinstance(a, pd.Series) and isinstance(b, pd.Series):
+        joined = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner")
+        x, y = joined["a"].to_numpy(dtype="float64"), joined["b"].to_numpy(dtype="float64")
+    else:
+        x, y = np.asarray(a, dtype="float64").ravel(), np.asarray(b, dtype="float64").ravel()
+        if x.size != y.size:
+            raise ValueError(f"{names[0]} has {x.size} returns, {names[1]} {y.size}; pass Series to pair them by index")
+    ok = np.isfinite(x) & np.isfinite(y)
+    return x[ok], y[ok]
+
+
 def max_drawdown(returns: Any) -> float:
     """Largest fall of compounded equity from its running peak, as a negative fraction (0 if none)."""
     r = _finite(returns)

@@ -93,6 +93,24 @@ def live_attempts(app: Celery) -> set[str]:
     return found
 
 
+def _replay_days(engine: sa.Engine, head: Any) -> list[dt.date] | None:
+    """A replay attempt's steps' as-of days (its run id is the replay id); None for other kinds."""
+    if head.kind != "replay":
+        return None
+    from brain_tasks.service.replay_run import plan_of
+
+    plan = plan_of(engine, head.run_id)
+    return None if plan is None else [s.as_of for s in plan.steps]
+
+
+def replay_unfinished(engine: sa.Engine, replay_id: str) -> bool:
+    from brain_tasks.brain import replays
+    from brain_tasks.vocabulary import OPEN
+
+    row = replays.get_replay(engine, replay_id)
+    return row is not None and row["state"] in OPEN
+
+
 def reconcile(engine: sa.Engine, settings: Settings, live: Iterable[str] | Callable[[], Iterable[str]],
               send: Any, now: dt.datetime | None = None) -> dict[str, Any]:
     """One pass over the open attempts; `send(signature)` enqueues a re-driven canvas.  `live` is the
@@ -129,9 +147,12 @@ def reconcile(engine: sa.Engine, settings: Settings, live: Iterable[str] | Calla
                 note = f"re-driven: stalled at {where}{since} with no live task"
                 if runs.redrive(engine, attempt, row.symbol, deadline, note):
                     send(workflows.redrive_canvas(head.kind, row.symbol, head.as_of, head.models, head.run_id,
-                                                  attempt))
+                                                  attempt, days=_replay_days(engine, head)))
                     done["redriven"].append([attempt, row.symbol])
         summary = runs.close_attempt(engine, attempt)
         if summary is not None:
             done["closed"][attempt] = summary["state"]
+            if head.kind == "replay" and replay_unfinished(engine, head.run_id):
+                # The chord's pooling step died with the fan-out: send it (it is idempotent).
+                send(workflows.replay_pool_sig(head.run_id, attempt))
     return done

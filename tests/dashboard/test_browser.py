@@ -91,6 +91,12 @@ def test_symbol_page_draws_its_charts_without_console_errors(browser: object, ba
         assert page.locator("#events tr").count() == 3
         # A feature named like markup is drawn as text, not as markup.
         assert "<b>evil</b>" in page.locator("#chart-drift .xtick text").all_text_contents()
+        # The newest signal's gates and the audit panel.
+        assert "OUT of distribution" in page.locator("#signal-distribution").inner_text()
+        assert "1.70" in page.locator("#signal-distribution").inner_text()
+        assert "model age" in page.locator("#signal-model-age").inner_text()
+        assert "1 differ" in page.locator("#audit-counts").inner_text()
+        assert "close" in page.locator("#audit").inner_text()
         screenshot(page, "symbol")
         assert errors == []
 

@@ -23,6 +23,7 @@ from brain_tasks.brain import registry
 from brain_tasks.brain import signals as signal_rows
 from brain_tasks.errors import BrainError, NoModelError, StaleDataError
 from brain_tasks.settings import Settings
+from brain_tasks.timekeeping import now, timeframe_seconds
 from brain_tasks.vocabulary import Status
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def universe(engine: sa.Engine, settings: Settings, symbols: Sequence[str] | Non
 def publish_signals(engine: sa.Engine, settings: Settings, symbols: Sequence[str] | None = None,
                     stamp: dt.datetime | None = None) -> dict[str, Any]:
     """Compute and record the latest decision of each symbol; idempotent per (symbol, bar, model)."""
-    stamp = stamp or serving.now()
+    stamp = stamp or now()
     published: dict[str, dict[str, Any]] = {}
     stale: dict[str, str] = {}
     skipped: dict[str, str] = {}
@@ -80,10 +81,10 @@ def track_live(engine: sa.Engine, settings: Settings, as_of: dt.date, symbols: S
     for symbol, model_type, version in signal_rows.served_versions(engine):
         if wanted is not None and symbol not in wanted:
             continue
-        manifest = serving._manifest(engine, engine, symbol, model_type, version)
+        manifest = serving.server(engine).manifest(symbol, model_type, version)
         config = ml.serve_config(manifest.config)
         signals, candles = signal_rows.with_following_bars(
-            engine, settings.exchange, config.timeframe, serving.bar_seconds(config.timeframe), symbol, model_type,
+            engine, settings.exchange, config.timeframe, timeframe_seconds(config.timeframe), symbol, model_type,
             version, following=config.execution_lag + 1)
         returns = ml.live_returns(signals, candles, config)
         metrics = ml.live_metrics(returns, config)
