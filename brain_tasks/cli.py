@@ -20,7 +20,11 @@ from brain_tasks.settings import Settings, get_settings
 from brain_tasks.vocabulary import Status
 
 USAGE_ERROR = 2
+# The demo shows a sequence model next to the trees on one pair only: lstm (the cheapest of the three)
+# costs several times a pair's three other models together, and on every pair it made most of the
+# demo's minutes (the README gives the demo's time).
 DEMO_EXTRA_MODELS = ("lstm",)
+DEMO_DEEP_PAIRS = ("ETH/BTC",)
 # The demo's replay: inside the spot sample's days (2018-01-10 .. 2018-01-30), with two weeks of history
 # before its first step; the two cheapest model types.
 DEMO_REPLAY_WINDOW = ("2018-01-24", "2018-01-28")
@@ -230,9 +234,10 @@ def _follow(client: Any, handle: Any, symbols: list[str], timeout: float, sessio
             nonlocal shown
             session.check()
             counts = status["counts"]
-            done = counts.get(Status.OK, 0) + counts.get(Status.FAILED, 0)
+            done = sum(counts.get(state, 0) for state in (Status.OK, Status.FAILED, Status.STALE))
             if done > shown:
-                bar.update(done - shown, f"{counts.get(Status.OK, 0)} done, {counts.get(Status.FAILED, 0)} failed")
+                bar.update(done - shown, f"{counts.get(Status.OK, 0)} done, {counts.get(Status.FAILED, 0)} failed"
+                           + (f", {counts[Status.STALE]} stale" if counts.get(Status.STALE) else ""))
                 shown = done
 
         try:
@@ -271,6 +276,24 @@ def run_retrain(client: Any, symbols: list[str], models: list[str] | None, as_of
     return status
 
 
+def run_retrains(client: Any, groups: list[tuple[list[str], list[str]]], as_of: str,
+                 session: _Session) -> list[dict[str, Any]]:
+    """Enqueue one retrain per (symbols, models) group, then follow each to its end: the worker runs
+    them side by side instead of idling at the end of each."""
+    handles = []
+    for symbols, models in groups:
+        handle = client.retrain(symbols, models=models, as_of=as_of)
+        session.attempts.append(handle.attempt_id)
+        click.echo(f"enqueued brain_tasks.daily_retrain: run {handle.run_id} attempt {handle.attempt_id} "
+                   f"({len(symbols)} symbols x {', '.join(models)})")
+        handles.append((handle, symbols))
+    statuses = []
+    for handle, symbols in handles:
+        statuses.append(_follow(client, handle, symbols, 6 * 3600, session))
+        _print_run(statuses[-1])
+    return statuses
+
+
 @main.command()
 @click.option("--symbols", required=True, help="comma-separated pairs, e.g. ETH/BTC,LTC/BTC")
 @click.option("--models", default=None, help="comma-separated model types (default: BRAIN_MODELS)")
@@ -288,7 +311,7 @@ def retrain(symbols: str, models: str | None, as_of: str | None, wait: bool) -> 
     with _workers(s) as session:
         status = run_retrain(client, _csv(symbols), _csv(models) or None, as_of, wait or s.embedded,
                              session=session)
-    if status and status["state"] == Status.FAILED:
+    if status and status["state"] in (Status.FAILED, Status.STALE):
         raise SystemExit(1)
 
 
@@ -342,6 +365,8 @@ def nightly(as_of: str | None, wait: bool) -> None:
 def models_table(settings: Settings, symbol: str | None = None) -> str:
     """The registry as a readable table: versions, status, per-regime choice, key metrics."""
     from brain_tasks.brain import registry
+    from brain_tasks.ml.metrics import loses_to_flat
+    from brain_tasks.vocabulary import LOSES_TO_FLAT, ChampionStatus
 
     engine = _engine(settings)
     reg = registry.registry_table(engine, symbol)
@@ -355,9 +380,15 @@ def models_table(settings: Settings, symbol: str | None = None) -> str:
         return ", ".join(mine) or "-"
 
     reg["regimes"] = [chosen(r) for r in reg.itertuples()]
+    reg["vs_flat"] = ["loses" if loses_to_flat({k: getattr(r, k, None) for k in ("sharpe", "total_return")})
+                      else "-" for r in reg.itertuples()]
     cols = [c for c in ["symbol", "model_type", "version", "as_of", "status", "composite_score", "sharpe",
-                        "total_return", "max_drawdown", "psr", "regimes"] if c in reg]
+                        "total_return", "max_drawdown", "psr", "vs_flat", "regimes"] if c in reg]
     lines = [reg[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}")]
+    for r in reg[(reg["status"] == ChampionStatus.CHAMPION) & (reg["vs_flat"] == "loses")].itertuples():
+        lines.append(f"{r.symbol}: champion {r.model_type} v{r.version} is {LOSES_TO_FLAT} (out-of-sample Sharpe "
+                     f"{r.sharpe:.2f}, total return {r.total_return:.1%}); it stays the reference, each regime "
+                     "trades its own choice")
     flat = []
     for sym, cs in sorted(choices.items()):
         idle = sorted(regime for regime, c in cs.items() if not c["tradeable"])
@@ -397,16 +428,19 @@ def report(out: Path) -> None:
 @main.command()
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("report"),
               show_default=True, help="the directory of the HTML report")
-@click.option("--symbols", default=None, help="a subset of the sample's pairs (default: all ten)")
+@click.option("--symbols", default=None,
+              help="a subset of the sample's pairs (default: all eleven, ten spot pairs and a perpetual)")
 @click.option("--models", default=None,
-              help="comma-separated model types (default: BRAIN_MODELS plus the lstm sequence model)")
+              help="comma-separated model types for every pair (default: BRAIN_MODELS on every pair, "
+                   "plus the lstm sequence model on ETH/BTC)")
 @click.option("--replay/--no-replay", "with_replay", default=True, show_default=True,
               help="also replay the Brain's decisions on up to 3 of the sample's spot pairs over 5 daily steps "
                    "(2018-01-24..28) with 2 model types, and print the policy table")
 def demo(out: Path, symbols: str | None, models: str | None, with_replay: bool) -> None:
-    """Ingest the bundled real sample, retrain every symbol, run the nightly analysis, replay the Brain's
-    decisions on a few pairs, print a summary and the replay's policy table, and write the report
-    (embedded default)."""
+    """Ingest the bundled real sample (11 pairs), retrain each with BRAIN_MODELS (3 model types) and
+    its position sizer, lstm on ETH/BTC too, run the nightly analysis, replay the Brain's decisions on
+    3 pairs, print a summary and the replay's policy table and write the report (embedded default; the
+    README says how long it takes)."""
     from brain_tasks.brain import store
     from brain_tasks.brain.migrate import upgrade
     from brain_tasks.service.steps.collect import ingest_freqtrade
@@ -430,16 +464,17 @@ def demo(out: Path, symbols: str | None, models: str | None, with_replay: bool) 
         if last is not None:
             by_day.setdefault(last.date().isoformat(), []).append(pair)
     client = _client(s)
-    # The demo shows a sequence model next to the trees: lstm is the cheapest of the three.
-    demo_models = _csv(models) or list(dict.fromkeys([*s.models, *DEMO_EXTRA_MODELS]))
+    deep_models = list(dict.fromkeys([*s.models, *DEMO_EXTRA_MODELS]))
     statuses = []
     with _workers(s) as session:
         for day, day_pairs in sorted(by_day.items()):
             click.echo(f"\nas of {day}: {len(day_pairs)} symbols")
-            statuses.append(run_retrain(client, day_pairs, demo_models, day, wait=True, session=session))
+            deep = [] if models else [p for p in day_pairs if p in DEMO_DEEP_PAIRS]
+            groups = [(deep, deep_models), ([p for p in day_pairs if p not in deep], _csv(models) or list(s.models))]
+            statuses += run_retrains(client, [(p, m) for p, m in groups if p], day, session)
             run_nightly(client, day, wait=True, symbols=day_pairs, session=session)
         if with_replay:
-            statuses.append(demo_replay(client, by_day, demo_models, session))
+            statuses.append(demo_replay(client, by_day, _csv(models) or list(s.models), session))
     click.echo("")
     click.echo(models_table(s))
     path = write_report(engine, out)
@@ -447,7 +482,7 @@ def demo(out: Path, symbols: str | None, models: str | None, with_replay: bool) 
     click.echo("Open the dashboard on this database:  .venv/bin/brain-tasks dashboard --insecure-local   "
                "then http://127.0.0.1:8050/\n(shared host: BRAIN_DASHBOARD_AUTH=user:password "
                ".venv/bin/brain-tasks dashboard --host 0.0.0.0)")
-    if any(st and st["state"] == Status.FAILED for st in statuses):
+    if any(st and st["state"] in (Status.FAILED, Status.STALE) for st in statuses):
         raise SystemExit(1)
 
 

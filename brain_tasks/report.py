@@ -29,8 +29,10 @@ from brain_tasks import timekeeping
 from brain_tasks.service import replay_view
 from brain_tasks.brain import registry, views
 from brain_tasks.errors import IntegrityError
-from brain_tasks.ml.metrics import bars_per_year, strategy_metrics
+from brain_tasks.ml.metrics import bars_per_year, loses_to_flat, strategy_metrics
 from brain_tasks.ml.regimes import REGIMES
+from brain_tasks.ml.sizing import SIZERS
+from brain_tasks.vocabulary import LOSES_TO_FLAT
 
 # The columns the report reads of the stored frame (ts, fold, pred, label, bar_return, strategy_return, regime).
 OOS_REQUIRED = ("ts", "strategy_return", "regime")
@@ -38,8 +40,10 @@ TOP_FEATURES = 15
 MAX_RUN_ROWS = 20
 MAX_REPLAYS = 3       # the newest replays get a section each
 MAX_REPLAY_EVENTS = 30
-# Methods in order of preference; any other stored method comes after these, alphabetically.
-IMPORTANCE_METHODS = ("shap", "permutation", "correlation", "variance")
+# Methods in order of preference; any other stored method comes after these, alphabetically.  Permutation
+# leads: its out-of-sample drop in R^2 measures what a feature is worth for prediction, while mean |SHAP|
+# measures how much the model leans on it, noise included (docs/statistics.md, "What mean |SHAP| tells").
+IMPORTANCE_METHODS = ("permutation", "shap", "correlation", "variance")
 COMPARISON_METRICS = ("sharpe", "sortino", "max_drawdown", "calmar", "profit_factor", "hit_ratio", "n_trades")
 REGIME_COLOURS = {"low": "#4c78a8", "normal": "#72b7b2", "high": "#f58518", "extreme": "#e45756"}
 
@@ -165,6 +169,21 @@ class SymbolView:
         return next((c for c in self.curves if _key(c) == _key(self.focus)), None)
 
     @property
+    def champion_verdict(self) -> str | None:
+        """LOSES_TO_FLAT when the champion's out-of-sample result is worse than not trading."""
+        return LOSES_TO_FLAT if self.champion is not None and loses_to_flat(self.focus_metrics) else None
+
+    @property
+    def model_comparisons(self) -> list[Any]:
+        """The latest comparison's model rows (models, flat, buy-and-hold), without the sizer's."""
+        return [c for c in self.comparisons if c.model_type not in SIZERS]
+
+    @property
+    def sizer_comparisons(self) -> list[Any]:
+        """The sizer's rows: sizing rules of the champion's positions, ranked among themselves."""
+        return [c for c in self.comparisons if c.model_type in SIZERS]
+
+    @property
     def trades(self) -> str:
         """'trades' when a model trades some regime, 'flat' when every chosen regime stays out."""
         choices = [c for _regime, _row, c in self.selection if "tradeable" in c]
@@ -223,7 +242,7 @@ def _focus(view: SymbolView, manifests: Sequence[Any]) -> Any:
     """The champion, else this run's best-ranked version, else the first version of the latest run."""
     if view.champion is not None:
         return view.champion
-    best = [c for c in view.comparisons if c.is_best] or list(view.comparisons)
+    best = [c for c in view.model_comparisons if c.is_best] or list(view.model_comparisons)
     if best:
         return best[0]
     return manifests[0] if manifests else None
@@ -285,10 +304,12 @@ def _time_range(view: SymbolView) -> tuple[np.datetime64, np.datetime64]:
 
 
 def _time_axis(ax: Any) -> None:
-    """Concise UTC date ticks: full timestamps on every tick overlap on a 10-inch figure."""
+    """Concise UTC date ticks: full timestamps on every tick overlap on a 10-inch figure.  At most 9
+    ticks; at least 3 (the default 5 sends a 4-5 day range to hourly ticks, where no interval fits 9
+    ticks and matplotlib warns that it could not pick one)."""
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 
-    locator = AutoDateLocator(maxticks=9)
+    locator = AutoDateLocator(minticks=3, maxticks=9)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
 
@@ -473,6 +494,8 @@ def _overview(views: Sequence[SymbolView]) -> str:
         last = v.rollbacks[0] if v.rollbacks else None
         if champ is not None:
             model = f"{_e(champ.model_type)} v{_e(champ.version)}"
+            if v.champion_verdict:
+                model += f' <span class="bad">{_e(v.champion_verdict)}</span>'
         elif focus is not None:
             model = f'<span class="muted">none (best: {_e(focus.model_type)} v{_e(focus.version)})</span>'
         else:
@@ -504,6 +527,12 @@ def _symbol_section(index: int, view: SymbolView) -> str:
         parts.append(f"<p>Latest training {_e(view.latest_as_of)}; champion: "
                      + (f"<b>{_e(champ.model_type)} v{_e(champ.version)}</b> (trained {_e(champ.as_of)})"
                         if champ is not None else '<span class="muted">none promoted</span>') + ".</p>")
+        if view.champion_verdict:
+            m = view.focus_metrics
+            parts.append(f'<p class="bad">The champion is {_e(view.champion_verdict)}: out-of-sample Sharpe '
+                         f"{_num(m.get('sharpe'), 2)}, total return {_pct(m.get('total_return'))}. It stays the "
+                         "reference the next candidate is measured against; each regime trades its own choice "
+                         "(below), flat where nothing beat flat.</p>")
         parts.append("<h3>Out-of-sample equity</h3>")
         parts.append(equity_plot(view) if view.curves else '<p class="muted">No out-of-sample predictions.</p>')
         focus_curve = view.focus_curve
@@ -524,16 +553,25 @@ def _symbol_section(index: int, view: SymbolView) -> str:
 
 
 def _comparison_table(view: SymbolView) -> str:
-    if not view.comparisons:
+    models = view.model_comparisons
+    if not models:
         return '<h3>Model comparison</h3><p class="muted">No comparison for the latest training.</p>'
+    html_ = f"<h3>Model comparison ({_e(view.latest_as_of)})</h3>" + _ranked_table(models, "model")
+    sizers = view.sizer_comparisons
+    if sizers:
+        html_ += ("<h4>Position sizing</h4><p class=\"muted\">Sizing rules for the champion's positions, ranked "
+                  "among themselves (not models); the first one sizes.</p>" + _ranked_table(sizers, "sizing"))
+    return html_
+
+
+def _ranked_table(comparisons: Sequence[Any], what: str) -> str:
+    """Rows ranked 1..n in their stored order (models and sizers are stored with ranks of their own)."""
     shown = [m for m in COMPARISON_METRICS
-             if m != "n_trades" or any("n_trades" in (c.metrics or {}) for c in view.comparisons)]
-    rows = [[_e(c.rank), f"{_e(c.model_type)} v{_e(c.version)}", _num(c.composite_score),
-             *(_num((c.metrics or {}).get(m)) for m in shown)] for c in view.comparisons]
-    classes = ["best" if c.is_best else "" for c in view.comparisons]
-    return (f"<h3>Model comparison ({_e(view.latest_as_of)})</h3>"
-            + _table(["rank", "model", "composite", *shown], rows, numeric=range(2, 3 + len(shown)),
-                     row_class=classes))
+             if m != "n_trades" or any("n_trades" in (c.metrics or {}) for c in comparisons)]
+    rows = [[_e(i + 1), f"{_e(c.model_type)} v{_e(c.version)}", _num(c.composite_score),
+             *(_num((c.metrics or {}).get(m)) for m in shown)] for i, c in enumerate(comparisons)]
+    classes = ["best" if c.is_best else "" for c in comparisons]
+    return _table(["rank", what, "composite", *shown], rows, numeric=range(2, 3 + len(shown)), row_class=classes)
 
 
 def _selection_table(view: SymbolView) -> str:

@@ -27,6 +27,7 @@ autocorrelated returns (PSR > 0.95 12.7% of the time at AR(1) phi 0.3 instead of
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -78,6 +79,16 @@ FLAT_METRICS: dict[str, float] = {
     "total_return": 0.0,
     "psr": 0.5,
 }
+
+
+def loses_to_flat(metrics: Mapping[str, Any]) -> bool:
+    """Whether a strategy's (out-of-sample) metrics are worse than never trading: a negative Sharpe
+    or a negative total return, where flat has 0 and 0.  Missing metrics are not evidence of a loss."""
+    for key in ("sharpe", "total_return"):
+        value = metrics.get(key)
+        if value is not None and math.isfinite(float(value)) and float(value) < FLAT_METRICS[key]:
+            return True
+    return False
 
 
 def bars_per_year(timeframe: str) -> float:

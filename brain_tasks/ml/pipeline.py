@@ -33,7 +33,7 @@ from brain_tasks.ml.importance import (
 )
 from brain_tasks.ml.labels import bar_returns, forward_return
 from brain_tasks.ml.metrics import bars_per_year, evaluate, strategy_returns
-from brain_tasks.ml.models import MODEL_TYPES, SEQUENCE_TYPES, make_trainer
+from brain_tasks.ml.models import DEFAULT_PARAMS, MODEL_TYPES, SEQUENCE_TYPES, make_trainer
 from brain_tasks.ml.regimes import metrics_by_regime, volatility_regimes
 from brain_tasks.ml.validation import SCHEMES, walk_forward_splits
 
@@ -125,9 +125,11 @@ class TrainConfig:
         return cls(**dict(data))
 
     def config_hash(self) -> str:
-        """sha256 hex of the config and the feature-set version."""
+        """sha256 hex of the config, the feature-set version and the models' default params (the config
+        holds only overrides: a change of defaults trains something else, so it must not find the
+        versions trained before it as "inputs unchanged")."""
         payload = json.dumps(
-            {"config": self.to_dict(), "feature_set_version": FEATURE_SET_VERSION},
+            {"config": self.to_dict(), "feature_set_version": FEATURE_SET_VERSION, "model_defaults": DEFAULT_PARAMS},
             sort_keys=True,
             separators=(",", ":"),
             default=str,

@@ -8,6 +8,7 @@ from brain_tasks.brain import registry, store
 from brain_tasks.brain.tables import ModelManifest
 from brain_tasks.service.chain import ChainState
 from brain_tasks.service.steps.reads import train_config
+from brain_tasks.service.steps.train import TRAIN_STEP
 from brain_tasks.settings import Settings
 from brain_tasks.vocabulary import Status
 
@@ -37,13 +38,14 @@ def compare_models(engine: sa.Engine, settings: Settings, state: ChainState) -> 
     outcomes = list(state.models.values())
     failures = {m.model_type: m.error or Status.FAILED for m in outcomes if not m.ok}
     state = state.update(config_hash=train_config(settings).config_hash(), failed_models=failures)
+    # The chain ends at the training that found it so, not here: its step is what `status` names.
     stale = [m for m in outcomes if m.status == Status.STALE]
     if stale:
-        return state.update(status=Status.STALE, error=stale[0].error)
+        return state.failed(stale[0].step or TRAIN_STEP, stale[0].error or Status.STALE, Status.STALE)
     done = [m for m in outcomes if m.ok]
     if not done:
         errors = "; ".join(f"{m}: {e}" for m, e in failures.items()) or "no model was trained"
-        return state.update(status=Status.FAILED, error=errors)
+        return state.failed(next((m.step for m in outcomes if m.step), TRAIN_STEP), errors)
     symbol, as_of = state.symbol, state.as_of
     versions = [registry.manifest(engine, symbol, m.model_type, int(m.version)) for m in done]
     scored = rank_versions(engine, versions)

@@ -18,6 +18,10 @@ from brain_tasks.timekeeping import day_end
 from brain_tasks.vocabulary import Origin, Status
 
 
+# The training step's name in a run's record: its task's name without the package (`BrainTask.step_name`).
+TRAIN_STEP = "train_symbol"
+
+
 def stale_reason(settings: Settings, candles: pd.DataFrame, as_of: dt.date) -> str | None:
     """Why the newest bar is too old to train on as of `as_of`, or None when it is fresh enough."""
     newest = pd.Timestamp(candles["ts"].iloc[-1]).to_pydatetime()
@@ -52,7 +56,7 @@ def train_symbol(engine: sa.Engine, settings: Settings, symbol: str, model_type:
                                     data_kind="candles", check="stale", day=as_of, details={"error": stale},
                                     severity="warning")
             return ModelOutcome(model_type=model_type, status=Status.STALE, error=stale, config_hash=chash,
-                                seconds=round(time.perf_counter() - started, 4))
+                                step=TRAIN_STEP, seconds=round(time.perf_counter() - started, 4))
         dataset = build_dataset(market["candles"], config, **market_kwargs(market))
         return Inputs(digest=dataset_digest(*dataset[:2]), data=(market, dataset))
 
