@@ -173,6 +173,9 @@ ARGS = {
     "ingest": ["--path", "{tmp}/empty"],
     "models": [],
     "nightly": ["--as-of", "2018-01-30"],
+    "replay": ["--symbols", "ETH/BTC", "--models", "baseline", "--from", "2018-01-25", "--to", "2018-01-28"],
+    "replay show": ["replay-0123456789ab"],
+    "replays": [],
     "report": ["--out", "{tmp}/report"],
     "retrain": ["--symbols", "ETH/BTC", "--as-of", "2018-01-30"],
     "runs": [],
@@ -188,6 +191,8 @@ def _leaf_commands(group: click.Group, prefix: str = "") -> list[str]:
     names = []
     for name, command in sorted(group.commands.items()):
         if isinstance(command, click.Group):
+            if command.invoke_without_command:  # a group that is a command of its own too (`replay`)
+                names.append(f"{prefix}{name}")
             names += _leaf_commands(command, f"{prefix}{name} ")
         else:
             names.append(f"{prefix}{name}")
