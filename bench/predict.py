@@ -60,7 +60,8 @@ def _setup(url: str, symbols: list[str], long_symbol: str, long_days: int) -> No
                              params=trained.hyperparameters, feature_names=trained.feature_names,
                              feature_hash=trained.feature_hash, dataset_digest=trained.dataset_digest,
                              data_start=trained.data_start, data_end=trained.data_end, n_rows=trained.n_rows,
-                             metrics={}, regime_metrics={}, importance=None)
+                             metrics={}, regime_metrics={}, importance=None,
+                             distribution=registry.distribution(engine, trained.distribution_sha256))
     for symbol in [s for s in symbols if s != SOURCE] + [long_symbol]:
         candles = _candles(symbol, long_days if symbol == long_symbol else None)
         store.upsert(engine, "candles", candles)
@@ -83,16 +84,23 @@ class Phases:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, list[float]] = defaultdict(list)  # per call, for the phases timed one by one
+        self.cpu: dict[str, list[float]] = defaultdict(list)    # their thread CPU time: a shared machine's
+        # descheduling inflates wall p99 tails, CPU time shows what the code itself costs
 
-    def wrap(self, module: object, name: str, label: str) -> None:
+    def wrap(self, module: object, name: str, label: str, per_call: bool = False) -> None:
         original = getattr(module, name)
 
         def timed(*args: object, **kwargs: object) -> object:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             try:
                 return original(*args, **kwargs)
             finally:
-                self.seconds[label] += time.perf_counter() - start
+                took = time.perf_counter() - start
+                self.seconds[label] += took
+                if per_call:
+                    self.calls[label].append(took)
+                    self.cpu[label].append(time.thread_time() - cpu)
 
         setattr(module, name, timed)
 
@@ -111,11 +119,22 @@ class Phases:
         self.wrap(ml, "model_rows", "model rows")
         self.wrap(ml, "predict_last", "model predict")
         self.wrap(signal_rows, "write", "record signal (SQL)")
+        from brain_tasks.ml import distribution
+
+        self.wrap(distribution, "assess", "distribution gate (assess)", per_call=True)
+        self.wrap(serving, "decision_context", "decision context (audit fingerprint)", per_call=True)
 
     def report(self, calls: int, total: float) -> None:
         for label, seconds in sorted(self.seconds.items(), key=lambda kv: -kv[1]):
             print(f"    {label:34s} {1000 * seconds / calls:7.2f} ms/call  {100 * seconds / total:5.1f} %")
+        for label, each in sorted(self.calls.items()):
+            each_ms, cpu_ms = 1000 * np.array(each), 1000 * np.array(self.cpu[label])
+            print(f"    {label}: wall p50 {np.percentile(each_ms, 50):.3f} ms, p99 {np.percentile(each_ms, 99):.3f} ms; "
+                  f"CPU p50 {np.percentile(cpu_ms, 50):.3f} ms, p99 {np.percentile(cpu_ms, 99):.3f} ms "
+                  f"over {len(each)} decisions")
         self.seconds.clear()
+        self.calls.clear()
+        self.cpu.clear()
 
 
 def _latencies(client: object, symbol: str, calls: int, new_bar: bool) -> np.ndarray:
@@ -164,6 +183,26 @@ def main() -> None:
                       f"max {1000 * lat.max():.1f} ms")
                 phases.report(args.calls + 1, lat.sum())
         from brain_tasks.service import serving
+
+        # The gate's added cost on a first call's p99: the same first calls with the gate and without it
+        # (a version with no description), interleaved in rounds so that the machine's load hits both alike.
+        with_gate, without = [], []
+        gate = serving.Server.gate
+        for _ in range(5):
+            with_gate.append(_latencies(client, SOURCE, args.calls // 5, True))
+            serving.Server.gate = lambda self, version: None
+            try:
+                without.append(_latencies(client, SOURCE, args.calls // 5, True))
+            finally:
+                serving.Server.gate = gate
+        on, off = np.concatenate(with_gate), np.concatenate(without)
+        print(f"gate's added cost, first call for a bar (20 days), {len(on)} calls each: p50 "
+              f"{1000 * (np.percentile(on, 50) - np.percentile(off, 50)):+.2f} ms, p99 "
+              f"{1000 * (np.percentile(on, 99) - np.percentile(off, 99)):+.2f} ms "
+              f"(with {1000 * np.percentile(on, 99):.1f} ms, without {1000 * np.percentile(off, 99):.1f} ms; goal <= 1 ms; "
+              "a difference of two wall-clock samples, as noisy as the machine is shared: the gate's own CPU p99 "
+              "per decision is printed below)")
+        phases.report(2 * len(on) + 10, on.sum() + off.sum())
 
         client.predict_many(symbols)  # warm every symbol's model and rows
         phases.seconds.clear()

@@ -78,6 +78,8 @@ task_routes = {
     "brain_tasks.train_symbol": {"queue": "train"},
     "brain_tasks.compute_importance": {"queue": "train"},
     "brain_tasks.train_sizer": {"queue": "train"},
+    "brain_tasks.replay_train": {"queue": "train"},
+    "brain_tasks.replay_walk": {"queue": "train"},
     "brain_tasks.*": {"queue": "analysis"},
 }
 
@@ -136,8 +138,38 @@ else:
     broker_transport_options = {"visibility_timeout": _s.visibility_timeout}
     result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout}
     # One beat at a time: RedBeat holds a lock in Redis, a second beat waits for it.
-    beat_scheduler = "redbeat.RedBeatScheduler"
+    beat_scheduler = "brain_tasks.beat:FailoverRedBeatScheduler"
     redbeat_redis_url = _s.broker_url
     redbeat_lock_timeout = _s.beat_lock_timeout
     # The lock is extended on every tick: tick at least five times per lock lifetime.
     beat_max_loop_interval = max(1, _s.beat_lock_timeout // 5)
+    _timeout = _s.effective_redis_socket_timeout
+    if _timeout is not None:
+        # A reply or a connection that does not come within the timeout fails the socket instead of
+        # hanging on it (a master host gone without a TCP reset), and the command is retried once on a new
+        # connection: under Sentinel, the master is asked of the sentinels again first.  (Unset for a
+        # plain redis:// URL: the libraries' defaults, as before.)
+        _sockets = {"socket_timeout": _timeout, "socket_connect_timeout": _timeout, "retry_on_timeout": True}
+        broker_transport_options.update(_sockets)
+        redis_socket_timeout = _timeout
+        redis_socket_connect_timeout = _timeout
+        redis_retry_on_timeout = True
+        redbeat_redis_options = {"socket_timeout": _timeout}
+    if _s.redis_master:
+        # Redis Sentinel: the same Redis transport and result backend, given the master's name (kombu's
+        # SentinelChannel, Celery's SentinelBackend); each new connection asks the sentinels where the
+        # master is, so broker, results and chord counters follow a failover.  RedBeat picks its sentinel
+        # client by the `redis-sentinel` scheme; its lock and schedule live on the master too.
+        from brain_tasks.settings import parse_sentinel_url
+
+        broker_transport_options["master_name"] = _s.redis_master
+        result_backend_transport_options["master_name"] = _s.redis_master
+        _sentinel = parse_sentinel_url(_s.broker_url or _s.effective_result_backend)
+        redbeat_redis_url = "redis-sentinel://"
+        redbeat_redis_options = {
+            "sentinels": [list(address) for address in _sentinel.sentinels], "service_name": _s.redis_master,
+            "db": _sentinel.db, "password": _sentinel.password, "username": _sentinel.username,
+            "socket_timeout": _timeout,
+            # Calls on the schedule are retried through a failover for as long as a dead beat keeps its lock.
+            "retry_period": _s.beat_lock_timeout,
+        }

@@ -41,7 +41,7 @@ class BadSymbolError(RequestError):
 
 
 class BadDateError(RequestError):
-    """An as-of date that is not a real YYYY-MM-DD date."""
+    """An as-of date that is not a real YYYY-MM-DD date, or a day after today (UTC)."""
 
 
 class BadArgumentError(RequestError, InvalidArgument):
@@ -89,19 +89,28 @@ def check_models(models: Any) -> list[str]:
 
 
 def check_as_of(value: str | dt.date | dt.datetime | None) -> dt.date:
-    """An as-of date (ISO string or date); None means today in UTC."""
+    """An as-of date (ISO string or date) no later than today in UTC; None means today in UTC.
+
+    A future day is refused here, before anything is enqueued: no data exists for it, so every symbol
+    of the run would only fail later as stale."""
+    today = timekeeping.now().date()
     if value is None:
-        return timekeeping.now().date()
+        return today
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.timezone.utc).date() if value.tzinfo else value.date()
-    if isinstance(value, dt.date):
-        return value
-    text = str(value).strip()
-    try:
-        return dt.date.fromisoformat(text[:10]) if re.fullmatch(r"\d{4}-\d{2}-\d{2}([T ].*)?", text) \
-            else dt.date.fromisoformat(text)
-    except ValueError:
-        raise BadDateError(f"invalid as-of date {_printable(value)}: expected YYYY-MM-DD") from None
+        day = value.astimezone(dt.timezone.utc).date() if value.tzinfo else value.date()
+    elif isinstance(value, dt.date):
+        day = value
+    else:
+        text = str(value).strip()
+        try:
+            day = dt.date.fromisoformat(text[:10]) if re.fullmatch(r"\d{4}-\d{2}-\d{2}([T ].*)?", text) \
+                else dt.date.fromisoformat(text)
+        except ValueError:
+            raise BadDateError(f"invalid as-of date {_printable(value)}: expected YYYY-MM-DD") from None
+    if day > today:
+        raise BadDateError(f"as-of date {day.isoformat()} is in the future (today is {today.isoformat()} UTC): "
+                           "no data exists for it yet")
+    return day
 
 
 # --- run identities ------------------------------------------------------------------------------
@@ -118,3 +127,15 @@ def run_id_for(kind: str, as_of: dt.date, symbols: Iterable[str] = (), models: I
     digest = hashlib.sha256(
         json.dumps({"symbols": sorted(symbols), "models": sorted(models)}).encode()).hexdigest()[:12]
     return f"{kind}-{as_of.isoformat()}-{digest}"
+
+
+def replay_id_for(symbols: Iterable[str], models: Iterable[str], start: dt.date, end: dt.date, every: str,
+                  grid: dict[str, list[Any]], config_hash: str) -> str:
+    """A replay's id: what it replays (symbols, models, window, step length, the grid of settings) and the
+    training config it trains with.  The same request is the same replay, whose rows a re-run rewrites
+    identically; a changed config is another replay."""
+    payload = {"symbols": sorted(symbols), "models": sorted(models), "start": start.isoformat(),
+               "end": end.isoformat(), "every": every,
+               "grid": {k: sorted(map(str, v)) for k, v in sorted(grid.items())}, "config_hash": config_hash}
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+    return f"replay-{start.isoformat()}-{end.isoformat()}-{digest}"

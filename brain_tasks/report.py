@@ -26,17 +26,24 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import PercentFormatter
 
 from brain_tasks import timekeeping
+from brain_tasks.service import replay_view
 from brain_tasks.brain import registry, views
 from brain_tasks.errors import IntegrityError
-from brain_tasks.ml.metrics import bars_per_year, strategy_metrics
+from brain_tasks.ml.metrics import bars_per_year, loses_to_flat, strategy_metrics
 from brain_tasks.ml.regimes import REGIMES
+from brain_tasks.ml.sizing import SIZERS
+from brain_tasks.vocabulary import LOSES_TO_FLAT
 
 # The columns the report reads of the stored frame (ts, fold, pred, label, bar_return, strategy_return, regime).
 OOS_REQUIRED = ("ts", "strategy_return", "regime")
 TOP_FEATURES = 15
 MAX_RUN_ROWS = 20
-# Methods in order of preference; any other stored method comes after these, alphabetically.
-IMPORTANCE_METHODS = ("shap", "permutation", "correlation", "variance")
+MAX_REPLAYS = 3       # the newest replays get a section each
+MAX_REPLAY_EVENTS = 30
+# Methods in order of preference; any other stored method comes after these, alphabetically.  Permutation
+# leads: its out-of-sample drop in R^2 measures what a feature is worth for prediction, while mean |SHAP|
+# measures how much the model leans on it, noise included (docs/statistics.md, "What mean |SHAP| tells").
+IMPORTANCE_METHODS = ("permutation", "shap", "correlation", "variance")
 COMPARISON_METRICS = ("sharpe", "sortino", "max_drawdown", "calmar", "profit_factor", "hit_ratio", "n_trades")
 REGIME_COLOURS = {"low": "#4c78a8", "normal": "#72b7b2", "high": "#f58518", "extreme": "#e45756"}
 
@@ -88,8 +95,10 @@ def render_report(engine: sa.Engine, *, symbols: list[str] | None = None) -> str
                 "<code>brain-tasks retrain</code>.</p>")
         return _page(generated, body + _runs_section(engine), [])
     views = [load_symbol(engine, s) for s in names]
-    sections = [_overview(views), *(_symbol_section(i, v) for i, v in enumerate(views)), _runs_section(engine)]
-    return _page(generated, "\n".join(sections), views)
+    replays_shown = replay_view.replay_list(engine, MAX_REPLAYS)
+    sections = [_overview(views), *(_symbol_section(i, v) for i, v in enumerate(views)),
+                _replays_section(engine, replays_shown), _runs_section(engine)]
+    return _page(generated, "\n".join(sections), views, has_replays=bool(replays_shown))
 
 
 known_symbols = views.known_symbols
@@ -160,6 +169,21 @@ class SymbolView:
         return next((c for c in self.curves if _key(c) == _key(self.focus)), None)
 
     @property
+    def champion_verdict(self) -> str | None:
+        """LOSES_TO_FLAT when the champion's out-of-sample result is worse than not trading."""
+        return LOSES_TO_FLAT if self.champion is not None and loses_to_flat(self.focus_metrics) else None
+
+    @property
+    def model_comparisons(self) -> list[Any]:
+        """The latest comparison's model rows (models, flat, buy-and-hold), without the sizer's."""
+        return [c for c in self.comparisons if c.model_type not in SIZERS]
+
+    @property
+    def sizer_comparisons(self) -> list[Any]:
+        """The sizer's rows: sizing rules of the champion's positions, ranked among themselves."""
+        return [c for c in self.comparisons if c.model_type in SIZERS]
+
+    @property
     def trades(self) -> str:
         """'trades' when a model trades some regime, 'flat' when every chosen regime stays out."""
         choices = [c for _regime, _row, c in self.selection if "tradeable" in c]
@@ -218,7 +242,7 @@ def _focus(view: SymbolView, manifests: Sequence[Any]) -> Any:
     """The champion, else this run's best-ranked version, else the first version of the latest run."""
     if view.champion is not None:
         return view.champion
-    best = [c for c in view.comparisons if c.is_best] or list(view.comparisons)
+    best = [c for c in view.model_comparisons if c.is_best] or list(view.model_comparisons)
     if best:
         return best[0]
     return manifests[0] if manifests else None
@@ -280,10 +304,12 @@ def _time_range(view: SymbolView) -> tuple[np.datetime64, np.datetime64]:
 
 
 def _time_axis(ax: Any) -> None:
-    """Concise UTC date ticks: full timestamps on every tick overlap on a 10-inch figure."""
+    """Concise UTC date ticks: full timestamps on every tick overlap on a 10-inch figure.  At most 9
+    ticks; at least 3 (the default 5 sends a 4-5 day range to hourly ticks, where no interval fits 9
+    ticks and matplotlib warns that it could not pick one)."""
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 
-    locator = AutoDateLocator(maxticks=9)
+    locator = AutoDateLocator(minticks=3, maxticks=9)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
 
@@ -437,11 +463,12 @@ def _anchor(index: int) -> str:
     return f"sym-{index}"
 
 
-def _page(generated: str, body: str, views: Sequence[SymbolView]) -> str:
+def _page(generated: str, body: str, views: Sequence[SymbolView], has_replays: bool = False) -> str:
     toc = ""
     if views:
         items = "".join(f'<li><a href="#{_anchor(i)}">{_e(v.symbol)}</a></li>' for i, v in enumerate(views))
-        toc = (f'<nav><b>Contents</b><ul><li><a href="#overview">Overview</a></li>{items}'
+        replays_item = '<li><a href="#replays">Replays</a></li>' if has_replays else ""
+        toc = (f'<nav><b>Contents</b><ul><li><a href="#overview">Overview</a></li>{items}{replays_item}'
                '<li><a href="#runs">Runs</a></li></ul></nav>')
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -467,6 +494,8 @@ def _overview(views: Sequence[SymbolView]) -> str:
         last = v.rollbacks[0] if v.rollbacks else None
         if champ is not None:
             model = f"{_e(champ.model_type)} v{_e(champ.version)}"
+            if v.champion_verdict:
+                model += f' <span class="bad">{_e(v.champion_verdict)}</span>'
         elif focus is not None:
             model = f'<span class="muted">none (best: {_e(focus.model_type)} v{_e(focus.version)})</span>'
         else:
@@ -498,6 +527,12 @@ def _symbol_section(index: int, view: SymbolView) -> str:
         parts.append(f"<p>Latest training {_e(view.latest_as_of)}; champion: "
                      + (f"<b>{_e(champ.model_type)} v{_e(champ.version)}</b> (trained {_e(champ.as_of)})"
                         if champ is not None else '<span class="muted">none promoted</span>') + ".</p>")
+        if view.champion_verdict:
+            m = view.focus_metrics
+            parts.append(f'<p class="bad">The champion is {_e(view.champion_verdict)}: out-of-sample Sharpe '
+                         f"{_num(m.get('sharpe'), 2)}, total return {_pct(m.get('total_return'))}. It stays the "
+                         "reference the next candidate is measured against; each regime trades its own choice "
+                         "(below), flat where nothing beat flat.</p>")
         parts.append("<h3>Out-of-sample equity</h3>")
         parts.append(equity_plot(view) if view.curves else '<p class="muted">No out-of-sample predictions.</p>')
         focus_curve = view.focus_curve
@@ -518,16 +553,25 @@ def _symbol_section(index: int, view: SymbolView) -> str:
 
 
 def _comparison_table(view: SymbolView) -> str:
-    if not view.comparisons:
+    models = view.model_comparisons
+    if not models:
         return '<h3>Model comparison</h3><p class="muted">No comparison for the latest training.</p>'
+    html_ = f"<h3>Model comparison ({_e(view.latest_as_of)})</h3>" + _ranked_table(models, "model")
+    sizers = view.sizer_comparisons
+    if sizers:
+        html_ += ("<h4>Position sizing</h4><p class=\"muted\">Sizing rules for the champion's positions, ranked "
+                  "among themselves (not models); the first one sizes.</p>" + _ranked_table(sizers, "sizing"))
+    return html_
+
+
+def _ranked_table(comparisons: Sequence[Any], what: str) -> str:
+    """Rows ranked 1..n in their stored order (models and sizers are stored with ranks of their own)."""
     shown = [m for m in COMPARISON_METRICS
-             if m != "n_trades" or any("n_trades" in (c.metrics or {}) for c in view.comparisons)]
-    rows = [[_e(c.rank), f"{_e(c.model_type)} v{_e(c.version)}", _num(c.composite_score),
-             *(_num((c.metrics or {}).get(m)) for m in shown)] for c in view.comparisons]
-    classes = ["best" if c.is_best else "" for c in view.comparisons]
-    return (f"<h3>Model comparison ({_e(view.latest_as_of)})</h3>"
-            + _table(["rank", "model", "composite", *shown], rows, numeric=range(2, 3 + len(shown)),
-                     row_class=classes))
+             if m != "n_trades" or any("n_trades" in (c.metrics or {}) for c in comparisons)]
+    rows = [[_e(i + 1), f"{_e(c.model_type)} v{_e(c.version)}", _num(c.composite_score),
+             *(_num((c.metrics or {}).get(m)) for m in shown)] for i, c in enumerate(comparisons)]
+    classes = ["best" if c.is_best else "" for c in comparisons]
+    return _table(["rank", what, "composite", *shown], rows, numeric=range(2, 3 + len(shown)), row_class=classes)
 
 
 def _selection_table(view: SymbolView) -> str:
@@ -588,6 +632,91 @@ def _runs_section(engine: sa.Engine) -> str:
     rows = [[_e(r.run_id), _e(r.as_of), _e(r.state), _e(r.error or ""),
              _e(r.finished_at.strftime("%Y-%m-%d %H:%M") if r.finished_at else "")] for r in runs]
     return '<h2 id="runs">Runs</h2>' + _table(["run", "as of", "state", "error", "finished (UTC)"], rows)
+
+
+# --- replays -------------------------------------------------------------------------------------
+
+def replay_equity_plot(detail: dict[str, Any]) -> str:
+    """The pooled equity of every policy of a replay, brain drawn thick."""
+    fig = Figure(figsize=(10, 3.4))
+    ax = fig.add_axes(_PLOT_BOX_EQUITY)
+    for name, curve in detail["curves"].items():
+        ts = pd.to_datetime(pd.Series(curve["ts"]), utc=True)
+        brain = name == replay_view.BRAIN
+        ax.plot(_naive_utc(ts), np.array(curve["equity"], dtype="float64"), label=_mpl(name),
+                linewidth=2.4 if brain else 1.1, color="#1f2328" if brain else None, zorder=3 if brain else 2,
+                linestyle="--" if name.startswith(replay_view.BRAIN + "[") else "-")
+    ax.axhline(1.0, color="#888", linewidth=0.6, linestyle=":")
+    _time_axis(ax)
+    ax.set_ylabel("equity (start = 1)")
+    ax.set_xlabel("UTC")
+    ax.set_title(_mpl(f"Replay {detail['replay']['replay_id']}: pooled equity per policy"), fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, **_LEGEND_RIGHT)
+    return _png(fig, f"replay {detail['replay']['replay_id']} pooled equity per policy")
+
+
+def replay_table(detail: dict[str, Any]) -> str:
+    """The statistics table (`replay_view.STAT_COLUMNS` per policy, brain first) with the DSR and PBO."""
+    st = detail["statistics"]
+    cell = {"pct": _pct, "p": _pvalue, "num": lambda v: _num(v, 2),
+            "share": lambda v: "\u2013" if v is None else f"{100 * float(v):.0f}%"}
+    rows = [[f"<b>{_e(r['policy'])}</b>" if r["policy"] == replay_view.BRAIN else _e(r["policy"]),
+             *(cell[kind](r[key]) for key, _head, kind in replay_view.STAT_COLUMNS)] for r in st["rows"]]
+    table = _table(["policy", *(head for _key, head, _kind in replay_view.STAT_COLUMNS)], rows,
+                   numeric=range(1, 1 + len(replay_view.STAT_COLUMNS)),
+                   row_class=["best" if r["is_best"] else "" for r in st["rows"]])
+    dsr, pbo = st.get("dsr"), st.get("pbo")
+    notes = []
+    if dsr:
+        notes.append(f"<b>DSR</b> of the best policy ({_e(dsr.get('best'))}, Sharpe {_num(dsr.get('sharpe'), 2)}) "
+                     f"over {_e(dsr.get('n_trials'))} policies tried: <b>{_num(dsr.get('dsr'))}</b> (the luckiest "
+                     f"zero-skill policy would show a Sharpe of about {_num(dsr.get('benchmark_sharpe'), 2)}).")
+    if pbo:
+        notes.append(f"<b>PBO</b> (CSCV over {_e(pbo.get('n_policies'))} policies): <b>{_num(pbo.get('pbo'))}</b>, "
+                     f"from {_e(pbo.get('n_blocks'))} blocks of {_e(pbo.get('bars_per_block'))} bars each.")
+    elif st.get("pbo_reason"):
+        notes.append(f"No PBO: {_e(st['pbo_reason'])}.")
+    return table + "".join(f"<p>{n}</p>" for n in notes)
+
+
+def _replay_block(detail: dict[str, Any]) -> str:
+    r = detail["replay"]
+    parts = [f"<h3>{_e(r['replay_id'])}</h3>",
+             f"<p>{_e(r['start'])} → {_e(r['end'])}, a step every {_e(r['every'])}; models "
+             f"{_e(', '.join(r['models']))}; {_e(r['n_symbols_walked'])} of {len(r['symbols'])} symbols walked; "
+             f"state <b>{_e(r['state'])}</b>. Statistics of the pooled, equal-weight portfolio"
+             + (f" over {_e(detail['statistics']['n_bars'])} bars" if detail["statistics"].get("n_bars") else "")
+             + ".</p>"]
+    if not detail["statistics"]["rows"]:
+        parts.append('<p class="muted">No pooled results yet.</p>')
+    else:
+        parts.append(replay_equity_plot(detail) if detail["curves"] else "")
+        parts.append(replay_table(detail))
+    events = detail["events"][:MAX_REPLAY_EVENTS]
+    if events:
+        parts.append("<p>The brain policy's promotions and rollbacks:</p>" + _table(
+            ["when (UTC)", "symbol", "step", "what", "reason"],
+            [[_e(e["at"][:16].replace("T", " ")), _e(e["symbol"]), _e(e["step"]), _e(e["kind"]), _e(e["reason"])]
+             for e in events], numeric=[2]))
+    left_out = [s for s in detail["symbols"] if not s["walked"]]
+    if left_out:
+        parts.append("<p>Not walked:</p>" + _table(["symbol", "state", "reason"], [
+            [_e(s["symbol"]), _e(s["state"] or "–"), _e(s["reason"] or "")] for s in left_out]))
+    return "\n".join(parts)
+
+
+def _replays_section(engine: sa.Engine, listed: Sequence[dict[str, Any]]) -> str:
+    """The newest replays (`MAX_REPLAYS`): pooled equity per policy and the statistics table each."""
+    if not listed:
+        return ""
+    blocks = [_replay_block(d) for d in (replay_view.replay_detail(engine, r["replay_id"]) for r in listed)
+              if d is not None]
+    return ('<h2 id="replays">Replays</h2><p class="muted">The newest replays (<code>brain-tasks replay</code>): '
+            "every policy traded on the same bars with only what was known at each step. p vs brain is the HAC "
+            "test of the Sharpe difference against brain; the DSR deflates the best Sharpe for the number of "
+            "policies tried; a PBO near 0.5 says that the in-sample best predicts nothing out of sample.</p>"
+            + "\n".join(blocks))
 
 
 _has_schema = views.has_schema

@@ -79,14 +79,18 @@ StepFailure = Callable[[ChainState, str, str], ChainState]
 
 def _chain_step(task: BrainTask, work: StepWork, received: Any, symbol: str, as_of: Any, attempt_id: str | None,
                 *, data_kind: str = "models", fail: StepFailure | None = None) -> dict:
-    """One step of a symbol's chain: the `ChainState` it received (JSON, or a group's list of them) in,
-    `work(engine, settings, state)` under the task's policy, the next state out as JSON.  A failure
-    becomes `fail(state, step, error)`: by default the chain's state fails at this step."""
-    state = ChainState.start(symbol, _day(as_of) or dt.date.min)
+    """One step of a symbol's chain: the `ChainState` it received (JSON, or a group's list of them; None
+    for a step that starts the chain) in, `work(engine, settings, state)` under the task's policy, the
+    next state out as JSON.  A failure becomes `fail(state, step, error)`: by default the chain's state
+    fails at this step."""
+    state = ChainState.start(symbol, _day(as_of) or dt.date.min)  # what a failure reports until parsed
 
     def run() -> dict:
         nonlocal state
-        state = received if isinstance(received, ChainState) else ChainState.from_wire(received)
+        if received is None:
+            state = ChainState.start(symbol, as_of_date(as_of))
+        else:
+            state = received if isinstance(received, ChainState) else ChainState.from_wire(received)
         return work(_engine(), get_settings(), state).to_json()
 
     failure = fail or (lambda st, step, error: st.failed(step, error))
@@ -166,9 +170,7 @@ def train_symbol(self: BrainTask, symbol: str, model_type: str, as_of: str | Non
     def failed(state: ChainState, step: str, error: str) -> ChainState:
         return state.with_model(ModelOutcome(model_type=model_type, status=Status.FAILED, step=step, error=error))
 
-    start = ChainState.start(symbol, as_of_date(as_of)) if _day(as_of) else None
-    received = start if start is not None else {"symbol": symbol, "as_of": str(as_of)}  # fails in the guard
-    return _chain_step(self, work, received, symbol, as_of, attempt_id, data_kind="candles", fail=failed)
+    return _chain_step(self, work, None, symbol, as_of, attempt_id, data_kind="candles", fail=failed)
 
 
 @app.task(name="brain_tasks.compare_models", bind=True, **_limits("analysis"))
@@ -256,7 +258,22 @@ def _fan_out(task: BrainTask, symbols: list[str] | None, as_of: str | None, mode
     run_id = run_id_for("retrain", day, symbols, models)
     attempt_id = attempt_id or task.request.id
     start_attempt(_engine(), s, "retrain", run_id, attempt_id, day, symbols, models)
+    closed = _closed_attempt(run_id, attempt_id)
+    if closed is not None:
+        return closed
     return task.replace(workflows.daily_retrain_canvas(symbols, day, models, run_id, attempt_id))
+
+
+def _closed_attempt(run_id: str, attempt_id: str) -> dict[str, Any] | None:
+    """The attempt's status when it is closed already (cancelled because its sender gave up on it, or
+    finished): a message that outlived its attempt, e.g. one an embedded client left behind, must
+    not run the work later for a command that did not ask for it."""
+    from brain_tasks.brain import runs
+
+    if runs.attempt_state(_engine(), attempt_id) in runs.OPEN:
+        return None
+    log.warning("attempt %s of run %s is closed already: its fan-out is not run", attempt_id, run_id)
+    return runs.run_status(_engine(), run_id, attempt_id)
 
 
 @app.task(name="brain_tasks.daily_retrain", bind=True)
@@ -294,6 +311,9 @@ def nightly_analysis(self: BrainTask, symbols: list[str] | None = None, as_of: s
     run_id = run_id_for("nightly", day, symbols)
     attempt_id = attempt_id or self.request.id
     start_attempt(_engine(), s, "nightly", run_id, attempt_id, day, symbols, [])
+    closed = _closed_attempt(run_id, attempt_id)
+    if closed is not None:
+        return closed
     return self.replace(workflows.nightly_canvas(symbols, day, run_id, attempt_id))
 
 
@@ -306,9 +326,7 @@ def analyse_symbol(self: BrainTask, symbol: str, as_of: str | None = None, run_i
     def work(engine: Any, settings: Any, state: ChainState) -> ChainState:
         return analyse(engine, settings, state.symbol, state.as_of)
 
-    day = _day(as_of)
-    received = ChainState.start(symbol, day) if day else {"symbol": symbol, "as_of": str(as_of)}
-    return _chain_step(self, work, received, symbol, as_of, attempt_id, data_kind="features")
+    return _chain_step(self, work, None, symbol, as_of, attempt_id, data_kind="features")
 
 
 @app.task(name="brain_tasks.summarize_nightly", bind=True, autoretry_for=TRANSIENT, retry_backoff=True,
@@ -318,6 +336,73 @@ def summarize_nightly(self: BrainTask, results: Any, run_id: str, as_of: str | N
     from brain_tasks.service.steps.outcome import summarize_attempt
 
     return summarize_attempt(_engine(), results, run_id, attempt_id)
+
+
+# --- replays ------------------------------------------------------------------------------------
+
+@app.task(name="brain_tasks.replay", bind=True)
+def replay(self: BrainTask, symbols: list[str], models: list[str] | None = None, start: str | None = None,
+           end: str | None = None, every: str = "1d", grid: Any = None, attempt_id: str | None = None) -> Any:
+    """Replay the Brain's decisions over history (service/replay_run.py): checks the request as the client
+    does (a message sent by name bypasses it), records the replay and the attempt, then replaces itself
+    by the fan-out: trainings on the workers, one decision walk per symbol, the pooling step."""
+    from brain_tasks.service import replay_run
+    from brain_tasks.service.replay_plan import plan_replay
+
+    engine, s = _engine(), get_settings()
+    plan = plan_replay(engine, s, symbols, models, start, end, every, grid)
+    attempt_id = attempt_id or self.request.id
+    replay_run.start(engine, s, plan, attempt_id)
+    return self.replace(workflows.replay_canvas(plan.symbols, plan.replay_id, [st.as_of for st in plan.steps],
+                                                plan.models, attempt_id))
+
+
+@app.task(name="brain_tasks.replay_train", bind=True, **_limits("train"))
+def replay_train(self: BrainTask, symbol: str, model_type: str, as_of: str, run_id: str | None = None,
+                 attempt_id: str | None = None) -> dict:
+    """One (symbol, step, model type) training of a replay; a failure is a status, never a raise (the
+    walk goes on with the versions it has)."""
+    from brain_tasks.service.replay_run import train_for_replay
+
+    def run() -> dict:
+        return train_for_replay(_engine(), get_settings(), symbol, model_type, as_of_date(as_of))
+
+    return self.guard(run, symbol=symbol, attempt_id=attempt_id, finding=("models", _day(as_of)), fail=lambda error: {
+        "model_type": model_type, "as_of": str(as_of), "status": Status.FAILED, "step": self.step_name,
+        "error": error})
+
+
+@app.task(name="brain_tasks.replay_walk", bind=True, **_limits("train"))
+def replay_walk(self: BrainTask, trained: Any, symbol: str, replay_id: str, run_id: str | None = None,
+                attempt_id: str | None = None) -> dict:
+    """The symbol's decision walk over the replay's steps, every policy traded; its chain state out."""
+    from brain_tasks.service.replay_run import plan_of
+    from brain_tasks.service.replay_walk import walk_symbol
+
+    engine = _engine()
+    plan = plan_of(engine, replay_id)
+    end = plan.end if plan is not None else dt.date.min
+
+    def run() -> dict:
+        if plan is None:
+            return ChainState.start(symbol, end).failed(self.step_name, f"no replay {replay_id!r}").to_json()
+        return walk_symbol(engine, get_settings(), plan, symbol, trained).to_json()
+
+    return self.guard(run, symbol=symbol, attempt_id=attempt_id, finding=("models", end if plan else None),
+                      fail=lambda error: ChainState.start(symbol, end).failed(self.step_name, error).to_json())
+
+
+@app.task(name="brain_tasks.replay_pool", bind=True, autoretry_for=TRANSIENT, retry_backoff=True,
+          retry_jitter=True, max_retries=MAX_RETRIES, **_limits("analysis"))
+def replay_pool(self: BrainTask, results: Any = None, replay_id: str = "", attempt_id: str | None = None) -> dict:
+    """The chord's body: pool the symbols, write the replay's summary, close the attempt."""
+    from brain_tasks.service import replay_run
+
+    engine = _engine()
+    plan = replay_run.plan_of(engine, replay_id)
+    if plan is None:
+        return {"replay_id": replay_id, "state": Status.UNKNOWN}
+    return replay_run.pool(engine, get_settings(), plan, attempt_id, results)
 
 
 # --- runs ----------------------------------------------------------------------------------------

@@ -25,16 +25,17 @@ class Status(StrEnum):
 
 
 OPEN = (Status.PENDING, Status.RUNNING)
-TERMINAL = (Status.OK, Status.FAILED, Status.SKIPPED, Status.CANCELLED)
+TERMINAL = (Status.OK, Status.FAILED, Status.STALE, Status.SKIPPED, Status.CANCELLED)
 # Every state an attempt or one of its symbols can be in (the dashboard's gauge has one series each).
-RUN_STATES = (Status.PENDING, Status.RUNNING, Status.OK, Status.FAILED, Status.PARTIAL, Status.SKIPPED,
-              Status.CANCELLED)
+RUN_STATES = (Status.PENDING, Status.RUNNING, Status.OK, Status.FAILED, Status.STALE, Status.PARTIAL,
+              Status.SKIPPED, Status.CANCELLED)
 
 
 def outcome_state(status: str | None) -> Status:
-    """The state a chain's final status leaves its symbol in: succeeded and skipped stand, anything
-    else (stale included) is a failure of the symbol."""
-    return Status(status) if status in (Status.OK, Status.SKIPPED) else Status.FAILED
+    """The state a chain's final status leaves its symbol in: succeeded, skipped and stale stand as
+    they are (stale data is the operator's to fix by collecting, not a fault of the chain); anything
+    else is a failure of the symbol."""
+    return Status(status) if status in (Status.OK, Status.SKIPPED, Status.STALE) else Status.FAILED
 
 
 class Action(StrEnum):
@@ -59,3 +60,19 @@ class ChampionStatus(StrEnum):
     BACKFILL = "backfill"
     PREVIOUS = "previous"
     ROLLED_BACK = "rolled_back"
+
+
+class Origin(StrEnum):
+    """Why a version was trained (model_registry.origin).  The registry views show `retrain` versions;
+    a replay's own trainings stay apart until a retrain reaches the very same identity, which adopts the
+    version (the same training is the same version: see brain/registry.py `adopt`)."""
+
+    RETRAIN = "retrain"   # the daily retrain chain (beat, `brain-tasks retrain`, Engine code)
+    REPLAY = "replay"     # trained only for a replay (`brain-tasks replay`)
+
+
+# How every surface (models, dashboard, report) marks a champion whose out-of-sample result is worse
+# than not trading (`brain_tasks.ml.metrics.loses_to_flat`).  It stays champion, because it is the
+# reference the next candidate and the live check are measured against, and the regime classifier's
+# anchor; what trades is the per-regime choice, which is flat wherever nothing beat flat.
+LOSES_TO_FLAT = "not tradeable: loses to flat"

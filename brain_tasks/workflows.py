@@ -66,12 +66,41 @@ def nightly_canvas(symbols: Sequence[str], as_of: dt.date, run_id: str, attempt_
     return chord(header, _sig("summarize_nightly", run_id, as_of.isoformat(), attempt_id=attempt_id))
 
 
+def replay_symbol_canvas(symbol: str, replay_id: str, days: Sequence[dt.date], models: Sequence[str],
+                         attempt_id: str | None = None) -> Signature:
+    """A replay's chain for one symbol: every (step, model type) training as of the step's eve, in
+    parallel -> the decision walk over the steps -> record the outcome."""
+    ids = {"run_id": replay_id, "attempt_id": attempt_id}
+    return chain(
+        group(_sig("replay_train", symbol, m, d.isoformat(), immutable=True, **ids) for d in days for m in models),
+        _sig("replay_walk", symbol, replay_id, **ids),
+        _sig("record_outcome", symbol, **ids),
+    )
+
+
+def replay_pool_sig(replay_id: str, attempt_id: str | None) -> Signature:
+    """The pooling step sent on its own (no chord results before it)."""
+    return _sig("replay_pool", None, replay_id, attempt_id=attempt_id)
+
+
+def replay_canvas(symbols: Sequence[str], replay_id: str, days: Sequence[dt.date], models: Sequence[str],
+                  attempt_id: str | None = None) -> Signature:
+    """Fan the symbols' replay chains out; `replay_pool` pools them, summarises and closes the attempt."""
+    header = [replay_symbol_canvas(s, replay_id, days, models, attempt_id) for s in symbols]
+    return chord(header, _sig("replay_pool", replay_id, attempt_id=attempt_id))
+
+
 def redrive_canvas(kind: str, symbol: str, as_of: dt.date, models: Sequence[str], run_id: str,
-                   attempt_id: str) -> Signature:
+                   attempt_id: str, days: Sequence[dt.date] | None = None) -> Signature:
     """One symbol's canvas of an attempt, sent again on its own (reconcile_runs): every step finds
-    the work already done and the last step records the symbol's state."""
+    the work already done and the last step records the symbol's state.  A replay's needs its steps'
+    as-of `days` (run_id is the replay id)."""
     if kind == "nightly":
         return analyse_canvas(symbol, as_of, run_id, attempt_id)
+    if kind == "replay":
+        if days is None:
+            raise ValueError("a replay's re-drive needs its steps' as-of days")
+        return replay_symbol_canvas(symbol, run_id, days, models, attempt_id)
     return symbol_canvas(symbol, as_of, models, run_id, attempt_id)
 
 

@@ -216,8 +216,8 @@ class RestartableRedis:
     """A redis-server with AOF persistence (appendfsync always) that a test can stop with a signal and
     start again on the same port and directory, as an operator's restart or a crash would."""
 
-    def __init__(self, tmp: Path, port: int) -> None:
-        self.tmp, self.port = tmp, port
+    def __init__(self, tmp: Path, port: int, args: tuple[str, ...] = ()) -> None:
+        self.tmp, self.port, self.args = tmp, port, args
         self.url = f"redis://127.0.0.1:{port}/0"
         self.proc: subprocess.Popen | None = None
         self._log = None
@@ -230,7 +230,7 @@ class RestartableRedis:
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.tmp), "--save", "",
              "--appendonly", "yes", "--appendfsync", "always", "--maxmemory-policy", "noeviction",
-             "--daemonize", "no"], stdout=self._log, stderr=subprocess.STDOUT)
+             "--daemonize", "no", *self.args], stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while not _redis_ping(self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -309,3 +309,269 @@ def pgbouncer_server(pg_url: str, *, pool_mode: str = "transaction", pool_size: 
     finally:
         _stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- failover: Redis behind Sentinel, PostgreSQL with a synchronous standby -------------------------
+
+SENTINEL_MASTER = "brainmaster"
+
+
+class SentinelCluster:
+    """Two redis-servers (a master and its replica) and three sentinels monitoring them, on local ports.
+
+    `url` is the broker URL the Brain is configured with (`sentinel://…;sentinel://…;sentinel://…`, used
+    with BRAIN_REDIS_MASTER=`master`).  The sentinels call the master down after `down_after_ms` without a
+    reply and agree on a failover with a quorum of two.
+    """
+
+    def __init__(self, tmp: Path, master: str = SENTINEL_MASTER, down_after_ms: int = 1000) -> None:
+        self.tmp, self.master, self.down_after_ms = tmp, master, down_after_ms
+        first = free_port()
+        self.nodes = [RestartableRedis(_subdir(tmp, "redis-a"), first),
+                      RestartableRedis(_subdir(tmp, "redis-b"), free_port(),
+                                       ("--replicaof", "127.0.0.1", str(first)))]
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.sentinels: list[subprocess.Popen] = []
+        self.url = ";".join(f"sentinel://127.0.0.1:{p}" for p in self.sentinel_ports)
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        binary = shutil.which("redis-server")
+        for i, port in enumerate(self.sentinel_ports):
+            folder = _subdir(self.tmp, f"sentinel-{i}")
+            conf = folder / "sentinel.conf"  # a file of its own: a sentinel rewrites it with what it learns
+            conf.write_text("\n".join([
+                f"port {port}", "bind 127.0.0.1", f"dir {folder}",
+                f"sentinel monitor {self.master} 127.0.0.1 {self.nodes[0].port} 2",
+                f"sentinel down-after-milliseconds {self.master} {self.down_after_ms}",
+                f"sentinel failover-timeout {self.master} 10000",
+                f"sentinel parallel-syncs {self.master} 1", ""]))
+            log = open(folder / "sentinel.log", "wb")  # noqa: SIM115 - the process keeps it
+            self.sentinels.append(subprocess.Popen([binary, str(conf), "--sentinel"], stdout=log,
+                                                   stderr=subprocess.STDOUT))
+        # Ready when every sentinel knows the replica and the two other sentinels: only then can they
+        # agree on a failover and promote someone.
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not all(self._ready(port) for port in self.sentinel_ports):
+            if time.monotonic() > deadline:
+                raise ServerError("the sentinels did not discover the replica and each other: "
+                                  + (self.tmp / "sentinel-0" / "sentinel.log").read_text(errors="replace")[-2000:])
+            time.sleep(0.1)
+
+    def _ready(self, port: int) -> bool:
+        import redis
+
+        try:
+            with redis.Redis(port=port, socket_timeout=1) as client:
+                master = client.sentinel_master(self.master)
+                return int(master["num-slaves"]) >= 1 and int(master["num-other-sentinels"]) >= 2
+        except (redis.RedisError, OSError, KeyError):
+            return False
+
+    def master_port(self) -> int | None:
+        """The master's port as a majority of the sentinels report it (None while they disagree)."""
+        import redis
+
+        seen = []
+        for port in self.sentinel_ports:
+            with contextlib.suppress(redis.RedisError, OSError), redis.Redis(port=port, socket_timeout=1) as client:
+                seen.append(int(client.sentinel_get_master_addr_by_name(self.master)[1]))
+        best = max(set(seen), key=seen.count) if seen else None
+        return best if best is not None and seen.count(best) >= 2 else None
+
+    def node(self, port: int) -> RestartableRedis:
+        return next(n for n in self.nodes if n.port == port)
+
+    def kill_master(self) -> RestartableRedis:
+        """SIGKILL the current master (a crash: no clean shutdown, no last replication); return its node."""
+        victim = self.node(self.master_port() or self.nodes[0].port)
+        victim.stop(9)
+        return victim
+
+    def wait_promoted(self, old_port: int, timeout: float = 60.0) -> int:
+        """Wait until the sentinels name a master other than `old_port` and it answers as a master."""
+        import redis
+
+        deadline = time.monotonic() + timeout
+        while True:
+            port = self.master_port()
+            if port is not None and port != old_port:
+                with contextlib.suppress(redis.RedisError, OSError), redis.Redis(port=port, socket_timeout=1) as c:
+                    if c.info("replication")["role"] == "master":
+                        return port
+            if time.monotonic() > deadline:
+                raise ServerError(f"no replica promoted {timeout:.0f} s after the master on {old_port} went down")
+            time.sleep(0.05)
+
+    def wait_replica(self, port: int, timeout: float = 60.0) -> None:
+        """Wait until the server on `port` replicates the current master, in sync, and a quorum of the
+        sentinels counts it as a healthy replica (so the next failover has someone to promote).  A master
+        that comes back after a failover is converted within about 10 s (the sentinels' INFO period)."""
+        import redis
+
+        deadline = time.monotonic() + timeout
+        while True:
+            role = views = None
+            with contextlib.suppress(redis.RedisError, OSError):
+                with redis.Redis(port=port, socket_timeout=1) as client:
+                    info = client.info("replication")
+                role = (info["role"], info.get("master_port"), info.get("master_link_status"))
+                views = [self._replica_flags(sp, port) for sp in self.sentinel_ports]
+                if role[0] == "slave" and role[2] == "up" and views.count("slave") >= 2:
+                    return
+            if time.monotonic() > deadline:
+                raise ServerError(f"the server on {port} did not become a healthy replica in {timeout:.0f} s: "
+                                  f"role {role}, master {self.master_port()}, sentinels' flags {views}; "
+                                  + (self.tmp / "sentinel-0" / "sentinel.log").read_text(errors="replace")[-1500:])
+            time.sleep(0.1)
+
+    def _replica_flags(self, sentinel_port: int, port: int) -> str | None:
+        """How the sentinel on `sentinel_port` sees the replica on `port` ("slave" when healthy)."""
+        import redis
+
+        with contextlib.suppress(redis.RedisError, OSError), redis.Redis(port=sentinel_port, socket_timeout=1) as c:
+            for replica in c.sentinel_slaves(self.master):
+                if int(replica["port"]) == port:
+                    return replica["flags"]
+        return None
+
+    def stop(self) -> None:
+        for proc in self.sentinels:
+            _stop(proc)
+        for node in self.nodes:
+            node.stop(9)
+
+
+def _subdir(tmp: Path, name: str) -> Path:
+    path = tmp / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def sentinel_cluster(master: str = SENTINEL_MASTER, down_after_ms: int = 1000) -> Iterator[SentinelCluster]:
+    """A started `SentinelCluster`; stopped and removed when the context exits."""
+    if shutil.which("redis-server") is None:
+        raise ServerError("redis-server is not on PATH: `apt-get install -y redis-server`")
+    cluster = SentinelCluster(Path(tempfile.mkdtemp(prefix="brain-sentinel-")), master, down_after_ms)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.tmp, ignore_errors=True)
+
+
+def _pg_ctl(port: int, *args: str) -> None:
+    data, tmp = _PG_SERVERS[port]
+    _run(_as_pg_user([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(tmp / "postgres.log"), "-w",
+                      "-t", str(int(STARTUP_TIMEOUT_S)), *args]), f"pg_ctl {' '.join(args)}", tmp)
+
+
+def stop_postgres(url: str, mode: str = "immediate") -> None:
+    """Stop the throwaway PostgreSQL behind `url` (`immediate`: its processes are killed, as in a crash)."""
+    from sqlalchemy.engine import make_url
+
+    _pg_ctl(make_url(url).port, "-m", mode, "stop")
+
+
+def promote_postgres(url: str) -> None:
+    """Promote the throwaway standby behind `url` to a primary (`pg_ctl promote`, waiting until it is)."""
+    from sqlalchemy.engine import make_url
+
+    _pg_ctl(make_url(url).port, "promote")
+
+
+@contextlib.contextmanager
+def postgres_standby(primary_url: str, synchronous: bool = True) -> Iterator[str]:
+    """A streaming standby of the throwaway PostgreSQL at `primary_url` (a base backup taken with
+    `pg_basebackup -R`, started on its own port); yield its URL (same database name).
+
+    `synchronous`: the primary then waits, for every commit, until the standby has flushed it
+    (synchronous_standby_names = '*', set on the primary only: a promoted standby has no standby of its
+    own and must not wait for one).  The standby is not synchronous until it streams; this waits for it.
+    """
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    primary = make_url(primary_url)
+    if primary.port not in _PG_SERVERS:
+        raise ServerError(f"no throwaway PostgreSQL of this process listens on port {primary.port}")
+    tmp = _make_tempdir("brain-pg-standby-")
+    data = tmp / "data"
+    port = free_port()
+    started = False
+    try:
+        _run(_as_pg_user([str(PG_BIN / "pg_basebackup"), "-D", str(data), "-h", "127.0.0.1", "-p", str(primary.port),
+                          "-U", PG_USER, "-X", "stream", "-R", "--no-sync", "-c", "fast"]), "pg_basebackup", tmp)
+        opts = " ".join(f"-c {k}={v}" for k, v in {
+            "listen_addresses": "127.0.0.1", "port": str(port), "unix_socket_directories": str(tmp),
+            "hot_standby": "on", "fsync": "off", "synchronous_commit": "on", "max_connections": "300",
+            "logging_collector": "off", "synchronous_standby_names": "''"}.items())
+        _run(_as_pg_user([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(tmp / "postgres.log"), "-o", opts,
+                          "-w", "-t", str(int(STARTUP_TIMEOUT_S)), "start"]), "pg_ctl start (standby)", tmp)
+        started = True
+        _PG_SERVERS[port] = (data, tmp)
+        with psycopg.connect(host="127.0.0.1", port=primary.port, user=PG_USER, dbname="postgres",
+                             autocommit=True) as conn:
+            deadline = time.monotonic() + STARTUP_TIMEOUT_S
+            while not conn.execute("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'").fetchone()[0]:
+                if time.monotonic() > deadline:
+                    raise ServerError("the standby does not stream from the primary: "
+                                      + (tmp / "postgres.log").read_text(errors="replace")[-2000:])
+                time.sleep(0.05)
+            if synchronous:
+                conn.execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
+                conn.execute("SELECT pg_reload_conf()")
+                while conn.execute("SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'").fetchone()[0] < 1:
+                    if time.monotonic() > deadline:
+                        raise ServerError("the standby did not become synchronous")
+                    time.sleep(0.05)
+        yield primary.set(port=port).render_as_string(hide_password=False)
+    finally:
+        _PG_SERVERS.pop(port, None)
+        if synchronous:  # a primary still up must not go on waiting for a standby that is gone
+            with contextlib.suppress(psycopg.Error), psycopg.connect(
+                    host="127.0.0.1", port=primary.port, user=PG_USER, dbname="postgres", autocommit=True,
+                    connect_timeout=2) as conn:
+                conn.execute("ALTER SYSTEM RESET synchronous_standby_names")
+                conn.execute("SELECT pg_reload_conf()")
+        if started:
+            subprocess.run(_as_pg_user([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
+                           capture_output=True, env=_clean_env(), cwd=tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def multi_host_url(*urls: str) -> str:
+    """One URL naming the servers of `urls` in order (libpq's host list; same user and database)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = [make_url(u) for u in urls]
+    hosts = ",".join(f"{u.host}:{u.port}" for u in parsed)
+    first = parsed[0]
+    auth = f"{first.username}@" if first.username else ""
+    return f"{first.drivername}://{auth}{hosts}/{first.database}"
+
+
+def rejoin_as_standby(url: str, primary_url: str) -> None:
+    """Start the stopped throwaway PostgreSQL behind `url` again as a standby of the one at `primary_url`
+    (standby.signal and primary_conninfo, same options as before): an old primary coming back after a
+    failover without taking writes.  Its WAL may have gone past the point where the new primary's
+    timeline forked (then it does not catch up, and answers read-only, as a standby)."""
+    import shlex
+
+    from sqlalchemy.engine import make_url
+
+    port, primary = make_url(url).port, make_url(primary_url)
+    data, tmp = _PG_SERVERS[port]
+    # The previous start's command line: the binary, -D, the data directory, then its -c options.
+    opts = shlex.split((data / "postmaster.opts").read_text())[3:]
+    conninfo = f"host=127.0.0.1 port={primary.port} user={PG_USER}"
+    with open(data / "postgresql.auto.conf", "a") as conf:
+        conf.write(f"\nprimary_conninfo = '{conninfo}'\nsynchronous_standby_names = ''\n")
+    (data / "standby.signal").touch()
+    if _is_root():
+        for path in (data / "standby.signal", data / "postgresql.auto.conf"):
+            shutil.chown(path, user=PG_USER, group=None)
+    _pg_ctl(port, "-o", " ".join(shlex.quote(o) for o in opts), "start")

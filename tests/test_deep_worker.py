@@ -35,8 +35,9 @@ def test_lstm_trains_through_train_symbol_on_a_real_worker(tmp_path, pg_url, red
         exchange="freqtrade", symbol="LTC/BTC", timeframe="5m"))
     env = brain_env(url, redis_url, tmp_path)
     with worker(env, log_dir=tmp_path, queues="train"):
-        out = json.loads(run_python(SEND, env).strip().splitlines()[-1])
-    assert out["status"] == "succeeded" and out["trained"] is True, out
+        state = json.loads(run_python(SEND, env).strip().splitlines()[-1])
+    out = state["models"]["lstm"]  # the chain's state, with this training's outcome
+    assert out["status"] == "succeeded" and out["trained"] is True, state
     manifest = registry.manifest(engine, "LTC/BTC", "lstm", out["version"])
     fmt, data = registry.load_artifact(engine, manifest.artifact_sha256)  # sha256 checked
     assert fmt == "safetensors"

@@ -16,8 +16,9 @@ from brain_tasks.service.chain import ChainState
 
 PACKAGE = Path(__file__).resolve().parent.parent / "brain_tasks"
 # `celery -A brain_tasks` finds the app in `brain_tasks.celery` (Celery's own convention): the one name
-# that matches a library on purpose.
-ALLOWED_SHADOWS = {"celery"}
+# that matches a library on purpose; `brain_tasks.integrations.freqtrade` is named by its contract
+# (`pip install brain-tasks[freqtrade]`), and an absolute `import freqtrade` inside it finds the library.
+ALLOWED_SHADOWS = {"celery", "freqtrade"}
 
 
 def _modules() -> dict[str, Path]:
@@ -168,3 +169,23 @@ def test_chain_steps_read_only_declared_state():
                 assert node.attr in declared, f"{path.name}:{node.lineno}: state.{node.attr} is not declared"
             if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "state":
                 raise AssertionError(f"{path.name}:{node.lineno}: the chain state is read by key")
+
+
+def test_moved_module_paths_still_import_and_warn():
+    """An old path (Engine code may import `brain_tasks.serving`, `brain_tasks.sizer_jobs`, ...) forwards
+    to its new module for one release, with a DeprecationWarning naming it."""
+    import importlib
+    import warnings
+
+    from brain_tasks._moved import MOVED
+
+    for old, new in MOVED.items():
+        sys.modules.pop(old, None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            module = importlib.import_module(old)
+        assert any(issubclass(w.category, DeprecationWarning) and new in str(w.message) for w in caught), old
+        target = importlib.import_module(new)
+        public = [n for n in vars(target) if not n.startswith("_")]
+        assert all(getattr(module, n) is getattr(target, n) for n in public), old
+    from brain_tasks import sizer_jobs  # noqa: F401  (the `from package import old` form works too)

@@ -292,3 +292,34 @@ def test_database_without_schema_says_to_migrate(tmp_path: Path) -> None:
     finally:
         bare.dispose()
     assert "brain-tasks db upgrade" in page and "<img" not in page
+
+
+def test_report_has_a_replay_section_with_its_equity_and_table(brain: Brain, tmp_path: Path) -> None:
+    """A replay written through brain/replays.py: the pooled equity per policy, the statistics table
+    (brain first, p-values against it, the best policy marked), DSR, PBO with its blocks, the brain
+    policy's promotions and rollbacks (reasons escaped) and the symbol it skipped, with its reason."""
+    from tests.replay_rows import EVIL_REASON, REPLAY_ID, SKIP_REASON, SKIPPED, write_replay
+
+    write_replay(brain.engine)
+    page = write_report(brain.engine, tmp_path).read_text(encoding="utf-8")
+    assert '<li><a href="#replays">Replays</a></li>' in page
+    section = page[page.index('<h2 id="replays">'):page.index('<h2 id="runs">')]
+    assert f"<h3>{REPLAY_ID}</h3>" in section
+    assert re.findall(r'<img alt="([^"]*)"', section) == [f"replay {REPLAY_ID} pooled equity per policy"]
+    head = re.search(r"<table><tr>(.*?)</tr>", section).group(1)
+    assert re.findall(r"<th>(.*?)</th>", head) == ["policy", "Sharpe", "HAC SE", "Sortino", "max drawdown",
+                                                  "total return", "turnover / bar", "time in market", "hit ratio",
+                                                  "profit factor", "p vs brain"]
+    policies = re.findall(r"<tr(?: class=\"best\")?><td>(?:<b>)?([a-z_:]+)(?:</b>)?</td>", section)
+    assert policies[:6] == ["brain", "newest:lightgbm", "newest:xgboost", "best_composite", "buy_and_hold", "flat"]
+    assert '<tr class="best"><td><b>brain</b></td>' in section
+    assert "16 blocks of 54 bars each" in section and "over 6 policies tried" in section
+    assert html_escaped(EVIL_REASON) in section and "<script" not in page
+    assert f"<td>{SKIPPED}</td><td>skipped</td><td>{SKIP_REASON}</td>" in section
+    assert page.count("<img") == 9  # the 8 of the symbols and the replay's
+
+
+def html_escaped(text: str) -> str:
+    import html
+
+    return html.escape(text)

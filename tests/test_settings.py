@@ -60,7 +60,7 @@ def test_celery_config_is_json_only_at_least_once_and_spawned():
     vt = conf["broker_transport_options"]["visibility_timeout"]
     assert vt == conf["result_backend_transport_options"]["visibility_timeout"]
     assert vt > Settings().train_time_limit and vt > conf["task_time_limit"]
-    assert conf["beat_scheduler"] == "redbeat.RedBeatScheduler"
+    assert conf["beat_scheduler"] == "brain_tasks.beat:FailoverRedBeatScheduler"  # RedBeat, surviving failovers
 
 
 def test_visibility_timeout_below_a_time_limit_is_refused():

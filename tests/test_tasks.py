@@ -54,7 +54,9 @@ def test_a_failed_step_passes_its_status_down_the_chain_and_marks_the_run(brain)
     out = record_outcome.apply(args=[out, "NOPE/BTC"], kwargs=ids).get()
     status = runs.run_status(brain, "run-1")
     row = status["symbols"]["NOPE/BTC"]
-    assert row["state"] == "failed" and row["step"] == "train_sizer"
+    # The finished row names the step that ended the chain (the training that found no candles), not the
+    # last step that started and only passed the failed state on (issue 25, item 6).
+    assert row["state"] == "failed" and row["step"] == "train_symbol"
 
 
 def test_the_final_step_records_a_failure_upstream(brain, monkeypatch):

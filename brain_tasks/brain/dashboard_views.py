@@ -15,11 +15,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from brain_tasks.brain import registry
 from brain_tasks.brain.tables import (ChampionHistory, DataQualityLog, FeatureDrift, FeatureImportance,
                                       ModelComparison, ModelManifest, ModelMetric, ModelRegistry, RegimeChoice,
                                       RollbackLog, TrainingRun, UTCDateTime)
 from brain_tasks.intake import RUN_SUMMARY_SYMBOL
-from brain_tasks.vocabulary import OPEN, ChampionStatus, Status
+from brain_tasks.vocabulary import OPEN, Origin, Status
 
 HEADLINE_METRICS = ("sharpe", "total_return", "max_drawdown", "sortino", "psr")
 # Comparison rows the statistics work writes beside the models (model_type of model_comparisons).
@@ -103,12 +104,12 @@ def _rows_scalars(engine: sa.Engine, stmt: Any) -> list[Any]:
 
 def champion_rows(engine: sa.Engine) -> dict[str, Any]:
     """symbol -> its champion's registry row (model_type, version, as_of, updated_at = when it became
-    champion, oos_sha256 of its out-of-sample predictions)."""
+    champion, oos_sha256 of its out-of-sample predictions, data_end = its last training bar)."""
     r, m = ModelRegistry, ModelManifest
     return {row.symbol: row for row in _rows(engine, sa.select(
-        r.symbol, r.model_type, r.version, r.as_of, r.updated_at, r.composite_score, m.oos_sha256)
+        r.symbol, r.model_type, r.version, r.as_of, r.updated_at, r.composite_score, m.oos_sha256, m.data_end)
         .join(m, sa.and_(m.symbol == r.symbol, m.model_type == r.model_type, m.version == r.version))
-        .where(r.status == ChampionStatus.CHAMPION))}
+        .where(registry.is_champion()))}
 
 
 def champion_metrics(engine: sa.Engine, evaluation: str = "walk_forward",
@@ -120,7 +121,7 @@ def champion_metrics(engine: sa.Engine, evaluation: str = "walk_forward",
     columns = [sa.func.max(sa.case((m.metric == name, m.value))).label(name) for name in metrics]
     stmt = (sa.select(m.symbol, *columns).join(r, sa.and_(
         r.symbol == m.symbol, r.model_type == m.model_type, r.version == m.version))
-        .where(r.status == ChampionStatus.CHAMPION, m.evaluation == evaluation, m.regime == "all", m.metric.in_(list(metrics)))
+        .where(registry.is_champion(), m.evaluation == evaluation, m.regime == "all", m.metric.in_(list(metrics)))
         .group_by(m.symbol))
     return {row.symbol: {k: getattr(row, k) for k in metrics if getattr(row, k) is not None}
             for row in _rows(engine, stmt)}
@@ -224,7 +225,8 @@ def versions(engine: sa.Engine, symbol: str) -> list[Any]:
     return _rows(engine, sa.select(r.model_type, r.version, r.as_of, r.status, r.composite_score, r.created_at,
                                    r.updated_at, m.oos_sha256, m.data_start, m.data_end, m.n_rows, m.config)
                  .join(m, sa.and_(m.symbol == r.symbol, m.model_type == r.model_type, m.version == r.version))
-                 .where(r.symbol == symbol).order_by(r.as_of, r.created_at, r.model_type, r.version))
+                 .where(r.symbol == symbol, r.origin == Origin.RETRAIN)
+                 .order_by(r.as_of, r.created_at, r.model_type, r.version))
 
 
 def version_metrics(engine: sa.Engine, symbol: str) -> dict[tuple[str, int], dict[str, dict[str, float]]]:

@@ -17,6 +17,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool, StaticPool
 
+# URL handling is configuration (brain_tasks.settings); re-exported here for the callers that import it
+# from the storage package.
+from brain_tasks.settings import normalize_database_url, redact_url
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT_S = 5
 POOL_TIMEOUT_S = 120
@@ -25,18 +29,16 @@ _json_dumps = functools.partial(json.dumps, sort_keys=True)
 
 _engines: dict[str, sa.Engine] = {}
 _lock = threading.Lock()
-_SECRET_QUERY_KEYS = re.compile(r"(pass|secret|token|key)", re.IGNORECASE)
+# SQLSTATEs after which a connection is not used again: the server it reaches no longer takes the Brain's
+# writes (25006: a standby, or a primary an operator made read-only before a switchover) or is going away
+# (57P01-57P03: shut down, crashed, starting up / in recovery).  Treated as a disconnect, SQLAlchemy
+# discards this connection and every other one in the pool, so the next checkout connects again and a
+# multi-host URL finds the host that takes writes now.  Class 08 is a broken connection.
+_STALE_SERVER_STATES = frozenset({"25006", "57P01", "57P02", "57P03"})
 
-
-def redact_url(url: str | sa.URL) -> str:
-    """`url` with its password (and secret-looking query values) replaced by ``***``."""
-    try:
-        parsed = make_url(url)
-    except Exception:  # noqa: BLE001 - an unparsable URL must still be safe to print
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
-    query = {k: ("***" if _SECRET_QUERY_KEYS.search(k) else v) for k, v in parsed.query.items()}
-    # The renderer percent-encodes query values; show the mask as written.
-    return parsed.set(query=query).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+def _stale_server(exc: BaseException | None) -> bool:
+    state = getattr(exc, "sqlstate", None) or ""
+    return state in _STALE_SERVER_STATES or state.startswith("08")
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -65,8 +67,8 @@ def _create(url: str) -> sa.Engine:
     from brain_tasks.errors import DatabaseUnavailableError
 
     try:
-        parsed = make_url(url)
-    except sa.exc.ArgumentError as exc:
+        parsed = make_url(normalize_database_url(url))
+    except (sa.exc.ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
         raise DatabaseUnavailableError(f"cannot parse the database URL {redact_url(url)}: {exc}") from None
     backend = parsed.get_backend_name()
     if backend == "postgres":
@@ -76,10 +78,25 @@ def _create(url: str) -> sa.Engine:
         return _sqlite_engine(parsed)
     try:
         if backend == "postgresql":
-            return sa.create_engine(parsed, pool_pre_ping=True, json_serializer=_json_dumps, **_postgres_pool())
+            engine = sa.create_engine(parsed, pool_pre_ping=True, json_serializer=_json_dumps, **_postgres_pool())
+            event.listen(engine, "handle_error", _discard_stale_connections)
+            return engine
         return sa.create_engine(parsed, pool_pre_ping=True, json_serializer=_json_dumps)
     except (sa.exc.NoSuchModuleError, ImportError) as exc:
         raise DatabaseUnavailableError(f"{redact_url(url)}: no driver for this URL ({exc})") from None
+
+
+def _discard_stale_connections(context: sa.engine.ExceptionContext) -> BaseException | None:
+    """A statement failed on a server that no longer takes writes or is going away: discard the pool
+    (`is_disconnect`) and raise an OperationalError, which the task policy retries, instead of e.g. the
+    InternalError of a read-only transaction, which it would record as a bug."""
+    orig = context.original_exception
+    if not _stale_server(orig):
+        return None
+    context.is_disconnect = True
+    if isinstance(context.sqlalchemy_exception, sa.exc.OperationalError):
+        return None
+    return sa.exc.OperationalError(context.statement, context.parameters, orig, connection_invalidated=True)
 
 
 def _postgres_pool() -> dict[str, Any]:
@@ -114,8 +131,12 @@ def driver_errors(conn: sa.Connection, what: str) -> Iterator[Any]:
         yield driver
     except psycopg.Error as exc:
         broken = bool(driver.broken or driver.closed)
-        if broken:
+        stale = _stale_server(exc)
+        if broken or stale:
             conn.invalidate()
+        if stale:
+            conn.engine.dispose()  # its other pooled connections reach the same server: discard them too
+            raise sa.exc.OperationalError(what, None, exc, connection_invalidated=True) from None
         raise sa.exc.DBAPIError.instance(what, None, exc, psycopg.Error, connection_invalidated=broken) from None
 
 
@@ -126,7 +147,7 @@ def check_schema(url: str) -> str:
 
     from brain_tasks.errors import DatabaseUnavailableError, SchemaMissingError
 
-    parsed = make_url(url) if not isinstance(url, sa.URL) else url
+    parsed = make_url(normalize_database_url(url)) if not isinstance(url, sa.URL) else url
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         from pathlib import Path
 
@@ -136,11 +157,29 @@ def check_schema(url: str) -> str:
         with make_engine(url).connect() as conn:
             revision = MigrationContext.configure(conn).get_current_revision()
     except sa.exc.OperationalError as exc:
-        raise DatabaseUnavailableError(f"cannot reach the database {redact_url(url)}: "
-                                       f"{str(exc.orig).strip().splitlines()[0] if exc.orig else exc}") from None
+        raise DatabaseUnavailableError(connect_error_line(url, exc)) from None
     if revision is None:
         raise SchemaMissingError(f"{redact_url(url)} has no Brain schema: run `brain-tasks db upgrade`")
     return revision
+
+
+def connect_error_line(url: str | sa.URL, exc: BaseException) -> str:
+    """One line naming why `url` could not be used, password redacted.  When every host of a multi-host
+    URL failed (or the one host is read-only), it says that no host accepts writes, with each host's
+    reason: a standby not promoted yet, a host down, or a host list that names no primary."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(orig).strip().splitlines() if line.strip()]
+    # psycopg lists one failure per host after "All failures were:" as
+    # "- host: 'h', port: 'p', hostaddr: 'a': connection failed: connection to server at ... failed: REASON".
+    per_host = [_HOST_FAILURE.match(line) for line in lines if line.startswith("- host:")]
+    reasons = [f"{m['host']}:{m['port']} {m['reason']}" for m in per_host if m]
+    if reasons or (lines and "read-only" in lines[0]):
+        why = "; ".join(reasons) or lines[0].rsplit("failed: ", 1)[-1]
+        return f"no host of the database {redact_url(url)} accepts writes ({why})"
+    return f"cannot reach the database {redact_url(url)}: {lines[0] if lines else type(orig).__name__}"
+
+
+_HOST_FAILURE = re.compile(r"- host: '(?P<host>[^']*)', port: '(?P<port>[^']*)'.*failed: (?P<reason>[^:]*)$")
 
 
 def _sqlite_engine(parsed: sa.URL) -> sa.Engine:

@@ -35,7 +35,7 @@ from brain_tasks.brain.tables import (ChampionHistory, DataQualityLog, FeatureDr
                                       RollbackLog)
 from brain_tasks.errors import IntegrityError
 from brain_tasks.timekeeping import now
-from brain_tasks.vocabulary import Action, ChampionStatus
+from brain_tasks.vocabulary import Action, ChampionStatus, Origin
 
 # The decisions a retrain or a nightly logs (a pin is an operator's, written to the history only).
 DECISIONS = tuple(a for a in Action if a not in (Action.PIN, Action.NONE))
@@ -108,6 +108,27 @@ def oos_frame(engine: sa.Engine, digest: str) -> pd.DataFrame:
     return pd.read_parquet(io.BytesIO(data))
 
 
+DISTRIBUTION_FORMAT = "distribution-json"
+
+
+def distribution_bytes(description: Mapping[str, Any]) -> bytes:
+    """A version's input description (`ml.distribution`) as canonical JSON (sorted keys), so the same
+    description is one artifact."""
+    import json
+
+    return json.dumps(description, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def distribution(engine: sa.Engine, digest: str) -> dict[str, Any]:
+    """A version's input description (one sha256 check)."""
+    import json
+
+    fmt, data = load_artifact(engine, digest)
+    if fmt != DISTRIBUTION_FORMAT:
+        raise IntegrityError(f"artifact {digest} is {fmt}, not an input description")
+    return json.loads(data)
+
+
 # --- versions ------------------------------------------------------------------------------------
 
 def manifest(engine: sa.Engine, symbol: str, model_type: str, version: int) -> ModelManifest:
@@ -133,14 +154,18 @@ def find_same_inputs(engine: sa.Engine, symbol: str, model_type: str, config_has
 
 
 def register_version(engine: sa.Engine, symbol: str, model_type: str, as_of: dt.date, *, config: Mapping[str, Any],
-                     config_hash: str, result: Any, code_version: str, seed: int) -> int:
+                     config_hash: str, result: Any, code_version: str, seed: int,
+                     origin: str = Origin.RETRAIN) -> int:
     """Write artifact, OOS predictions, metrics, manifest, registry row and (if computed) importance
     of a new version in one transaction; returns its version number.  The caller holds the claim on
-    (symbol, model type), which serialises version numbers."""
+    (symbol, model type), which serialises version numbers.  `origin`: what trained it (`Origin`)."""
     stamp = now()
     with engine.begin() as conn:
         art = put_artifact(conn, result.artifact, result.artifact_format)
         oos = put_artifact(conn, parquet_bytes(result.oos), "oos-parquet")
+        described = getattr(result, "distribution", None)
+        distribution = None if described is None else put_artifact(conn, distribution_bytes(described),
+                                                                    DISTRIBUTION_FORMAT)
         version = 1 + (conn.execute(sa.select(sa.func.max(ModelManifest.version)).where(
             ModelManifest.symbol == symbol, ModelManifest.model_type == model_type)).scalar() or 0)
         conn.execute(sa.insert(ModelManifest).values(
@@ -149,12 +174,12 @@ def register_version(engine: sa.Engine, symbol: str, model_type: str, as_of: dt.
             config=store.jsonable(dict(config)), feature_names=list(result.feature_names),
             feature_hash=result.feature_hash, dataset_digest=result.dataset_digest,
             data_start=result.data_start, data_end=result.data_end, n_rows=int(result.n_rows),
-            code_version=code_version, seed=int(seed), created_at=stamp))
+            code_version=code_version, seed=int(seed), created_at=stamp, distribution_sha256=distribution))
         conn.execute(sa.insert(ModelRegistry).values(
             symbol=symbol, model_type=model_type, version=version, as_of=as_of, config_hash=config_hash,
             artifact_sha256=art, status=ChampionStatus.CANDIDATE,
             composite_score=finite(result.metrics.get("composite")),
-            created_at=stamp, updated_at=stamp))
+            created_at=stamp, updated_at=stamp, origin=str(origin)))
         rows = [dict(symbol=symbol, model_type=model_type, version=version, evaluation="walk_forward",
                      regime=regime, metric=name, value=finite(value), as_of=as_of)
                 for regime, metrics in [("all", result.metrics), *result.regime_metrics.items()]
@@ -250,9 +275,26 @@ def manifests(engine: sa.Engine, symbol: str, model_type: str | None = None) -> 
     return _scalars(engine, stmt.order_by(ModelManifest.as_of, ModelManifest.model_type, ModelManifest.version))
 
 
+def adopt(engine: sa.Engine, symbol: str, model_type: str, version: int) -> bool:
+    """A retrain reached a version a replay trained (the same identity, or identical inputs): the same
+    training is the same version, so it now belongs to the retrains and the registry views show it.
+    The replay keeps pointing at it by (symbol, model type, version).  True when it changed."""
+    with engine.begin() as conn:
+        return bool(conn.execute(sa.update(ModelRegistry).where(
+            ModelRegistry.symbol == symbol, ModelRegistry.model_type == model_type, ModelRegistry.version == version,
+            ModelRegistry.origin == Origin.REPLAY).values(origin=Origin.RETRAIN, updated_at=now())).rowcount)
+
+
+def origin_of(engine: sa.Engine, symbol: str, model_type: str, version: int) -> str | None:
+    return _first(engine, sa.select(ModelRegistry.origin).where(
+        ModelRegistry.symbol == symbol, ModelRegistry.model_type == model_type, ModelRegistry.version == version))
+
+
 def registry_table(engine: sa.Engine, symbol: str | None = None) -> pd.DataFrame:
-    """Registry rows joined with their headline walk-forward metrics, for `brain-tasks models`."""
-    stmt = sa.select(ModelRegistry).order_by(ModelRegistry.symbol, ModelRegistry.as_of, ModelRegistry.model_type)
+    """Registry rows joined with their headline walk-forward metrics, for `brain-tasks models`: the
+    retrains' versions only (a replay's own trainings are the replay's, not the registry's)."""
+    stmt = (sa.select(ModelRegistry).where(ModelRegistry.origin == Origin.RETRAIN)
+            .order_by(ModelRegistry.symbol, ModelRegistry.as_of, ModelRegistry.model_type))
     mstmt = sa.select(ModelMetric).where(ModelMetric.regime == "all", ModelMetric.evaluation == "walk_forward",
                                          ModelMetric.metric.in_(["sharpe", "total_return", "max_drawdown", "psr"]))
     if symbol:
@@ -268,10 +310,15 @@ def registry_table(engine: sa.Engine, symbol: str | None = None) -> pd.DataFrame
 
 # --- the champion --------------------------------------------------------------------------------
 
+def is_champion() -> sa.ColumnElement[bool]:
+    """The champion rule, as a condition on model_registry: the one row per symbol with that status
+    (a partial unique index enforces "one").  Every query for champions uses it."""
+    return ModelRegistry.status == ChampionStatus.CHAMPION
+
+
 def champion_row(engine: sa.Engine, symbol: str) -> ModelRegistry | None:
     """The symbol's one champion registry row (the database allows no second one)."""
-    return _first(engine, sa.select(ModelRegistry).where(ModelRegistry.symbol == symbol,
-                                                         ModelRegistry.status == ChampionStatus.CHAMPION))
+    return _first(engine, sa.select(ModelRegistry).where(ModelRegistry.symbol == symbol, is_champion()))
 
 
 def champion(engine: sa.Engine, symbol: str) -> ModelManifest | None:
@@ -281,8 +328,7 @@ def champion(engine: sa.Engine, symbol: str) -> ModelManifest | None:
 
 
 def champions(engine: sa.Engine) -> dict[str, ModelRegistry]:
-    champions = sa.select(ModelRegistry).where(ModelRegistry.status == ChampionStatus.CHAMPION)
-    return {r.symbol: r for r in _scalars(engine, champions)}
+    return {r.symbol: r for r in _scalars(engine, sa.select(ModelRegistry).where(is_champion()))}
 
 
 def champion_history(engine: sa.Engine, symbol: str) -> list[ChampionHistory]:
@@ -383,7 +429,7 @@ def pin_champion(engine: sa.Engine, symbol: str, model_type: str, version: int, 
     target = manifest(engine, symbol, model_type, version)
     with engine.begin() as conn:
         current = conn.execute(sa.select(ModelRegistry.model_type, ModelRegistry.version).where(
-            ModelRegistry.symbol == symbol, ModelRegistry.status == ChampionStatus.CHAMPION)).first()
+            ModelRegistry.symbol == symbol, is_champion())).first()
         if current is not None and (current.model_type, current.version) == (model_type, version):
             return
         if current is not None:
@@ -485,7 +531,9 @@ def record_finding(engine: sa.Engine, *, source: str, symbol: str, timeframe: st
 
 
 def symbols_with_models(engine: sa.Engine) -> list[str]:
-    return sorted(set(_scalars(engine, sa.select(ModelManifest.symbol).distinct())))
+    """Symbols with a retrain's version (a replay's trainings alone do not make a symbol served)."""
+    return sorted(set(_scalars(engine, sa.select(ModelRegistry.symbol).where(
+        ModelRegistry.origin == Origin.RETRAIN).distinct())))
 
 
 def known(engine: sa.Engine, values: Iterable[str]) -> set[str]:

@@ -2,7 +2,8 @@
 
 A run's id says what it does (kind, as-of day, symbols, models: `brain_tasks.intake.run_id_for`); each
 enqueue of it is an *attempt* with an id of its own (the enqueuing task's id).  Every (attempt,
-symbol) row carries its state, the last step that started, when it last made progress and a
+symbol) row carries its state, the last step that started (once the symbol has finished: the step
+that ended its chain, when one failed it or found its data stale), when it last made progress and a
 deadline; the attempt's summary row (symbol '*') is computed from those rows alone, so it can be
 written by the fan-out's summary step, by `reconcile_runs` when the chord died, or by an embedded
 command on its way out, and all three write the same thing.
@@ -50,13 +51,17 @@ def step_started(engine: sa.Engine, attempt_id: str, symbol: str, step: str, dea
 
 
 def record_symbol_state(engine: sa.Engine, attempt_id: str, symbol: str, state: str, *, error: str | None,
-                        details: Mapping[str, Any]) -> None:
-    """The symbol's chain ended in `state`, with `error` and the details its chain state records."""
+                        details: Mapping[str, Any], step: str | None = None) -> None:
+    """The symbol's chain ended in `state`, with `error` and the details its chain state records.
+    `step`: the step that ended the chain early (failed, stale); it replaces the last step started,
+    since the steps after it only passed the ended state along."""
     stamp = now()
+    values: dict[str, Any] = dict(state=state, error=None if error is None else str(error)[:4000],
+                                  details=store.jsonable(details), progress_at=stamp, deadline=None, finished_at=stamp)
+    if step is not None:
+        values["step"] = step
     with engine.begin() as conn:
-        conn.execute(sa.update(T).where(T.attempt_id == attempt_id, T.symbol == symbol).values(
-            state=state, error=None if error is None else str(error)[:4000], details=store.jsonable(details),
-            progress_at=stamp, deadline=None, finished_at=stamp))
+        conn.execute(sa.update(T).where(T.attempt_id == attempt_id, T.symbol == symbol).values(**values))
 
 
 def fail_symbol(engine: sa.Engine, attempt_id: str, symbol: str, reason: str, state: str = Status.FAILED) -> None:
@@ -112,20 +117,31 @@ def summary_of(engine: sa.Engine, attempt_id: str) -> dict[str, Any] | None:
         return None
     ok = [r.symbol for r in rows if r.state == Status.OK]
     failed = {r.symbol: r.error or r.state for r in rows if r.state in (Status.FAILED, Status.CANCELLED)}
+    stale = {r.symbol: r.error or r.state for r in rows if r.state == Status.STALE}
     fine = [r.symbol for r in rows if r.state in (Status.OK, Status.SKIPPED)]
     if any(r.state == Status.CANCELLED for r in rows):
         state = Status.CANCELLED
+    elif not failed and not stale:
+        state = Status.OK
+    elif fine:
+        state = Status.PARTIAL
     else:
-        state = Status.OK if not failed else (Status.PARTIAL if fine else Status.FAILED)
+        # Nothing came out: stale when stale data is the only reason (collect, then retry), else failed.
+        state = Status.FAILED if failed else Status.STALE
     base = {"run_id": head.run_id, "attempt_id": attempt_id, "state": state}
     if head.kind == "nightly":
         details = {"drifted": {r.symbol: r.details.get("drifted", []) for r in rows if r.state == Status.OK},
-                   "failed": failed, "open_quality_findings": _open_quality_findings(engine),
+                   "failed": failed, "stale": stale, "open_quality_findings": _open_quality_findings(engine),
                    "skipped": {r.symbol: r.details.get("reason", "") for r in rows if r.state == Status.SKIPPED},
                    "rollbacks": {r.symbol: r.details["live"]["reason"] for r in rows if r.state == Status.OK
                                  and (r.details.get("live") or {}).get("action") == Action.ROLLBACK}}
+        audited = {r.symbol: r.details["audit"] for r in rows if (r.details or {}).get("audit")}
+        details["signal_audit"] = {
+            "audited": sum(a["audited"] for a in audited.values()),
+            "mismatches": sum(a["mismatches"] for a in audited.values()),
+            "mismatched": {s: a["first_mismatch"] for s, a in audited.items() if a["mismatches"]}}
         return {**base, **details}
-    return {**base, "succeeded": ok, "failed": failed, "n_symbols": len(rows)}
+    return {**base, "succeeded": ok, "failed": failed, "stale": stale, "n_symbols": len(rows)}
 
 
 def close_attempt(engine: sa.Engine, attempt_id: str) -> dict[str, Any] | None:
@@ -135,13 +151,14 @@ def close_attempt(engine: sa.Engine, attempt_id: str) -> dict[str, Any] | None:
     if summary is None:
         return None
     details = {k: v for k, v in summary.items() if k not in ("run_id", "attempt_id", "state", "n_symbols")}
-    failed = summary.get("failed") or {}
-    n = summary.get("n_symbols", len(failed))
+    failed, stale = summary.get("failed") or {}, summary.get("stale") or {}
+    n = summary.get("n_symbols", len(failed) + len(stale))
+    counted = [f"{len(failed)} failed" if failed else "", f"{len(stale)} stale" if stale else ""]
     stamp = now()
     with engine.begin() as conn:
         conn.execute(sa.update(T).where(T.attempt_id == attempt_id, T.symbol == SUMMARY).values(
             state=summary["state"], details=store.jsonable(details), deadline=None, progress_at=stamp,
-            error=f"{len(failed)} of {n} symbols failed" if failed else None,
+            error=f"of {n} symbols: {', '.join(c for c in counted if c)}" if failed or stale else None,
             finished_at=stamp))
     return summary
 

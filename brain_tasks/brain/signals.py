@@ -16,7 +16,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from brain_tasks.timekeeping import to_utc
-from brain_tasks.brain import store
+from brain_tasks.brain import registry, store
 from brain_tasks.brain.tables import SignalRecord
 
 # A decision's reads run on one connection when serving hands one in (the storage module's rule).
@@ -317,9 +317,9 @@ def serving_state(bind: Bind, exchange: str, timeframe: str, bar_seconds: int, s
                   .where(ModelManifest.symbol == symbol, ModelManifest.model_type == sizer_type)
                   .order_by(ModelManifest.as_of.desc(), ModelManifest.version.desc()).limit(1).subquery())
         parts.append(sa.select(*row("sizer", symbol, version=newest.c.version, sha=newest.c.artifact_sha256)))
-    parts.append(sa.select(*row("champion", ModelRegistry.symbol, model_type=ModelRegistry.model_type,
+    parts.append(sa.select(*row("holder", ModelRegistry.symbol, model_type=ModelRegistry.model_type,
                                 version=ModelRegistry.version))
-                 .where(ModelRegistry.symbol.in_(symbols), ModelRegistry.status == ChampionStatus.CHAMPION))
+                 .where(ModelRegistry.symbol.in_(symbols), registry.is_champion()))
     c = RegimeChoice
     parts.append(sa.select(*row("choice", c.symbol, regime=c.regime, model_type=c.model_type, version=c.version,
                                 confidence=c.confidence, tradeable=c.tradeable, reason=c.reason, as_of=c.as_of))
@@ -336,7 +336,7 @@ def serving_state(bind: Bind, exchange: str, timeframe: str, bar_seconds: int, s
                 state["counts"] = _window_counts(windows[r["symbol"]], r)
         elif r["kind"] == "sizer" and r["sha"] is not None:
             state["sizer"] = SizerVersion(int(r["version"]), r["sha"])
-        elif r["kind"] == "champion":
+        elif r["kind"] == "holder":  # the champion's row
             state["champion"] = Champion(r["model_type"], int(r["version"]))
         elif r["kind"] == "choice":
             state["choices"][r["regime"]] = _choice(r)
@@ -397,7 +397,7 @@ FROM w LEFT JOIN LATERAL (
     SELECT m.version, m.artifact_sha256 FROM model_manifests m WHERE m.symbol = w.symbol AND m.model_type = :sizer
     ORDER BY m.as_of DESC, m.version DESC LIMIT 1) s ON TRUE
 UNION ALL
-SELECT 'champion', r.symbol, NULL, r.model_type, r.version, NULL, NULL, NULL, NULL, NULL, NULL,
+SELECT 'holder', r.symbol, NULL, r.model_type, r.version, NULL, NULL, NULL, NULL, NULL, NULL,
        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
 FROM model_registry r WHERE r.symbol = ANY(CAST(:symbols AS text[])) AND r.status = :champion
 UNION ALL
@@ -415,7 +415,8 @@ def _serving_state_pg(conn: sa.Connection, exchange: str, timeframe: str, bar_se
     cut = to_utc(now) - step
     rows = conn.execute(_STATE_PG, {
         "symbols": symbols, "exchange": exchange, "timeframe": timeframe, "cut": cut, "sizer": sizer_type,
-        "champion": ChampionStatus.CHAMPION, "candles_end": cut + dt.timedelta(microseconds=1), "events_end": cut + step,
+        "champion": ChampionStatus.CHAMPION, "candles_end": cut + dt.timedelta(microseconds=1),
+        "events_end": cut + step,
         "starts": [to_utc(windows[s][0]) if s in windows else None for s in symbols],
         "frozen": [to_utc(windows[s][1]) if s in windows else None for s in symbols]}).mappings().all()
     found = _empty(symbols)
@@ -428,7 +429,7 @@ def _serving_state_pg(conn: sa.Connection, exchange: str, timeframe: str, bar_se
                 state["sizer"] = SizerVersion(int(r["version"]), r["sha"])
             if r["symbol"] in windows:
                 state["counts"] = _window_counts(windows[r["symbol"]], r)
-        elif r["kind"] == "champion":
+        elif r["kind"] == "holder":  # the champion's row
             state["champion"] = Champion(r["model_type"], int(r["version"]))
         else:
             state["choices"][r["regime"]] = _choice(r)

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from brain_tasks.vocabulary import ChampionStatus
+from brain_tasks.vocabulary import ChampionStatus, Origin
 
 # Constraint names that Alembic can reproduce on every backend.
 NAMING = {
@@ -185,6 +185,9 @@ class ModelManifest(Base):
     code_version: Mapped[str] = mapped_column(String(32))
     seed: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[dt.datetime]
+    # The out-of-distribution gate's description of the training inputs (JSON in model_artifacts,
+    # `ml.distribution`); NULL for versions trained before the gate, which are served without it.
+    distribution_sha256: Mapped[str | None] = mapped_column(String(64))
 
 
 class ModelRegistry(Base):
@@ -210,6 +213,9 @@ class ModelRegistry(Base):
     composite_score: Mapped[float | None]
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
+    # retrain | replay: a version trained only for a replay stays out of the registry views (`models`,
+    # the dashboard) until a retrain reaches the same identity and adopts it (registry.adopt).
+    origin: Mapped[str] = mapped_column(String(16), server_default=Origin.RETRAIN.value, default=Origin.RETRAIN)
 
 
 class ModelMetric(Base):
@@ -378,6 +384,93 @@ class SignalRecord(Base):
     artifact_sha256: Mapped[str | None] = mapped_column(String(64))
     data_age_seconds: Mapped[float]
     served_at: Mapped[dt.datetime]
+    # The gate and the expiry (NULL in rows served before them): whether the bar's inputs lay inside
+    # the version's training distribution, their dissimilarity (> 1 = outside), and the version's age
+    # (its last training bar to this bar).
+    in_distribution: Mapped[bool | None] = mapped_column(Boolean)
+    dissimilarity: Mapped[float | None]
+    model_age_seconds: Mapped[float | None]
+    # What the nightly audit needs to decide this bar again as it was decided: the registry state the
+    # decision read (champion, regime choices, sizer) and a fingerprint of its input rows (a digest of
+    # each series, the last candles verbatim).  NULL for rows served before the audit.
+    context: Mapped[dict[str, Any] | None]
+
+
+class SignalAudit(Base):
+    """The nightly audit of one served signal: the decision computed again with the same version from
+    the rows as stored at audit time.  Keyed as the signal; written once (an audited signal is not
+    audited again).  `differences`: [{field, served, now}] over prediction, position, regime and chosen
+    model; `corrections`: the input rows that changed since serving ([{kind, ts, field, served, now}])."""
+
+    __tablename__ = "signal_audits"
+    symbol: Mapped[str] = _key()
+    ts: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    model_type: Mapped[str] = _key(32)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    served_at: Mapped[dt.datetime]
+    audited_at: Mapped[dt.datetime] = mapped_column(index=True)
+    same: Mapped[bool] = mapped_column(Boolean)
+    differences: Mapped[list[Any]]
+    corrections: Mapped[list[Any]]
+    note: Mapped[str] = mapped_column(Text)
+
+
+# --- replays (brain/replays.py is the one module that reads and writes them) -----------------------
+
+class Replay(Base):
+    """One replay of the Brain's decisions over history; its id is a digest of its inputs (symbols,
+    models, window, step length, grid and training config hash), so the same request is the same row."""
+
+    __tablename__ = "replays"
+    replay_id: Mapped[str] = _key(96)
+    symbols: Mapped[list[Any]]
+    models: Mapped[list[Any]]
+    start: Mapped[dt.date] = mapped_column(Date)      # the first step's traded day (--from)
+    end: Mapped[dt.date] = mapped_column(Date)        # the last traded day (--to)
+    every: Mapped[str] = mapped_column(String(16))    # step length ('1d')
+    grid: Mapped[dict[str, Any]]                      # setting -> values of the brain[...] variants
+    config_hash: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]]                    # steps, policies, settings used, costs, bars per year
+    state: Mapped[str] = mapped_column(String(16))    # pending | running | succeeded | partial | failed
+    summary: Mapped[dict[str, Any]]                   # pooled table, DSR, PBO; per symbol: its statistics or why skipped
+    created_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
+    finished_at: Mapped[dt.datetime | None]
+
+
+class ReplayDecision(Base):
+    """What one policy decided for one symbol at one step: per regime the model type and version it
+    trades until the next step ('*' = the fallback), the action (brain: promote, keep, rollback, ...)
+    and a one-line reason."""
+
+    __tablename__ = "replay_decisions"
+    replay_id: Mapped[str] = _key(96)
+    symbol: Mapped[str] = _key()
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)   # 1..K
+    policy: Mapped[str] = _key(96)
+    as_of: Mapped[dt.date] = mapped_column(Date)       # the versions' as-of day (data up to its end)
+    step_end: Mapped[dt.datetime]                      # t_k: the decision time; bars in (t_k, t_k+1] follow it
+    choices: Mapped[dict[str, Any]]                    # regime -> {"model_type", "version"}
+    action: Mapped[str] = mapped_column(String(24))
+    reason: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]]
+
+
+class ReplayResult(Base):
+    """One policy's statistics for one symbol (or '*', the pooled equal-weight portfolio), with its
+    per-bar net returns and positions packed by `ml.replay.pack_returns` (float32, zlib)."""
+
+    __tablename__ = "replay_results"
+    replay_id: Mapped[str] = _key(96)
+    symbol: Mapped[str] = _key()                       # '*' = pooled
+    policy: Mapped[str] = _key(96)
+    metrics: Mapped[dict[str, Any]]                    # policy_metrics plus p_value / sharpe_diff against brain
+    n_bars: Mapped[int] = mapped_column(Integer)
+    # Digest of what the symbol's walk read (its versions per step, its stored bars up to the window's
+    # end): a re-run with the same digest finds its results instead of recomputing them.
+    inputs: Mapped[str] = mapped_column(String(64))
+    returns: Mapped[bytes] = mapped_column(LargeBinary)
+    positions: Mapped[bytes] = mapped_column(LargeBinary)  # pooled: the share of symbols holding a position
 
 
 TABLES = tuple(Base.metadata.sorted_tables)

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from brain_tasks.brain.tables import (Candle, DataQualityLog, FeatureDrift, FeatureImportance, ModelComparison,
                                       ModelManifest, ModelRegistry, RollbackLog, TrainingRun)
 from brain_tasks.intake import RUN_SUMMARY_SYMBOL
-from brain_tasks.vocabulary import ChampionStatus
+from brain_tasks.vocabulary import ChampionStatus, Origin
 
 
 def has_schema(engine: sa.Engine) -> bool:
@@ -61,8 +61,9 @@ def symbol_records(engine: sa.Engine, symbol: str, *, max_runs: int) -> SymbolRe
     rec = SymbolRecords()
     with engine.connect() as conn:
         rows = lambda stmt: list(conn.execute(stmt))  # noqa: E731
-        rec.latest_as_of = conn.execute(sa.select(sa.func.max(ModelManifest.as_of))
-                                        .where(ModelManifest.symbol == symbol)).scalar()
+        # The retrains' versions: a replay's own trainings are the replay's (see brain/replays.py).
+        rec.latest_as_of = conn.execute(sa.select(sa.func.max(ModelRegistry.as_of)).where(
+            ModelRegistry.symbol == symbol, ModelRegistry.origin == Origin.RETRAIN)).scalar()
         rec.rollbacks = rows(sa.select(RollbackLog).where(RollbackLog.symbol == symbol)
                              .order_by(RollbackLog.as_of.desc(), RollbackLog.created_at.desc()))
         rec.drift_as_of = conn.execute(sa.select(sa.func.max(FeatureDrift.as_of))
@@ -80,11 +81,15 @@ def symbol_records(engine: sa.Engine, symbol: str, *, max_runs: int) -> SymbolRe
                         .order_by(TrainingRun.as_of.desc(), TrainingRun.run_id.desc()).limit(max_runs))
         if rec.latest_as_of is None:
             return rec
-        rec.registry = rows(sa.select(ModelRegistry).where(ModelRegistry.symbol == symbol)
+        rec.registry = rows(sa.select(ModelRegistry).where(ModelRegistry.symbol == symbol,
+                                                               ModelRegistry.origin == Origin.RETRAIN)
                             .order_by(ModelRegistry.as_of, ModelRegistry.updated_at, ModelRegistry.model_type))
         rec.champion = next((r for r in rec.registry if r.status == ChampionStatus.CHAMPION), None)
-        rec.manifests = rows(sa.select(ModelManifest).where(
-            ModelManifest.symbol == symbol, ModelManifest.as_of == rec.latest_as_of)
+        rec.manifests = rows(sa.select(ModelManifest).join(ModelRegistry, sa.and_(
+            ModelRegistry.symbol == ModelManifest.symbol, ModelRegistry.model_type == ModelManifest.model_type,
+            ModelRegistry.version == ModelManifest.version)).where(
+            ModelManifest.symbol == symbol, ModelManifest.as_of == rec.latest_as_of,
+            ModelRegistry.origin == Origin.RETRAIN)
             .order_by(ModelManifest.model_type, ModelManifest.version))
         rec.comparisons = rows(sa.select(ModelComparison).where(
             ModelComparison.symbol == symbol, ModelComparison.as_of == rec.latest_as_of)

@@ -26,14 +26,16 @@ from pydantic import BaseModel
 from brain_tasks.brain import dashboard_views as dv
 from brain_tasks.brain import registry, store
 from brain_tasks.brain.registry import finite
-from brain_tasks.ml.metrics import bars_per_year, strategy_metrics
+from brain_tasks.ml.metrics import bars_per_year, loses_to_flat, strategy_metrics
 from brain_tasks.ml.regimes import REGIMES
 from brain_tasks.settings import Settings
 from brain_tasks.timekeeping import now
-from brain_tasks.vocabulary import OPEN, ChampionStatus
+from brain_tasks.vocabulary import LOSES_TO_FLAT, OPEN, ChampionStatus
 
 MAX_POINTS = 2000
-IMPORTANCE_METHODS = ("shap", "permutation", "correlation", "variance")
+# Permutation leads: its out-of-sample drop in R^2 is what a feature is worth for prediction; mean |SHAP|
+# is how much the model leans on it, noise included (docs/statistics.md).
+IMPORTANCE_METHODS = ("permutation", "shap", "correlation", "variance")
 TOP_FEATURES = 15
 PER_PAGE = 50
 QUERY_THREADS = 4
@@ -53,6 +55,7 @@ class OverviewRow:
     champion: str | None = None
     champion_as_of: dt.date | None = None
     champion_since: dt.datetime | None = None
+    champion_verdict: str | None = None     # LOSES_TO_FLAT when its out-of-sample result is worse than flat
     sharpe: float | None = None
     live_sharpe: float | None = None
     total_return: float | None = None
@@ -184,6 +187,7 @@ def overview_rows(engine: sa.Engine, settings: Settings) -> list[OverviewRow]:
             m = wf.get(symbol, {})
             row.sharpe, row.total_return = finite(m.get("sharpe")), finite(m.get("total_return"))
             row.max_drawdown = finite(m.get("max_drawdown"))
+            row.champion_verdict = LOSES_TO_FLAT if loses_to_flat(m) else None
             row.live_sharpe = finite(live.get(symbol, {}).get("sharpe"))
         if symbol in bench:
             _set_benchmark(row, bench[symbol])
@@ -359,8 +363,10 @@ def importance_matrix(rows: list[Any], focus: tuple[str, int] | None) -> dict[st
     methods: dict[tuple[str, int], str] = {}
     for key, per_method in by_version.items():
         method = min(per_method, key=lambda m: (order.get(m, len(order)), m))
-        total = sum(abs(float(r.importance)) for r in per_method[method]) or 1.0
-        shares[key] = {r.feature: abs(float(r.importance)) / total for r in per_method[method]}
+        # A negative permutation drop (shuffling helped) is no importance at all, not a large one.
+        kept = {r.feature: max(0.0, float(r.importance)) for r in per_method[method]}
+        total = sum(kept.values()) or 1.0
+        shares[key] = {f: v / total for f, v in kept.items()}
         methods[key] = method
     if not shares:
         return {"features": [], "versions": [], "z": [], "methods": []}
@@ -407,17 +413,28 @@ def symbol_detail(engine: sa.Engine, settings: Settings, symbol: str) -> dict[st
     if not (versions or runs or findings or drift or last is not None):
         return None
     champion = next((v for v in versions if v.status == ChampionStatus.CHAMPION), None)
+    from brain_tasks.ml.sizing import SIZERS  # here: gymnasium is not worth importing for the overview
+
     comparisons = dv.latest_comparisons(engine, symbol)
+    # The sizer's rows (ppo_sizer and the two rules it is judged against) rank sizing rules of one
+    # version, not models: they are a table of their own.
+    models_compared = [c for c in comparisons if c.model_type not in SIZERS]
+    sizers_compared = [c for c in comparisons if c.model_type in SIZERS]
     focus = champion
     if focus is None and versions:
-        best = next((c for c in comparisons if c.is_best), None)
+        best = next((c for c in models_compared if c.is_best), None)
         focus = next((v for v in versions if best is not None and (v.model_type, v.version) ==
                       (best.model_type, best.version)), versions[-1])
     metrics = dv.version_metrics(engine, symbol)
+    champion_wf = {} if champion is None else metrics.get((champion.model_type, champion.version), {}).get(
+        "walk_forward", {})
     detail: dict[str, Any] = {
         "symbol": symbol,
         "champion": None if champion is None else {"model_type": champion.model_type, "version": champion.version,
-                                                   "as_of": champion.as_of, "since": champion.updated_at},
+                                                   "as_of": champion.as_of, "since": champion.updated_at,
+                                                   "verdict": LOSES_TO_FLAT if loses_to_flat(champion_wf) else None,
+                                                   "sharpe": finite(champion_wf.get("sharpe")),
+                                                   "total_return": finite(champion_wf.get("total_return"))},
         "focus": None if focus is None else {"model_type": focus.model_type, "version": focus.version,
                                              "as_of": focus.as_of, "status": focus.status},
         "last_bar": last, "data_age_seconds": None if last is None else (now() - last).total_seconds(),
@@ -425,8 +442,10 @@ def symbol_detail(engine: sa.Engine, settings: Settings, symbol: str) -> dict[st
                                     "updated_at", "data_start", "data_end", "n_rows")),
                           metrics=metrics.get((v.model_type, v.version), {})) for v in reversed(versions)],
         "events": dv.version_events(engine, symbol),
-        "comparisons": [_dump(c, ("as_of", "model_type", "version", "composite_score", "rank", "is_best", "metrics"))
-                        for c in comparisons],
+        "comparisons": [dict(_dump(c, ("as_of", "model_type", "version", "composite_score", "is_best", "metrics")),
+                             rank=i + 1) for i, c in enumerate(models_compared)],
+        "sizing": [dict(_dump(c, ("as_of", "model_type", "version", "composite_score", "is_best", "metrics")),
+                        rank=i + 1) for i, c in enumerate(sizers_compared)],
         "regime_choice": [_dump(c, ("regime", "model_type", "version", "confidence", "tradeable", "reason", "as_of"))
                           for c in sorted(dv.regime_choices(engine, symbol),
                                           key=lambda c: (REGIMES.index(c.regime) if c.regime in REGIMES else 99))],
@@ -442,11 +461,48 @@ def symbol_detail(engine: sa.Engine, settings: Settings, symbol: str) -> dict[st
     }
     signals = dv.signals_of(engine, symbol)
     detail["signals_table"] = signals is not None
-    detail["signals"] = [dict(r._mapping) for r in signals] if signals is not None else []
+    # The decision context is for the audit, not for reading.
+    detail["signals"] = ([{k: v for k, v in r._mapping.items() if k != "context"} for r in signals]
+                         if signals is not None else [])
+    detail["latest_signal"] = latest_signal_facts(detail["signals"][0] if detail["signals"] else None, settings)
+    detail["audit"] = audit_panel(engine, symbol)
     if focus is not None:
         detail["performance"] = _SERIES.get(f"{focus.oos_sha256}:{settings.timeframe}",
                                             lambda: _series_of(engine, focus.oos_sha256, settings.timeframe))
     return detail
+
+
+def latest_signal_facts(row: dict[str, Any] | None, settings: Settings) -> dict[str, Any] | None:
+    """The newest signal's gates as the symbol page shows them: its distribution status and its model's
+    age against BRAIN_MODEL_MAX_AGE (None before the first signal; `judged` False for rows served
+    before the gates)."""
+    if row is None:
+        return None
+    age = row.get("model_age_seconds")
+    limit = settings.model_max_age
+    version = row.get("version")
+    return {"ts": row.get("ts"), "model": f"{row.get('model_type')} v{version}" if version else row.get("model_type"),
+            "tradeable": bool(row.get("tradeable")), "judged": row.get("in_distribution") is not None,
+            "in_distribution": row.get("in_distribution") is not False,
+            "dissimilarity": row.get("dissimilarity"), "model_age_seconds": age, "max_age_seconds": limit,
+            "expired": bool(limit and age is not None and age > limit)}
+
+
+def audit_panel(engine: sa.Engine, symbol: str) -> dict[str, Any] | None:
+    """The nightly audit of the symbol's served signals: counts and the newest verdicts, mismatches
+    first (None while the `signal_audits` table does not exist)."""
+    from brain_tasks.brain import audits
+
+    if not dv.has_table(engine, "signal_audits"):
+        return None
+    rows = audits.listing(engine, symbol, mismatches=True, limit=20) + audits.listing(engine, symbol, limit=20)
+    seen, shown = set(), []
+    for r in rows:
+        key = (r["ts"], r["model_type"], r["version"])
+        if key not in seen:
+            seen.add(key)
+            shown.append({k: r[k] for k in ("ts", "model_type", "version", "same", "audited_at", "note")})
+    return {**audits.counts(engine, symbol), "rows": shown[:20]}
 
 
 # --- runs and quality ----------------------------------------------------------------------------

@@ -3,7 +3,8 @@ figures are the database's, so every dashboard replica reports the same values).
 
 Names (all gauges; README lists them with their labels):
 brain_symbols, brain_data_age_seconds{symbol}, brain_data_max_age_seconds,
-brain_champion_age_seconds{symbol,model_type,version}, brain_champion_sharpe{symbol,evaluation},
+brain_champion_age_seconds{symbol,model_type,version}, brain_model_max_age_seconds,
+brain_signal_audit_mismatches{symbol}, brain_champion_sharpe{symbol,evaluation},
 brain_champion_total_return{symbol,evaluation}, brain_run_last_duration_seconds{kind},
 brain_run_last_finished_timestamp_seconds{kind}, brain_run_last_failed_symbols{kind},
 brain_run_last_state{kind,state}, brain_run_failures{step}, brain_drift_alarms{symbol},
@@ -21,11 +22,13 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from brain_tasks import timekeeping
+from brain_tasks.brain import audits
 from brain_tasks.brain import dashboard_views as dv
-from brain_tasks.settings import Settings
+from brain_tasks.settings import Settings, is_redis_url
 from brain_tasks.vocabulary import RUN_STATES
 
 METRIC_NAMES = ("brain_symbols", "brain_data_age_seconds", "brain_data_max_age_seconds", "brain_champion_age_seconds",
+                "brain_model_max_age_seconds", "brain_signal_audit_mismatches",
                 "brain_champion_sharpe", "brain_champion_total_return", "brain_run_last_duration_seconds",
                 "brain_run_last_finished_timestamp_seconds", "brain_run_last_failed_symbols", "brain_run_last_state",
                 "brain_run_failures", "brain_drift_alarms", "brain_data_quality_open_findings", "brain_queue_depth")
@@ -44,11 +47,12 @@ def queue_names() -> list[str]:
     return [q.name for q in task_queues]
 
 
-def queue_depths(broker_url: str, queues: Sequence[str]) -> dict[str, int]:
-    """Messages waiting in each queue's Redis lists (reserved, unacked ones are not counted)."""
-    import redis
+def queue_depths(broker_url: str, queues: Sequence[str], master: str | None = None) -> dict[str, int]:
+    """Messages waiting in each queue's Redis lists (reserved, unacked ones are not counted); `master`
+    names the master of a sentinel:// broker URL."""
+    from brain_tasks.settings import redis_client
 
-    client = redis.Redis.from_url(broker_url, socket_timeout=2, socket_connect_timeout=2)
+    client = redis_client(broker_url, master, socket_timeout=2, socket_connect_timeout=2)
     try:
         pipe = client.pipeline(transaction=False)
         keys = {q: [q, *(f"{q}{_PRIORITY_SEP}{p}" for p in _PRIORITY_STEPS)] for q in queues}
@@ -80,7 +84,8 @@ class BrainCollector(Collector):
             "live": lambda: dv.champion_metrics(e, "live"),
             "last_runs": lambda: dv.last_finished_runs(e), "drift": lambda: dv.drift_counts(e),
             "failures": lambda: dv.failed_symbol_runs(e, since=now - FAILURE_WINDOW, limit=100_000),
-            "quality": lambda: dv.open_findings(e)})
+            "quality": lambda: dv.open_findings(e),
+            "audits": lambda: audits.counts_by_symbol(e, now - FAILURE_WINDOW)})
         known = set().union(a["bars"], a["runs"], a["versioned"], a["drift"], a["quality"], a["champions"])
         yield _gauge_value("brain_symbols", "Symbols the Brain knows of", len(known))
         age = _gauge("brain_data_age_seconds", "Seconds since the newest stored candle of the symbol", ["symbol"])
@@ -91,6 +96,13 @@ class BrainCollector(Collector):
         yield _gauge_value("brain_data_max_age_seconds", "Data older than this is stale (BRAIN_MAX_DATA_AGE)",
                            s.max_data_age)
         yield from self._champions(now, a)
+        yield _gauge_value("brain_model_max_age_seconds", "A version older than this at the bar decided has expired "
+                           "(BRAIN_MODEL_MAX_AGE; 0: never)", s.model_max_age)
+        audit = _gauge("brain_signal_audit_mismatches", "Served signals whose decision, made again from the rows "
+                       "as stored now, differs (audits of the last 24 hours)", ["symbol"])
+        for symbol, (_n, bad) in sorted(a["audits"].items()):
+            audit.add_metric([symbol], bad)
+        yield audit
         yield from self._runs(a)
         drift = _gauge("brain_drift_alarms", "Drifted features in the symbol's latest drift analysis", ["symbol"])
         for symbol, (drifted, _n, _as_of) in sorted(a["drift"].items()):
@@ -102,17 +114,20 @@ class BrainCollector(Collector):
             for severity, n in sorted(by_severity.items()):
                 quality.add_metric([symbol, severity], n)
         yield quality
-        if s.broker_url and s.broker_url.startswith(("redis://", "rediss://")):
+        if s.broker_url and is_redis_url(s.broker_url):
             depth = _gauge("brain_queue_depth", "Messages waiting in the broker queue", ["queue"])
-            for queue, n in queue_depths(s.broker_url, queue_names()).items():
+            for queue, n in queue_depths(s.broker_url, queue_names(), s.redis_master).items():
                 depth.add_metric([queue], n)
             yield depth
 
     def _champions(self, now: dt.datetime, a: dict[str, Any]) -> Iterator[GaugeMetricFamily]:
-        age = _gauge("brain_champion_age_seconds", "Seconds since the champion became champion",
-                     ["symbol", "model_type", "version"])
+        # The age serving's expiry judges: from the champion's last training bar to the bar it would decide
+        # now (the symbol's newest stored bar; now when it has none).
+        age = _gauge("brain_champion_age_seconds", "Seconds from the champion's last training bar to the symbol's "
+                     "newest stored bar (expired beyond brain_model_max_age_seconds)", ["symbol", "model_type", "version"])
         for symbol, row in sorted(a["champions"].items()):
-            age.add_metric([symbol, row.model_type, str(row.version)], (now - row.updated_at).total_seconds())
+            latest = a["bars"].get(symbol) or now
+            age.add_metric([symbol, row.model_type, str(row.version)], (latest - row.data_end).total_seconds())
         yield age
         sharpe = _gauge("brain_champion_sharpe", "Champion's annualised Sharpe ratio (walk_forward: out of "
                         "sample; live: since it traded)", ["symbol", "evaluation"])

@@ -24,6 +24,7 @@ from brain_tasks.brain.db import make_engine, redact_url
 from brain_tasks.dashboard import data
 from brain_tasks.dashboard.auth import AuthConfigError, AuthMiddleware, Credentials
 from brain_tasks.dashboard.prometheus import make_registry
+from brain_tasks.dashboard.replay_pages import add_replay_routes
 from brain_tasks.settings import Settings
 
 HERE = Path(__file__).resolve().parent
@@ -52,6 +53,14 @@ def _num(value: Any, digits: int = 2) -> str:
     if isinstance(value, int):
         return str(value)
     return f"{float(value):.{digits}f}"
+
+
+def _pvalue(value: Any) -> str:
+    """p-values span many decades: tiny ones in scientific notation rather than as 0.0000."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "\u2013"
+    v = float(value)
+    return f"{v:.4f}" if v >= 1e-3 or v == 0 else f"{v:.1e}"
 
 
 def _age(seconds: Any) -> str:
@@ -88,7 +97,7 @@ def create_app(settings: Settings, *, insecure_local: bool = False, overview_ttl
                               "Every metric is out of sample (walk-forward folds with an embargo).")
     app.add_middleware(AuthMiddleware, credentials=credentials if credentials.configured else None)
     templates = Jinja2Templates(directory=HERE / "templates")
-    templates.env.filters.update(pct=_pct, num=_num, age=_age, when=_when)
+    templates.env.filters.update(pct=_pct, num=_num, age=_age, when=_when, pvalue=_pvalue)
     templates.env.policies["json.dumps_function"] = _dumps
     templates.env.globals.update(database=redact_url(settings.database_url), version=__version__,
                                  refresh_ms=REFRESH_MS, max_data_age=settings.max_data_age)
@@ -188,6 +197,8 @@ def create_app(settings: Settings, *, insecure_local: bool = False, overview_ttl
                     page: int = Query(1, ge=1), per_page: int = Query(100, ge=1, le=data.MAX_PER_PAGE)) -> JSONResponse:
         """Data-quality findings, open, resolved or all, newest first."""
         return _json(data.quality_page(engine, status=status, symbol=symbol, page=page, per_page=per_page))
+
+    add_replay_routes(app, engine, page, _json)
 
     @app.get("/metrics", tags=["metrics"], response_class=Response)
     def metrics() -> Response:

@@ -27,6 +27,7 @@ autocorrelated returns (PSR > 0.95 12.7% of the time at AR(1) phi 0.3 instead of
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -78,6 +79,16 @@ FLAT_METRICS: dict[str, float] = {
     "total_return": 0.0,
     "psr": 0.5,
 }
+
+
+def loses_to_flat(metrics: Mapping[str, Any]) -> bool:
+    """Whether a strategy's (out-of-sample) metrics are worse than never trading: a negative Sharpe
+    or a negative total return, where flat has 0 and 0.  Missing metrics are not evidence of a loss."""
+    for key in ("sharpe", "total_return"):
+        value = metrics.get(key)
+        if value is not None and math.isfinite(float(value)) and float(value) < FLAT_METRICS[key]:
+            return True
+    return False
 
 
 def bars_per_year(timeframe: str) -> float:
@@ -140,6 +151,20 @@ def _log_equity(r: np.ndarray) -> np.ndarray:
     """log(equity) after each bar, starting at 0; -inf once a bar loses 100% or more."""
     with np.errstate(divide="ignore"):
         return np.concatenate([[0.0], np.cumsum(np.log1p(np.maximum(r, -1.0)))])
+
+
+def paired_returns(a: Any, b: Any, names: tuple[str, str] = ("a", "b")) -> tuple[np.ndarray, np.ndarray]:
+    """Two return series on the same bars, finite on both: Series are joined on their index, arrays
+    must have the same length (`names` say which is which in the error)."""
+    if isinstance(a, pd.Series) and isinstance(b, pd.Series):
+        joined = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner")
+        x, y = joined["a"].to_numpy(dtype="float64"), joined["b"].to_numpy(dtype="float64")
+    else:
+        x, y = np.asarray(a, dtype="float64").ravel(), np.asarray(b, dtype="float64").ravel()
+        if x.size != y.size:
+            raise ValueError(f"{names[0]} has {x.size} returns, {names[1]} {y.size}; pass Series to pair them by index")
+    ok = np.isfinite(x) & np.isfinite(y)
+    return x[ok], y[ok]
 
 
 def max_drawdown(returns: Any) -> float:

@@ -33,7 +33,7 @@ from brain_tasks.ml.importance import (
 )
 from brain_tasks.ml.labels import bar_returns, forward_return
 from brain_tasks.ml.metrics import bars_per_year, evaluate, strategy_returns
-from brain_tasks.ml.models import MODEL_TYPES, SEQUENCE_TYPES, make_trainer
+from brain_tasks.ml.models import DEFAULT_PARAMS, MODEL_TYPES, SEQUENCE_TYPES, make_trainer
 from brain_tasks.ml.regimes import metrics_by_regime, volatility_regimes
 from brain_tasks.ml.validation import SCHEMES, walk_forward_splits
 
@@ -125,9 +125,11 @@ class TrainConfig:
         return cls(**dict(data))
 
     def config_hash(self) -> str:
-        """sha256 hex of the config and the feature-set version."""
+        """sha256 hex of the config, the feature-set version and the models' default params (the config
+        holds only overrides: a change of defaults trains something else, so it must not find the
+        versions trained before it as "inputs unchanged")."""
         payload = json.dumps(
-            {"config": self.to_dict(), "feature_set_version": FEATURE_SET_VERSION},
+            {"config": self.to_dict(), "feature_set_version": FEATURE_SET_VERSION, "model_defaults": DEFAULT_PARAMS},
             sort_keys=True,
             separators=(",", ":"),
             default=str,
@@ -162,6 +164,10 @@ class TrainResult:
     # Process CPU seconds of this call: everything but the importance, and the importance alone.
     train_cpu_s: float = 0.0
     importance_cpu_s: float = 0.0
+    # The out-of-distribution gate's description of the training inputs (``ml.distribution``), or
+    # None when it could not be estimated (``distribution_error`` says why).
+    distribution: dict[str, Any] | None = None
+    distribution_error: str | None = None
 
 
 def dataset_digest(X: pd.DataFrame, y: pd.Series) -> str:
@@ -323,6 +329,7 @@ def train_and_evaluate(
         importance = aggregate_importance(importances)
         importance_cpu += time.process_time() - t0
     names = list(X.columns)
+    distribution, distribution_error = describe_training_inputs(X[names], splits)
     artifact, digest = final.to_bytes(), dataset_digest(X, y)
     train_cpu = time.process_time() - cpu_start - importance_cpu
     return TrainResult(
@@ -343,4 +350,22 @@ def train_and_evaluate(
         folds=folds,
         train_cpu_s=train_cpu,
         importance_cpu_s=importance_cpu,
+        distribution=distribution,
+        distribution_error=distribution_error,
     )
+
+
+def describe_training_inputs(X: pd.DataFrame, splits: list[tuple[np.ndarray, np.ndarray]]
+                             ) -> tuple[dict[str, Any] | None, str | None]:
+    """The gate's description of a version's inputs: fitted on every row (as the final model) and
+    calibrated on the walk-forward test rows of the folds that train on at least half the rows
+    (``ml.distribution.describe_walk_forward``).  A history too short to estimate it gives None and the
+    reason: the version is then served without the gate, and says so."""
+    from brain_tasks.ml.distribution import describe_walk_forward
+
+    try:
+        description = describe_walk_forward(X, splits)
+        json.dumps(description, allow_nan=False)  # stored as strict JSON: a NaN is an estimate that failed
+        return description, None
+    except ValueError as exc:
+        return None, f"no input description: {exc}"

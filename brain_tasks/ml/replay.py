@@ -48,6 +48,7 @@ from brain_tasks.ml.metrics import (
     deflated_sharpe_ratio,
     expected_max_sharpe,
     long_run_covariance,
+    paired_returns,
     positions,
     sharpe_standard_error,
     strategy_metrics,
@@ -290,7 +291,7 @@ def sharpe_difference_test(a: Any, b: Any, periods_per_year: float, lags: int | 
     One series without variance and the other varying (a policy against ``flat``) is not degenerate:
     the constant one's Sharpe has no sampling error, so the test is the other's HAC Sharpe test.
     """
-    x, y = _paired(a, b)
+    x, y = paired_returns(a, b)
     n, ann = len(x), math.sqrt(periods_per_year)
     if n < 3:
         return _exact(0.0, 0.0, n, ann, f"only {n} paired bars: no evidence either way")
@@ -319,17 +320,6 @@ def sharpe_difference_test(a: Any, b: Any, periods_per_year: float, lags: int | 
                             float(2.0 * stats.norm.sf(abs(z))), float(stats.norm.sf(z)), float(stats.norm.cdf(z)),
                             n, int(used), False, "")
 
-
-def _paired(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(a, pd.Series) and isinstance(b, pd.Series):
-        joined = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner")
-        x, y = joined["a"].to_numpy(dtype="float64"), joined["b"].to_numpy(dtype="float64")
-    else:
-        x, y = np.asarray(a, dtype="float64").ravel(), np.asarray(b, dtype="float64").ravel()
-        if x.size != y.size:
-            raise ValueError(f"a has {x.size} returns, b {y.size}; pass Series to pair them by ts")
-    ok = np.isfinite(x) & np.isfinite(y)
-    return x[ok], y[ok]
 
 
 # --- many policies: DSR of the best and PBO -----------------------------------------------------------

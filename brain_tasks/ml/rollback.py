@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from brain_tasks.ml.metrics import long_run_covariance
+from brain_tasks.ml.metrics import long_run_covariance, paired_returns
 from brain_tasks.vocabulary import Action
 
 TEST_METHOD = "paired mean difference, Newey-West HAC (VAR(1)-prewhitened, Andrews bandwidth), one-sided t"
@@ -44,18 +44,6 @@ class Decision:
 
 
 RollbackDecision = Decision  # the name before candidate / champion were separated
-
-
-def _paired(a: Any, b: Any, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(a, pd.Series) and isinstance(b, pd.Series):
-        joined = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner")
-        x, y = joined["a"].to_numpy(dtype="float64"), joined["b"].to_numpy(dtype="float64")
-    else:
-        x, y = np.asarray(a, dtype="float64").ravel(), np.asarray(b, dtype="float64").ravel()
-        if x.size != y.size:
-            raise ValueError(f"{names[0]} has {x.size} returns, {names[1]} {y.size}; pass Series to align by index")
-    ok = np.isfinite(x) & np.isfinite(y)
-    return x[ok], y[ok]
 
 
 def _sharpe(r: np.ndarray) -> float:
@@ -116,7 +104,7 @@ def promotion_decision(
     fewer than ``min_samples`` paired bars.  Series are paired by index, arrays by position.
     """
     _check(alpha, min_samples, margin)
-    cand, champ = _paired(candidate_returns, champion_returns, ("candidate", "champion"))
+    cand, champ = paired_returns(candidate_returns, champion_returns, ("candidate", "champion"))
     test = shortfall_test(cand, champ, margin)
     n, diff = test["n"], test["mean_diff"]
     info = {**test, "alpha": alpha, "min_samples": min_samples, "margin": margin,
@@ -152,7 +140,7 @@ def live_rollback_decision(
     champion's by more than ``margin`` with one-sided p <= ``alpha``.
     """
     _check(alpha, min_samples, margin)
-    champ, prev = _paired(champion_returns, previous_returns, ("champion", "previous"))
+    champ, prev = paired_returns(champion_returns, previous_returns, ("champion", "previous"))
     test = shortfall_test(champ, prev, margin)
     n, diff = test["n"], test["mean_diff"]
     info = {**test, "alpha": alpha, "min_samples": min_samples, "margin": margin,

@@ -104,6 +104,11 @@ class ChainState:
     drift_size: dict[str, float] | None = _recorded()
     n_features: int | None = _recorded()
     importance_movers: list[dict[str, Any]] | None = _recorded()
+    # The audit of the signals served since the last one (`service.audit`): {"audited", "mismatches",
+    # "first_mismatch"}.
+    audit: dict[str, Any] | None = _recorded()
+    # --- replay (service/replay_walk.py): the symbol's walk, or why it was skipped ----------------------
+    replay: dict[str, Any] | None = _recorded()         # n_bars, dsr, pbo, brain's actions, CPU seconds
 
     # --- building ------------------------------------------------------------------------------------
     @classmethod

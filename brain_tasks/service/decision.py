@@ -7,7 +7,8 @@ should have to import another to get it.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -20,6 +21,15 @@ class Signal:
     (version None, prediction None) when no model was chosen for the regime or the data was stale;
     `tradeable` False means "stay flat" and `reason` says why.  `data_age_seconds`: how long ago the
     bar closed when the signal was computed.
+
+    The two gates (each makes a signal not tradeable, and the reason says which):
+    - `in_distribution`: whether the bar's feature row lies inside what the version was trained on
+      (`ml.distribution`); `dissimilarity` is the gate's statistic over its calibrated threshold
+      (above 1 = outside; infinite when no feature could be computed; None when nothing was judged: a
+      flat signal, or a version trained before the gate, which is served without it).
+    - `model_age_seconds`: from the version's last training bar to this bar; beyond
+      BRAIN_MODEL_MAX_AGE the version has expired.
+    `context` is what the nightly audit needs to decide the bar again (not part of the JSON form).
     """
 
     symbol: str
@@ -35,6 +45,14 @@ class Signal:
     reason: str
     data_age_seconds: float
     artifact_sha256: str | None = None
+    in_distribution: bool = True
+    dissimilarity: float | None = None
+    model_age_seconds: float | None = None
+    context: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.__dict__, "ts": self.ts.isoformat()}
+        """JSON-safe: an infinite dissimilarity (no feature computed) is given as null, with
+        `in_distribution` false."""
+        out = {k: v for k, v in self.__dict__.items() if k != "context"}
+        d = self.dissimilarity
+        return {**out, "ts": self.ts.isoformat(), "dissimilarity": d if d is None or math.isfinite(d) else None}

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from celery import Celery
 
 from brain_tasks.brain import runs
-from brain_tasks.settings import Settings
+from brain_tasks.settings import Settings, is_redis_url, redis_client
 
 # kombu's Redis transport: a queue is a list per priority step, delivered-but-unacked messages a hash.
 _PRIORITY_SEP, _PRIORITY_STEPS, _UNACKED = "\x06\x16", (0, 3, 6, 9), "unacked"
@@ -46,10 +46,9 @@ def _attempt_of_message(message: dict[str, Any]) -> str | None:
 
 
 def attempts_in_redis(app: Celery) -> set[str]:
-    """Attempts with a message waiting in a queue or delivered but not acknowledged (Redis broker)."""
-    import redis
-
-    client = redis.Redis.from_url(app.conf.broker_url)
+    """Attempts with a message waiting in a queue or delivered but not acknowledged (Redis broker, or the
+    master its sentinels name)."""
+    client = redis_client(app.conf.broker_url, (app.conf.broker_transport_options or {}).get("master_name"))
     try:
         raw: list[bytes] = []
         for queue in app.conf.task_queues or ():
@@ -88,9 +87,27 @@ def attempts_on_workers(app: Celery, timeout: float = 2.0) -> set[str]:
 def live_attempts(app: Celery) -> set[str]:
     """Every attempt with a live task, as far as the workers and the broker can tell."""
     found = attempts_on_workers(app)
-    if str(app.conf.broker_url).startswith(("redis://", "rediss://")):
+    if is_redis_url(str(app.conf.broker_url)):
         found |= attempts_in_redis(app)
     return found
+
+
+def _replay_days(engine: sa.Engine, head: Any) -> list[dt.date] | None:
+    """A replay attempt's steps' as-of days (its run id is the replay id); None for other kinds."""
+    if head.kind != "replay":
+        return None
+    from brain_tasks.service.replay_run import plan_of
+
+    plan = plan_of(engine, head.run_id)
+    return None if plan is None else [s.as_of for s in plan.steps]
+
+
+def replay_unfinished(engine: sa.Engine, replay_id: str) -> bool:
+    from brain_tasks.brain import replays
+    from brain_tasks.vocabulary import OPEN
+
+    row = replays.get_replay(engine, replay_id)
+    return row is not None and row["state"] in OPEN
 
 
 def reconcile(engine: sa.Engine, settings: Settings, live: Iterable[str] | Callable[[], Iterable[str]],
@@ -129,9 +146,12 @@ def reconcile(engine: sa.Engine, settings: Settings, live: Iterable[str] | Calla
                 note = f"re-driven: stalled at {where}{since} with no live task"
                 if runs.redrive(engine, attempt, row.symbol, deadline, note):
                     send(workflows.redrive_canvas(head.kind, row.symbol, head.as_of, head.models, head.run_id,
-                                                  attempt))
+                                                  attempt, days=_replay_days(engine, head)))
                     done["redriven"].append([attempt, row.symbol])
         summary = runs.close_attempt(engine, attempt)
         if summary is not None:
             done["closed"][attempt] = summary["state"]
+            if head.kind == "replay" and replay_unfinished(engine, head.run_id):
+                # The chord's pooling step died with the fan-out: send it (it is idempotent).
+                send(workflows.replay_pool_sig(head.run_id, attempt))
     return done

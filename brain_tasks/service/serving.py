@@ -179,6 +179,8 @@ class Server:
     - `models` (artifact sha256 -> loaded model) and `sizers` (artifact sha256 -> `ml.sizing.Sizer`):
       never.  An artifact is addressed by its content (sha256 checked on load).  `models` keeps the
       MODEL_CACHE_SIZE most recently used; `sizers` keeps every sizer loaded.
+    - `gates` (description sha256 -> `ml.distribution.Gate`, the version's out-of-distribution gate parsed
+      once): never, for the same reason.
     - `manifests` ((symbol, model type, version) -> manifest): never.  A registered version is not
       rewritten; what changes (champion, regime choices, newest sizer) is read on every call
       (`signals.serving_state`) and only names versions.
@@ -211,6 +213,7 @@ class Server:
         self._engine = weakref.ref(engine)
         self.models: OrderedDict[str, Any] = OrderedDict()
         self.sizers: dict[str, Any] = {}
+        self.gates: dict[str, Any] = {}
         self.manifests: dict[tuple[str, str, int], Any] = {}
         self.markets: OrderedDict[WindowKey, _Window] = OrderedDict()
         self.last_window: dict[tuple[str, str], WindowKey] = {}
@@ -268,6 +271,19 @@ class Server:
             self.sizers[digest] = Sizer.from_bytes(data)
         return self.sizers[digest]
 
+    def gate(self, version: Any) -> Any:
+        """The out-of-distribution gate of a version (`ml.distribution.Gate`), parsed once per
+        description; None for a version trained before the gate existed."""
+        from brain_tasks.ml.distribution import Gate
+
+        digest = getattr(version, "distribution_sha256", None)
+        if digest is None:
+            return None
+        found = self.gates.get(digest)
+        if found is None:
+            found = self.gates.setdefault(digest, Gate.of(registry.distribution(self.engine, digest)))
+        return found
+
     # --- decisions -------------------------------------------------------------------------------
 
     def predict(self, settings: Settings, symbol: str, at: Any = None, *, stamp: dt.datetime | None = None,
@@ -275,7 +291,8 @@ class Server:
         """The decision for `symbol`'s latest closed bar (or the last stored bar at or before `at`).
 
         `stamp` is "now" (tests and the bar-close task pass their own).  With `record`, the signal is
-        written to the signals table (once per bar and model).
+        written to the signals table (once per bar and model), unless it is historical (`historical`):
+        a decision on a past bar was never served, so it is returned and not recorded.
         """
         stamp = stamp or now()
         # One connection for every read and the write: a checkout costs a ping and a release a rollback,
@@ -283,7 +300,7 @@ class Server:
         with self.engine.connect() as conn:
             shared = self._round(conn, settings, [symbol], stamp)
             signal = self._predict(conn, shared, symbol, at)
-            if record:
+            if record and not historical(shared, signal):
                 self._record(conn, [signal], stamp)
         return signal
 
@@ -367,7 +384,7 @@ class Server:
         if inputs is not None and memo is not None and memo[0] == inputs:
             return replace(memo[1], data_age_seconds=age)
         signal, same_rows = self._decide(conn, exchange, symbol, bar, age, anchor, config, champion, choices,
-                                         market, complete, state.sizer)
+                                         market, complete, state.sizer, max_age=settings.model_max_age)
         if inputs is not None and same_rows:
             self.decisions[symbol] = (inputs, signal)
         return signal
@@ -375,16 +392,19 @@ class Server:
     def _decide(self, conn: sa.Connection, exchange: str, symbol: str, bar: dt.datetime, age: float,
                 anchor: Any, config: Any, champion: Any, choices: dict[str, signal_rows.Choice],
                 market: dict[str, pd.DataFrame | None], complete: bool,
-                sizer_version: signal_rows.SizerVersion | None) -> tuple[Signal, bool]:
+                sizer_version: signal_rows.SizerVersion | None, *, max_age: float = 0) -> tuple[Signal, bool]:
         """The decision, and whether it was computed from `market` alone (not from other rows read).
-        `complete`: the market's candles reach back to the anchor's data start."""
+        `complete`: the market's candles reach back to the anchor's data start; `max_age`: the model
+        expiry in seconds (0: none)."""
         from brain_tasks.ml import inference as ml
 
         regime = ml.regime_at(market["candles"], config)
         choice = choices.get(regime) if regime else None
+        context = decision_context(champion, choices, sizer_version, market)
         if choice is not None and (choice.model_type == FLAT or choice.version is None):
             return Signal(symbol, bar, regime, FLAT, None, None, 0, 0.0, choice.confidence, False,
-                          f"flat in regime '{regime}': {choice.reason or 'no model beat doing nothing'}", age), True
+                          f"flat in regime '{regime}': {choice.reason or 'no model beat doing nothing'}", age,
+                          context=context), True
         if choice is not None:
             version = self.manifest(symbol, choice.model_type, int(choice.version), conn)
             tradeable, confidence = bool(choice.tradeable), choice.confidence
@@ -398,7 +418,7 @@ class Server:
                    + (f"no per-regime choice for regime '{regime}'" if regime else "regime unknown (warm-up)"))
         else:
             return Signal(symbol, bar, regime, FLAT, None, None, 0, 0.0, None, False,
-                          f"no model chosen for regime '{regime}' and no champion", age), True
+                          f"no model chosen for regime '{regime}' and no champion", age, context=context), True
 
         vconfig = config if version is anchor else ml.serve_config(version.config)
         model = self.load_model(version.artifact_sha256)
@@ -430,6 +450,26 @@ class Server:
         except DataError as exc:
             raise NoDataError(f"{symbol}: {exc}") from exc
         prediction = ml.predict_last(model, rows_in)
+        from brain_tasks.ml.distribution import assess
+
+        # The two gates: inputs the version never saw, and a version too old for this bar.
+        gate = self.gate(version)
+        verdict = None if gate is None else assess(gate, rows_in.iloc[-1])
+        model_age = (bar - version.data_end).total_seconds()
+        blocked = [verdict.reason()] if verdict is not None and not verdict.in_distribution else []
+        if max_age and model_age > max_age:
+            blocked.append(expiry_reason(version, model_age, max_age))
+        if blocked and tradeable:
+            tradeable, sizer = False, None
+            why = f"not tradeable: {'; '.join(blocked)}; {why}"
+        elif blocked:
+            why = f"{why}; {'; '.join(blocked)}"
+        if model_age < 0:  # a past bar asked of a later version: that version saw this bar in training
+            why += (f"; in sample: {version.model_type} v{version.version} was trained on bars up to "
+                    f"{version.data_end:%Y-%m-%d %H:%M}, after this bar")
+        if gate is None:
+            why += f"; served without the distribution gate ({version.model_type} v{version.version} has no input " \
+                   "description: trained before the gate, or too few rows)"
         position = ml.position_of(prediction, vconfig, tradeable)
         size = float(abs(position))
         if sizer is not None:
@@ -438,8 +478,44 @@ class Server:
             why += f"; sized by {sizer.active} ({sizer.reason})"
         side = {1: "long", -1: "short", 0: "flat"}[position]
         return Signal(symbol, bar, regime, version.model_type, int(version.version), prediction, position,
-                      size, confidence, tradeable, f"{why}; {side}", age,
-                      version.artifact_sha256), same_rows
+                      size, confidence, tradeable, f"{why}; {side}", age, version.artifact_sha256,
+                      in_distribution=True if verdict is None else verdict.in_distribution,
+                      dissimilarity=None if verdict is None else verdict.dissimilarity,
+                      model_age_seconds=model_age, context=context), same_rows
+
+    def decide_again(self, conn: sa.Connection, settings: Settings, row: Mapping[str, Any]) -> Signal:
+        """A served signal's decision computed again from the rows as stored now, with the registry state
+        it was decided with (its `context`: champion, regime choices, sizer; a row served before contexts
+        existed: its own model for its own regime).  For the nightly audit (`service.audit`)."""
+        from brain_tasks.ml import inference as ml
+
+        symbol, bar = row["symbol"], to_utc(row["ts"])
+        ctx = row.get("context") or {}
+        version = None if int(row["version"]) == signal_rows.NO_VERSION else int(row["version"])
+        if "choices" in ctx:
+            ref = ctx.get("champion")
+            champion = None if ref is None else self.manifest(symbol, ref[0], int(ref[1]), conn)
+            choices = {r: signal_rows.Choice(c[0], c[1], c[3], bool(c[2]), None, None) for r, c in ctx["choices"].items()}
+            sizer = None if ctx.get("sizer") is None else signal_rows.SizerVersion(int(ctx["sizer"][0]), ctx["sizer"][1])
+        else:
+            champion = None if version is None else self.manifest(symbol, row["model_type"], version, conn)
+            choices = {} if row["regime"] is None else {row["regime"]: signal_rows.Choice(
+                row["model_type"], version, row["confidence"], bool(row["tradeable"]), None, None)}
+            sizer = None
+        anchor = champion or next((self.manifest(symbol, c.model_type, int(c.version), conn) for c in choices.values()
+                                   if c.model_type != FLAT and c.version is not None), None)
+        if anchor is None:
+            raise NoModelError(f"{symbol}: the signal of {bar:%Y-%m-%d %H:%M} names no version to decide it again")
+        config = ml.serve_config(anchor.config)
+        market, _, complete = self._market(
+            conn, settings.exchange, symbol, config.timeframe, anchor.data_start, bar,
+            ml.required_history(config, sentiment=ml.uses_sentiment(anchor.feature_names)))
+        candles = market["candles"]
+        if candles is None or candles.empty or candles["ts"].iloc[-1].to_pydatetime() != bar:
+            raise NoDataError(f"{symbol}: the bar {bar:%Y-%m-%d %H:%M} is no longer stored")
+        signal, _ = self._decide(conn, settings.exchange, symbol, bar, float(row["data_age_seconds"]), anchor, config,
+                                 champion, choices, market, complete, sizer, max_age=settings.model_max_age)
+        return signal
 
     def _market(self, engine: sa.Connection, exchange: str, symbol: str, timeframe: str, data_start: dt.datetime,
                 bar: dt.datetime, rows: int, shared: Round | None = None
@@ -591,8 +667,98 @@ def _latest_bar(state: signal_rows.ServingState, settings: Settings, symbol: str
     limit = signal_max_age(settings)
     if age > limit:
         raise StaleDataError(f"{symbol}: latest bar {last:%Y-%m-%d %H:%M} closed {age:.0f} s ago "
-                             f"(more than {limit:.0f} s)", symbol=symbol, last_bar=last, age_seconds=age)
+                             f"(more than {limit:.0f} s, BRAIN_SIGNAL_MAX_AGE); collect fresh bars, or to decide "
+                             f"a past bar pass at=..., e.g. predict({symbol!r}, at=\"{last:%Y-%m-%d %H:%M}Z\") "
+                             "(not recorded as served)", symbol=symbol, last_bar=last, age_seconds=age)
     return last
+
+
+def data_age(state: signal_rows.ServingState, settings: Settings, stamp: dt.datetime) -> float | None:
+    """Seconds since the latest stored bar closed (None: no bar): what `_latest_bar` judges stale."""
+    if state.last_bar is None:
+        return None
+    return (stamp - state.last_bar).total_seconds() - timeframe_seconds(settings.timeframe)
+
+
+def historical(shared: Round, signal: Signal) -> bool:
+    """Whether a decision is on a past bar rather than served live: it is not on the symbol's latest
+    closed bar, or that bar is stale.  A live decision asked with `at` (the latest bar's time) is served."""
+    state = shared.states.get(signal.symbol)
+    if state is None or state.last_bar is None or signal.ts != state.last_bar:
+        return True
+    age = data_age(state, shared.settings, shared.stamp)
+    return age is None or age > signal_max_age(shared.settings)
+
+
+def expiry_reason(version: Any, model_age: float, max_age: float) -> str:
+    return (f"model expired: {version.model_type} v{version.version} was trained on bars up to "
+            f"{version.data_end:%Y-%m-%d %H:%M}, {model_age / 86400:.1f} days before this bar "
+            f"(more than BRAIN_MODEL_MAX_AGE = {max_age / 86400:g} days)")
+
+
+# How many of the last candles a signal's context keeps verbatim (the ones a collector may still
+# rewrite: a correction among them is named, bar and field), and the span of each older digest.
+RECENT_KEPT = FRESH_BARS
+CHUNK_BARS = 144
+
+
+def _ns(ts: pd.Series) -> np.ndarray:
+    return np.ascontiguousarray(pd.DatetimeIndex(ts).as_unit("ns").asi8)
+
+
+def _digest_of(ns: np.ndarray, values: np.ndarray) -> str:
+    import hashlib
+
+    h = hashlib.sha256(ns.tobytes())
+    h.update(np.ascontiguousarray(values).tobytes())
+    return h.hexdigest()[:16]
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _iso(ns: int) -> str:
+    return (_EPOCH + dt.timedelta(microseconds=int(ns) // 1000)).isoformat()  # pd.Timestamp costs 30x more
+
+
+def fingerprint(market: Mapping[str, pd.DataFrame | None]) -> dict[str, Any]:
+    """What identifies the rows a decision read, small enough to keep with each signal: for the candles
+    the first bar, the count, a digest per CHUNK_BARS bars and the last RECENT_KEPT bars verbatim; a
+    digest of each other series.  Plain arrays, hashed once: it runs on every new decision."""
+    candles = market.get("candles")
+    out: dict[str, Any] = {}
+    if candles is not None and len(candles):
+        ns = _ns(candles["ts"])
+        values = np.column_stack([candles[c].to_numpy(dtype="float64") for c in CANDLE_FIELDS])
+        cut = max(len(ns) - RECENT_KEPT, 0)
+        out["candles"] = {
+            "first": _iso(ns[0]), "n": int(len(ns)),
+            "chunks": [[_iso(ns[i]), _digest_of(ns[i:min(i + CHUNK_BARS, cut)], values[i:min(i + CHUNK_BARS, cut)])]
+                       for i in range(0, cut, CHUNK_BARS)],
+            "recent": [[_iso(t), *[v if np.isfinite(v) else None for v in row.tolist()]]
+                       for t, row in zip(ns[cut:], values[cut:])]}
+    for kind in _KINDS[1:]:
+        frame = market.get(kind)
+        if frame is not None and len(frame):
+            ns = _ns(frame["ts"])
+            values = frame.drop(columns=["ts"]).select_dtypes("number").to_numpy(dtype="float64", na_value=np.nan)
+            out[kind] = {"first": _iso(ns[0]), "n": int(len(ns)), "digest": _digest_of(ns, values)}
+    return out
+
+
+CANDLE_FIELDS = ("open", "high", "low", "close", "volume")
+
+
+def decision_context(champion: Any, choices: Mapping[str, signal_rows.Choice],
+                     sizer: signal_rows.SizerVersion | None, market: Mapping[str, pd.DataFrame | None]
+                     ) -> dict[str, Any]:
+    """The registry state a decision read and the fingerprint of its rows, kept with the signal so the
+    nightly audit can decide the same bar again with the same versions (`service.audit`)."""
+    return {"champion": None if champion is None else [champion.model_type, int(champion.version)],
+            "choices": {r: [c.model_type, c.version, bool(c.tradeable), registry.finite(c.confidence)]
+                        for r, c in choices.items()},
+            "sizer": None if sizer is None else [int(sizer.version), sizer.artifact_sha256],
+            "rows": fingerprint(market)}
 
 
 def _choices_identity(choices: Mapping[str, signal_rows.Choice]) -> tuple[Any, ...]:
@@ -662,7 +828,11 @@ def to_row(signal: Signal, served_at: dt.datetime, stale: bool = False) -> dict[
             "regime": signal.regime, "prediction": signal.prediction, "position": int(signal.position),
             "size": float(signal.size), "confidence": signal.confidence, "tradeable": bool(signal.tradeable),
             "stale": stale, "reason": signal.reason, "artifact_sha256": signal.artifact_sha256,
-            "data_age_seconds": float(signal.data_age_seconds), "served_at": served_at}
+            "data_age_seconds": float(signal.data_age_seconds), "served_at": served_at,
+            # NULL when nothing was judged (a flat or stale signal, a version without a description).
+            "in_distribution": None if signal.dissimilarity is None else bool(signal.in_distribution),
+            "dissimilarity": signal.dissimilarity,
+            "model_age_seconds": signal.model_age_seconds, "context": signal.context}
 
 
 def from_row(row: dict[str, Any]) -> Signal:
@@ -670,7 +840,9 @@ def from_row(row: dict[str, Any]) -> Signal:
     return Signal(row["symbol"], row["ts"], row["regime"], row["model_type"],
                   None if version == signal_rows.NO_VERSION else version, row["prediction"], int(row["position"]),
                   float(row["size"]), row["confidence"], bool(row["tradeable"]), row["reason"],
-                  float(row["data_age_seconds"]), row["artifact_sha256"])
+                  float(row["data_age_seconds"]), row["artifact_sha256"],
+                  in_distribution=row.get("in_distribution") is not False, dissimilarity=row.get("dissimilarity"),
+                  model_age_seconds=row.get("model_age_seconds"), context=row.get("context"))
 
 
 def latest_signal(engine: sa.Engine, symbol: str) -> Signal | None:

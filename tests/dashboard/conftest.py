@@ -1,5 +1,6 @@
 """A small Brain for the dashboard tests: the report's fixture (champion, rejected versions, candidates,
-drift, findings, a failed run) plus metrics, a champion history and 60 symbols of candles for paging."""
+drift, findings, a failed run) plus metrics, a champion history, 60 symbols of candles for paging and a finished replay
+(tests/replay_rows.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from brain_tasks.brain.tables import Base, Candle, ChampionHistory, ModelComparison, ModelMetric, ModelRegistry
+from brain_tasks.brain.tables import (Base, Candle, ChampionHistory, ModelComparison, ModelMetric, ModelRegistry,
+                                      SignalAudit, SignalRecord)
 from brain_tasks.settings import Settings
+from tests.replay_rows import write_replay
 from tests.test_report import BTC, DAY1, DAY2, ETH, STAMP, build_brain
 
 AUTH, TOKEN = "operator:correct horse", "t0ken-for-tests"
@@ -44,10 +47,25 @@ def build_dashboard_brain(engine: sa.Engine) -> None:
     brain.add(ModelMetric, [dict(symbol=ETH, model_type="xgboost", version=1, evaluation="walk_forward", regime="all",
                                  metric=name, value=value, as_of=DAY2)
                             for name, value in (("sharpe", 0.9), ("total_return", 0.02), ("max_drawdown", -0.05))])
+    # BTC's newest signal was out of distribution, and the nightly audit found one served signal differs.
+    bar = STAMP.replace(minute=0, second=0, microsecond=0)
+    brain.add(SignalRecord, [dict(symbol=BTC, ts=bar, model_type="lightgbm", version=1, regime="high", prediction=0.001,
+                                  position=0, size=0.0, confidence=0.7, tradeable=False, stale=False,
+                                  reason="not tradeable: inputs outside the training distribution (dissimilarity "
+                                         "1.70): vol_z_48 +9.1 sd", artifact_sha256=None, data_age_seconds=3.0,
+                                  served_at=bar, in_distribution=False, dissimilarity=1.7,
+                                  model_age_seconds=90_000.0, context=None)])
+    brain.add(SignalAudit, [dict(symbol=BTC, ts=bar, model_type="lightgbm", version=1, served_at=bar,
+                                 audited_at=STAMP, same=False, differences=[{"field": "prediction", "served": 0.001,
+                                                                             "now": 0.002}],
+                                 corrections=[{"kind": "candles", "ts": bar.isoformat(), "field": "close",
+                                               "served": 1.0, "now": 1.1}],
+                                 note=f"differs: prediction; rows changed since serving: candles {bar.isoformat()} close")])
     now = dt.datetime.now(UTC).replace(second=0, microsecond=0)
     brain.add(Candle, [dict(exchange="binance", symbol=extra_symbol(i), timeframe="5m",
                             ts=now - dt.timedelta(minutes=5 * i), open=1.0, high=1.0, low=1.0, close=1.0, volume=1.0)
                        for i in range(N_EXTRA)])
+    write_replay(engine)
 
 
 @pytest.fixture

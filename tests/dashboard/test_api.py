@@ -15,10 +15,11 @@ from brain_tasks.dashboard import create_app
 from brain_tasks.dashboard.auth import AuthConfigError
 from brain_tasks.settings import Settings
 from tests.dashboard.conftest import AUTH, N_EXTRA, TOKEN, extra_symbol
+from tests.replay_rows import REPLAY_ID
 from tests.test_report import BTC, ETH, SOL
 
 RUN_ID = "daily-2024-03-02-abc"
-PATH_VALUES = {"symbol": BTC, "run_id": RUN_ID}
+PATH_VALUES = {"symbol": BTC, "run_id": RUN_ID, "replay_id": REPLAY_ID}
 BASIC = {"Authorization": "Basic " + base64.b64encode(AUTH.encode()).decode()}
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -40,8 +41,9 @@ def schema_paths(client: TestClient) -> list[str]:
 def test_every_schema_path_answers_with_credentials_and_refuses_without(client: TestClient) -> None:
     paths = schema_paths(client)
     assert {"/api/overview", "/api/symbols", f"/api/symbols/{BTC}", "/api/runs", f"/api/runs/{RUN_ID}",
-            "/api/quality", "/metrics"} <= set(paths)
+            "/api/quality", "/api/replays", f"/api/replays/{REPLAY_ID}", "/metrics"} <= set(paths)
     for path in [*paths, "/openapi.json", "/", f"/symbols/{BTC}", "/runs", f"/runs/{RUN_ID}", "/quality",
+                 "/replays", f"/replays/{REPLAY_ID}", f"/replays/{REPLAY_ID}?symbol={BTC}",
                  "/static/dashboard.css", "/static-vendor/plotly.min.js"]:
         for headers in (BASIC, BEARER):
             assert client.get(path, headers=headers).status_code == 200, path

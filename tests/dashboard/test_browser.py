@@ -91,6 +91,12 @@ def test_symbol_page_draws_its_charts_without_console_errors(browser: object, ba
         assert page.locator("#events tr").count() == 3
         # A feature named like markup is drawn as text, not as markup.
         assert "<b>evil</b>" in page.locator("#chart-drift .xtick text").all_text_contents()
+        # The newest signal's gates and the audit panel.
+        assert "OUT of distribution" in page.locator("#signal-distribution").inner_text()
+        assert "1.70" in page.locator("#signal-distribution").inner_text()
+        assert "model age" in page.locator("#signal-model-age").inner_text()
+        assert "1 differ" in page.locator("#audit-counts").inner_text()
+        assert "close" in page.locator("#audit").inner_text()
         screenshot(page, "symbol")
         assert errors == []
 
@@ -193,3 +199,32 @@ def test_run_progress_updates_itself_while_real_workers_run_it(browser: object, 
     finally:
         dispose_engine(db)
         servers.drop_database(db)
+
+
+def test_replay_page_draws_curves_and_timeline(browser: object, base_url: str) -> None:
+    """The pooled view draws every policy's equity; choosing a symbol in the selector reloads the page
+    for it, with the brain policy's per-regime timeline and its promotion and rollback."""
+    from tests.replay_rows import POLICIES, REPLAY_ID
+
+    with logged_in(browser) as (page, errors):
+        page.goto(f"{base_url}/replays")
+        page.click(f'#replays a[href="/replays/{REPLAY_ID}"]')
+        page.wait_for_selector("body[data-charts-drawn=yes]", timeout=30_000)
+        equity = page.locator("#chart-replay-equity")
+        assert "js-plotly-plot" in equity.get_attribute("class") and equity.locator("svg.main-svg").count() >= 1
+        traces = page.evaluate("document.getElementById('chart-replay-equity').data.map(t => t.name)")
+        assert traces == ["brain", "newest:lightgbm", "newest:xgboost", "best_composite", "buy_and_hold", "flat"]
+        assert len(traces) == len(POLICIES) and page.locator("#chart-replay-timeline").count() == 0
+        screenshot(page, "replay-pooled")
+        page.select_option("#symbol-select", BTC)
+        page.wait_for_url(re.compile(r"symbol=BTC%2FUSDT"))
+        page.wait_for_selector("body[data-charts-drawn=yes]", timeout=30_000)
+        timeline = page.locator("#chart-replay-timeline")
+        assert timeline.locator("svg.main-svg").count() >= 1
+        rows = page.evaluate("[...new Set(document.getElementById('chart-replay-timeline').data.flatMap(t => t.y))]")
+        assert sorted(rows) == sorted(["low", "normal", "high", "extreme", "other bars"])
+        notes = page.locator("#chart-replay-timeline .annotation-text").all_text_contents()
+        assert notes == ["promote", "rollback"]
+        assert page.evaluate("document.getElementById('chart-replay-equity').layout.shapes.length") == 2
+        screenshot(page, "replay-symbol")
+        assert errors == []

@@ -100,3 +100,22 @@ def test_train_and_evaluate_records_what_training_and_importance_cost(eth: pd.Da
     assert without.importance is None and without.importance_cpu_s == 0.0 and without.train_cpu_s > 0
     with_ = train_and_evaluate(eth.iloc[:3000], "baseline", config)
     assert with_.importance is not None and with_.importance_cpu_s > 0 and with_.train_cpu_s > 0
+
+
+@pytest.mark.parametrize("model_type", ["lightgbm", "xgboost"])
+def test_mean_shap_ranks_a_planted_volume_signal_first_with_the_default_params(model_type: str) -> None:
+    """Issue 25, item 10, as found: 20 days of 5m bars whose log volume carries an AR(1) state that
+    moves the next return; the default TrainConfig and model params.  Out-of-sample permutation put a
+    volume feature first in 3 of 4 seeds, but the stored mean |SHAP| in at most 1 of 4: each fold's
+    trees (15 leaves, 100 rows a leaf) leaned on noise (rv_288, ret_96, tod_sin), and the walk-forward
+    Sharpe was negative.  With the held-back defaults both measures find it in at least 3 of 4 seeds
+    (bench/shap_planted.py prints the full table)."""
+    from brain_tasks.ml.pipeline import TrainConfig, train_and_evaluate
+    from tests.planted_volume import PLANTED_FEATURES, planted_volume_candles
+
+    first = {"permutation": 0, "shap": 0}
+    for seed in range(4):
+        imp = train_and_evaluate(planted_volume_candles(5760, seed), model_type, TrainConfig()).importance
+        for method in first:
+            first[method] += imp[imp["method"] == method].iloc[0]["feature"] in PLANTED_FEATURES
+    assert first["permutation"] >= 3 and first["shap"] >= 3, first

@@ -16,7 +16,7 @@ from sklearn.preprocessing import StandardScaler
 from brain_tasks.errors import DataError
 from brain_tasks.ml.importance import compute_importance, rank_changes, top_k
 from brain_tasks.ml.models import TABULAR_TYPES as MODEL_TYPES  # the sequence models: test_deep.py
-from brain_tasks.ml.models import load_model, make_trainer
+from brain_tasks.ml.models import DEFAULT_PARAMS, load_model, make_trainer
 
 
 def _data(n: int = 1500, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
@@ -76,7 +76,7 @@ def test_baseline_predicts_like_the_scikit_learn_pipeline() -> None:
 
 def test_params_override_defaults_and_bad_input_is_refused() -> None:
     t = make_trainer("lightgbm", {"num_boost_round": 7})
-    assert t.params["num_boost_round"] == 7 and t.params["learning_rate"] == 0.05
+    assert t.params["num_boost_round"] == 7 and t.params["learning_rate"] == DEFAULT_PARAMS["lightgbm"]["learning_rate"]
     X, y = _data(1500)
     assert make_trainer("lightgbm", {"num_boost_round": 7}).fit(X, y).model.booster.num_trees() == 7
     with pytest.raises(ValueError):

@@ -26,8 +26,13 @@ CALENDAR_FEATURES = ("tod_sin", "tod_cos", "dow_sin", "dow_cos")
 
 
 def analyse_symbol(engine: sa.Engine, settings: Settings, symbol: str, as_of: dt.date) -> ChainState:
-    """The nightly chain's one working step; skipped while the symbol has no champion."""
-    state = ChainState.start(symbol, as_of)
+    """The nightly chain's one working step: the audit of served signals, then (skipped while the symbol
+    has no champion) live metrics, the live check, drift and importance trends."""
+    from brain_tasks.service.audit import audit_symbol
+
+    # Every signal served since the last audit, decided again from the rows as stored now (whatever the
+    # champion is now: the audit uses the versions each signal was decided with).
+    state = ChainState.start(symbol, as_of).update(audit=audit_symbol(engine, settings, symbol))
     champion = registry.champion(engine, symbol)
     if champion is None:
         return state.update(status=Status.SKIPPED, reason="no champion model yet")

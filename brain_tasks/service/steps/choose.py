@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 from brain_tasks.brain import registry
+from brain_tasks.brain.tables import ModelManifest
 from brain_tasks.service.chain import ChainState
 from brain_tasks.service.steps.reads import run_versions
 from brain_tasks.settings import Settings
 from brain_tasks.vocabulary import Action, ChampionStatus
+
+
+def choose_per_regime(engine: sa.Engine, settings: Settings, versions: list[ModelManifest], n_configs: int,
+                      previous: dict[str, str], oos: Any = None) -> dict[str, dict[str, Any]]:
+    """`ml.regimes.select_per_regime` over `versions`' walk-forward OOS frames, as the chain calls it:
+    every configuration tried for the symbol (`n_configs`) counts in the deflated Sharpe ratio's trials,
+    `previous` (regime -> model) is the incumbent choice kept by hysteresis.  `oos(version)` replaces the
+    stored frame's read (a cache)."""
+    from brain_tasks.ml.metrics import bars_per_year
+    from brain_tasks.ml.regimes import select_per_regime
+
+    read = oos or (lambda v: registry.oos_frame(engine, v.oos_sha256))
+    frames = {v.model_type: read(v) for v in versions}
+    n_trials = None if n_configs <= 1 else n_configs * (len(frames) + 1) * 5
+    return select_per_regime(frames, periods_per_year=bars_per_year(settings.timeframe), n_trials=n_trials,
+                             dsr_level=settings.dsr_level, previous=previous)
 
 
 def select_model(engine: sa.Engine, settings: Settings, state: ChainState) -> ChainState:
@@ -16,9 +35,6 @@ def select_model(engine: sa.Engine, settings: Settings, state: ChainState) -> Ch
     chosen only when its deflated Sharpe ratio over every trial reaches `settings.dsr_level`, else the
     choice is flat (not tradeable, with the reason).  A backfill or an unchanged run leaves the current
     choice alone."""
-    from brain_tasks.ml.metrics import bars_per_year
-    from brain_tasks.ml.regimes import select_per_regime
-
     symbol = state.symbol
     current = registry.regime_choice(engine, symbol)
     if current and min(c["as_of"] for c in current.values()) >= state.as_of:
@@ -30,13 +46,9 @@ def select_model(engine: sa.Engine, settings: Settings, state: ChainState) -> Ch
     rows = {(r.model_type, r.version): r for r in registry.registry_rows(engine, symbol)}
     versions = [v for v in run_versions(engine, state)
                 if rows[(v.model_type, v.version)].status not in (ChampionStatus.REJECTED, ChampionStatus.BACKFILL)]
-    oos = {v.model_type: registry.oos_frame(engine, v.oos_sha256) for v in versions}
     by_type = {v.model_type: v.version for v in versions}
-    # Every configuration tried for the symbol counts as trials of the deflated Sharpe ratio.
     configs = len({m.config_hash for m in registry.manifests(engine, symbol)})
-    n_trials = None if configs <= 1 else configs * (len(oos) + 1) * 5
-    choice = select_per_regime(oos, periods_per_year=bars_per_year(settings.timeframe), n_trials=n_trials,
-                               dsr_level=settings.dsr_level, previous=registry.previous_choice(engine, symbol))
+    choice = choose_per_regime(engine, settings, versions, configs, registry.previous_choice(engine, symbol))
     registry.write_regime_choice(engine, symbol, state.as_of, {
         regime: {**{k: v for k, v in c.items() if k not in ("model",)}, "model_type": c["model"],
                  "version": by_type.get(c["model"])}

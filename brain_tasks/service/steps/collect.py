@@ -24,7 +24,7 @@ from brain_tasks import timekeeping
 from brain_tasks.timekeeping import parse_utc
 from brain_tasks.market.quality import (JUMP_WINDOW, VALIDATORS, Finding, Validated, coverage, find_gaps,
                                         stale_finding, validate_candles)
-from brain_tasks.market.sources import CcxtSource, FreqtradeSource, MarketSource, SyntheticSource
+from brain_tasks.market.sources import CcxtSource, FileSource, FreqtradeSource, MarketSource, SyntheticSource
 from brain_tasks.market.symbols import symbol_label
 from brain_tasks.settings import get_settings
 
@@ -128,8 +128,16 @@ def collect(engine: sa.Engine, source: MarketSource, kind: str, symbol: str, *, 
         if step is not None and start is not None and bounded and (end - start) / step > max_rows:
             raise BadRequest(f"{kind} {symbol} {step_tf}: {int((end - start) / step)} rows from {start} to {end} "
                              f"exceed the limit of {max_rows}; collect a shorter window", check="too_large")
+        # A file is read whole and split here: rows before the resume point that are not stored (older
+        # than the stored history, or in a gap beyond the backfill) are not ingested, and say so.
+        resumed_file = isinstance(source, (FreqtradeSource, FileSource)) and not explicit_since and start is not None
         df = _fetch(source, kind, symbol, timeframe if kind in ("candles", "open_interest") else None,
-                    start, until_ts)
+                    None if resumed_file else start, until_ts)
+        # Funding settlements are stored snapped to their interval (the validator's rule): compare them so.
+        snap = step if kind == "funding" else None
+        skipped = _not_ingested(engine, spec, key, kind, df, start, snap) if resumed_file else []
+        if resumed_file:
+            df = df[~(df["ts"] < start)].reset_index(drop=True)
         if df.empty and spec.bars and step is not None:
             expected = None if start is None else int((end - start) / step)  # bars that could have closed
             if expected is None or (explicit_since and expected >= 1) or (_live(source) and expected >= 2):
@@ -154,7 +162,7 @@ def collect(engine: sa.Engine, source: MarketSource, kind: str, symbol: str, *, 
     stored = (store.upsert(engine, spec.table, clean.assign(**key), conflict="nothing" if defects else "update")
               if len(clean) else 0)
 
-    findings = list(validated.findings)
+    findings = list(validated.findings) + skipped
     if spec.bars and step is not None:
         lo = (start - step) if start is not None else None
         series = _stored_ts(engine, spec, key, lo, until_ts)
@@ -173,6 +181,7 @@ def collect(engine: sa.Engine, source: MarketSource, kind: str, symbol: str, *, 
         "first": _iso(validated.clean["ts"].min()) if len(validated.clean) else None,
         "last": _iso(validated.clean["ts"].max()) if len(validated.clean) else None,
         "findings": dict(Counter(f.check for f in findings)), "recorded": recorded, "resolved": resolved,
+        "not_ingested": sum(int(f.details["rows"]) for f in skipped),
     }
     if defects:
         rows: Counter[str] = Counter()
@@ -183,6 +192,26 @@ def collect(engine: sa.Engine, source: MarketSource, kind: str, symbol: str, *, 
                        f"{summary['rejected']} rejected, {summary['stored']} stored, details in data_quality_logs",
                        summary)
     return summary
+
+
+def _not_ingested(engine: sa.Engine, spec: _Kind, key: dict[str, str], kind: str, df: pd.DataFrame,
+                  start: pd.Timestamp, snap: pd.Timedelta | None = None) -> list[Finding]:
+    """A finding for the rows of a file dated before ``start`` (where the collection resumes) that are not
+    stored: they are left out, and a row left out without a word was how 5 bars of a file vanished."""
+    before = df["ts"][df["ts"] < start]
+    if snap is not None:
+        before = before.dt.round(snap)
+    if before.empty:
+        return []
+    missing = before[~before.isin(_stored_ts(engine, spec, key, before.min(), start))]
+    if missing.empty:
+        return []
+    return [Finding(kind[:16], "not_ingested", "warning", missing.min(), missing.max(), {
+        "rows": int(len(missing)),
+        "message": f"{len(missing)} rows dated before {start.isoformat()}, where this collection resumed after the "
+                   f"stored {kind}, are not stored and were not ingested (older than the stored history, or in a gap "
+                   f"beyond the backfill); collect with an explicit since to load them",
+        "examples": [t.isoformat() for t in missing.head(5)]})]
 
 
 def _closes_before(engine: sa.Engine, source: MarketSource, symbol: str, timeframe: str | None,
@@ -245,30 +274,50 @@ def _resume(engine: sa.Engine, spec: _Kind, source: MarketSource, kind: str, sym
     return start, True
 
 
+INPUTS = ("candles", "funding")  # what a freqtrade data directory holds (it has no open-interest files)
+
+
 def ingest_freqtrade(engine: sa.Engine, path: str | Path, *, symbols: list[str] | None = None, timeframe: str = "5m",
                      exchange: str = "freqtrade", now: Any = None) -> dict[str, Any]:
     """Load a freqtrade directory's candles (``timeframe``) and funding files into the Brain (idempotent).
 
-    One bad pair does not stop the others: its error is in ``failed`` (and in data_quality_logs).
+    Candles and funding are independent inputs: each one present for a pair is ingested (a folder of
+    funding files alone stores funding), and ``skipped`` names an input a pair lacks (no funding is
+    expected of a spot pair).  One bad pair does not stop the others.  ``failed`` holds the inputs that
+    could not be ingested at all (and a requested pair with no file); an input with bad rows stores its
+    good ones, its row counts them in ``rejected`` with the reason in ``errors`` (and data_quality_logs).
+    ``symbols`` are the pairs whose candles were ingested.
     """
     source = FreqtradeSource(path, name=exchange)
-    wanted = list(symbols) if symbols else source.symbols(timeframe)
-    funding = [s for s in source.funding_symbols() if not symbols or s in symbols]
+    present = {"candles": set(source.symbols(timeframe)), "funding": set(source.funding_symbols())}
+    wanted = list(symbols) if symbols else sorted(set().union(*present.values()))
     out: dict[str, Any] = {"source": exchange, "path": str(path), "timeframe": timeframe, "symbols": [],
-                           "candles": {}, "funding": {}, "failed": {}, "stored": 0}
-    for kind, pairs in (("candles", wanted), ("funding", funding)):
-        for symbol in pairs:
+                           "candles": {}, "funding": {}, "skipped": {}, "failed": {}, "stored": 0, "rejected": 0}
+    for symbol in wanted:
+        if not any(symbol in pairs for pairs in present.values()):
+            out["failed"][f"candles:{symbol}"] = f"no {timeframe} candle or funding-rate file for {symbol} under {path}"
+            continue
+        for kind in INPUTS:
+            if symbol not in present[kind]:
+                if kind == "candles" or ":" in symbol:  # a spot pair has no funding to skip
+                    what = f"{timeframe} candle" if kind == "candles" else "funding-rate"
+                    out["skipped"][f"{kind}:{symbol}"] = f"no {what} file for {symbol} under {path}"
+                continue
+            error = None
             try:
                 s = collect(engine, source, kind, symbol, timeframe=timeframe if kind == "candles" else None, now=now)
             except BadBatch as exc:
-                s = exc.summary
-                out["failed"][f"{kind}:{symbol}"] = str(exc)
+                s, error = exc.summary, str(exc)
             except DataError as exc:
                 out["failed"][f"{kind}:{symbol}"] = str(exc)
                 continue
-            out[kind][symbol] = {k: s[k] for k in ("fetched", "stored", "rejected", "first", "last", "findings")}
+            out[kind][symbol] = {k: s.get(k, 0) for k in ("fetched", "stored", "rejected", "not_ingested", "first",
+                                                           "last", "findings")}
+            if error:
+                out[kind][symbol]["error"] = error
             out["stored"] += s["stored"]
-            if kind == "candles" and f"candles:{symbol}" not in out["failed"]:
+            out["rejected"] += s["rejected"]
+            if kind == "candles":
                 out["symbols"].append(symbol)
     return out
 

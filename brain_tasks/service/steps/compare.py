@@ -5,10 +5,25 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from brain_tasks.brain import registry, store
+from brain_tasks.brain.tables import ModelManifest
 from brain_tasks.service.chain import ChainState
 from brain_tasks.service.steps.reads import train_config
+from brain_tasks.service.steps.train import TRAIN_STEP
 from brain_tasks.settings import Settings
 from brain_tasks.vocabulary import Status
+
+
+def rank_versions(engine: sa.Engine, versions: list[ModelManifest]) -> list[tuple[float, ModelManifest, dict]]:
+    """(composite score, version, its walk-forward metrics over all regimes), best first (ties: by model
+    type): the ranking the chain's comparison and a replay's walk both use."""
+    from brain_tasks.ml.metrics import composite_score
+
+    scored = []
+    for v in versions:
+        overall = registry.metrics_of(engine, v.symbol, v.model_type, v.version).get("all", {})
+        scored.append((composite_score(overall), v, overall))
+    scored.sort(key=lambda item: (-item[0], item[1].model_type))
+    return scored
 
 
 def compare_models(engine: sa.Engine, settings: Settings, state: ChainState) -> ChainState:
@@ -17,26 +32,23 @@ def compare_models(engine: sa.Engine, settings: Settings, state: ChainState) -> 
     A stale training makes the chain stale; no version at all fails it.  When every model type came back
     with a version of an earlier day on identical inputs, nothing is new: the chain goes on `unchanged`
     and writes nothing."""
-    from brain_tasks.ml.metrics import bars_per_year, composite_score
+    from brain_tasks.ml.metrics import bars_per_year
     from brain_tasks.ml.regimes import benchmark_metrics
 
     outcomes = list(state.models.values())
     failures = {m.model_type: m.error or Status.FAILED for m in outcomes if not m.ok}
     state = state.update(config_hash=train_config(settings).config_hash(), failed_models=failures)
+    # The chain ends at the training that found it so, not here: its step is what `status` names.
     stale = [m for m in outcomes if m.status == Status.STALE]
     if stale:
-        return state.update(status=Status.STALE, error=stale[0].error)
+        return state.failed(stale[0].step or TRAIN_STEP, stale[0].error or Status.STALE, Status.STALE)
     done = [m for m in outcomes if m.ok]
     if not done:
         errors = "; ".join(f"{m}: {e}" for m, e in failures.items()) or "no model was trained"
-        return state.update(status=Status.FAILED, error=errors)
+        return state.failed(next((m.step for m in outcomes if m.step), TRAIN_STEP), errors)
     symbol, as_of = state.symbol, state.as_of
     versions = [registry.manifest(engine, symbol, m.model_type, int(m.version)) for m in done]
-    scored = []
-    for v in versions:
-        overall = registry.metrics_of(engine, symbol, v.model_type, v.version).get("all", {})
-        scored.append((composite_score(overall), v, overall))
-    scored.sort(key=lambda item: (-item[0], item[1].model_type))
+    scored = rank_versions(engine, versions)
     best = scored[0][1]
     state = state.update(best={"model_type": best.model_type, "version": best.version},
                          ranking=[v.model_type for _, v, _ in scored],

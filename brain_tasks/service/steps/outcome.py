@@ -30,8 +30,9 @@ def start_attempt(engine: sa.Engine, settings: Settings, kind: str, run_id: str,
 def record_outcome(engine: sa.Engine, attempt_id: str, state: ChainState) -> None:
     """The symbol's chain ended as `state`: its row gets the state, the error and the recorded details."""
     final = outcome_state(state.status)
-    runs.record_symbol_state(engine, attempt_id, state.symbol, final,
-                             error=state.error if final == Status.FAILED else None, details=state.details())
+    ended = final in (Status.FAILED, Status.STALE)
+    runs.record_symbol_state(engine, attempt_id, state.symbol, final, error=state.error if ended else None,
+                             details=state.details(), step=state.step if ended else None)
 
 
 def summarize_attempt(engine: sa.Engine, results: Any, run_id: str, attempt_id: str | None) -> dict[str, Any]:

@@ -111,20 +111,38 @@ def _decide(engine: sa.Engine, settings: Settings, state: ChainState, rule: Any)
                                  champion=(current.model_type, current.version) if current else None,
                                  reason=reason, stats=stats or {})
 
+    return decision(*promotion(engine, settings, as_of, candidate, current, rule))
+
+
+def promotion(engine: sa.Engine, settings: Settings, as_of: dt.date, candidate: ModelManifest,
+              current: ModelManifest | None, rule: Any,
+              recent: Any = None) -> tuple[Action, str, dict[str, Any]]:
+    """The retrain's champion decision for `candidate` against `current` (None: no champion yet): action,
+    reason and statistics.  Pure of any write: the chain applies it to the registry, a replay to the
+    champion it holds in memory.  `recent(candidate, champion)` replaces `recent_returns` (a cache)."""
     if current is None:
-        return decision(Action.PROMOTE, f"{label(candidate)} becomes the first champion of {symbol}")
+        return Action.PROMOTE, f"{label(candidate)} becomes the first champion of {candidate.symbol}", {}
     if (current.model_type, current.version) == (candidate.model_type, candidate.version):
-        return decision(Action.KEEP, f"{label(candidate)} is already the champion")
+        return Action.KEEP, f"{label(candidate)} is already the champion", {}
     if as_of < current.as_of:
-        return decision(Action.BACKFILL, f"{label(candidate)} was trained as of {as_of}, before the champion "
-                        f"{label(current)} (as of {current.as_of}): recorded as a backfill, not promoted")
-    cand_r, champ_r = recent_returns(engine, settings, candidate, current)
+        return (Action.BACKFILL, f"{label(candidate)} was trained as of {as_of}, before the champion "
+                f"{label(current)} (as of {current.as_of}): recorded as a backfill, not promoted", {})
+    cand_r, champ_r = (recent or (lambda a, b: recent_returns(engine, settings, a, b)))(candidate, current)
     verdict = rule(cand_r, champ_r, alpha=0.05, min_samples=settings.min_evidence_bars)
     subject = {Action.PROMOTE: f"{label(candidate)} replaces {label(current)}",
                Action.KEEP: f"{label(current)} stays champion over {label(candidate)}",
                Action.INSUFFICIENT_EVIDENCE: f"{label(current)} stays champion; {label(candidate)} is not promoted"}
     action = Action(verdict.action)
-    return decision(action, f"{subject[action]}: {verdict.reason}", store.jsonable(verdict.stats))
+    return action, f"{subject[action]}: {verdict.reason}", store.jsonable(verdict.stats)
+
+
+def live_pair(engine: sa.Engine, settings: Settings, current: ModelManifest, previous: ModelManifest,
+              end: dt.datetime) -> tuple[pd.Series, pd.Series]:
+    """The live check's evidence: the champion's and the previous champion's out-of-time returns on the
+    bars in (the champion's data end, `end`]."""
+    start = current.data_end
+    return (out_of_time_returns(engine, settings, current, start, end),
+            out_of_time_returns(engine, settings, previous, start, end))
 
 
 def live_check(engine: sa.Engine, settings: Settings, symbol: str, as_of: dt.date) -> dict[str, Any]:
@@ -138,9 +156,7 @@ def live_check(engine: sa.Engine, settings: Settings, symbol: str, as_of: dt.dat
     previous = registry.previous_champion(engine, symbol)
     if current is None or previous is None:
         return {"action": Action.NONE, "reason": "no previous champion to compare with"}
-    start, end = current.data_end, day_end(as_of)
-    ours = out_of_time_returns(engine, settings, current, start, end)
-    theirs = out_of_time_returns(engine, settings, previous, start, end)
+    ours, theirs = live_pair(engine, settings, current, previous, day_end(as_of))
     ppy = bars_per_year(settings.timeframe)
     for m, r in ((current, ours), (previous, theirs)):
         if len(r):

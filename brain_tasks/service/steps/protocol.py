@@ -28,7 +28,7 @@ from brain_tasks.brain import registry
 from brain_tasks.brain.locks import claim
 from brain_tasks.brain.tables import ModelManifest
 from brain_tasks.service.chain import ModelOutcome
-from brain_tasks.vocabulary import Status
+from brain_tasks.vocabulary import Origin, Status
 
 
 @dataclass(frozen=True)
@@ -51,13 +51,14 @@ class Fitted:
 
 def train_once(engine: sa.Engine, symbol: str, model_type: str, as_of: dt.date, config_hash: str, *,
                prepare: Callable[[], Inputs | ModelOutcome], fit: Callable[[Inputs], Fitted],
-               after_register: Callable[[int, Fitted], None] | None = None) -> tuple[ModelOutcome, Fitted | None]:
+               after_register: Callable[[int, Fitted], None] | None = None,
+               origin: str = Origin.RETRAIN) -> tuple[ModelOutcome, Fitted | None]:
     """Train (symbol, model type, as-of, config) at most once; returns the outcome and, when this call
     trained, the fitted result.
 
     `prepare` reads the inputs under the claim; it may instead return an outcome that ends the
     training (data too old, say).  `after_register` runs under the claim too (the sizer writes its
-    comparison rows there)."""
+    comparison rows there).  `origin` marks a new version as a retrain's or a replay's (`Origin`)."""
     started = time.perf_counter()
 
     def found(version: ModelManifest, reason: str, **extra: Any) -> tuple[ModelOutcome, None]:
@@ -82,7 +83,7 @@ def train_once(engine: sa.Engine, symbol: str, model_type: str, as_of: dt.date, 
         fitted = fit(inputs)
         version = registry.register_version(engine, symbol, model_type, as_of, config=fitted.config,
                                             config_hash=config_hash, result=fitted.result, code_version=__version__,
-                                            seed=fitted.seed)
+                                            seed=fitted.seed, origin=origin)
         if after_register is not None:
             after_register(version, fitted)
     return ModelOutcome(model_type=model_type, status=Status.OK, version=version, trained=True, reason="trained",

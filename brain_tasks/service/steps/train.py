@@ -15,7 +15,11 @@ from brain_tasks.service.steps.reads import load_market, market_kwargs, train_co
 from brain_tasks.service.steps.protocol import Fitted, Inputs, train_once
 from brain_tasks.settings import Settings
 from brain_tasks.timekeeping import day_end
-from brain_tasks.vocabulary import Status
+from brain_tasks.vocabulary import Origin, Status
+
+
+# The training step's name in a run's record: its task's name without the package (`BrainTask.step_name`).
+TRAIN_STEP = "train_symbol"
 
 
 def stale_reason(settings: Settings, candles: pd.DataFrame, as_of: dt.date) -> str | None:
@@ -30,10 +34,14 @@ def stale_reason(settings: Settings, candles: pd.DataFrame, as_of: dt.date) -> s
 
 
 def train_symbol(engine: sa.Engine, settings: Settings, symbol: str, model_type: str,
-                 as_of: dt.date) -> ModelOutcome:
+                 as_of: dt.date, origin: str = Origin.RETRAIN) -> ModelOutcome:
     """One model type's version for the day, through the training protocol (`steps.protocol`).  Data
     older than `settings.max_data_age` at the as-of day's end is `stale`.  Importance is computed here,
-    out of sample: each fold's model on its own test block."""
+    out of sample: each fold's model on its own test block.
+
+    `origin`: a replay trains with `Origin.REPLAY`, so its new versions stay out of the registry views.
+    A retrain that finds a version a replay trained (the same identity or identical inputs) adopts it:
+    the same training is the same version, and it is the retrain's from then on."""
     from brain_tasks.ml.pipeline import build_dataset, dataset_digest, train_and_evaluate
 
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -48,7 +56,7 @@ def train_symbol(engine: sa.Engine, settings: Settings, symbol: str, model_type:
                                     data_kind="candles", check="stale", day=as_of, details={"error": stale},
                                     severity="warning")
             return ModelOutcome(model_type=model_type, status=Status.STALE, error=stale, config_hash=chash,
-                                seconds=round(time.perf_counter() - started, 4))
+                                step=TRAIN_STEP, seconds=round(time.perf_counter() - started, 4))
         dataset = build_dataset(market["candles"], config, **market_kwargs(market))
         return Inputs(digest=dataset_digest(*dataset[:2]), data=(market, dataset))
 
@@ -58,8 +66,10 @@ def train_symbol(engine: sa.Engine, settings: Settings, symbol: str, model_type:
                                     with_importance=True, dataset=dataset, device=settings.device)
         return Fitted(result=result, config=config.to_dict(), seed=config.seed)
 
-    outcome, fitted = train_once(engine, symbol, model_type, as_of, chash, prepare=prepare, fit=fit)
+    outcome, fitted = train_once(engine, symbol, model_type, as_of, chash, prepare=prepare, fit=fit, origin=origin)
     if fitted is None:
+        if origin == Origin.RETRAIN and outcome.ok and outcome.version is not None:
+            registry.adopt(engine, symbol, model_type, int(outcome.version))
         return outcome
     # CPU seconds: the whole task (reads and writes included), and of it the walk-forward without the
     # importance and the importance alone, so a fan-out can tell what importance costs next to training.
