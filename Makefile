@@ -55,6 +55,13 @@ bench: install servers
 	$(BIN)/python bench/predict.py
 	$(BIN)/python bench/stats.py
 	$(BIN)/python bench/profile_symbol.py
+	$(BIN)/python bench/importance.py
+	$(BIN)/python bench/replay_stats.py
+	$(BIN)/python bench/replay.py
+	$(BIN)/python bench/ood.py
+	$(BIN)/python bench/audit.py
+	$(BIN)/python bench/shap_planted.py
+	$(BIN)/python bench/failover.py
 
 clean:
 	rm -rf .brain brain.db report .pytest_cache

@@ -71,6 +71,7 @@ def test_fanout_of_120_synthetic_symbols(tmp_path, pg_url, redis_url):
     assert rows["model_registry"] == rows["model_manifests"] == rows["rollback_logs"] == N_SYMBOLS
     assert rows["model_comparisons"] == 3 * N_SYMBOLS and rows["regime_choices"] == 5 * N_SYMBOLS
     assert rows["training_runs"] == N_SYMBOLS + 1  # and the attempt's summary row
-    assert rows["model_artifacts"] == 2 * N_SYMBOLS  # each version's model and its out-of-sample predictions
+    # each version's model, its out-of-sample predictions and the description of its inputs (the OOD gate)
+    assert rows["model_artifacts"] == 3 * N_SYMBOLS
     dispose_engine(url)
     servers.drop_database(url)
