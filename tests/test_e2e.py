@@ -59,7 +59,8 @@ def _fresh_brain(pg_url: str) -> str:
 
 def _insert_broken_symbol(url: str) -> None:
     """A symbol whose stored data cannot support training: 60 bars of a frozen price."""
-    ts = pd.date_range("2018-01-29", periods=60, freq="5min", tz="UTC")
+    # Fresh bars (the as-of day's own: stale data would end its chain as `stale`, not `failed`), too few of them.
+    ts = pd.date_range("2018-01-30", periods=60, freq="5min", tz="UTC")
     store.upsert(make_engine(url), "candles", pd.DataFrame({
         "exchange": "freqtrade", "symbol": BROKEN, "timeframe": "5m", "ts": ts,
         "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 0.0}))
