@@ -29,8 +29,10 @@ from brain_tasks.ml.sizing import SIZERS
 from brain_tasks.report import load_symbol, write_report
 from brain_tasks.settings import Settings, from_environ, get_settings
 from brain_tasks.vocabulary import LOSES_TO_FLAT
+from brain_tasks.service.steps import sizer as sizer_step
 from tests.chains import run_chain
 from tests.test_jobs import _load
+from tests.test_sizer_step import trading
 
 DAY = dt.date(2018, 1, 30)
 TOKEN = "t" * 32
@@ -41,13 +43,17 @@ def test_a_losing_champion_is_marked_everywhere_and_sizers_rank_apart(sqlite_url
     engine = make_engine(sqlite_url)
     settings = from_environ({"BRAIN_DATABASE_URL": sqlite_url, "BRAIN_SIZER_TIMESTEPS": "2048"})
     _load(engine, "ETH/BTC")
-    state = run_chain(engine, settings, "ETH/BTC", ["baseline"], DAY, with_sizer=True)
-    assert state.ok and state.sizer is not None and state.sizer.ok, state
+    state = run_chain(engine, settings, "ETH/BTC", ["baseline"], DAY)
+    assert state.ok, state
     champion = registry.champion(engine, "ETH/BTC")
     wf = registry.metrics_of(engine, "ETH/BTC", champion.model_type, champion.version)["all"]
     assert loses_to_flat(wf), wf  # the sample's finding: the champion loses to not trading
     # Nothing that lost to flat trades: every regime's choice is flat.
     assert not any(c["tradeable"] for c in registry.regime_choice(engine, "ETH/BTC").values())
+    # A sizer is trained only where a regime trades (issue 26): an operator's choice to trade the champion
+    # gives the sizer rows whose ranking must stay apart from the models'.
+    state = sizer_step.train_sizer(engine, settings, trading(engine, state))
+    assert state.sizer is not None and state.sizer.ok, state
 
     # `brain-tasks models`
     monkeypatch.setenv("BRAIN_DATABASE_URL", sqlite_url)
