@@ -35,7 +35,7 @@ from brain_tasks.brain.tables import ModelManifest
 from brain_tasks.service.chain import ChainState
 from brain_tasks.service.replay_plan import (BEST_COMPOSITE, BUY_AND_HOLD_POLICY, FLAT_POLICY, NEWEST, ReplayPlan,
                                              Step)
-from brain_tasks.service.steps.choose import choose_per_regime
+from brain_tasks.service.steps.choose import choose_per_regime, selection_candidates
 from brain_tasks.service.steps.compare import rank_versions
 from brain_tasks.service.steps.promote import live_pair, promotion, recent_returns
 from brain_tasks.service.steps.reads import label, load_market, load_version, market_kwargs
@@ -145,7 +145,8 @@ def brain_decisions(walk: Walk, settings: Settings) -> list[StepDecision]:
             elif action in (Action.KEEP, Action.INSUFFICIENT_EVIDENCE) and champion is not None \
                     and _key(champion) != _key(best):
                 rejected = _key(best)
-            candidates = [v for v in versions.values() if _key(v) != rejected]
+            in_use = {**chosen_versions, **({champion.model_type: champion} if champion is not None else {})}
+            candidates = selection_candidates(list(versions.values()), rejected, in_use)
             if candidates:
                 choice = choose_per_regime(walk.engine, settings, candidates, walk.n_configs(k),
                                            {r: c["model"] for r, c in choice.items()}, oos=walk.oos)

@@ -14,6 +14,29 @@ from brain_tasks.settings import Settings
 from brain_tasks.vocabulary import Action, ChampionStatus
 
 
+def selection_candidates(versions: list[ModelManifest], rejected: tuple[str, int] | None,
+                         in_use: dict[str, ModelManifest]) -> list[ModelManifest]:
+    """What the per-regime selection chooses among after a retrain: the run's versions, with the rejected
+    candidate (the champion stayed: the candidate was significantly worse, or there were too few bars to
+    tell) replaced by the version of its model type in use before the run (`in_use`: model type -> the
+    champion, or the version the previous choice traded), or left out when there is none.
+
+    Why a stand-in: leaving the rejected version out took its whole model type out of the selection, so
+    every regime that type traded went flat for the day while the version that earned the choice (often
+    the champion itself) was still there; with daily retrains and one day of new bars the promotion test
+    has too few bars every other day, and a type's regimes blinked flat on those days (the replay's
+    planted market (a) showed it).  `rejected` is (model type, version)."""
+    out = []
+    for v in versions:
+        if rejected is not None and (v.model_type, int(v.version)) == rejected:
+            stand_in = in_use.get(v.model_type)
+            if stand_in is not None and (stand_in.model_type, int(stand_in.version)) != rejected:
+                out.append(stand_in)
+        else:
+            out.append(v)
+    return out
+
+
 def choose_per_regime(engine: sa.Engine, settings: Settings, versions: list[ModelManifest], n_configs: int,
                       previous: dict[str, str], oos: Any = None) -> dict[str, dict[str, Any]]:
     """`ml.regimes.select_per_regime` over `versions`' walk-forward OOS frames, as the chain calls it:
@@ -44,8 +67,17 @@ def select_model(engine: sa.Engine, settings: Settings, state: ChainState) -> Ch
     if not state.ok or state.action in (Action.BACKFILL, Action.UNCHANGED):
         return state
     rows = {(r.model_type, r.version): r for r in registry.registry_rows(engine, symbol)}
-    versions = [v for v in run_versions(engine, state)
-                if rows[(v.model_type, v.version)].status not in (ChampionStatus.REJECTED, ChampionStatus.BACKFILL)]
+    ran = [v for v in run_versions(engine, state) if rows[(v.model_type, v.version)].status != ChampionStatus.BACKFILL]
+    rejected = next(((v.model_type, int(v.version)) for v in ran
+                     if rows[(v.model_type, v.version)].status == ChampionStatus.REJECTED), None)
+    in_use = {c["model_type"]: registry.manifest(engine, symbol, c["model_type"], int(c["version"]))
+              for c in (current or {}).values() if c.get("version") is not None}
+    champion = registry.champion(engine, symbol)
+    if champion is not None:
+        in_use[champion.model_type] = champion
+    versions = selection_candidates(ran, rejected, in_use)
+    if not versions:  # the one version was rejected and no version of its type traded before: nothing to choose
+        return state
     by_type = {v.model_type: v.version for v in versions}
     configs = len({m.config_hash for m in registry.manifests(engine, symbol)})
     choice = choose_per_regime(engine, settings, versions, configs, registry.previous_choice(engine, symbol))
