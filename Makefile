@@ -61,6 +61,7 @@ bench: install servers
 	$(BIN)/python bench/ood.py
 	$(BIN)/python bench/audit.py
 	$(BIN)/python bench/shap_planted.py
+	$(BIN)/python bench/planted_regimes.py
 	$(BIN)/python bench/failover.py
 
 clean:

@@ -51,20 +51,22 @@ def brain(tmp_path):  # noqa: ANN001
     return make_engine(url), from_environ({"BRAIN_DATABASE_URL": url})
 
 
-def test_the_chain_keeps_choosing_the_champions_type_when_its_next_candidate_is_not_promoted(brain):
+@pytest.mark.parametrize("models", [["baseline", "lightgbm"], ["lightgbm"]])
+def test_the_chain_keeps_choosing_the_champions_type_when_its_next_candidate_is_not_promoted(brain, models):
     """Planted market (a)'s generator: lightgbm carries the edge of the 'normal' regime.  Day 1 promotes
     lightgbm v1 and chooses it for 'normal'; day 2's lightgbm v2 has one day of new bars against it, too
     few to judge, so the champion stays and v2 is rejected; the choice for 'normal' is still lightgbm,
-    now the champion's version (before the fix: no lightgbm among the candidates)."""
+    now the champion's version (before the fix: no lightgbm among the candidates, and with lightgbm alone
+    the selection was called with no version at all, which raised)."""
     engine, settings = brain
     symbol = "PLANT/USD"
     frame, _ = planted.model_specific_edges(11, 30)
     store.upsert(engine, "candles", frame.assign(exchange="freqtrade", symbol=symbol, timeframe="5m"))
     day1 = dt.date(2024, 1, 28)
-    first = run_chain(engine, settings, symbol, ["baseline", "lightgbm"], day1)
+    first = run_chain(engine, settings, symbol, models, day1)
     assert first.rollback["action"] == Action.PROMOTE and first.best["model_type"] == "lightgbm", first.rollback
     assert registry.regime_choice(engine, symbol)["normal"]["model_type"] == "lightgbm"
-    second = run_chain(engine, settings, symbol, ["baseline", "lightgbm"], day1 + dt.timedelta(days=1))
+    second = run_chain(engine, settings, symbol, models, day1 + dt.timedelta(days=1))
     assert second.rollback["action"] == Action.INSUFFICIENT_EVIDENCE, second.rollback
     normal = registry.regime_choice(engine, symbol)["normal"]
     assert (normal["model_type"], normal["version"], normal["as_of"]) == ("lightgbm", 1, day1 + dt.timedelta(days=1))
