@@ -38,7 +38,8 @@ from brain_tasks.service.replay_plan import (BEST_COMPOSITE, BUY_AND_HOLD_POLICY
 from brain_tasks.service.steps.choose import choose_per_regime
 from brain_tasks.service.steps.compare import rank_versions
 from brain_tasks.service.steps.promote import live_pair, promotion, recent_returns
-from brain_tasks.service.steps.reads import label, load_market, load_version, market_kwargs
+from brain_tasks.service.steps.reads import (HeldMarket, Reads, dataset_for, label, load_market, load_version,
+                                             market_kwargs)
 from brain_tasks.settings import Settings
 from brain_tasks.timekeeping import timeframe_seconds
 from brain_tasks.vocabulary import Action, Status
@@ -71,6 +72,16 @@ class Walk:
     by_step: dict[int, dict[str, ModelManifest]]   # step -> model type -> the version trained as of its eve
     reused: dict[int, bool]                         # step -> every version came from an earlier day's inputs
     _cache: dict[Any, Any] = field(default_factory=dict)
+    _reads: WalkReads | None = None
+
+    @property
+    def reads(self) -> WalkReads:
+        """The decisions' reads, held for the walk: the bars up to the last step's t_K (each read sliced to
+        its own bounds, so a step never sees a bar at or after its own end), models, OOS frames and
+        training sets by version."""
+        if self._reads is None:
+            self._reads = WalkReads(self.engine, self.settings, self.symbol, max(s.decided for s in self.steps))
+        return self._reads
 
     def cached(self, key: Any, compute: Callable[[], Any]) -> Any:
         if key not in self._cache:
@@ -82,21 +93,68 @@ class Walk:
 
     def recent(self, candidate: ModelManifest, champion: ModelManifest) -> Any:
         return self.cached(("recent", _key(candidate), _key(champion)),
-                           lambda: recent_returns(self.engine, self.settings, candidate, champion))
+                           lambda: recent_returns(self.engine, self.settings, candidate, champion, self.reads))
 
     def live(self, current: ModelManifest, previous: ModelManifest, step: Step) -> Any:
         return self.cached(("live", _key(current), _key(previous), step.index),
-                           lambda: live_pair(self.engine, self.settings, current, previous, step.decided))
+                           lambda: live_pair(self.engine, self.settings, current, previous, step.decided,
+                                             self.reads))
 
     def oos(self, version: ModelManifest) -> pd.DataFrame:
-        return self.cached(("oos", _key(version)), lambda: registry.oos_frame(self.engine, version.oos_sha256))
+        return self.reads.oos(version)
 
     def n_configs(self, k: int) -> int:
         """Configurations tried for the symbol up to this step (the deflated Sharpe ratio's trials, as the
         chain counts them: every manifest of the symbol, here those as of t_k at the latest)."""
         day = self.steps[k - 1].as_of
-        return self.cached(("configs", k), lambda: len({m.config_hash for m in registry.manifests(self.engine, self.symbol)
-                                                        if m.as_of <= day}))
+        every = self.cached("manifests", lambda: registry.manifests(self.engine, self.symbol))
+        return self.cached(("configs", k), lambda: len({m.config_hash for m in every if m.as_of <= day}))
+
+
+class WalkReads(Reads):
+    """`steps.reads.Reads` for one symbol's walk: the market read once and sliced (`HeldMarket`), and each
+    version's model, OOS frame and rebuilt training set (digest checked, as the chain checks it) read
+    once.  Same values as the Brain's reads, without re-reading them for every step and policy."""
+
+    def __init__(self, engine: sa.Engine, settings: Settings, symbol: str, end: Any) -> None:
+        super().__init__(engine, settings)
+        self.symbol, self.end = symbol, end
+        self._held: HeldMarket | None = None
+        self._models: dict[tuple[str, int], Any] = {}
+        self._oos: dict[tuple[str, int], pd.DataFrame] = {}
+        self._datasets: dict[tuple[str, int], tuple[pd.DataFrame, pd.Series]] = {}
+        self._windows: dict[tuple[Any, ...], Any] = {}
+
+    def market(self, symbol: str, start: Any = None, end: Any = None) -> dict[str, pd.DataFrame | None]:
+        if symbol == self.symbol and end is not None and end <= self.end:
+            if self._held is None:
+                self._held = HeldMarket(self.engine, self.settings, symbol, self.end)
+            return self._held.read(self.settings, start, end)
+        return super().market(symbol, start, end)
+
+    def model(self, manifest: ModelManifest) -> Any:
+        if _key(manifest) not in self._models:
+            self._models[_key(manifest)] = super().model(manifest)
+        return self._models[_key(manifest)]
+
+    def oos(self, manifest: ModelManifest) -> pd.DataFrame:
+        if _key(manifest) not in self._oos:
+            self._oos[_key(manifest)] = super().oos(manifest)
+        return self._oos[_key(manifest)]
+
+    def dataset(self, manifest: ModelManifest) -> tuple[pd.DataFrame, pd.Series]:
+        if _key(manifest) not in self._datasets:
+            self._datasets[_key(manifest)] = dataset_for(
+                self.engine, self.settings, manifest,
+                lambda _e, _s, symbol, end=None, start=None: self.market(symbol, start, end))
+        return self._datasets[_key(manifest)]
+
+    def window_dataset(self, symbol: str, config: Any, start: Any, end: Any) -> Any:
+        # The live check's two versions share a config (it is model-type free) and a window: one build.
+        key = (symbol, config, start, end)
+        if key not in self._windows:
+            self._windows[key] = super().window_dataset(symbol, config, start, end)
+        return self._windows[key]
 
 
 def _key(m: ModelManifest) -> tuple[str, int]:
