@@ -21,6 +21,7 @@ rollback_logs or signals.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ import sqlalchemy as sa
 
 from brain_tasks.brain import registry, replays
 from brain_tasks.brain.tables import ModelManifest
+from brain_tasks.errors import DataError
 from brain_tasks.service.chain import ChainState
 from brain_tasks.service.replay_plan import (BEST_COMPOSITE, BUY_AND_HOLD_POLICY, FLAT_POLICY, NEWEST, ReplayPlan,
                                              Step)
@@ -124,6 +126,7 @@ class WalkReads(Reads):
         self._oos: dict[tuple[str, int], pd.DataFrame] = {}
         self._datasets: dict[tuple[str, int], tuple[pd.DataFrame, pd.Series]] = {}
         self._windows: dict[tuple[Any, ...], Any] = {}
+        self._histories: dict[tuple[Any, ...], Any] = {}
 
     def market(self, symbol: str, start: Any = None, end: Any = None) -> dict[str, pd.DataFrame | None]:
         if symbol == self.symbol and end is not None and end <= self.end:
@@ -144,10 +147,41 @@ class WalkReads(Reads):
 
     def dataset(self, manifest: ModelManifest) -> tuple[pd.DataFrame, pd.Series]:
         if _key(manifest) not in self._datasets:
-            self._datasets[_key(manifest)] = dataset_for(
+            self._datasets[_key(manifest)] = self._from_history(manifest) or dataset_for(
                 self.engine, self.settings, manifest,
                 lambda _e, _s, symbol, end=None, start=None: self.market(symbol, start, end))
         return self._datasets[_key(manifest)]
+
+    def _from_history(self, manifest: ModelManifest) -> tuple[pd.DataFrame, pd.Series] | None:
+        """The version's training set as rows of one build over the held bars from its first bar on
+        (`ml.pipeline.dataset_prefix`): every version of the symbol starts at the same stored bar, so
+        one build serves them all.  Taken only when its digest is the manifest's, the same proof the
+        rebuild gives; else None (the rebuild)."""
+        from brain_tasks.ml.features import usable_candles
+        from brain_tasks.ml.pipeline import TrainConfig, build_dataset, dataset_digest, dataset_prefix
+
+        end = manifest.data_end + dt.timedelta(microseconds=1)
+        if manifest.symbol != self.symbol or not end <= self.end:
+            return None
+        config = TrainConfig.from_dict(manifest.config)
+        key = (config, manifest.data_start)
+        if key not in self._histories:
+            market = self.market(manifest.symbol, start=manifest.data_start, end=self.end)
+            try:
+                X, y, _bar = build_dataset(market["candles"], dataclasses.replace(config, min_rows=1),
+                                           **market_kwargs(market))
+            except DataError:
+                self._histories[key] = None
+            else:
+                ts = pd.DatetimeIndex(pd.to_datetime(usable_candles(market["candles"])["ts"], utc=True))
+                self._histories[key] = (X, y, ts)
+        history = self._histories[key]
+        if history is None:
+            return None
+        X, y = dataset_prefix(*history, pd.Timestamp(end), config)
+        if list(X.columns) != list(manifest.feature_names) or dataset_digest(X, y) != manifest.dataset_digest:
+            return None
+        return X, y
 
     def window_dataset(self, symbol: str, config: Any, start: Any, end: Any) -> Any:
         # The live check's two versions share a config (it is model-type free) and a window: one build.
