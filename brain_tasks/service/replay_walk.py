@@ -40,8 +40,7 @@ from brain_tasks.service.replay_plan import (BEST_COMPOSITE, BUY_AND_HOLD_POLICY
 from brain_tasks.service.steps.choose import choose_per_regime
 from brain_tasks.service.steps.compare import rank_versions
 from brain_tasks.service.steps.promote import live_pair, promotion, recent_returns
-from brain_tasks.service.steps.reads import (HeldMarket, Reads, dataset_for, label, load_market, load_version,
-                                             market_kwargs)
+from brain_tasks.service.steps.reads import HeldMarket, Reads, dataset_for, label, load_version, market_kwargs
 from brain_tasks.settings import Settings
 from brain_tasks.timekeeping import timeframe_seconds
 from brain_tasks.vocabulary import Action, Status
@@ -73,16 +72,17 @@ class Walk:
     steps: list[Step]
     by_step: dict[int, dict[str, ModelManifest]]   # step -> model type -> the version trained as of its eve
     reused: dict[int, bool]                         # step -> every version came from an earlier day's inputs
+    end: dt.datetime | None = None                  # the last bar read (the replay's window end); None: t_K
     _cache: dict[Any, Any] = field(default_factory=dict)
     _reads: WalkReads | None = None
 
     @property
     def reads(self) -> WalkReads:
-        """The decisions' reads, held for the walk: the bars up to the last step's t_K (each read sliced to
-        its own bounds, so a step never sees a bar at or after its own end), models, OOS frames and
-        training sets by version."""
+        """The walk's reads, held: the bars up to `end` (each read sliced to its own bounds, so a step
+        never sees a bar at or after its own end), models, OOS frames and training sets by version."""
         if self._reads is None:
-            self._reads = WalkReads(self.engine, self.settings, self.symbol, max(s.decided for s in self.steps))
+            self._reads = WalkReads(self.engine, self.settings, self.symbol,
+                                    self.end or max(s.decided for s in self.steps))
         return self._reads
 
     def cached(self, key: Any, compute: Callable[[], Any]) -> Any:
@@ -126,7 +126,6 @@ class WalkReads(Reads):
         self._oos: dict[tuple[str, int], pd.DataFrame] = {}
         self._datasets: dict[tuple[str, int], tuple[pd.DataFrame, pd.Series]] = {}
         self._windows: dict[tuple[Any, ...], Any] = {}
-        self._histories: dict[tuple[Any, ...], Any] = {}
 
     def market(self, symbol: str, start: Any = None, end: Any = None) -> dict[str, pd.DataFrame | None]:
         if symbol == self.symbol and end is not None and end <= self.end:
@@ -155,37 +154,41 @@ class WalkReads(Reads):
     def _from_history(self, manifest: ModelManifest) -> tuple[pd.DataFrame, pd.Series] | None:
         """The version's training set as rows of one build over the held bars from its first bar on
         (`ml.pipeline.dataset_prefix`): every version of the symbol starts at the same stored bar, so
-        one build serves them all.  Taken only when its digest is the manifest's, the same proof the
-        rebuild gives; else None (the rebuild)."""
+        one build serves them all (and the trading).  Taken only when its digest is the manifest's, the
+        same proof the rebuild gives; else None (the rebuild)."""
         from brain_tasks.ml.features import usable_candles
-        from brain_tasks.ml.pipeline import TrainConfig, build_dataset, dataset_digest, dataset_prefix
+        from brain_tasks.ml.pipeline import TrainConfig, dataset_digest, dataset_prefix
 
         end = manifest.data_end + dt.timedelta(microseconds=1)
         if manifest.symbol != self.symbol or not end <= self.end:
             return None
         config = TrainConfig.from_dict(manifest.config)
-        key = (config, manifest.data_start)
-        if key not in self._histories:
-            market = self.market(manifest.symbol, start=manifest.data_start, end=self.end)
-            try:
-                X, y, _bar = build_dataset(market["candles"], dataclasses.replace(config, min_rows=1),
-                                           **market_kwargs(market))
-            except DataError:
-                self._histories[key] = None
-            else:
-                ts = pd.DatetimeIndex(pd.to_datetime(usable_candles(market["candles"])["ts"], utc=True))
-                self._histories[key] = (X, y, ts)
-        history = self._histories[key]
-        if history is None:
+        built = self.window_dataset(manifest.symbol, dataclasses.replace(config, min_rows=1), manifest.data_start,
+                                    self.end)
+        if built is None:
             return None
-        X, y = dataset_prefix(*history, pd.Timestamp(end), config)
+        key = ("usable", self._start_key(manifest.data_start))
+        if key not in self._windows:
+            candles = self.market(manifest.symbol, start=manifest.data_start, end=self.end)["candles"]
+            self._windows[key] = pd.DatetimeIndex(pd.to_datetime(usable_candles(candles)["ts"], utc=True))
+        X, y = dataset_prefix(built[0], built[1], self._windows[key], pd.Timestamp(end), config)
         if list(X.columns) != list(manifest.feature_names) or dataset_digest(X, y) != manifest.dataset_digest:
             return None
         return X, y
 
+    def _start_key(self, start: Any) -> Any:
+        """A held read's start as the first held bar it keeps: reads from before the first stored bar
+        and from it are the same read."""
+        if self._held is None:
+            self._held = HeldMarket(self.engine, self.settings, self.symbol, self.end)
+        first = self._held.first
+        return first if start is None or pd.Timestamp(start) <= first else pd.Timestamp(start)
+
     def window_dataset(self, symbol: str, config: Any, start: Any, end: Any) -> Any:
-        # The live check's two versions share a config (it is model-type free) and a window: one build.
-        key = (symbol, config, start, end)
+        # One build per (config, window): the live check's two versions share a config (it is model-type
+        # free) and a window; the history every training set is cut from is the one the walk trades.
+        held = symbol == self.symbol and end is not None and end <= self.end
+        key = (symbol, config, self._start_key(start) if held else start, end)
         if key not in self._windows:
             self._windows[key] = super().window_dataset(symbol, config, start, end)
         return self._windows[key]
@@ -312,6 +315,7 @@ class Market:
     threshold: float | None
     _models: dict[tuple[str, int], Any] = field(default_factory=dict)
     _preds: dict[tuple[str, int, int], np.ndarray] = field(default_factory=dict)
+    reads: Reads | None = None  # where models come from (the walk's, which holds the ones it decided with)
 
     def predictions(self, engine: sa.Engine, version: ModelManifest, k: int) -> np.ndarray:
         """`version`'s predictions on the bars of step k (index k - 1 in `step_of_bar`)."""
@@ -319,27 +323,35 @@ class Market:
         if key not in self._preds:
             rows = self.X[self.step_of_bar == k - 1]
             if _key(version) not in self._models:
-                self._models[_key(version)] = load_version(engine, version)
+                self._models[_key(version)] = self.reads.model(version) if self.reads is not None \
+                    else load_version(engine, version)
             pred = self._models[_key(version)].predict(rows.reindex(columns=list(version.feature_names))) \
                 if len(rows) else np.empty(0)
             self._preds[key] = np.asarray(pred, dtype="float64").ravel()
         return self._preds[key]
 
 
-def load_bars(engine: sa.Engine, settings: Settings, plan: ReplayPlan, symbol: str, config: Any) -> Market:
+def load_bars(engine: sa.Engine, settings: Settings, plan: ReplayPlan, symbol: str, config: Any,
+              reads: Reads | None = None) -> Market:
+    """The bars the policies trade, from the Brain or from `reads` (the walk's: the same bars, and the
+    history build its training sets were cut from)."""
     from brain_tasks.ml.pipeline import build_dataset
     from brain_tasks.ml.regimes import volatility_regimes
     from brain_tasks.ml.replay import _step_of_bar  # noqa: PLC2701 - the same assignment of bars to steps
 
-    market = load_market(engine, settings, symbol, end=plan.window_end)
-    X, _y, bar = build_dataset(market["candles"], dataclasses.replace(config, min_rows=1), **market_kwargs(market))
+    reads = reads or Reads(engine, settings)
+    market = reads.market(symbol, end=plan.window_end)
+    config = dataclasses.replace(config, min_rows=1)
+    built = reads.window_dataset(symbol, config, None, plan.window_end)
+    X, _y, bar = built if built is not None else build_dataset(market["candles"], config, **market_kwargs(market))
     steps = plan.steps
     keep = (X.index > pd.Timestamp(steps[0].decided)) & (X.index <= pd.Timestamp(plan.window_end))
     X, bar = X[keep], bar[keep]
     regimes = volatility_regimes(market["candles"], window=config.regime_window, lookback=config.regime_lookback)
     regimes = regimes.reindex(X.index)
     step_of_bar = _step_of_bar(pd.DatetimeIndex(X.index), [s.decided for s in steps])
-    return Market(bar.astype("float64"), regimes, X, step_of_bar, float(config.cost_bps), config.threshold)
+    return Market(bar.astype("float64"), regimes, X, step_of_bar, float(config.cost_bps), config.threshold,
+                  reads=reads)
 
 
 def trade(engine: sa.Engine, market: Market, steps: Sequence[Step], decided: Sequence[StepDecision]) -> pd.DataFrame:
@@ -423,7 +435,7 @@ def walk_symbol(engine: sa.Engine, settings: Settings, plan: ReplayPlan, symbol:
         kept = {k: v for k, v in previous.items() if k != "state"}
         return state.update(replay={**kept, "reused": True, "cpu_s": round(time.process_time() - cpu0, 4),
                                     "train_cpu_s": round(train_cpu, 4)})
-    walk = Walk(engine, settings, symbol, steps, by_step, reused)
+    walk = Walk(engine, settings, symbol, steps, by_step, reused, plan.window_end)
     decided: dict[str, list[StepDecision]] = {}
     for name, overrides in plan.variants:
         decided[name] = brain_decisions(walk, dataclasses.replace(settings, **overrides))
@@ -435,7 +447,7 @@ def walk_symbol(engine: sa.Engine, settings: Settings, plan: ReplayPlan, symbol:
     decide_cpu = time.process_time() - cpu0
 
     config = TrainConfig.from_dict(next(iter(by_step[1].values())).config)
-    market = load_bars(engine, settings, plan, symbol, config)
+    market = load_bars(engine, settings, plan, symbol, config, walk.reads)
     trades = {name: trade(engine, market, steps, d) for name, d in decided.items()}
     ppy = bars_per_year(settings.timeframe)
     table = policy_table(trades, ppy) if len(market.bar) else {"policies": {}, "n_bars": 0, "dsr": None, "pbo": None}

@@ -131,6 +131,7 @@ class HeldMarket:
         self.frames = load_market(engine, settings, symbol, end=end)
         self._ts = {k: pd.DatetimeIndex(pd.to_datetime(f["ts"], utc=True)) for k, f in self.frames.items()
                     if f is not None}
+        self.first = self._ts["candles"][0]
 
     def covers(self, symbol: str, end: dt.datetime | None) -> bool:
         return symbol == self.symbol and end is not None and pd.Timestamp(end) <= self.end
