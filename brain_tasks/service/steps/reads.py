@@ -124,7 +124,8 @@ class HeldMarket:
     """A symbol's market frames read once (`load_market` up to `end`) and sliced in memory like the
     store's reads (`start <= ts < end`), so a walk that asks for many windows reads the Brain once.  A
     slice holds exactly the rows a read with the same bounds returns: no bar at or after a read's `end`
-    reaches it.  A window past the held end, or another symbol, is read from the Brain."""
+    reaches it.  Only windows ending at or before the held end can be served (`replay_walk.WalkReads`
+    reads any other from the Brain)."""
 
     def __init__(self, engine: sa.Engine, settings: Settings, symbol: str, end: dt.datetime) -> None:
         self.symbol, self.end = symbol, pd.Timestamp(end)
@@ -133,12 +134,12 @@ class HeldMarket:
                     if f is not None}
         self.first = self._ts["candles"][0]
 
-    def covers(self, symbol: str, end: dt.datetime | None) -> bool:
-        return symbol == self.symbol and end is not None and pd.Timestamp(end) <= self.end
-
-    def read(self, settings: Settings, start: dt.datetime | None, end: dt.datetime) -> dict[str, pd.DataFrame | None]:
+    def read(self, settings: Settings, start: dt.datetime | None,
+             end: dt.datetime) -> dict[str, pd.DataFrame | None]:
         lo = None if start is None else pd.Timestamp(start)
         hi = pd.Timestamp(end)
+        if hi > self.end:
+            raise ValueError(f"a read up to {hi} from bars held up to {self.end} would miss the bars between")
         out: dict[str, pd.DataFrame | None] = {}
         for key, frame in self.frames.items():
             if frame is None:
