@@ -23,6 +23,7 @@ from brain_tasks.ml import inference as ml
 from brain_tasks.ml.features import make_features
 from brain_tasks.ml.regimes import REGIMES
 from brain_tasks.settings import from_environ
+from brain_tasks.vocabulary import LOSES_TO_FLAT
 from tests.workers import REPO
 
 SYMBOL = "ETH/BTC"
@@ -222,6 +223,32 @@ def test_a_flat_or_untradeable_choice_gives_position_zero_and_says_why(trained):
     assert signal.model_type == "baseline" and signal.prediction is not None
     assert signal.position == 0 and signal.size == 0 and not signal.tradeable and signal.confidence == 0.51
     assert signal.reason.startswith("not tradeable") and "PSR below the bar" in signal.reason
+
+
+def test_a_champion_that_loses_to_flat_is_not_the_fallback(trained):
+    """With no per-regime choice for the bar's regime serving falls back to the champion, but not to one
+    whose walk-forward result loses to flat: the chooser never trades such a model, so it is served flat
+    with the reason (as `BrainClient.current_choice` marks it)."""
+    engine, settings, manifest, candles = trained
+    last = candles[candles.ts < CUT].ts.iloc[-1]
+    assert registry.regime_choice(engine, SYMBOL) == {}  # every regime falls back to the champion
+
+    def overall(sharpe: float, total_return: float) -> None:
+        registry.write_metrics(engine, SYMBOL, "baseline", manifest.version, "walk_forward", AS_OF,
+                               {"all": {"sharpe": sharpe, "total_return": total_return}})
+
+    overall(1.5, 0.04)
+    signal = serving.Server(engine).predict(settings, SYMBOL, at=last, record=False)
+    assert (signal.model_type, signal.version) == ("baseline", manifest.version) and signal.prediction is not None
+    assert "champion baseline" in signal.reason and LOSES_TO_FLAT not in signal.reason
+
+    overall(-2.0, -0.07)  # a new Server: a version's walk-forward verdict is read once per Server
+    signal = serving.Server(engine).predict(settings, SYMBOL, at=last, record=False)
+    assert (signal.model_type, signal.version, signal.position, signal.size) == ("flat", None, 0, 0.0)
+    assert not signal.tradeable and signal.prediction is None
+    assert LOSES_TO_FLAT in signal.reason and "champion baseline v1" in signal.reason
+    assert signal.context["champion"] == ["baseline", manifest.version]
+    assert BrainClient(settings, app=object()).current_choice(SYMBOL)["trade"] is False
 
 
 def test_errors_are_typed(trained):
