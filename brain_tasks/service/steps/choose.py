@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
 
 from brain_tasks.brain import registry
 from brain_tasks.brain.tables import ModelManifest
+from brain_tasks.intake import MODEL_TYPES
 from brain_tasks.service.chain import ChainState
 from brain_tasks.service.steps.reads import label, run_versions
 from brain_tasks.settings import Settings
 from brain_tasks.vocabulary import Action, ChampionStatus
 
 SELECT_STEP = "select_model"
+
+
+def configs_tried(engine: sa.Engine, symbol: str, until: dt.date | None = None) -> int:
+    """The configurations tried for the symbol's candidate models (as of `until` at the latest): the number
+    of distinct config hashes among its versions of a model type the selection chooses among.  The
+    position sizer's versions (`ppo_sizer`) are not candidates, so they are no trials of the deflated
+    Sharpe ratio; counting them would deflate the models for tries that never competed."""
+    return len({m.config_hash for m in registry.manifests(engine, symbol)
+                if m.model_type in MODEL_TYPES and (until is None or m.as_of <= until)})
 
 
 def choose_per_regime(engine: sa.Engine, settings: Settings, versions: list[ModelManifest], n_configs: int,
@@ -54,8 +65,8 @@ def select_model(engine: sa.Engine, settings: Settings, state: ChainState) -> Ch
                 if rows[(v.model_type, v.version)].status not in (ChampionStatus.REJECTED, ChampionStatus.BACKFILL)]
     by_type = {v.model_type: v.version for v in versions}
     if versions:
-        configs = len({m.config_hash for m in registry.manifests(engine, symbol)})
-        choice = choose_per_regime(engine, settings, versions, configs, registry.previous_choice(engine, symbol))
+        choice = choose_per_regime(engine, settings, versions, configs_tried(engine, symbol),
+                                   registry.previous_choice(engine, symbol))
     else:
         # Every candidate was set aside by the champion decision: a decision too, recorded as flat per regime
         # (what the chooser does when nothing beats flat), so serving, status and the next run's hysteresis see it.
