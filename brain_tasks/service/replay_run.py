@@ -24,7 +24,7 @@ from brain_tasks.settings import Settings
 from brain_tasks.timekeeping import timeframe_seconds
 from brain_tasks.vocabulary import OPEN, Origin, Status
 
-KIND = "replay"
+KIND = Origin.REPLAY  # the attempt's kind: the dashboard tells a replay's attempts from the chains' by it
 # What differs from one run of a replay to the next (CPU seconds, whether the walk found its results):
 # kept in the attempt's rows (training_runs), not in the replay's, which a re-run leaves the same.
 RUN_ONLY_KEYS = ("cpu_s", "decide_cpu_s", "train_cpu_s", "reused")
