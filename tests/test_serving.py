@@ -41,14 +41,25 @@ def _store(engine, frame: pd.DataFrame) -> None:
     store.upsert(engine, "candles", frame)
 
 
+def operator_choice(engine, version: int) -> None:  # noqa: ANN001
+    """An operator's choice to trade baseline `version` in every regime (the sample's champion loses to
+    flat, and serving does not fall back to such a champion)."""
+    registry.write_regime_choice(engine, SYMBOL, AS_OF, {
+        r: {"model_type": "baseline", "version": version, "confidence": None, "tradeable": True,
+            "reason": "an operator's choice"} for r in REGIMES})
+
+
 def _train(url: str):
-    """ETH/BTC up to CUT, a baseline version trained as of AS_OF and made champion."""
+    """ETH/BTC up to CUT, a baseline version trained as of AS_OF, made champion and chosen in every regime
+    by an operator: its walk-forward result loses to flat, so as the fallback for a regime without a
+    choice it would be served flat (test_a_champion_that_loses_to_flat_is_not_the_fallback)."""
     engine = make_engine(url)
     settings = from_environ({"BRAIN_DATABASE_URL": url, "BRAIN_SIGNAL_MAX_AGE": str(10**10)})
     candles = _candles()
     _store(engine, candles[candles.ts < CUT])
     out = train.train_symbol(engine, settings, SYMBOL, "baseline", AS_OF)
     registry.pin_champion(engine, SYMBOL, "baseline", out.version, "test")
+    operator_choice(engine, out.version)
     return engine, settings, registry.manifest(engine, SYMBOL, "baseline", out.version), candles
 
 
@@ -231,7 +242,7 @@ def test_a_champion_that_loses_to_flat_is_not_the_fallback(trained):
     with the reason (as `BrainClient.current_choice` marks it)."""
     engine, settings, manifest, candles = trained
     last = candles[candles.ts < CUT].ts.iloc[-1]
-    assert registry.regime_choice(engine, SYMBOL) == {}  # every regime falls back to the champion
+    registry.write_regime_choice(engine, SYMBOL, AS_OF, {})  # no choice: every regime falls back to the champion
 
     def overall(sharpe: float, total_return: float) -> None:
         registry.write_metrics(engine, SYMBOL, "baseline", manifest.version, "walk_forward", AS_OF,
@@ -257,8 +268,9 @@ def test_errors_are_typed(trained):
         serving.predict(engine, settings, "NOPE/BTC")
     with pytest.raises(NoDataError):  # before the model's training data began
         serving.predict(engine, settings, SYMBOL, at=candles.ts.iloc[0] - FIVE_MIN)
-    with pytest.raises(NoDataError, match="warm-up"):
-        serving.predict(engine, settings, SYMBOL, at=candles.ts.iloc[10])
+    # In the warm-up no regime is known yet, so the champion is the fallback; it loses to flat: served flat.
+    warm = serving.predict(engine, settings, SYMBOL, at=candles.ts.iloc[10], record=False)
+    assert (warm.model_type, warm.regime, warm.position) == ("flat", None, 0) and "warm-up" in warm.reason
     other = candles.assign(symbol="LTC/BTC").iloc[:50]
     _store(engine, other)
     with pytest.raises(NoModelError):
