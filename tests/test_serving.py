@@ -19,6 +19,7 @@ from brain_tasks.brain import registry, store
 from brain_tasks.brain import signals as signal_rows
 from brain_tasks.brain.db import make_engine
 from brain_tasks.client import BrainClient, NoDataError, NoModelError, StaleDataError
+from brain_tasks.dashboard.data import overview_rows
 from brain_tasks.ml import inference as ml
 from brain_tasks.ml.features import make_features
 from brain_tasks.ml.regimes import REGIMES
@@ -252,6 +253,7 @@ def test_a_champion_that_loses_to_flat_is_not_the_fallback(trained):
     signal = serving.Server(engine).predict(settings, SYMBOL, at=last, record=False)
     assert (signal.model_type, signal.version) == ("baseline", manifest.version) and signal.prediction is not None
     assert "champion baseline" in signal.reason and LOSES_TO_FLAT not in signal.reason
+    assert [r.tradeable for r in overview_rows(engine, settings)] == ["trades"]  # the dashboard says the same
 
     overall(-2.0, -0.07)  # a new Server: a version's walk-forward verdict is read once per Server
     signal = serving.Server(engine).predict(settings, SYMBOL, at=last, record=False)
@@ -260,6 +262,7 @@ def test_a_champion_that_loses_to_flat_is_not_the_fallback(trained):
     assert LOSES_TO_FLAT in signal.reason and "champion baseline v1" in signal.reason
     assert signal.context["champion"] == ["baseline", manifest.version]
     assert BrainClient(settings, app=object()).current_choice(SYMBOL)["trade"] is False
+    assert [r.tradeable for r in overview_rows(engine, settings)] == ["flat"]
 
 
 def test_errors_are_typed(trained):
