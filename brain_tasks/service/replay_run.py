@@ -24,7 +24,7 @@ from brain_tasks.settings import Settings
 from brain_tasks.timekeeping import timeframe_seconds
 from brain_tasks.vocabulary import OPEN, Origin, Status
 
-KIND = "replay"
+KIND = Origin.REPLAY  # the attempt's kind: the dashboard tells a replay's attempts from the chains' by it
 # What differs from one run of a replay to the next (CPU seconds, whether the walk found its results):
 # kept in the attempt's rows (training_runs), not in the replay's, which a re-run leaves the same.
 RUN_ONLY_KEYS = ("cpu_s", "decide_cpu_s", "train_cpu_s", "reused")
@@ -124,13 +124,18 @@ def pool(engine: sa.Engine, settings: Settings, plan: ReplayPlan, attempt_id: st
     return {"replay_id": plan.replay_id, "state": state, "run": run}
 
 
-def show(engine: sa.Engine, replay_id: str) -> dict[str, Any] | None:
+def show(engine: sa.Engine, replay_id: str, *, symbol: str | None = None,
+         max_decisions: int | None = None) -> dict[str, Any] | None:
     """`brain-tasks replay show --json`: replay_id, state, window, policies (name -> pooled metrics with
     sharpe, total_return, max_drawdown and p_value against brain), pbo, dsr, bars_per_block, per-symbol
-    summaries and decisions (symbol, step, policy, regime, model_type, version, action, reason)."""
+    summaries and decisions (symbol, step, policy, regime, model_type, version, action, reason; one row
+    per regime of each (symbol, step, policy) decision).  Decisions: those of `symbol` only when given,
+    the first `max_decisions` of them (None: all) in (symbol, step, policy) order; `decisions_total` is
+    how many decisions there are and `decisions_truncated` whether some were left out."""
     row = replays.get_replay(engine, replay_id)
     if row is None:
         return None
+    total = replays.decision_count(engine, replay_id, symbol)
     pooled = (row["summary"] or {}).get("pooled") or {}
     pbo = pooled.get("pbo") or {}
     return {"replay_id": replay_id, "state": row["state"], "symbols": row["symbols"], "models": row["models"],
@@ -138,7 +143,9 @@ def show(engine: sa.Engine, replay_id: str) -> dict[str, Any] | None:
             "policies": pooled.get("policies") or {}, "n_bars": pooled.get("n_bars"),
             "pbo": pbo.get("pbo"), "pbo_detail": pbo or None, "dsr": pooled.get("dsr"),
             "per_symbol": (row["summary"] or {}).get("symbols") or {},
-            "decisions": replays.decision_table(engine, replay_id)}
+            "decisions": replays.decision_table(engine, replay_id, symbol, limit=max_decisions),
+            "decisions_total": total, "decisions_symbol": symbol,
+            "decisions_truncated": max_decisions is not None and total > max_decisions}
 
 
 def plan_of(engine: sa.Engine, replay_id: str) -> ReplayPlan | None:
