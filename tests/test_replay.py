@@ -86,6 +86,25 @@ def test_a_replay_twice_gives_the_same_rows_trains_nothing_and_leaves_live_state
                                           "reason"}
 
 
+def test_a_walk_that_gets_no_training_outcome_finds_the_versions_by_identity(market):
+    """The trainings' outcomes travel along each model type's chain; should none arrive, the walk finds
+    every step's version by (symbol, model type, as-of day, config): the same versions, hence the same
+    inputs digest, so the stored decisions and results stand."""
+    from brain_tasks.service.replay_walk import walk_symbol
+
+    engine, settings = market
+    plan, _, _ = run_replay(engine, settings, [SYMBOL], ["baseline"], *WINDOW)
+    rows = _replay_tables(engine)
+    state = walk_symbol(engine, settings, plan, SYMBOL, [])
+    stored = replays.get_replay(engine, plan.replay_id)["summary"]["symbols"][SYMBOL]
+    assert state.ok and state.replay == {k: v for k, v in stored.items() if k != "state"}
+    assert state.replay_run["reused"] and state.replay_run["n_trained"] == 0
+    assert "replay_run" not in state.details()  # what a walk cost is never recorded
+    again = _replay_tables(engine)
+    for table in rows:
+        snapshots.assert_same_database({table: rows[table]}, {table: again[table]})
+
+
 def test_a_retrain_that_reaches_a_replays_training_adopts_the_version(market):
     engine, settings = market
     run_replay(engine, settings, [SYMBOL], ["baseline"], *WINDOW)
