@@ -372,9 +372,21 @@ def trade(engine: sa.Engine, market: Market, steps: Sequence[Step], decided: Seq
 
 # --- one symbol ----------------------------------------------------------------------------------
 
-def _trainings(plan: ReplayPlan, trained: Any) -> dict[tuple[str, str], dict[str, Any]]:
-    items = trained if isinstance(trained, list) else [trained] if isinstance(trained, Mapping) else []
-    return {(str(t.get("model_type")), str(t.get("as_of"))): t for t in items if isinstance(t, Mapping)}
+def _trainings(trained: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """The trainings' outcomes by (model type, as-of day), as the canvas delivers them: the group's list
+    with one list per model type (each training of a model type's chain passes the outcomes before it
+    along), a single model type's list, or one outcome."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def visit(item: Any) -> None:
+        if isinstance(item, Mapping):
+            found[(str(item.get("model_type")), str(item.get("as_of")))] = dict(item)
+        elif isinstance(item, list):
+            for inner in item:
+                visit(inner)
+
+    visit(trained)
+    return found
 
 
 def _inputs_digest(engine: sa.Engine, settings: Settings, plan: ReplayPlan, symbol: str,
@@ -400,7 +412,7 @@ def walk_symbol(engine: sa.Engine, settings: Settings, plan: ReplayPlan, symbol:
 
     cpu0 = time.process_time()
     state = ChainState.start(symbol, plan.end)
-    outcomes = _trainings(plan, trained)
+    outcomes = _trainings(trained)
     steps = plan.steps
     by_step: dict[int, dict[str, ModelManifest]] = {}
     reused: dict[int, bool] = {}
@@ -409,7 +421,11 @@ def walk_symbol(engine: sa.Engine, settings: Settings, plan: ReplayPlan, symbol:
         found = {}
         for m in plan.models:
             o = outcomes.get((m, s.as_of.isoformat()))
-            if o is None:  # the training's result did not reach us (a re-drive): find its version
+            if o is None:
+                # Every training's outcome travels along its model type's chain, so this one's result was
+                # lost (the broker's result store, or a message sent before the chains): the version trained
+                # for exactly this identity is the truth.  (A training that reused an earlier day's version
+                # has no version of its own day; its step then reads as no version.)
                 v = registry.find_version(engine, symbol, m, s.as_of, plan.config_hash)
                 o = {"status": Status.OK, "version": v.version} if v is not None else {"status": Status.FAILED,
                                                                                         "error": "no result"}
@@ -425,7 +441,13 @@ def walk_symbol(engine: sa.Engine, settings: Settings, plan: ReplayPlan, symbol:
         why = "; ".join(errors[:len(plan.models)]) or "no version trained"
         return state.update(status=Status.SKIPPED, reason=f"too little history before t_1 to train on: {why}",
                             replay={"skipped": True, "errors": errors[:5]})
-    train_cpu = sum(float(o.get("cpu_s") or 0.0) for o in outcomes.values() if o.get("trained"))
+    trained_here = [o for o in outcomes.values() if o.get("trained")]
+    train_cpu = sum(float(o.get("cpu_s") or 0.0) for o in trained_here)
+
+    def cost(**more: Any) -> dict[str, Any]:
+        return {"cpu_s": round(time.process_time() - cpu0, 4), "train_cpu_s": round(train_cpu, 4),
+                "n_trained": len(trained_here), **more}
+
     inputs = _inputs_digest(engine, settings, plan, symbol, by_step)
     previous = ((replays.get_replay(engine, plan.replay_id) or {}).get("summary") or {}).get("symbols", {}).get(symbol)
     stored = replays.result_inputs(engine, plan.replay_id, symbol)
@@ -433,8 +455,7 @@ def walk_symbol(engine: sa.Engine, settings: Settings, plan: ReplayPlan, symbol:
             and all(stored[p] == inputs for p in plan.policies):
         # The same versions on the same bars: the stored decisions and results are this walk's.
         kept = {k: v for k, v in previous.items() if k != "state"}
-        return state.update(replay={**kept, "reused": True, "cpu_s": round(time.process_time() - cpu0, 4),
-                                    "train_cpu_s": round(train_cpu, 4)})
+        return state.update(replay=kept, replay_run=cost(reused=True))
     walk = Walk(engine, settings, symbol, steps, by_step, reused, plan.window_end)
     decided: dict[str, list[StepDecision]] = {}
     for name, overrides in plan.variants:
@@ -467,6 +488,5 @@ def walk_symbol(engine: sa.Engine, settings: Settings, plan: ReplayPlan, symbol:
     brain = decided[plan.variants[0][0]]
     summary = {"n_bars": int(table["n_bars"]), "dsr": table.get("dsr"), "pbo": table.get("pbo"),
                "actions": {a: sum(d.action == a for d in brain) for a in sorted({d.action for d in brain})},
-               "decide_cpu_s": round(decide_cpu, 4), "cpu_s": round(time.process_time() - cpu0, 4),
-               "train_cpu_s": round(train_cpu, 4), "errors": errors[:5]}
-    return state.update(replay=summary)
+               "errors": errors[:5]}
+    return state.update(replay=summary, replay_run=cost(decide_cpu_s=round(decide_cpu, 4), reused=False))

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
 
 from brain_tasks.brain import registry
 from brain_tasks.brain.tables import ModelManifest
+from brain_tasks.intake import MODEL_TYPES
 from brain_tasks.service.chain import ChainState
-from brain_tasks.service.steps.reads import run_versions
+from brain_tasks.service.steps.reads import label, run_versions
 from brain_tasks.settings import Settings
 from brain_tasks.vocabulary import Action, ChampionStatus
+
+SELECT_STEP = "select_model"
+
+
+def configs_tried(engine: sa.Engine, symbol: str, until: dt.date | None = None) -> int:
+    """The configurations tried for the symbol's candidate models (as of `until` at the latest): the number
+    of distinct config hashes among its versions of a model type the selection chooses among.  The
+    position sizer's versions (`ppo_sizer`) are not candidates, so they are no trials of the deflated
+    Sharpe ratio; counting them would deflate the models for tries that never competed."""
+    return len({m.config_hash for m in registry.manifests(engine, symbol)
+                if m.model_type in MODEL_TYPES and (until is None or m.as_of <= until)})
 
 
 def choose_per_regime(engine: sa.Engine, settings: Settings, versions: list[ModelManifest], n_configs: int,
@@ -33,7 +46,8 @@ def choose_per_regime(engine: sa.Engine, settings: Settings, versions: list[Mode
 def select_model(engine: sa.Engine, settings: Settings, state: ChainState) -> ChainState:
     """Pick among this run's versions that were not rejected, buy-and-hold and flat: a candidate is
     chosen only when its deflated Sharpe ratio over every trial reaches `settings.dsr_level`, else the
-    choice is flat (not tradeable, with the reason).  A backfill or an unchanged run leaves the current
+    choice is flat (not tradeable, with the reason); when the champion decision set aside every version
+    of the run, every regime's choice is flat with that reason.  A backfill or an unchanged run leaves the current
     choice alone."""
     symbol = state.symbol
     current = registry.regime_choice(engine, symbol)
@@ -43,12 +57,26 @@ def select_model(engine: sa.Engine, settings: Settings, state: ChainState) -> Ch
                             tradeable=sorted(k for k, v in current.items() if v["tradeable"]))
     if not state.ok or state.action in (Action.BACKFILL, Action.UNCHANGED):
         return state
+    run = run_versions(engine, state)
+    if not run:  # no input at all: nothing reached this step to choose among
+        return state.failed(SELECT_STEP, "no version of this run to choose among")
     rows = {(r.model_type, r.version): r for r in registry.registry_rows(engine, symbol)}
-    versions = [v for v in run_versions(engine, state)
+    versions = [v for v in run
                 if rows[(v.model_type, v.version)].status not in (ChampionStatus.REJECTED, ChampionStatus.BACKFILL)]
     by_type = {v.model_type: v.version for v in versions}
-    configs = len({m.config_hash for m in registry.manifests(engine, symbol)})
-    choice = choose_per_regime(engine, settings, versions, configs, registry.previous_choice(engine, symbol))
+    if versions:
+        choice = choose_per_regime(engine, settings, versions, configs_tried(engine, symbol),
+                                   registry.previous_choice(engine, symbol))
+    else:
+        # Every candidate was set aside by the champion decision: a decision too, recorded as flat per regime
+        # (what the chooser does when nothing beats flat), so serving, status and the next run's hysteresis see it.
+        from brain_tasks.ml.regimes import FLAT, SCOPES
+
+        why = ", ".join(f"{label(v)} {rows[(v.model_type, v.version)].status}" for v in run)
+        reason = f"Flat: every version of this run was set aside ({why})" + (
+            f": {state.rollback['reason']}" if state.rollback else ".")
+        choice = {scope: {"model": FLAT, "confidence": None, "tradeable": False, "reason": reason}
+                  for scope in SCOPES}
     registry.write_regime_choice(engine, symbol, state.as_of, {
         regime: {**{k: v for k, v in c.items() if k not in ("model",)}, "model_type": c["model"],
                  "version": by_type.get(c["model"])}
