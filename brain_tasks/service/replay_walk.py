@@ -37,7 +37,7 @@ from brain_tasks.errors import DataError
 from brain_tasks.service.chain import ChainState
 from brain_tasks.service.replay_plan import (BEST_COMPOSITE, BUY_AND_HOLD_POLICY, FLAT_POLICY, NEWEST, ReplayPlan,
                                              Step)
-from brain_tasks.service.steps.choose import choose_per_regime
+from brain_tasks.service.steps.choose import choose_per_regime, configs_tried
 from brain_tasks.service.steps.compare import rank_versions
 from brain_tasks.service.steps.promote import live_pair, promotion, recent_returns
 from brain_tasks.service.steps.reads import HeldMarket, Reads, dataset_for, label, load_version, market_kwargs
@@ -107,10 +107,9 @@ class Walk:
 
     def n_configs(self, k: int) -> int:
         """Configurations tried for the symbol up to this step (the deflated Sharpe ratio's trials, as the
-        chain counts them: every manifest of the symbol, here those as of t_k at the latest)."""
+        chain counts them: `steps.choose.configs_tried`, here as of t_k at the latest)."""
         day = self.steps[k - 1].as_of
-        every = self.cached("manifests", lambda: registry.manifests(self.engine, self.symbol))
-        return self.cached(("configs", k), lambda: len({m.config_hash for m in every if m.as_of <= day}))
+        return self.cached(("configs", k), lambda: configs_tried(self.engine, self.symbol, until=day))
 
 
 class WalkReads(Reads):
