@@ -12,8 +12,9 @@ Printed:
   pool process, the task's own database work included), and the pool processes' CPU seconds;
 - efficiency = compute / (processes x wall) (goal >= 0.9);
 - the decision phase's share of the training: the walks' runtime over the trainings' runtime (goal
-  <= 10%), and the same from CPU seconds recorded by the tasks (the walks' `cpu_s` in training_runs,
-  the trainings' `cpu_s` in their results);
+  <= 10%), and the same from CPU seconds measured by the tasks: the walks' `cpu_s` over the `cpu_s` of
+  every training that trained (each walk sums the outcomes its model types' chains delivered), as the
+  replay's result returns them (`replay_pool`'s `walks`: timings stay out of the Brain's rows);
 - runtime by task name.
 
     python bench/replay.py [--symbols 4] [--steps 5] [--models baseline,lightgbm] [--days 12] [--workers 2]
@@ -73,7 +74,6 @@ def run(n: int, k: int, models: list[str], days: int, workers: int) -> None:
         from celery import group
 
         from brain_tasks.app import app
-        from brain_tasks.brain.db import make_engine
         from brain_tasks.brain.migrate import upgrade
         from brain_tasks.client import BrainClient
         from brain_tasks.settings import from_environ
@@ -88,7 +88,7 @@ def run(n: int, k: int, models: list[str], days: int, workers: int) -> None:
         with worker(env, name="replay", queues="collect,train,analysis", concurrency=workers, log_dir=home) as proc:
             group(app.signature("brain_tasks.ping", args=[i], queue="collect") for i in range(4 * workers)) \
                 .apply_async().get(timeout=300)
-            walls, texts, cpus, handles, loads = [], [], [], [], []
+            walls, texts, cpus, handles, loads, pooled = [], [], [], [], [], []
             for _ in range(2):
                 offset = log.stat().st_size
                 cpu0 = _cpu(proc.pid)
@@ -98,24 +98,19 @@ def run(n: int, k: int, models: list[str], days: int, workers: int) -> None:
                 walls.append(time.perf_counter() - t0)
                 loads.append(os.getloadavg()[0])
                 cpus.append(_cpu(proc.pid) - cpu0)
+                # The enqueued task was replaced by the fan-out; its id now carries replay_pool's result.
+                pooled.append(app.AsyncResult(handle.attempt_id).get(timeout=300))
                 time.sleep(0.5)
                 texts.append(log.read_bytes()[offset:])
                 handles.append(handle)
                 assert status["state"] == "succeeded", status
-        engine = make_engine(url)
-        walk_cpu, train_cpu, reused = [0.0, 0.0], [0.0, 0.0], [0, 0]
-        with engine.connect() as conn:
-            import sqlalchemy as sa
-
-            from brain_tasks.brain.tables import TrainingRun
-
-            for i, handle in enumerate(handles):
-                for row in conn.execute(sa.select(TrainingRun.details).where(
-                        TrainingRun.attempt_id == handle.attempt_id, TrainingRun.symbol != "*")):
-                    info = (row[0] or {}).get("replay") or {}
-                    walk_cpu[i] += float(info.get("cpu_s") or 0.0)
-                    train_cpu[i] += float(info.get("train_cpu_s") or 0.0)
-                    reused[i] += bool(info.get("reused"))
+    walk_cpu, train_cpu, n_trained, reused = [0.0, 0.0], [0.0, 0.0], [0, 0], [0, 0]
+    for i, result in enumerate(pooled):
+        for info in (result.get("walks") or {}).values():
+            walk_cpu[i] += float(info.get("cpu_s") or 0.0)
+            train_cpu[i] += float(info.get("train_cpu_s") or 0.0)
+            n_trained[i] += int(info.get("n_trained") or 0)
+            reused[i] += bool(info.get("reused"))
     first, again = _runtimes(texts[0]), _runtimes(texts[1])
     compute = sum(sum(v) for v in first.values())
     train_rt = sum(first.get("replay_train", []))
@@ -131,8 +126,9 @@ def run(n: int, k: int, models: list[str], days: int, workers: int) -> None:
     print(f"  efficiency (CPU)      {cpus[0] / (workers * walls[0]):8.2f}     = pool CPU / ({workers} x wall) (goal >= 0.9); "
           f"by runtime {compute / (workers * walls[0]):.2f} (runtime includes waiting for a core)")
     print(f"  decision phase (CPU)  {walk_cpu[0]:8.1f} s   = {walk_cpu[0] / max(train_cpu[0], 1e-9):.1%} of the trainings' "
-          f"{train_cpu[0]:.1f} s CPU (goal <= 10%); by runtime {walk_rt:.1f} s = {walk_rt / train_rt:.1%} of {train_rt:.1f} s")
-    print(f"  re-run: {reused[1]} of {n} walks found their results; its walks' CPU {walk_cpu[1]:.2f} s")
+          f"{train_cpu[0]:.1f} s CPU over {n_trained[0]} trainings (goal <= 10%); by runtime {walk_rt:.1f} s = {walk_rt / train_rt:.1%} of {train_rt:.1f} s")
+    print(f"  re-run: {reused[1]} of {n} walks found their results, {n_trained[1]} trainings trained; "
+          f"its walks' CPU {walk_cpu[1]:.2f} s")
     print("  runtime by task (first run):")
     for name, values in sorted(first.items(), key=lambda kv: -sum(kv[1])):
         print(f"    {name:<16} {len(values):5d} tasks {sum(values):8.1f} s  mean {sum(values) / len(values):.3f} s")

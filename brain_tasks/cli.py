@@ -636,6 +636,11 @@ def signals(symbol: str | None, limit: int, show_audit: bool) -> None:
 
 # --- replays -------------------------------------------------------------------------------------
 
+# `replay show --json` lists at most this many decisions unless asked for more: a replay of 1,000
+# symbols x 250 steps x 8 policies holds 2 million, each listed once per regime.
+SHOW_DECISIONS = 500
+
+
 def replay_table(shown: dict[str, Any]) -> str:
     """`replay show`: the pooled policy table (Sharpe with its HAC standard error, total return, max
     drawdown, turnover, time in market, hit ratio, profit factor, p-value of the Sharpe difference against
@@ -694,7 +699,7 @@ def run_replay_command(client: Any, symbols: list[str], models: list[str], start
 
             abandon(client.engine, handle.run_id)
         raise
-    shown = show(client.engine, handle.run_id) or {"replay_id": handle.run_id}
+    shown = show(client.engine, handle.run_id, max_decisions=SHOW_DECISIONS) or {"replay_id": handle.run_id}
     if as_json:
         click.echo(json.dumps({**shown, "attempt_id": handle.attempt_id, "run_state": status["state"]}, default=str))
     else:
@@ -735,17 +740,35 @@ def replay(ctx: click.Context, symbols: str | None, models: str | None, start: s
         raise SystemExit(1)
 
 
+def _decision_cap(_ctx: click.Context, _param: click.Parameter, value: str) -> int | None:
+    """--decisions: a count >= 0, or 'all' (None)."""
+    if value == "all":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise click.BadParameter(f"{value!r}: a whole number >= 0, or all")
+    return n
+
+
 @replay.command("show")
 @click.argument("replay_id")
 @click.option("--json", "as_json", is_flag=True,
-              help="print one JSON object: replay_id, policies (pooled metrics with p_value), pbo, dsr, decisions")
-def replay_show(replay_id: str, as_json: bool) -> None:
-    """A stored replay's policy table, DSR and PBO (with --json: every decision too)."""
+              help="print one JSON object: replay_id, policies (pooled metrics with p_value), pbo, dsr, decisions "
+                   "(with decisions_total and decisions_truncated)")
+@click.option("--decisions", "max_decisions", default=str(SHOW_DECISIONS), show_default=True, callback=_decision_cap,
+              help="with --json: list at most N (symbol, step, policy) decisions, each as one row per regime; "
+                   "'all' for every one, 0 for none")
+@click.option("--symbol", default=None, help="with --json: list only this symbol's decisions")
+def replay_show(replay_id: str, as_json: bool, max_decisions: int | None, symbol: str | None) -> None:
+    """A stored replay's policy table, DSR and PBO (with --json: its decisions too, capped by --decisions)."""
     from brain_tasks.service.replay_run import show
 
     s = get_settings()
     _schema(s)
-    shown = show(_engine(s), replay_id)
+    shown = show(_engine(s), replay_id, symbol=symbol, max_decisions=max_decisions)
     if shown is None:
         raise click.ClickException(f"no replay {replay_id}")
     click.echo(json.dumps(shown, default=str) if as_json else replay_table(shown))

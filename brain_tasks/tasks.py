@@ -358,18 +358,22 @@ def replay(self: BrainTask, symbols: list[str], models: list[str] | None = None,
 
 
 @app.task(name="brain_tasks.replay_train", bind=True, **_limits("train"))
-def replay_train(self: BrainTask, symbol: str, model_type: str, as_of: str, run_id: str | None = None,
-                 attempt_id: str | None = None) -> dict:
-    """One (symbol, step, model type) training of a replay; a failure is a status, never a raise (the
-    walk goes on with the versions it has)."""
+def replay_train(self: BrainTask, earlier: Any, symbol: str, model_type: str, as_of: str, run_id: str | None = None,
+                 attempt_id: str | None = None) -> list[dict]:
+    """One (symbol, step, model type) training of a replay, in its model type's chain
+    (`workflows.replay_symbol_canvas`): `earlier` holds the outcomes of the trainings before it, and it
+    returns them with its own appended.  A failure is a status, never a raise (the walk goes on with
+    the versions it has)."""
     from brain_tasks.service.replay_run import train_for_replay
 
-    def run() -> dict:
-        return train_for_replay(_engine(), get_settings(), symbol, model_type, as_of_date(as_of))
+    before = [o for o in earlier if isinstance(o, dict)] if isinstance(earlier, list) else []
 
-    return self.guard(run, symbol=symbol, attempt_id=attempt_id, finding=("models", _day(as_of)), fail=lambda error: {
-        "model_type": model_type, "as_of": str(as_of), "status": Status.FAILED, "step": self.step_name,
-        "error": error})
+    def run() -> list[dict]:
+        return [*before, train_for_replay(_engine(), get_settings(), symbol, model_type, as_of_date(as_of))]
+
+    return self.guard(run, symbol=symbol, attempt_id=attempt_id, finding=("models", _day(as_of)), fail=lambda error: [
+        *before, {"model_type": model_type, "as_of": str(as_of), "status": Status.FAILED, "step": self.step_name,
+                  "error": error}])
 
 
 @app.task(name="brain_tasks.replay_walk", bind=True, **_limits("train"))

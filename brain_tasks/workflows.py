@@ -66,13 +66,23 @@ def nightly_canvas(symbols: Sequence[str], as_of: dt.date, run_id: str, attempt_
     return chord(header, _sig("summarize_nightly", run_id, as_of.isoformat(), attempt_id=attempt_id))
 
 
+def _replay_trainings(symbol: str, model_type: str, days: Sequence[dt.date], ids: dict[str, str | None]) -> Signature:
+    """One model type's replay trainings, one after the other in as-of order.  In order, so that the
+    version numbers of (symbol, model type) follow the as-of days in every run of the replay, whatever
+    finishes first; each training gets the outcomes before it and returns them with its own (a chain's
+    result is its last task's), so the walk receives every training's outcome."""
+    first, *rest = days
+    return chain(_sig("replay_train", [], symbol, model_type, first.isoformat(), immutable=True, **ids),
+                 *(_sig("replay_train", symbol, model_type, d.isoformat(), **ids) for d in rest))
+
+
 def replay_symbol_canvas(symbol: str, replay_id: str, days: Sequence[dt.date], models: Sequence[str],
                          attempt_id: str | None = None) -> Signature:
-    """A replay's chain for one symbol: every (step, model type) training as of the step's eve, in
-    parallel -> the decision walk over the steps -> record the outcome."""
+    """A replay's chain for one symbol: per model type, its trainings as of each step's eve in as-of
+    order, the model types in parallel -> the decision walk over the steps -> record the outcome."""
     ids = {"run_id": replay_id, "attempt_id": attempt_id}
     return chain(
-        group(_sig("replay_train", symbol, m, d.isoformat(), immutable=True, **ids) for d in days for m in models),
+        group(_replay_trainings(symbol, m, days, ids) for m in models),
         _sig("replay_walk", symbol, replay_id, **ids),
         _sig("record_outcome", symbol, **ids),
     )

@@ -28,8 +28,9 @@ def run_replay(engine: Any, settings: Any, symbols: list[str], models: list[str]
     replay_run.start(engine, settings, plan, attempt_id)
     states, trainings = [], []
     for s in plan.symbols:
-        trained = [_train(engine, settings, s, m, st.as_of) for st in plan.steps for m in plan.models]
-        trainings += trained
+        # As the canvas delivers them: per model type, its trainings' outcomes in as-of order.
+        trained = [[_train(engine, settings, s, m, st.as_of) for st in plan.steps] for m in plan.models]
+        trainings += [o for chain in trained for o in chain]
         state = walk_symbol(engine, settings, plan, s, trained)
         outcome.record_outcome(engine, attempt_id, state)
         states.append(state.to_json())

@@ -383,9 +383,16 @@ class SentinelCluster:
     def node(self, port: int) -> RestartableRedis:
         return next(n for n in self.nodes if n.port == port)
 
-    def kill_master(self) -> RestartableRedis:
-        """SIGKILL the current master (a crash: no clean shutdown, no last replication); return its node."""
-        victim = self.node(self.master_port() or self.nodes[0].port)
+    def kill_master(self, timeout: float = 30.0) -> RestartableRedis:
+        """SIGKILL the current master (a crash: no clean shutdown, no last replication); return its node.
+        The master is the one a majority of the sentinels names: never a guess, since killing the
+        replica instead would leave nobody to promote."""
+        deadline = time.monotonic() + timeout
+        while (port := self.master_port()) is None:
+            if time.monotonic() > deadline:
+                raise ServerError(f"the sentinels did not agree on a master in {timeout:.0f} s")
+            time.sleep(0.1)
+        victim = self.node(port)
         victim.stop(9)
         return victim
 
@@ -404,25 +411,34 @@ class SentinelCluster:
                 raise ServerError(f"no replica promoted {timeout:.0f} s after the master on {old_port} went down")
             time.sleep(0.05)
 
-    def wait_replica(self, port: int, timeout: float = 60.0) -> None:
-        """Wait until the server on `port` replicates the current master, in sync, and a quorum of the
-        sentinels counts it as a healthy replica (so the next failover has someone to promote).  A master
-        that comes back after a failover is converted within about 10 s (the sentinels' INFO period)."""
+    def wait_healthy(self, timeout: float = 90.0) -> int:
+        """Wait until a majority of the sentinels names a master that answers as one, and every other
+        node replicates it, in sync, and counts as a healthy replica for a quorum of the sentinels (so
+        the next failover has someone to promote).  Returns the master's port.
+
+        It does not insist on which node is which: a master that comes back after a failover is
+        converted to a replica within about 10 s (the sentinels' INFO period), but on a loaded machine
+        the sentinels may fail over once more on their own (a master stalled past down-after, e.g.
+        forking for the returning replica's full sync), and that is a healthy cluster too."""
         import redis
 
         deadline = time.monotonic() + timeout
         while True:
-            role = views = None
-            with contextlib.suppress(redis.RedisError, OSError):
-                with redis.Redis(port=port, socket_timeout=1) as client:
+            master, seen = self.master_port(), {}
+            for node in self.nodes:
+                with contextlib.suppress(redis.RedisError, OSError), \
+                        redis.Redis(port=node.port, socket_timeout=1) as client:
                     info = client.info("replication")
-                role = (info["role"], info.get("master_port"), info.get("master_link_status"))
-                views = [self._replica_flags(sp, port) for sp in self.sentinel_ports]
-                if role[0] == "slave" and role[2] == "up" and views.count("slave") >= 2:
-                    return
+                    seen[node.port] = (info["role"], info.get("master_port"), info.get("master_link_status"))
+            replicas = [n.port for n in self.nodes if n.port != master]
+            if master is not None and seen.get(master, ("",))[0] == "master" and all(
+                    seen.get(p, ("",))[0] == "slave" and seen[p][1] == master and seen[p][2] == "up"
+                    and [self._replica_flags(sp, p) for sp in self.sentinel_ports].count("slave") >= 2
+                    for p in replicas):
+                return master
             if time.monotonic() > deadline:
-                raise ServerError(f"the server on {port} did not become a healthy replica in {timeout:.0f} s: "
-                                  f"role {role}, master {self.master_port()}, sentinels' flags {views}; "
+                raise ServerError(f"the cluster did not settle in {timeout:.0f} s: sentinels' master {master}, "
+                                  f"nodes {seen}; "
                                   + (self.tmp / "sentinel-0" / "sentinel.log").read_text(errors="replace")[-1500:])
             time.sleep(0.1)
 

@@ -163,7 +163,7 @@ def test_redis_master_killed_mid_retrain_and_mid_nightly(tmp_path, pg_url, redis
                                    "finished_s": round(done["finished"] - fault, 1),
                                    "redrives": failover.redrives(url, done["run_id"], done["attempt_id"]),
                                    "worker_restarts": sum(fault <= t <= done["finished"] for t in supervisor.restarts)})
-                    cluster.wait_replica(victim.port)  # before the next fault: someone to promote
+                    cluster.wait_healthy()  # before the next fault: someone to promote
                 probe = json.loads(run_python(PROBE, env, timeout=120).strip().splitlines()[-1])
                 stuck = {n.port: _clients(n.port) for n in cluster.nodes if n.port != cluster.master_port()}
                 sends = failover.one_beat_schedules(beat_logs, interval=2.0)

@@ -86,6 +86,25 @@ def test_a_replay_twice_gives_the_same_rows_trains_nothing_and_leaves_live_state
                                           "reason"}
 
 
+def test_a_walk_that_gets_no_training_outcome_finds_the_versions_by_identity(market):
+    """The trainings' outcomes travel along each model type's chain; should none arrive, the walk finds
+    every step's version by (symbol, model type, as-of day, config): the same versions, hence the same
+    inputs digest, so the stored decisions and results stand."""
+    from brain_tasks.service.replay_walk import walk_symbol
+
+    engine, settings = market
+    plan, _, _ = run_replay(engine, settings, [SYMBOL], ["baseline"], *WINDOW)
+    rows = _replay_tables(engine)
+    state = walk_symbol(engine, settings, plan, SYMBOL, [])
+    stored = replays.get_replay(engine, plan.replay_id)["summary"]["symbols"][SYMBOL]
+    assert state.ok and state.replay == {k: v for k, v in stored.items() if k != "state"}
+    assert state.replay_run["reused"] and state.replay_run["n_trained"] == 0
+    assert "replay_run" not in state.details()  # what a walk cost is never recorded
+    again = _replay_tables(engine)
+    for table in rows:
+        snapshots.assert_same_database({table: rows[table]}, {table: again[table]})
+
+
 def test_a_retrain_that_reaches_a_replays_training_adopts_the_version(market):
     engine, settings = market
     run_replay(engine, settings, [SYMBOL], ["baseline"], *WINDOW)
@@ -196,11 +215,14 @@ def test_the_redrive_canvas_of_a_replay_is_its_symbol_chain():
     from brain_tasks import workflows
 
     days = [dt.date(2024, 1, 7), dt.date(2024, 1, 8)]
-    sig = workflows.redrive_canvas("replay", SYMBOL, dt.date(2024, 1, 9), ["baseline"], "replay-x", "a1", days=days)
-    # Celery folds "group then task" into a chord: the trainings are its header, the walk then the
-    # outcome its body.
-    assert [(t.task, t.args) for t in sig.tasks] == [("brain_tasks.replay_train", (SYMBOL, "baseline", d.isoformat()))
-                                                     for d in days]
+    # Celery folds "group then task" into a chord: per model type a chain of its trainings in as-of
+    # order is its header (the first gets no earlier outcomes, each next one the outcomes before it),
+    # the walk then the outcome its body.
+    sig = workflows.redrive_canvas("replay", SYMBOL, dt.date(2024, 1, 9), ["baseline", "lightgbm"], "replay-x", "a1",
+                                   days=days)
+    assert [[(t.task, t.args, t.immutable) for t in c.tasks] for c in sig.tasks] == [
+        [("brain_tasks.replay_train", ([], SYMBOL, m, days[0].isoformat()), True),
+         ("brain_tasks.replay_train", (SYMBOL, m, days[1].isoformat()), False)] for m in ("baseline", "lightgbm")]
     body = sig.body
     assert [t.task for t in body.tasks] == ["brain_tasks.replay_walk", "brain_tasks.record_outcome"]
     with pytest.raises(ValueError):
@@ -219,8 +241,10 @@ def test_reconcile_redrives_a_lost_replay_symbol_and_sends_the_pool_when_its_cho
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=settings.stall_timeout + 60)
     done = reconcile(engine, settings, [], sent.append, now=later)
     assert done["redriven"] == [["a1", SYMBOL]] and len(sent) == 1
-    assert sent[0].body.tasks[0].task == "brain_tasks.replay_walk"  # the symbol's replay chain, its steps known
-    assert [t.args[2] for t in sent[0].tasks] == [s.as_of.isoformat() for s in plan.steps]
+    # The symbol's replay chain, its steps known (one model type: Celery unrolls the group into the chain).
+    assert [(t.task, t.args[-1]) for t in sent[0].tasks] == [("brain_tasks.replay_train", s.as_of.isoformat())
+                                                             for s in plan.steps] + [
+        ("brain_tasks.replay_walk", plan.replay_id), ("brain_tasks.record_outcome", SYMBOL)]
     # The chain finished but the chord's pooling step died with it: reconcile closes and sends the pool.
     outcome.record_outcome(engine, "a1", replay_walk_state(plan))
     sent.clear()

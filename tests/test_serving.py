@@ -19,10 +19,12 @@ from brain_tasks.brain import registry, store
 from brain_tasks.brain import signals as signal_rows
 from brain_tasks.brain.db import make_engine
 from brain_tasks.client import BrainClient, NoDataError, NoModelError, StaleDataError
+from brain_tasks.dashboard.data import overview_rows
 from brain_tasks.ml import inference as ml
 from brain_tasks.ml.features import make_features
 from brain_tasks.ml.regimes import REGIMES
 from brain_tasks.settings import from_environ
+from brain_tasks.vocabulary import LOSES_TO_FLAT
 from tests.workers import REPO
 
 SYMBOL = "ETH/BTC"
@@ -40,14 +42,25 @@ def _store(engine, frame: pd.DataFrame) -> None:
     store.upsert(engine, "candles", frame)
 
 
+def operator_choice(engine, version: int) -> None:  # noqa: ANN001
+    """An operator's choice to trade baseline `version` in every regime (the sample's champion loses to
+    flat, and serving does not fall back to such a champion)."""
+    registry.write_regime_choice(engine, SYMBOL, AS_OF, {
+        r: {"model_type": "baseline", "version": version, "confidence": None, "tradeable": True,
+            "reason": "an operator's choice"} for r in REGIMES})
+
+
 def _train(url: str):
-    """ETH/BTC up to CUT, a baseline version trained as of AS_OF and made champion."""
+    """ETH/BTC up to CUT, a baseline version trained as of AS_OF, made champion and chosen in every regime
+    by an operator: its walk-forward result loses to flat, so as the fallback for a regime without a
+    choice it would be served flat (test_a_champion_that_loses_to_flat_is_not_the_fallback)."""
     engine = make_engine(url)
     settings = from_environ({"BRAIN_DATABASE_URL": url, "BRAIN_SIGNAL_MAX_AGE": str(10**10)})
     candles = _candles()
     _store(engine, candles[candles.ts < CUT])
     out = train.train_symbol(engine, settings, SYMBOL, "baseline", AS_OF)
     registry.pin_champion(engine, SYMBOL, "baseline", out.version, "test")
+    operator_choice(engine, out.version)
     return engine, settings, registry.manifest(engine, SYMBOL, "baseline", out.version), candles
 
 
@@ -224,14 +237,43 @@ def test_a_flat_or_untradeable_choice_gives_position_zero_and_says_why(trained):
     assert signal.reason.startswith("not tradeable") and "PSR below the bar" in signal.reason
 
 
+def test_a_champion_that_loses_to_flat_is_not_the_fallback(trained):
+    """With no per-regime choice for the bar's regime serving falls back to the champion, but not to one
+    whose walk-forward result loses to flat: the chooser never trades such a model, so it is served flat
+    with the reason (as `BrainClient.current_choice` marks it)."""
+    engine, settings, manifest, candles = trained
+    last = candles[candles.ts < CUT].ts.iloc[-1]
+    registry.write_regime_choice(engine, SYMBOL, AS_OF, {})  # no choice: every regime falls back to the champion
+
+    def overall(sharpe: float, total_return: float) -> None:
+        registry.write_metrics(engine, SYMBOL, "baseline", manifest.version, "walk_forward", AS_OF,
+                               {"all": {"sharpe": sharpe, "total_return": total_return}})
+
+    overall(1.5, 0.04)
+    signal = serving.Server(engine).predict(settings, SYMBOL, at=last, record=False)
+    assert (signal.model_type, signal.version) == ("baseline", manifest.version) and signal.prediction is not None
+    assert "champion baseline" in signal.reason and LOSES_TO_FLAT not in signal.reason
+    assert [r.tradeable for r in overview_rows(engine, settings)] == ["trades"]  # the dashboard says the same
+
+    overall(-2.0, -0.07)  # a new Server: a version's walk-forward verdict is read once per Server
+    signal = serving.Server(engine).predict(settings, SYMBOL, at=last, record=False)
+    assert (signal.model_type, signal.version, signal.position, signal.size) == ("flat", None, 0, 0.0)
+    assert not signal.tradeable and signal.prediction is None
+    assert LOSES_TO_FLAT in signal.reason and "champion baseline v1" in signal.reason
+    assert signal.context["champion"] == ["baseline", manifest.version]
+    assert BrainClient(settings, app=object()).current_choice(SYMBOL)["trade"] is False
+    assert [r.tradeable for r in overview_rows(engine, settings)] == ["flat"]
+
+
 def test_errors_are_typed(trained):
     engine, settings, _manifest, candles = trained
     with pytest.raises(NoDataError):
         serving.predict(engine, settings, "NOPE/BTC")
     with pytest.raises(NoDataError):  # before the model's training data began
         serving.predict(engine, settings, SYMBOL, at=candles.ts.iloc[0] - FIVE_MIN)
-    with pytest.raises(NoDataError, match="warm-up"):
-        serving.predict(engine, settings, SYMBOL, at=candles.ts.iloc[10])
+    # In the warm-up no regime is known yet, so the champion is the fallback; it loses to flat: served flat.
+    warm = serving.predict(engine, settings, SYMBOL, at=candles.ts.iloc[10], record=False)
+    assert (warm.model_type, warm.regime, warm.position) == ("flat", None, 0) and "warm-up" in warm.reason
     other = candles.assign(symbol="LTC/BTC").iloc[:50]
     _store(engine, other)
     with pytest.raises(NoModelError):

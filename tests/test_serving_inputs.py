@@ -17,7 +17,7 @@ from brain_tasks.brain.db import make_engine
 from brain_tasks.ml import inference as ml
 from brain_tasks.ml.sizing import SIGN, VOL_TARGET, Sizer, SizerConfig
 from brain_tasks.settings import from_environ
-from tests.test_serving import AS_OF, CUT, SYMBOL, _candles
+from tests.test_serving import AS_OF, CUT, SYMBOL, _candles, operator_choice
 
 SPIKES = (pd.Timestamp("2018-01-14 20:00", tz="UTC"), pd.Timestamp("2018-01-14 21:30", tz="UTC"))
 
@@ -33,6 +33,7 @@ def _train(url: str, candles: pd.DataFrame, sentiment: pd.DataFrame | None = Non
         store.upsert(engine, "sentiment_scores", sentiment)
     out = train.train_symbol(engine, settings, SYMBOL, "baseline", AS_OF)
     registry.pin_champion(engine, SYMBOL, "baseline", out.version, "test")
+    operator_choice(engine, out.version)
     return engine, settings, registry.manifest(engine, SYMBOL, "baseline", out.version)
 
 

@@ -23,7 +23,7 @@ from brain_tasks.service import serving
 from brain_tasks.service.steps import sizer as sizer_step
 from brain_tasks.service.steps.outcome import start_attempt
 from brain_tasks.settings import from_environ
-from brain_tasks.vocabulary import Status
+from brain_tasks.vocabulary import LOSES_TO_FLAT, Status
 from tests.chains import run_chain
 from tests.test_jobs import _load
 from tests.workers import brain_env, run_python
@@ -141,6 +141,12 @@ def test_a_symbol_that_becomes_flat_is_not_sized_by_its_leftover_sizer(brain_db_
     # The leftover must not size the champion's fallback either (a regime the selection did not cover):
     # only "all" is left, flat, so the decided regime has no choice and the champion decides.
     trade_everywhere(False, ("all",))
+    fallback = decide()  # the sample's champion loses to flat: not even the fallback trades it
+    assert fallback.model_type == "flat" and LOSES_TO_FLAT in fallback.reason and "sized by" not in fallback.reason
+    # A champion whose walk-forward result does not lose to flat is the fallback, still unsized by the leftover.
+    registry.write_metrics(engine, "LTC/BTC", "baseline", 1, "walk_forward", DAY,
+                           {"all": {"sharpe": 1.0, "total_return": 0.01}})
+    serving.server(engine).verdicts.clear()
     fallback = decide()
     assert fallback.reason.startswith("champion baseline v1") and fallback.tradeable, fallback.reason
     assert "sized by" not in fallback.reason

@@ -79,10 +79,10 @@ def _distinct_symbols(engine: sa.Engine, table: str) -> list[str]:
 
 
 def all_symbols(engine: sa.Engine, *known: Iterable[str]) -> list[str]:
-    """Every symbol with versions, drift or findings, and those of `known` (e.g. the keys of
+    """Every symbol with a retrain's versions, drift or findings, and those of `known` (e.g. the keys of
     `last_bars` and `last_run_states`, which the caller has read already), sorted."""
     found = set().union(*known) if known else set()
-    found.update(_distinct_symbols(engine, "model_registry"))
+    found.update(symbols_with_versions(engine))
     found.update(_distinct_symbols(engine, "feature_drift"))
     found.update(_rows_scalars(engine, sa.select(DataQualityLog.symbol).distinct()))
     if not known:
@@ -92,7 +92,14 @@ def all_symbols(engine: sa.Engine, *known: Iterable[str]) -> list[str]:
 
 
 def symbols_with_versions(engine: sa.Engine) -> list[str]:
-    return _distinct_symbols(engine, "model_registry")
+    """Symbols with a retrain's version: a replay's own trainings (origin 'replay') stay the replay's, as
+    in the registry views (`versions`, `registry.symbols_with_models`).  A skip scan over the symbols and
+    one probe each for a retrain row."""
+    stmt = sa.text(f"""WITH RECURSIVE {_skip_scan("model_registry")}
+        SELECT s.symbol FROM s WHERE s.symbol IS NOT NULL AND EXISTS (
+            SELECT 1 FROM model_registry r WHERE r.symbol = s.symbol AND r.origin = :origin)""")
+    with engine.connect() as conn:
+        return list(conn.execute(stmt, {"origin": str(Origin.RETRAIN)}).scalars())
 
 
 def _rows_scalars(engine: sa.Engine, stmt: Any) -> list[Any]:
@@ -203,17 +210,19 @@ def _run_order() -> list[Any]:
 
 
 def last_run_states(engine: sa.Engine) -> dict[str, Any]:
-    """symbol -> (run_id, state, error) of the newest run that included it."""
+    """symbol -> (run_id, state, error) of the newest run that included it.  A replay's attempt (kind
+    'replay') is no run of the symbol's own chain: it is the replay's, shown on its pages."""
     t = TrainingRun
     cols = (t.symbol, t.run_id, t.state, t.error)
+    own = sa.and_(t.symbol != RUN_SUMMARY_SYMBOL, t.kind != Origin.REPLAY)
     if engine.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import distinct_on
 
-        stmt = (sa.select(*cols).ext(distinct_on(t.symbol)).where(t.symbol != RUN_SUMMARY_SYMBOL)
+        stmt = (sa.select(*cols).ext(distinct_on(t.symbol)).where(own)
                 .order_by(t.symbol, *_run_order()))
         return {row.symbol: row for row in _rows(engine, stmt)}
     ranked = (sa.select(*cols, sa.func.row_number().over(partition_by=t.symbol, order_by=_run_order()).label("n"))
-              .where(t.symbol != RUN_SUMMARY_SYMBOL).subquery())
+              .where(own).subquery())
     return {row.symbol: row for row in _rows(engine, sa.select(ranked).where(ranked.c.n == 1))}
 
 

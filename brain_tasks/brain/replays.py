@@ -11,7 +11,10 @@ The read API, for the CLI, the dashboard and the report (plain dicts and pandas 
 - `decisions(engine, replay_id, symbol=None, policy=None)`: one dict per (symbol, step, policy), with
   its per-regime choices;
 - `decision_table(...)`: the same, one dict per regime (the `replay show --json` contract's
-  `decisions`: symbol, step, policy, regime, model_type, version, action, reason);
+  `decisions`: symbol, step, policy, regime, model_type, version, action, reason); both take a `limit`
+  (decisions, not regimes) and `decision_count(...)` says how many there are;
+- `event_decisions(engine, replay_id, policy, symbol=None)`: only a policy's promotions and rollbacks
+  (what the pooled page draws of every symbol);
 - `results(engine, replay_id, symbol=None)`: the metrics of every (symbol or '*', policy);
 - `returns(engine, replay_id, symbol='*')`: policy -> per-bar net returns (float32 precision,
   NaN where a bar had none); `positions(...)` likewise;
@@ -35,13 +38,14 @@ from sqlalchemy.orm import Session
 from brain_tasks.brain import store
 from brain_tasks.brain.tables import Candle, Replay, ReplayDecision, ReplayResult
 from brain_tasks.timekeeping import now
+from brain_tasks.vocabulary import Action
 
 POOLED = "*"  # the symbol of the pooled (equal-weight portfolio) results
 OTHERWISE = "*"  # the regime key of a policy's fallback choice (bars of an unknown regime)
 
 __all__ = ["POOLED", "OTHERWISE", "save_replay", "set_state", "write_decisions", "write_results", "result_inputs",
            "bar_count", "stored_span", "list_replays",
-           "get_replay", "decisions", "decision_table", "results", "returns", "positions", "curves",
+           "get_replay", "decisions", "decision_count", "event_decisions", "decision_table", "results", "returns", "positions", "curves",
            "result_symbols"]
 
 
@@ -136,29 +140,55 @@ def get_replay(engine: sa.Engine, replay_id: str) -> dict[str, Any] | None:
         return None if row is None else _replay_dict(row)
 
 
-def decisions(engine: sa.Engine, replay_id: str, symbol: str | None = None,
-              policy: str | None = None) -> list[dict[str, Any]]:
-    """One dict per (symbol, step, policy), in that order: step (1..K), as_of (the versions' day),
-    step_end (t_k, ISO), choices (regime -> {model_type, version}), action, reason, details."""
+def _decisions_where(replay_id: str, symbol: str | None, policy: str | None) -> list[Any]:
     d = ReplayDecision
-    stmt = sa.select(d).where(d.replay_id == replay_id)
-    if symbol is not None:
-        stmt = stmt.where(d.symbol == symbol)
-    if policy is not None:
-        stmt = stmt.where(d.policy == policy)
+    return [d.replay_id == replay_id, *([d.symbol == symbol] if symbol is not None else []),
+            *([d.policy == policy] if policy is not None else [])]
+
+
+def _read_decisions(engine: sa.Engine, where: Sequence[Any], limit: int | None = None) -> list[dict[str, Any]]:
+    d = ReplayDecision
+    stmt = sa.select(d).where(*where).order_by(d.symbol, d.step, d.policy)
+    if limit is not None:
+        stmt = stmt.limit(limit)
     with Session(engine) as session:
-        rows = session.scalars(stmt.order_by(d.symbol, d.step, d.policy)).all()
         return [{"symbol": r.symbol, "step": r.step, "policy": r.policy, "as_of": r.as_of.isoformat(),
-             "step_end": r.step_end.isoformat(), "choices": dict(r.choices), "action": r.action, "reason": r.reason,
-             "details": dict(r.details)} for r in rows]
+                 "step_end": r.step_end.isoformat(), "choices": dict(r.choices), "action": r.action,
+                 "reason": r.reason, "details": dict(r.details)} for r in session.scalars(stmt)]
+
+
+def decisions(engine: sa.Engine, replay_id: str, symbol: str | None = None,
+              policy: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """One dict per (symbol, step, policy), in that order (the first `limit` of them): step (1..K), as_of
+    (the versions' day), step_end (t_k, ISO), choices (regime -> {model_type, version}), action, reason,
+    details."""
+    return _read_decisions(engine, _decisions_where(replay_id, symbol, policy), limit)
+
+
+def decision_count(engine: sa.Engine, replay_id: str, symbol: str | None = None, policy: str | None = None) -> int:
+    """How many (symbol, step, policy) decisions `decisions` would return without a limit."""
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(ReplayDecision)
+                                .where(*_decisions_where(replay_id, symbol, policy))).scalar_one())
+
+
+def event_decisions(engine: sa.Engine, replay_id: str, policy: str, symbol: str | None = None
+                    ) -> list[dict[str, Any]]:
+    """`decisions` of `policy` that are events of its timeline only: a promotion, or a rollback (the
+    step's action, or the nightly live check's in `details.live.action`).  The pooled page draws every
+    symbol's events but no symbol's steps: at 1,000 symbols this reads a few rows a symbol, not all."""
+    d = ReplayDecision
+    event = sa.or_(d.action.in_([Action.PROMOTE, Action.ROLLBACK]),
+                   d.details["live"]["action"].as_string() == Action.ROLLBACK)
+    return _read_decisions(engine, [*_decisions_where(replay_id, symbol, policy), event])
 
 
 def decision_table(engine: sa.Engine, replay_id: str, symbol: str | None = None,
-                   policy: str | None = None) -> list[dict[str, Any]]:
-    """`decisions` flattened to one dict per regime: symbol, step (its as-of day), step_index, policy,
-    regime, model_type, version, action, reason."""
+                   policy: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """`decisions` (the first `limit` of them) flattened to one dict per regime: symbol, step (its as-of
+    day), step_index, policy, regime, model_type, version, action, reason."""
     out = []
-    for d in decisions(engine, replay_id, symbol, policy):
+    for d in decisions(engine, replay_id, symbol, policy, limit):
         for regime, choice in sorted(d["choices"].items()):
             out.append({"symbol": d["symbol"], "step": d["as_of"], "step_index": d["step"], "policy": d["policy"],
                         "regime": regime, "model_type": choice.get("model_type"), "version": choice.get("version"),

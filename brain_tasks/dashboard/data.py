@@ -195,7 +195,8 @@ def overview_rows(engine: sa.Engine, settings: Settings) -> list[OverviewRow]:
         if row.chosen_regimes:
             row.tradeable = "trades" if row.tradeable_regimes else "flat"
         elif champ is not None:
-            row.tradeable = "trades"  # no per-regime choice: the champion trades every regime
+            # No per-regime choice: the champion is every regime's fallback, unless it loses to flat.
+            row.tradeable = "flat" if row.champion_verdict else "trades"
         sig = signals.get(symbol)
         if sig is not None:
             row.regime_now = getattr(sig, "regime", None)

@@ -302,11 +302,13 @@ def higher_moments(returns: Any) -> tuple[float, float]:
 
 
 def probabilistic_sharpe_ratio(
-    returns: Any, benchmark: float = 0.0, *, method: str = "hac", lags: int | None = None
+    returns: Any, benchmark: float = 0.0, *, method: str = "hac", lags: int | None = None, se: float | None = None
 ) -> float:
     """Probability that the true per-bar Sharpe ratio exceeds ``benchmark`` (a per-bar Sharpe):
     Phi((SR - benchmark) / se), with se from ``sharpe_standard_error`` (Bailey & Lopez de Prado 2012,
-    with an autocorrelation-robust se by default).
+    with an autocorrelation-robust se by default).  ``se``: that standard error when the caller has
+    already computed it for these returns with the same ``method`` and ``lags`` (the HAC estimate is
+    the costly part, and a selection asks for several benchmarks on one series).
 
     Without variance the Sharpe is known exactly: 1 above the benchmark, 0 below, 0.5 at it (so a
     strategy that never trades has PSR 0.5 against 0).  Fewer than 3 returns: 0.5 (no evidence).
@@ -318,7 +320,8 @@ def probabilistic_sharpe_ratio(
     if _no_variance(std, mean):
         sr = math.copysign(math.inf, mean) if mean != 0 else 0.0  # a constant return's Sharpe is exact
         return 1.0 if sr > benchmark else 0.0 if sr < benchmark else 0.5
-    se = sharpe_standard_error(r, method=method, lags=lags)
+    if se is None:
+        se = sharpe_standard_error(r, method=method, lags=lags)
     return float(stats.norm.cdf((mean / std - benchmark) / se))
 
 

@@ -215,6 +215,28 @@ def build_dataset(
     return X.drop(columns=short), y[usable], br[usable]
 
 
+def dataset_prefix(
+    X: pd.DataFrame, y: pd.Series, candle_ts: pd.DatetimeIndex, end: pd.Timestamp, config: TrainConfig
+) -> tuple[pd.DataFrame, pd.Series]:
+    """The (X, label) ``build_dataset`` gives on the candles before ``end``, taken from its result (X, y)
+    on a longer history that starts at the same candle, whose usable candles' timestamps are
+    ``candle_ts``.  The features are causal and window-exact (``ml.features``: a bar's value comes from
+    its own window alone), so the shorter history's rows are the longer one's; what differs is the end:
+    a label needs ``execution_lag + horizon`` candles after its bar, so the rows whose label would reach
+    ``end`` or beyond are dropped (no later bar enters), and the calendar features are dropped as the
+    shorter span decides.  A caller that must be sure compares ``dataset_digest`` with the recorded one.
+    """
+    n = int(np.count_nonzero(candle_ts < pd.Timestamp(end)))  # usable candles before `end` (any time unit)
+    last = n - 1 - (config.horizon + config.execution_lag)             # the last candle with a label
+    if last < 0:
+        return X.iloc[:0], y.iloc[:0]
+    rows = X.index <= candle_ts[last]
+    X, y = X[rows], y[rows]
+    if X.empty:
+        return X, y
+    return X.drop(columns=calendar_features_to_drop(list(X.columns), X.index[-1] - X.index[0])), y
+
+
 def explain(model: Any, model_type: str, X: pd.DataFrame, y: pd.Series, config: TrainConfig) -> pd.DataFrame:
     """IN-SAMPLE importance of a fitted model by every method it supports (``compute_importance``'s
     frame) on its most recent rows.  Kept for explaining a stored model; the importance to store is

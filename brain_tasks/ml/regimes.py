@@ -186,6 +186,7 @@ def select_per_regime(
     masks = {scope: np.ones(len(bars), bool) if scope == ALL else regime == scope for scope in SCOPES}
 
     trials: dict[tuple[str, str], dict[str, float]] = {}
+    raw_se: dict[tuple[str, str], float] = {}  # each trial's HAC se as computed, for its two PSRs below
     for scope, mask in masks.items():
         for name, r in series.items():
             x = r.to_numpy()[mask]
@@ -193,7 +194,7 @@ def select_per_regime(
             if x.size < max(min_bars, 3):
                 continue
             sd = float(x.std(ddof=1))
-            se = sharpe_standard_error(x)
+            se = raw_se[(name, scope)] = sharpe_standard_error(x)
             trials[(name, scope)] = {
                 "sr": float(x.mean() / sd) if sd > 0 else 0.0,
                 "se": se if np.isfinite(se) else 0.0,
@@ -224,8 +225,9 @@ def select_per_regime(
                 x = series[name].to_numpy()[mask]
                 x = x[np.isfinite(x)]
                 bench = z0 * t["se"]
-                scored[name] = t | {"bench": bench, "dsr": probabilistic_sharpe_ratio(x, bench),
-                                    "psr": probabilistic_sharpe_ratio(x)}
+                se = raw_se[(name, s)]
+                scored[name] = t | {"bench": bench, "dsr": probabilistic_sharpe_ratio(x, bench, se=se),
+                                    "psr": probabilistic_sharpe_ratio(x, se=se)}
         if not scored:
             out[scope] = base | {"reason": f"Flat: only {n_bars} bars {where}, fewer than the {min_bars} "
                                            f"needed to judge any candidate."}

@@ -37,11 +37,11 @@ from brain_tasks.errors import DataError
 from brain_tasks.ml.metrics import (
     bars_per_year,
     composite_score,
-    long_run_covariance,
     probabilistic_sharpe_ratio,
     strategy_metrics,
 )
 from brain_tasks.ml.regimes import REGIMES
+from brain_tasks.ml.sharpe import SharpeDifference, sharpe_difference_test
 
 AGENT, SIGN, VOL_TARGET = "ppo_sizer", "sign_sizing", "vol_target_sizing"
 SIZERS = (AGENT, SIGN, VOL_TARGET)
@@ -427,93 +427,30 @@ def latest_observation(pred: Sequence[float], bar_return: Sequence[float], regim
 # --- statistics --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class SharpeTest:
-    """One-sided test of H1: Sharpe(a) > Sharpe(b), per bar, on paired bars."""
-
-    sharpe_a: float
-    sharpe_b: float
-    diff: float
-    se: float
-    z: float
-    p_value: float
-    n: int
-    lags: int
-
-    def to_dict(self) -> dict[str, float]:
-        return {k: float(v) for k, v in asdict(self).items()}
-
-
-def _moments(x: np.ndarray) -> tuple[float, float, float]:
-    mu = float(x.mean())
-    var = float(x.var())
-    return mu, var, float(np.mean(x * x))
-
-
-def sharpe_difference_test(a: Any, b: Any | None = None, nlags: int | None = None) -> SharpeTest:
-    """Ledoit & Wolf (2008)'s HAC test of a Sharpe-ratio difference.
-
-    The delta method maps the long-run covariance of (r_a, r_b, r_a^2, r_b^2) -- the project's
-    prewhitened Newey-West estimator, `metrics.long_run_covariance` (Andrews' bandwidth unless `nlags`)
-    -- to the variance of SR_a - SR_b, so autocorrelated, heteroskedastic and cross-correlated returns
-    are allowed.  Sharpe, not mean return, because the sizers differ in scale.  A series without
-    variance (e.g. always flat) has Sharpe 0 and contributes no variance; `b` None means flat.
-    """
-    x = np.asarray(a, "float64").ravel()
-    y = np.zeros_like(x) if b is None else np.asarray(b, "float64").ravel()
-    if len(x) != len(y) or len(x) < 3:
-        raise ValueError(f"need two paired series of >= 3 bars, got {len(x)} and {len(y)}")
-    n = len(x)
-    lags = 0
-    srs, cols, grad = [], [], []
-    for series, sign in ((x, 1.0), (y, -1.0)):
-        mu, var, m2 = _moments(series)
-        if var <= 1e-24 or var <= 1e-12 * mu * mu:
-            srs.append(0.0)
-            continue
-        srs.append(mu / math.sqrt(var))
-        cols += [series - mu, series * series - m2]
-        grad += [sign * m2 / var ** 1.5, -sign * mu / (2.0 * var ** 1.5)]
-    diff = srs[0] - srs[1]
-    if cols:
-        psi, lags = long_run_covariance(np.column_stack(cols), nlags)
-        g = np.asarray(grad)
-        se = math.sqrt(max(float(g @ psi @ g) / n, 0.0))
-    else:
-        se = 0.0
-    if se > 0:
-        z = diff / se
-        p = float(stats.norm.sf(z))
-    else:
-        z = 0.0 if diff == 0 else math.copysign(math.inf, diff)
-        p = 0.0 if diff > 0 else 1.0
-    return SharpeTest(srs[0], srs[1], diff, se, float(np.clip(z, -1e6, 1e6)), p, n, lags)
-
-
-@dataclass(frozen=True)
 class Gate:
     active: str
     reason: str
-    tests: dict[str, SharpeTest]
-    vs_flat: SharpeTest
+    tests: dict[str, SharpeDifference]  # per bar (periods_per_year 1); the gate reads p_greater
+    vs_flat: SharpeDifference
 
 
 def gate(returns: Mapping[str, np.ndarray], alpha: float) -> Gate:
     """The agent sizes only if its Sharpe beats both baselines', each significant at `alpha`;
     otherwise the baseline with the higher Sharpe on the same bars sizes."""
     agent = returns[AGENT]
-    tests = {b: sharpe_difference_test(agent, returns[b]) for b in BASELINES}
-    vs_flat = sharpe_difference_test(agent)
+    tests = {b: sharpe_difference_test(agent, returns[b], 1.0) for b in BASELINES}
+    vs_flat = sharpe_difference_test(agent, np.zeros_like(agent), 1.0)
     better = max(BASELINES, key=lambda b: (tests[b].sharpe_b, b == VOL_TARGET))
     n = len(agent)
 
     def said(b: str) -> str:
         t = tests[b]
-        return f"{b} (Sharpe/bar {t.sharpe_b:.4f}, p={t.p_value:.3g})"
+        return f"{b} (Sharpe/bar {t.sharpe_b:.4f}, p={t.p_greater:.3g})"
 
     head = f"on {n} test bars the agent's Sharpe/bar is {tests[SIGN].sharpe_a:.4f} vs {said(SIGN)} and {said(VOL_TARGET)}"
-    if all(t.diff > 0 and t.p_value < alpha for t in tests.values()):
+    if all(t.diff > 0 and t.p_greater < alpha for t in tests.values()):
         return Gate(AGENT, f"the agent sizes: {head}; both beaten at alpha={alpha}", tests, vs_flat)
-    lost = [b for b in BASELINES if not (tests[b].diff > 0 and tests[b].p_value < alpha)]
+    lost = [b for b in BASELINES if not (tests[b].diff > 0 and tests[b].p_greater < alpha)]
     return Gate(better, f"{better} sizes: the agent did not beat {' and '.join(lost)} significantly at "
                 f"alpha={alpha}; {head}", tests, vs_flat)
 
@@ -667,8 +604,8 @@ def train_sizer(oos: pd.DataFrame, config: SizerConfig, source: Mapping[str, Any
                       for g in REGIMES if (regime == g).any()}
     metrics = {**sizer_metrics[AGENT], "mean_abs_position": float(np.abs(agent_pos).mean()),
                "n_train_bars": float(split.train_end), "n_test_bars": float(split.n - split.test_start),
-               "p_vs_sign": verdict.tests[SIGN].p_value, "p_vs_vol_target": verdict.tests[VOL_TARGET].p_value,
-               "p_vs_flat": verdict.vs_flat.p_value, "agent_sizes": float(verdict.active == AGENT)}
+               "p_vs_sign": verdict.tests[SIGN].p_greater, "p_vs_vol_target": verdict.tests[VOL_TARGET].p_greater,
+               "p_vs_flat": verdict.vs_flat.p_greater, "agent_sizes": float(verdict.active == AGENT)}
     test = frame.iloc[te].reset_index(drop=True)
     out = pd.DataFrame({"ts": test["ts"], "fold": 0, "pred": test["pred"], "bar_return": test["bar_return"],
                         "regime": test["regime"], "position": agent_pos, "strategy_return": agent_r,

@@ -108,7 +108,12 @@ class ChainState:
     # "first_mismatch"}.
     audit: dict[str, Any] | None = _recorded()
     # --- replay (service/replay_walk.py): the symbol's walk, or why it was skipped ----------------------
-    replay: dict[str, Any] | None = _recorded()         # n_bars, dsr, pbo, brain's actions, CPU seconds
+    replay: dict[str, Any] | None = _recorded()         # n_bars, dsr, pbo, brain's actions, errors
+    # What this run of the walk cost and found: CPU seconds of the walk (`cpu_s`, of it `decide_cpu_s`)
+    # and of the trainings it received (`train_cpu_s`, `n_trained`), and whether it found its stored
+    # results (`reused`).  Not recorded: two runs of the same replay differ here and nowhere else, so it
+    # travels in the task results only (`replay_pool` returns them; bench/replay.py prints them).
+    replay_run: dict[str, Any] | None = None
 
     # --- building ------------------------------------------------------------------------------------
     @classmethod

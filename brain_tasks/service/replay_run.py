@@ -1,7 +1,8 @@
 """A replay as a run: its start, its trainings (phase 1), and the pooling step that ends it.
 
-The canvas (`workflows.replay_canvas`): per symbol, a group of every (step, model type) training as
-of the step's eve -> the symbol's decision walk (`service.replay_walk`) -> `record_outcome`; then one
+The canvas (`workflows.replay_canvas`): per symbol, the (step, model type) trainings as of each step's
+eve, one chain per model type in as-of order (so version numbers follow the as-of days in every run),
+the model types in parallel -> the symbol's decision walk (`service.replay_walk`) -> `record_outcome`; then one
 `replay_pool` over the symbols, which writes the pooled statistics, the replay's summary and closes the
 attempt.  The attempt is a `training_runs` attempt of kind `replay` (run id = replay id), so `runs`,
 `status`, `wait` and `reconcile_runs` treat it like any run.  Every step is idempotent: trainings find
@@ -24,10 +25,7 @@ from brain_tasks.settings import Settings
 from brain_tasks.timekeeping import timeframe_seconds
 from brain_tasks.vocabulary import OPEN, Origin, Status
 
-KIND = "replay"
-# What differs from one run of a replay to the next (CPU seconds, whether the walk found its results):
-# kept in the attempt's rows (training_runs), not in the replay's, which a re-run leaves the same.
-RUN_ONLY_KEYS = ("cpu_s", "decide_cpu_s", "train_cpu_s", "reused")
+KIND = Origin.REPLAY  # the attempt's kind: the dashboard tells a replay's attempts from the chains' by it
 
 
 def record_replay(engine: sa.Engine, settings: Settings, plan: ReplayPlan) -> None:
@@ -77,7 +75,8 @@ def pool(engine: sa.Engine, settings: Settings, plan: ReplayPlan, attempt_id: st
          delivered: Any = None) -> dict[str, Any]:
     """The equal-weight portfolio of the symbols walked: its per-policy statistics (`ml.replay.policy_table`:
     metrics, HAC p-value of each policy's Sharpe difference against brain, DSR of the best policy, PBO by
-    CSCV with 16 blocks), written as the '*' results; the replay's summary; then the attempt is closed."""
+    CSCV with 16 blocks), written as the '*' results; the replay's summary; then the attempt is closed.
+    Returns the state, the attempt's summary and, per symbol, what its walk cost (`walks`)."""
     from brain_tasks.ml.metrics import bars_per_year
     from brain_tasks.ml.replay import pack_returns, policy_table, pooled_trades
 
@@ -95,8 +94,7 @@ def pool(engine: sa.Engine, settings: Settings, plan: ReplayPlan, attempt_id: st
     for s in plan.symbols:
         st = states.get(s)
         if s in walked and (st is None or st.ok):
-            per_symbol[s] = {"state": Status.OK, **{k: v for k, v in ((st.replay if st else None) or {}).items()
-                                                   if k not in RUN_ONLY_KEYS}}
+            per_symbol[s] = {"state": Status.OK, **((st.replay if st else None) or {})}
         else:
             reason = (st.reason or st.error) if st else (status.get(s, {}).get("error") or "not walked")
             per_symbol[s] = {"state": (st.status if st else status.get(s, {}).get("state")) or Status.FAILED,
@@ -121,16 +119,23 @@ def pool(engine: sa.Engine, settings: Settings, plan: ReplayPlan, attempt_id: st
     replays.set_state(engine, plan.replay_id, state, summary=summary, finished=True)
     run = summarize_attempt(engine, delivered if delivered is not None else [], plan.replay_id, attempt_id) \
         if attempt_id else {}
-    return {"replay_id": plan.replay_id, "state": state, "run": run}
+    # What the walks cost this time (`ChainState.replay_run`): the task result only, never a row.
+    walks = {s: st.replay_run for s, st in states.items() if st.replay_run is not None}
+    return {"replay_id": plan.replay_id, "state": state, "run": run, "walks": walks}
 
 
-def show(engine: sa.Engine, replay_id: str) -> dict[str, Any] | None:
+def show(engine: sa.Engine, replay_id: str, *, symbol: str | None = None,
+         max_decisions: int | None = None) -> dict[str, Any] | None:
     """`brain-tasks replay show --json`: replay_id, state, window, policies (name -> pooled metrics with
     sharpe, total_return, max_drawdown and p_value against brain), pbo, dsr, bars_per_block, per-symbol
-    summaries and decisions (symbol, step, policy, regime, model_type, version, action, reason)."""
+    summaries and decisions (symbol, step, policy, regime, model_type, version, action, reason; one row
+    per regime of each (symbol, step, policy) decision).  Decisions: those of `symbol` only when given,
+    the first `max_decisions` of them (None: all) in (symbol, step, policy) order; `decisions_total` is
+    how many decisions there are and `decisions_truncated` whether some were left out."""
     row = replays.get_replay(engine, replay_id)
     if row is None:
         return None
+    total = replays.decision_count(engine, replay_id, symbol)
     pooled = (row["summary"] or {}).get("pooled") or {}
     pbo = pooled.get("pbo") or {}
     return {"replay_id": replay_id, "state": row["state"], "symbols": row["symbols"], "models": row["models"],
@@ -138,7 +143,9 @@ def show(engine: sa.Engine, replay_id: str) -> dict[str, Any] | None:
             "policies": pooled.get("policies") or {}, "n_bars": pooled.get("n_bars"),
             "pbo": pbo.get("pbo"), "pbo_detail": pbo or None, "dsr": pooled.get("dsr"),
             "per_symbol": (row["summary"] or {}).get("symbols") or {},
-            "decisions": replays.decision_table(engine, replay_id)}
+            "decisions": replays.decision_table(engine, replay_id, symbol, limit=max_decisions),
+            "decisions_total": total, "decisions_symbol": symbol,
+            "decisions_truncated": max_decisions is not None and total > max_decisions}
 
 
 def plan_of(engine: sa.Engine, replay_id: str) -> ReplayPlan | None:

@@ -195,7 +195,9 @@ def replay_detail(engine: sa.Engine, replay_id: str, symbol: str = POOLED, max_p
         if mine else {}
     curves = {p: curves[p] for p in sorted(curves, key=policy_order)}
     end = max((c["ts"][-1] for c in curves.values() if c["ts"]), default=None)
-    brain_decisions = replays.decisions(engine, replay_id, None if symbol == POOLED else symbol, policy=BRAIN)
+    # Pooled: every symbol's promotions and rollbacks, and no timeline, so only those rows are read.
+    brain_decisions = (replays.event_decisions(engine, replay_id, BRAIN) if symbol == POOLED
+                       else replays.decisions(engine, replay_id, symbol, policy=BRAIN))
     events: list[dict[str, Any]] = []
     line = None
     for s in sorted({d["symbol"] for d in brain_decisions}):

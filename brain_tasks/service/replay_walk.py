@@ -21,6 +21,7 @@ rollback_logs or signals.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,13 +33,14 @@ import sqlalchemy as sa
 
 from brain_tasks.brain import registry, replays
 from brain_tasks.brain.tables import ModelManifest
+from brain_tasks.errors import DataError
 from brain_tasks.service.chain import ChainState
 from brain_tasks.service.replay_plan import (BEST_COMPOSITE, BUY_AND_HOLD_POLICY, FLAT_POLICY, NEWEST, ReplayPlan,
                                              Step)
-from brain_tasks.service.steps.choose import choose_per_regime, selection_candidates
+from brain_tasks.service.steps.choose import choose_per_regime, configs_tried, selection_candidates
 from brain_tasks.service.steps.compare import rank_versions
 from brain_tasks.service.steps.promote import live_pair, promotion, recent_returns
-from brain_tasks.service.steps.reads import label, load_market, load_version, market_kwargs
+from brain_tasks.service.steps.reads import HeldMarket, Reads, dataset_for, label, load_version, market_kwargs
 from brain_tasks.settings import Settings
 from brain_tasks.timekeeping import timeframe_seconds
 from brain_tasks.vocabulary import Action, Status
@@ -70,7 +72,18 @@ class Walk:
     steps: list[Step]
     by_step: dict[int, dict[str, ModelManifest]]   # step -> model type -> the version trained as of its eve
     reused: dict[int, bool]                         # step -> every version came from an earlier day's inputs
+    end: dt.datetime | None = None                  # the last bar read (the replay's window end); None: t_K
     _cache: dict[Any, Any] = field(default_factory=dict)
+    _reads: WalkReads | None = None
+
+    @property
+    def reads(self) -> WalkReads:
+        """The walk's reads, held: the bars up to `end` (each read sliced to its own bounds, so a step
+        never sees a bar at or after its own end), models, OOS frames and training sets by version."""
+        if self._reads is None:
+            self._reads = WalkReads(self.engine, self.settings, self.symbol,
+                                    self.end or max(s.decided for s in self.steps))
+        return self._reads
 
     def cached(self, key: Any, compute: Callable[[], Any]) -> Any:
         if key not in self._cache:
@@ -82,21 +95,102 @@ class Walk:
 
     def recent(self, candidate: ModelManifest, champion: ModelManifest) -> Any:
         return self.cached(("recent", _key(candidate), _key(champion)),
-                           lambda: recent_returns(self.engine, self.settings, candidate, champion))
+                           lambda: recent_returns(self.engine, self.settings, candidate, champion, self.reads))
 
     def live(self, current: ModelManifest, previous: ModelManifest, step: Step) -> Any:
         return self.cached(("live", _key(current), _key(previous), step.index),
-                           lambda: live_pair(self.engine, self.settings, current, previous, step.decided))
+                           lambda: live_pair(self.engine, self.settings, current, previous, step.decided,
+                                             self.reads))
 
     def oos(self, version: ModelManifest) -> pd.DataFrame:
-        return self.cached(("oos", _key(version)), lambda: registry.oos_frame(self.engine, version.oos_sha256))
+        return self.reads.oos(version)
 
     def n_configs(self, k: int) -> int:
         """Configurations tried for the symbol up to this step (the deflated Sharpe ratio's trials, as the
-        chain counts them: every manifest of the symbol, here those as of t_k at the latest)."""
+        chain counts them: `steps.choose.configs_tried`, here as of t_k at the latest)."""
         day = self.steps[k - 1].as_of
-        return self.cached(("configs", k), lambda: len({m.config_hash for m in registry.manifests(self.engine, self.symbol)
-                                                        if m.as_of <= day}))
+        return self.cached(("configs", k), lambda: configs_tried(self.engine, self.symbol, until=day))
+
+
+class WalkReads(Reads):
+    """`steps.reads.Reads` for one symbol's walk: the market read once and sliced (`HeldMarket`), and each
+    version's model, OOS frame and rebuilt training set (digest checked, as the chain checks it) read
+    once.  Same values as the Brain's reads, without re-reading them for every step and policy."""
+
+    def __init__(self, engine: sa.Engine, settings: Settings, symbol: str, end: Any) -> None:
+        super().__init__(engine, settings)
+        self.symbol, self.end = symbol, end
+        self._held: HeldMarket | None = None
+        self._models: dict[tuple[str, int], Any] = {}
+        self._oos: dict[tuple[str, int], pd.DataFrame] = {}
+        self._datasets: dict[tuple[str, int], tuple[pd.DataFrame, pd.Series]] = {}
+        self._windows: dict[tuple[Any, ...], Any] = {}
+
+    def market(self, symbol: str, start: Any = None, end: Any = None) -> dict[str, pd.DataFrame | None]:
+        if symbol == self.symbol and end is not None and end <= self.end:
+            if self._held is None:
+                self._held = HeldMarket(self.engine, self.settings, symbol, self.end)
+            return self._held.read(self.settings, start, end)
+        return super().market(symbol, start, end)
+
+    def model(self, manifest: ModelManifest) -> Any:
+        if _key(manifest) not in self._models:
+            self._models[_key(manifest)] = super().model(manifest)
+        return self._models[_key(manifest)]
+
+    def oos(self, manifest: ModelManifest) -> pd.DataFrame:
+        if _key(manifest) not in self._oos:
+            self._oos[_key(manifest)] = super().oos(manifest)
+        return self._oos[_key(manifest)]
+
+    def dataset(self, manifest: ModelManifest) -> tuple[pd.DataFrame, pd.Series]:
+        if _key(manifest) not in self._datasets:
+            self._datasets[_key(manifest)] = self._from_history(manifest) or dataset_for(
+                self.engine, self.settings, manifest,
+                lambda _e, _s, symbol, end=None, start=None: self.market(symbol, start, end))
+        return self._datasets[_key(manifest)]
+
+    def _from_history(self, manifest: ModelManifest) -> tuple[pd.DataFrame, pd.Series] | None:
+        """The version's training set as rows of one build over the held bars from its first bar on
+        (`ml.pipeline.dataset_prefix`): every version of the symbol starts at the same stored bar, so
+        one build serves them all (and the trading).  Taken only when its digest is the manifest's, the
+        same proof the rebuild gives; else None (the rebuild)."""
+        from brain_tasks.ml.features import usable_candles
+        from brain_tasks.ml.pipeline import TrainConfig, dataset_digest, dataset_prefix
+
+        end = manifest.data_end + dt.timedelta(microseconds=1)
+        if manifest.symbol != self.symbol or not end <= self.end:
+            return None
+        config = TrainConfig.from_dict(manifest.config)
+        built = self.window_dataset(manifest.symbol, dataclasses.replace(config, min_rows=1), manifest.data_start,
+                                    self.end)
+        if built is None:
+            return None
+        key = ("usable", self._start_key(manifest.data_start))
+        if key not in self._windows:
+            candles = self.market(manifest.symbol, start=manifest.data_start, end=self.end)["candles"]
+            self._windows[key] = pd.DatetimeIndex(pd.to_datetime(usable_candles(candles)["ts"], utc=True))
+        X, y = dataset_prefix(built[0], built[1], self._windows[key], pd.Timestamp(end), config)
+        if list(X.columns) != list(manifest.feature_names) or dataset_digest(X, y) != manifest.dataset_digest:
+            return None
+        return X, y
+
+    def _start_key(self, start: Any) -> Any:
+        """A held read's start as the first held bar it keeps: reads from before the first stored bar
+        and from it are the same read."""
+        if self._held is None:
+            self._held = HeldMarket(self.engine, self.settings, self.symbol, self.end)
+        first = self._held.first
+        return first if start is None or pd.Timestamp(start) <= first else pd.Timestamp(start)
+
+    def window_dataset(self, symbol: str, config: Any, start: Any, end: Any) -> Any:
+        # One build per (config, window): the live check's two versions share a config (it is model-type
+        # free) and a window; the history every training set is cut from is the one the walk trades.
+        held = symbol == self.symbol and end is not None and end <= self.end
+        key = (symbol, config, self._start_key(start) if held else start, end)
+        if key not in self._windows:
+            self._windows[key] = super().window_dataset(symbol, config, start, end)
+        return self._windows[key]
 
 
 def _key(m: ModelManifest) -> tuple[str, int]:
@@ -221,6 +315,7 @@ class Market:
     threshold: float | None
     _models: dict[tuple[str, int], Any] = field(default_factory=dict)
     _preds: dict[tuple[str, int, int], np.ndarray] = field(default_factory=dict)
+    reads: Reads | None = None  # where models come from (the walk's, which holds the ones it decided with)
 
     def predictions(self, engine: sa.Engine, version: ModelManifest, k: int) -> np.ndarray:
         """`version`'s predictions on the bars of step k (index k - 1 in `step_of_bar`)."""
@@ -228,27 +323,35 @@ class Market:
         if key not in self._preds:
             rows = self.X[self.step_of_bar == k - 1]
             if _key(version) not in self._models:
-                self._models[_key(version)] = load_version(engine, version)
+                self._models[_key(version)] = self.reads.model(version) if self.reads is not None \
+                    else load_version(engine, version)
             pred = self._models[_key(version)].predict(rows.reindex(columns=list(version.feature_names))) \
                 if len(rows) else np.empty(0)
             self._preds[key] = np.asarray(pred, dtype="float64").ravel()
         return self._preds[key]
 
 
-def load_bars(engine: sa.Engine, settings: Settings, plan: ReplayPlan, symbol: str, config: Any) -> Market:
+def load_bars(engine: sa.Engine, settings: Settings, plan: ReplayPlan, symbol: str, config: Any,
+              reads: Reads | None = None) -> Market:
+    """The bars the policies trade, from the Brain or from `reads` (the walk's: the same bars, and the
+    history build its training sets were cut from)."""
     from brain_tasks.ml.pipeline import build_dataset
     from brain_tasks.ml.regimes import volatility_regimes
     from brain_tasks.ml.replay import _step_of_bar  # noqa: PLC2701 - the same assignment of bars to steps
 
-    market = load_market(engine, settings, symbol, end=plan.window_end)
-    X, _y, bar = build_dataset(market["candles"], dataclasses.replace(config, min_rows=1), **market_kwargs(market))
+    reads = reads or Reads(engine, settings)
+    market = reads.market(symbol, end=plan.window_end)
+    config = dataclasses.replace(config, min_rows=1)
+    built = reads.window_dataset(symbol, config, None, plan.window_end)
+    X, _y, bar = built if built is not None else build_dataset(market["candles"], config, **market_kwargs(market))
     steps = plan.steps
     keep = (X.index > pd.Timestamp(steps[0].decided)) & (X.index <= pd.Timestamp(plan.window_end))
     X, bar = X[keep], bar[keep]
     regimes = volatility_regimes(market["candles"], window=config.regime_window, lookback=config.regime_lookback)
     regimes = regimes.reindex(X.index)
     step_of_bar = _step_of_bar(pd.DatetimeIndex(X.index), [s.decided for s in steps])
-    return Market(bar.astype("float64"), regimes, X, step_of_bar, float(config.cost_bps), config.threshold)
+    return Market(bar.astype("float64"), regimes, X, step_of_bar, float(config.cost_bps), config.threshold,
+                  reads=reads)
 
 
 def trade(engine: sa.Engine, market: Market, steps: Sequence[Step], decided: Sequence[StepDecision]) -> pd.DataFrame:
@@ -269,9 +372,21 @@ def trade(engine: sa.Engine, market: Market, steps: Sequence[Step], decided: Seq
 
 # --- one symbol ----------------------------------------------------------------------------------
 
-def _trainings(plan: ReplayPlan, trained: Any) -> dict[tuple[str, str], dict[str, Any]]:
-    items = trained if isinstance(trained, list) else [trained] if isinstance(trained, Mapping) else []
-    return {(str(t.get("model_type")), str(t.get("as_of"))): t for t in items if isinstance(t, Mapping)}
+def _trainings(trained: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """The trainings' outcomes by (model type, as-of day), as the canvas delivers them: the group's list
+    with one list per model type (each training of a model type's chain passes the outcomes before it
+    along), a single model type's list, or one outcome."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def visit(item: Any) -> None:
+        if isinstance(item, Mapping):
+            found[(str(item.get("model_type")), str(item.get("as_of")))] = dict(item)
+        elif isinstance(item, list):
+            for inner in item:
+                visit(inner)
+
+    visit(trained)
+    return found
 
 
 def _inputs_digest(engine: sa.Engine, settings: Settings, plan: ReplayPlan, symbol: str,
@@ -297,7 +412,7 @@ def walk_symbol(engine: sa.Engine, settings: Settings, plan: ReplayPlan, symbol:
 
     cpu0 = time.process_time()
     state = ChainState.start(symbol, plan.end)
-    outcomes = _trainings(plan, trained)
+    outcomes = _trainings(trained)
     steps = plan.steps
     by_step: dict[int, dict[str, ModelManifest]] = {}
     reused: dict[int, bool] = {}
@@ -306,7 +421,11 @@ def walk_symbol(engine: sa.Engine, settings: Settings, plan: ReplayPlan, symbol:
         found = {}
         for m in plan.models:
             o = outcomes.get((m, s.as_of.isoformat()))
-            if o is None:  # the training's result did not reach us (a re-drive): find its version
+            if o is None:
+                # Every training's outcome travels along its model type's chain, so this one's result was
+                # lost (the broker's result store, or a message sent before the chains): the version trained
+                # for exactly this identity is the truth.  (A training that reused an earlier day's version
+                # has no version of its own day; its step then reads as no version.)
                 v = registry.find_version(engine, symbol, m, s.as_of, plan.config_hash)
                 o = {"status": Status.OK, "version": v.version} if v is not None else {"status": Status.FAILED,
                                                                                         "error": "no result"}
@@ -322,7 +441,13 @@ def walk_symbol(engine: sa.Engine, settings: Settings, plan: ReplayPlan, symbol:
         why = "; ".join(errors[:len(plan.models)]) or "no version trained"
         return state.update(status=Status.SKIPPED, reason=f"too little history before t_1 to train on: {why}",
                             replay={"skipped": True, "errors": errors[:5]})
-    train_cpu = sum(float(o.get("cpu_s") or 0.0) for o in outcomes.values() if o.get("trained"))
+    trained_here = [o for o in outcomes.values() if o.get("trained")]
+    train_cpu = sum(float(o.get("cpu_s") or 0.0) for o in trained_here)
+
+    def cost(**more: Any) -> dict[str, Any]:
+        return {"cpu_s": round(time.process_time() - cpu0, 4), "train_cpu_s": round(train_cpu, 4),
+                "n_trained": len(trained_here), **more}
+
     inputs = _inputs_digest(engine, settings, plan, symbol, by_step)
     previous = ((replays.get_replay(engine, plan.replay_id) or {}).get("summary") or {}).get("symbols", {}).get(symbol)
     stored = replays.result_inputs(engine, plan.replay_id, symbol)
@@ -330,9 +455,8 @@ def walk_symbol(engine: sa.Engine, settings: Settings, plan: ReplayPlan, symbol:
             and all(stored[p] == inputs for p in plan.policies):
         # The same versions on the same bars: the stored decisions and results are this walk's.
         kept = {k: v for k, v in previous.items() if k != "state"}
-        return state.update(replay={**kept, "reused": True, "cpu_s": round(time.process_time() - cpu0, 4),
-                                    "train_cpu_s": round(train_cpu, 4)})
-    walk = Walk(engine, settings, symbol, steps, by_step, reused)
+        return state.update(replay=kept, replay_run=cost(reused=True))
+    walk = Walk(engine, settings, symbol, steps, by_step, reused, plan.window_end)
     decided: dict[str, list[StepDecision]] = {}
     for name, overrides in plan.variants:
         decided[name] = brain_decisions(walk, dataclasses.replace(settings, **overrides))
@@ -344,7 +468,7 @@ def walk_symbol(engine: sa.Engine, settings: Settings, plan: ReplayPlan, symbol:
     decide_cpu = time.process_time() - cpu0
 
     config = TrainConfig.from_dict(next(iter(by_step[1].values())).config)
-    market = load_bars(engine, settings, plan, symbol, config)
+    market = load_bars(engine, settings, plan, symbol, config, walk.reads)
     trades = {name: trade(engine, market, steps, d) for name, d in decided.items()}
     ppy = bars_per_year(settings.timeframe)
     table = policy_table(trades, ppy) if len(market.bar) else {"policies": {}, "n_bars": 0, "dsr": None, "pbo": None}
@@ -364,6 +488,5 @@ def walk_symbol(engine: sa.Engine, settings: Settings, plan: ReplayPlan, symbol:
     brain = decided[plan.variants[0][0]]
     summary = {"n_bars": int(table["n_bars"]), "dsr": table.get("dsr"), "pbo": table.get("pbo"),
                "actions": {a: sum(d.action == a for d in brain) for a in sorted({d.action for d in brain})},
-               "decide_cpu_s": round(decide_cpu, 4), "cpu_s": round(time.process_time() - cpu0, 4),
-               "train_cpu_s": round(train_cpu, 4), "errors": errors[:5]}
-    return state.update(replay=summary)
+               "errors": errors[:5]}
+    return state.update(replay=summary, replay_run=cost(decide_cpu_s=round(decide_cpu, 4), reused=False))

@@ -1,7 +1,7 @@
 """Serving: the Brain's decision for a symbol's latest closed bar, from stored data and the registry.
 
 regime now (classified as the champion's training classified it) -> the model chosen for that regime
-(else the champion, else no model) -> its prediction from features built by the training code on the
+(else the champion unless it loses to flat, else no model) -> its prediction from features built by the training code on the
 bounded window of candles they depend on (`ml.inference.required_history`) -> position and size.  Every decision is recorded
 in the signals table once.  ML libraries are imported by the first prediction, not by this module's
 importers.  What serving keeps between calls (loaded models, manifests, windows of market rows, the last
@@ -35,6 +35,7 @@ from brain_tasks.errors import (
 )
 from brain_tasks.settings import Settings
 from brain_tasks.timekeeping import now, timeframe_seconds, to_utc
+from brain_tasks.vocabulary import LOSES_TO_FLAT
 
 FLAT = "flat"
 MODEL_CACHE_SIZE = 256
@@ -184,6 +185,8 @@ class Server:
     - `manifests` ((symbol, model type, version) -> manifest): never.  A registered version is not
       rewritten; what changes (champion, regime choices, newest sizer) is read on every call
       (`signals.serving_state`) and only names versions.
+    - `verdicts` ((symbol, model type, version) -> whether its walk-forward result loses to flat): never,
+      for the same reason (a version's walk-forward metrics are written with it, once).
     - `markets` (`WindowKey` -> the window's old rows, MARKET_CACHE_SIZE most recently used kept): rows
       younger than FRESH_BARS bars before the decided bar are never kept; they are re-read on every call.
       The older rows held are trusted while the stored counts of each series over [start, frozen_end)
@@ -215,6 +218,7 @@ class Server:
         self.sizers: dict[str, Any] = {}
         self.gates: dict[str, Any] = {}
         self.manifests: dict[tuple[str, str, int], Any] = {}
+        self.verdicts: dict[tuple[str, str, int], bool] = {}
         self.markets: OrderedDict[WindowKey, _Window] = OrderedDict()
         self.last_window: dict[tuple[str, str], WindowKey] = {}
         self.decisions: dict[str, tuple[tuple[Any, ...], Signal]] = {}
@@ -239,6 +243,18 @@ class Server:
         if found is None:
             found = registry.manifest(self.engine if bind is None else bind, symbol, model_type, int(version))
             self.manifests[key] = found
+        return found
+
+    def loses_to_flat(self, version: Any) -> bool:
+        """Whether a version's walk-forward result (regime 'all') is worse than never trading
+        (`ml.metrics.loses_to_flat`), read once: those metrics are written with the version and never again."""
+        from brain_tasks.ml.metrics import loses_to_flat
+
+        key = (version.symbol, version.model_type, int(version.version))
+        found = self.verdicts.get(key)
+        if found is None:
+            metrics = registry.metrics_of(self.engine, *key).get("all", {})
+            found = self.verdicts.setdefault(key, loses_to_flat(metrics))
         return found
 
     def load_model(self, digest: str) -> Any:
@@ -412,6 +428,12 @@ class Server:
             why += f" ({choice.reason})" if choice.reason else ""
             if not tradeable:
                 why = f"not tradeable: {why}"
+        elif champion is not None and self.loses_to_flat(champion):
+            # What the chooser does with a model worse than not trading (`steps.choose`): flat, with the reason.
+            where = f"regime '{regime}' has no per-regime choice" if regime else "regime unknown (warm-up)"
+            return Signal(symbol, bar, regime, FLAT, None, None, 0, 0.0, None, False,
+                          f"flat: {where} and champion {champion.model_type} v{champion.version} is {LOSES_TO_FLAT}",
+                          age, context=context), True
         elif champion is not None:
             version, tradeable, confidence = champion, True, None
             why = (f"champion {champion.model_type} v{champion.version}: "

@@ -51,6 +51,11 @@ def brain(tmp_path, monkeypatch):
     store.upsert(client.engine, "candles", stored)
     out = train.train_symbol(client.engine, settings, SYMBOL, "baseline", AS_OF)
     registry.pin_champion(client.engine, SYMBOL, "baseline", out.version, "test")
+    # Chosen in every regime by an operator: the sample's champion loses to flat, and serving does not
+    # fall back to such a champion (tests/test_serving.py `operator_choice`).
+    registry.write_regime_choice(client.engine, SYMBOL, AS_OF, {
+        r: {"model_type": "baseline", "version": out.version, "confidence": None, "tradeable": True,
+            "reason": "an operator's choice"} for r in REGIMES})
     return client, frame[frame.date < CUT].reset_index(drop=True)
 
 

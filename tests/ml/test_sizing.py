@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from brain_tasks.errors import DataError
-from brain_tasks.ml import sizing
+from brain_tasks.ml import sharpe, sizing
 from brain_tasks.ml.sizing import AGENT, SIGN, VOL_TARGET, SizerConfig
 
 
@@ -50,7 +50,7 @@ def test_the_agent_sizes_down_where_the_prediction_is_noise_and_beats_fixed_sizi
     assert res.gate.active == AGENT, res.gate.reason
     for baseline in (SIGN, VOL_TARGET):
         test = res.gate.tests[baseline]
-        assert test.diff > 0 and test.p_value < 0.01, (baseline, test)
+        assert test.diff > 0 and test.p_greater < 0.01, (baseline, test)
     assert res.metrics["agent_sizes"] == 1.0 and res.sizer.active == AGENT
     assert res.sizer_metrics[AGENT]["sharpe"] > max(res.sizer_metrics[b]["sharpe"] for b in (SIGN, VOL_TARGET))
     # Nested walk-forward: every test bar comes after the training bars and the purge + embargo.
@@ -60,7 +60,7 @@ def test_the_agent_sizes_down_where_the_prediction_is_noise_and_beats_fixed_sizi
 
 
 def test_on_pure_noise_the_agent_does_not_beat_flat(noise):
-    assert noise.gate.vs_flat.p_value >= 0.05, noise.gate.vs_flat
+    assert noise.gate.vs_flat.p_greater >= 0.05, noise.gate.vs_flat
     assert noise.metrics["mean_abs_position"] < 0.5
 
 
@@ -136,9 +136,10 @@ def test_size_for_serves_each_sizer_and_the_latest_observation_matches_training(
         sizing.size_for(sizer, up, use="martingale")
 
 
-def test_the_sharpe_difference_test_holds_its_size_under_autocorrelation_and_has_power():
-    """AR(1) returns (phi 0.5) with equal true Sharpe: the HAC test rejects near alpha, where an iid
-    test would reject far more often; a real difference is found."""
+def test_the_gates_one_sided_sharpe_test_holds_its_size_under_autocorrelation_and_has_power():
+    """The gate asks "does the agent beat this baseline?" with the project's one Sharpe-difference test
+    (`ml.sharpe`, per bar, one-sided `p_greater`).  AR(1) returns (phi 0.5) with equal true Sharpe: it
+    rejects near alpha, where an iid test would reject far more often; a real difference is found."""
     rng = np.random.default_rng(11)
     n, reps, phi = 1000, 300, 0.5
 
@@ -150,14 +151,17 @@ def test_the_sharpe_difference_test_holds_its_size_under_autocorrelation_and_has
             x[t] = phi * x[t - 1] + e[t]
         return mean + x * np.sqrt(1 - phi**2)
 
-    rejections = sum(sizing.sharpe_difference_test(ar1(0.02), ar1(0.02)).p_value < 0.05 for _ in range(reps))
+    def test(a: np.ndarray, b: np.ndarray) -> sharpe.SharpeDifference:
+        return sharpe.sharpe_difference_test(a, b, 1.0)
+
+    rejections = sum(test(ar1(0.02), ar1(0.02)).p_greater < 0.05 for _ in range(reps))
     assert rejections / reps < 0.09
-    strong = sizing.sharpe_difference_test(ar1(0.3), ar1(0.0))
-    assert strong.p_value < 0.01 and strong.diff > 0
-    flat = sizing.sharpe_difference_test(np.zeros(100))
-    assert flat.p_value == 1.0 and flat.diff == 0.0
-    losing = sizing.sharpe_difference_test(np.zeros(500), ar1(-0.3)[:500])
-    assert losing.p_value < 0.01  # flat beats a losing strategy
+    strong = test(ar1(0.3), ar1(0.0))
+    assert strong.p_greater < 0.01 and strong.diff > 0
+    flat = test(np.zeros(100), np.zeros(100))
+    assert flat.p_greater == 1.0 and flat.diff == 0.0
+    losing = test(np.zeros(500), ar1(-0.3)[:500])
+    assert losing.p_greater < 0.01  # flat beats a losing strategy
 
 
 def test_too_few_bars_is_a_data_error_and_configs_round_trip():

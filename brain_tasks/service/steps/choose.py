@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
 
 from brain_tasks.brain import registry
 from brain_tasks.brain.tables import ModelManifest
+from brain_tasks.intake import MODEL_TYPES
 from brain_tasks.service.chain import ChainState
-from brain_tasks.service.steps.reads import run_versions
+from brain_tasks.service.steps.reads import label, run_versions
 from brain_tasks.settings import Settings
 from brain_tasks.vocabulary import Action, ChampionStatus
+
+SELECT_STEP = "select_model"
+
+
+def configs_tried(engine: sa.Engine, symbol: str, until: dt.date | None = None) -> int:
+    """The configurations tried for the symbol's candidate models (as of `until` at the latest): the number
+    of distinct config hashes among its versions of a model type the selection chooses among.  The
+    position sizer's versions (`ppo_sizer`) are not candidates, so they are no trials of the deflated
+    Sharpe ratio; counting them would deflate the models for tries that never competed."""
+    return len({m.config_hash for m in registry.manifests(engine, symbol)
+                if m.model_type in MODEL_TYPES and (until is None or m.as_of <= until)})
 
 
 def selection_candidates(versions: list[ModelManifest], rejected: tuple[str, int] | None,
@@ -54,10 +67,12 @@ def choose_per_regime(engine: sa.Engine, settings: Settings, versions: list[Mode
 
 
 def select_model(engine: sa.Engine, settings: Settings, state: ChainState) -> ChainState:
-    """Pick among this run's versions that were not rejected, buy-and-hold and flat: a candidate is
-    chosen only when its deflated Sharpe ratio over every trial reaches `settings.dsr_level`, else the
-    choice is flat (not tradeable, with the reason).  A backfill or an unchanged run leaves the current
-    choice alone."""
+    """Pick among this run's versions, buy-and-hold and flat: a candidate is chosen only when its deflated
+    Sharpe ratio over every trial reaches `settings.dsr_level`, else the choice is flat (not tradeable,
+    with the reason).  A rejected candidate is replaced by the version of its type in use
+    (`selection_candidates`; the reasons say so); when the champion decision set aside every version of
+    the run and none stands in, every regime's choice is flat with that reason.  A backfill or an
+    unchanged run leaves the current choice alone."""
     symbol = state.symbol
     current = registry.regime_choice(engine, symbol)
     if current and min(c["as_of"] for c in current.values()) >= state.as_of:
@@ -66,21 +81,38 @@ def select_model(engine: sa.Engine, settings: Settings, state: ChainState) -> Ch
                             tradeable=sorted(k for k, v in current.items() if v["tradeable"]))
     if not state.ok or state.action in (Action.BACKFILL, Action.UNCHANGED):
         return state
+    run = run_versions(engine, state)
+    if not run:  # no input at all: nothing reached this step to choose among
+        return state.failed(SELECT_STEP, "no version of this run to choose among")
     rows = {(r.model_type, r.version): r for r in registry.registry_rows(engine, symbol)}
-    ran = [v for v in run_versions(engine, state) if rows[(v.model_type, v.version)].status != ChampionStatus.BACKFILL]
-    rejected = next(((v.model_type, int(v.version)) for v in ran
-                     if rows[(v.model_type, v.version)].status == ChampionStatus.REJECTED), None)
+    ran = [v for v in run if rows[(v.model_type, v.version)].status != ChampionStatus.BACKFILL]
+    rejected = next((v for v in ran if rows[(v.model_type, v.version)].status == ChampionStatus.REJECTED), None)
     in_use = {c["model_type"]: registry.manifest(engine, symbol, c["model_type"], int(c["version"]))
-              for c in (current or {}).values() if c.get("version") is not None}
+              for c in current.values() if c.get("version") is not None}
     champion = registry.champion(engine, symbol)
     if champion is not None:
         in_use[champion.model_type] = champion
-    versions = selection_candidates(ran, rejected, in_use)
-    if not versions:  # the one version was rejected and no version of its type traded before: nothing to choose
-        return state
+    versions = selection_candidates(ran, (rejected.model_type, int(rejected.version)) if rejected else None, in_use)
     by_type = {v.model_type: v.version for v in versions}
-    configs = len({m.config_hash for m in registry.manifests(engine, symbol)})
-    choice = choose_per_regime(engine, settings, versions, configs, registry.previous_choice(engine, symbol))
+    if versions:
+        choice = choose_per_regime(engine, settings, versions, configs_tried(engine, symbol),
+                                   registry.previous_choice(engine, symbol))
+        ran_keys = {(v.model_type, int(v.version)) for v in ran}
+        stand_in = next((v for v in versions if (v.model_type, int(v.version)) not in ran_keys), None)
+        if rejected is not None and stand_in is not None:
+            note = f" ({label(rejected)} rejected, {label(stand_in)} chosen among in its place" + (
+                f": {state.rollback['reason']})" if state.rollback else ")")
+            choice = {scope: {**c, "reason": c["reason"] + note} for scope, c in choice.items()}
+    else:
+        # Every candidate was set aside by the champion decision: a decision too, recorded as flat per regime
+        # (what the chooser does when nothing beats flat), so serving, status and the next run's hysteresis see it.
+        from brain_tasks.ml.regimes import FLAT, SCOPES
+
+        why = ", ".join(f"{label(v)} {rows[(v.model_type, v.version)].status}" for v in run)
+        reason = f"Flat: every version of this run was set aside ({why})" + (
+            f": {state.rollback['reason']}" if state.rollback else ".")
+        choice = {scope: {"model": FLAT, "confidence": None, "tradeable": False, "reason": reason}
+                  for scope in SCOPES}
     registry.write_regime_choice(engine, symbol, state.as_of, {
         regime: {**{k: v for k, v in c.items() if k not in ("model",)}, "model_type": c["model"],
                  "version": by_type.get(c["model"])}

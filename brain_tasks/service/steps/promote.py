@@ -15,9 +15,8 @@ import sqlalchemy as sa
 from brain_tasks.brain import registry, store
 from brain_tasks.brain.locks import claim
 from brain_tasks.brain.tables import ModelManifest
-from brain_tasks.errors import DataError
 from brain_tasks.service.chain import ChainState
-from brain_tasks.service.steps.reads import dataset_for, label, load_market, load_version, market_kwargs
+from brain_tasks.service.steps.reads import Reads, label
 from brain_tasks.settings import Settings
 from brain_tasks.timekeeping import day_end, timeframe_seconds
 from brain_tasks.vocabulary import Action
@@ -26,32 +25,32 @@ LIVE_DECISION_KEY = "live"  # the nightly decision's key in rollback_logs, besid
 
 
 def out_of_time_returns(engine: sa.Engine, settings: Settings, manifest: ModelManifest, start: dt.datetime,
-                        end: dt.datetime) -> pd.Series:
+                        end: dt.datetime, reads: Reads | None = None) -> pd.Series:
     """A version's strategy returns on the bars in (start, end]: features rebuilt with its own stored
-    config, predictions from its own artifact, its own costs and execution lag."""
+    config, predictions from its own artifact, its own costs and execution lag.  `reads` (default: the
+    Brain) is where the bars and the artifact come from."""
     from brain_tasks.ml.metrics import strategy_returns
-    from brain_tasks.ml.pipeline import TrainConfig, build_dataset
+    from brain_tasks.ml.pipeline import TrainConfig
 
     config = TrainConfig.from_dict(manifest.config)
     # Enough earlier bars for every rolling feature and the regime lookback to be warm at `start`.
     warmup = dt.timedelta(seconds=timeframe_seconds(config.timeframe) * (config.regime_lookback + 2 * 288))
-    market = load_market(engine, settings, manifest.symbol, start=start - warmup, end=end)
-    try:
-        X, _y, bar = build_dataset(market["candles"], dataclasses.replace(config, min_rows=1),
-                                   **market_kwargs(market))
-    except DataError:
+    reads = reads or Reads(engine, settings)
+    built = reads.window_dataset(manifest.symbol, dataclasses.replace(config, min_rows=1), start - warmup, end)
+    if built is None:
         return pd.Series(dtype=float)
+    X, _y, bar = built
     keep = X.index > pd.Timestamp(start)
     X, bar = X[keep], bar[keep]
     if X.empty:
         return pd.Series(dtype=float)
-    pred = load_version(engine, manifest).predict(X.reindex(columns=manifest.feature_names))
+    pred = reads.model(manifest).predict(X.reindex(columns=manifest.feature_names))
     return pd.Series(strategy_returns(pd.Series(pred, index=X.index), bar, config.cost_bps).to_numpy(),
                      index=X.index)
 
 
 def recent_returns(engine: sa.Engine, settings: Settings, candidate: ModelManifest,
-                   champion: ModelManifest) -> tuple[pd.Series, pd.Series]:
+                   champion: ModelManifest, reads: Reads | None = None) -> tuple[pd.Series, pd.Series]:
     """Strategy returns of candidate and champion on the same recent window, out of time for both.
 
     The window is the candidate's walk-forward out-of-sample bars that come after everything the
@@ -59,15 +58,16 @@ def recent_returns(engine: sa.Engine, settings: Settings, candidate: ModelManife
     """
     from brain_tasks.ml.metrics import strategy_returns
 
-    oos = registry.oos_frame(engine, candidate.oos_sha256)
+    reads = reads or Reads(engine, settings)
+    oos = reads.oos(candidate)
     oos = oos[pd.to_datetime(oos["ts"], utc=True) > pd.Timestamp(champion.data_end)]
     if oos.empty:
         empty = pd.Series(dtype=float)
         return empty, empty
-    X, _y = dataset_for(engine, settings, candidate)
+    X, _y = reads.dataset(candidate)
     X = X.loc[X.index.isin(pd.DatetimeIndex(pd.to_datetime(oos["ts"], utc=True)))]
     champion_X = X.reindex(columns=champion.feature_names)
-    champion_pred = load_version(engine, champion).predict(champion_X)
+    champion_pred = reads.model(champion).predict(champion_X)
     cost = float(candidate.config.get("cost_bps", 0.0))
     indexed = oos.set_index(pd.DatetimeIndex(pd.to_datetime(oos["ts"], utc=True)))
     bar = indexed["bar_return"].loc[X.index]
@@ -137,12 +137,12 @@ def promotion(engine: sa.Engine, settings: Settings, as_of: dt.date, candidate: 
 
 
 def live_pair(engine: sa.Engine, settings: Settings, current: ModelManifest, previous: ModelManifest,
-              end: dt.datetime) -> tuple[pd.Series, pd.Series]:
+              end: dt.datetime, reads: Reads | None = None) -> tuple[pd.Series, pd.Series]:
     """The live check's evidence: the champion's and the previous champion's out-of-time returns on the
     bars in (the champion's data end, `end`]."""
     start = current.data_end
-    return (out_of_time_returns(engine, settings, current, start, end),
-            out_of_time_returns(engine, settings, previous, start, end))
+    return (out_of_time_returns(engine, settings, current, start, end, reads),
+            out_of_time_returns(engine, settings, previous, start, end, reads))
 
 
 def live_check(engine: sa.Engine, settings: Settings, symbol: str, as_of: dt.date) -> dict[str, Any]:

@@ -48,7 +48,7 @@ def comparison_rows(symbol: str, as_of: dt.date, config_hash: str, version: int,
     for rank, sizer in enumerate(order, start=1):
         metrics = dict(result.sizer_metrics[sizer])
         if sizer != AGENT:
-            metrics["agent_p_value"] = gate.tests[sizer].p_value  # H1: the agent's Sharpe is higher
+            metrics["agent_p_value"] = gate.tests[sizer].p_greater  # H1: the agent's Sharpe is higher
         rows.append({"symbol": symbol, "as_of": as_of, "config_hash": config_hash, "model_type": sizer,
                      "version": version, "composite_score": float(metrics["composite"]), "rank": rank,
                      "is_best": sizer == gate.active,
