@@ -71,8 +71,9 @@ def test_b_when_the_edge_flips_brain_goes_flat_and_loses_less_than_newest(brain)
     assert result["state"] == "succeeded"
     # The evidence rule allows one step of delay: the first version that saw the flipped day has only
     # 275 paired bars against the champion (< BRAIN_MIN_EVIDENCE_BARS = 288), so it is not promoted, it is
-    # rejected, and the previous choice stands (as it would in regime_choices); the next step's has two
-    # days, is promoted, and its per-regime selection finds nothing to trade.
+    # rejected, and the champion stands in for it in the selection (`steps.choose.selection_candidates`:
+    # the evidence of the step before, so the previous choice stands); the next step's has two days, is
+    # promoted, and its per-regime selection finds nothing to trade.
     for d in replays.decisions(engine, plan.replay_id, policy="brain"):
         if pd.Timestamp(d["as_of"], tz="UTC") >= flip + pd.Timedelta(days=1):
             assert {d["choices"][r]["model_type"] for r in REGIMES} == {"flat"}, d
