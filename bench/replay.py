@@ -1,7 +1,9 @@
 """Replay benchmark: N synthetic symbols x K daily steps x M model types on a 2-process worker, Redis +
 PostgreSQL, enqueued as Engine code does it (`BrainClient.replay`) and waited for through its attempt.
 
-The work: the synthetic market stored as 5m candles (`--days` of history, the last K days replayed),
+The work: the synthetic market stored as 5m candles (`--days` of history, the last K days replayed;
+48 by default: on a shorter history a training costs a tenth of a second and the decisions' fixed cost
+per step dominates, which no real replay sees),
 the model types of `--models`; phase 1 trains N x K x M versions (`replay_train`), phase 2 walks each
 symbol (`replay_walk`), one `replay_pool` ends it.  Then the very same replay is enqueued again.
 
@@ -9,15 +11,17 @@ Printed:
 - wall of the first run and of the re-run, and the re-run's share of the first (goal <= 10%): the
   re-run trains nothing (the trainings find their versions) and rewrites identical rows;
 - compute: the sum of the tasks' runtimes as the worker logs them ("Task ... succeeded in Xs": in the
-  pool process, the task's own database work included), and the pool processes' CPU seconds;
-- efficiency = compute / (processes x wall) (goal >= 0.9);
+  pool process, the task's own database work included), and the CPU seconds of the pool processes, the
+  worker's main process, PostgreSQL and Redis;
+- efficiency = CPU / (processes x wall) (goal >= 0.9): the pool's CPU alone, and with the database's
+  and broker's CPU (the part of the tasks' work their servers do on the same cores); and by runtime;
 - the decision phase's share of the training: the walks' runtime over the trainings' runtime (goal
   <= 10%), and the same from CPU seconds measured by the tasks: the walks' `cpu_s` over the `cpu_s` of
   every training that trained (each walk sums the outcomes its model types' chains delivered), as the
   replay's result returns them (`replay_pool`'s `walks`: timings stay out of the Brain's rows);
 - runtime by task name.
 
-    python bench/replay.py [--symbols 4] [--steps 5] [--models baseline,lightgbm] [--days 12] [--workers 2]
+    python bench/replay.py [--symbols 10] [--steps 5] [--models baseline,lightgbm] [--days 48] [--workers 2]
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from bench.fanout import SUCCEEDED, _cpu  # noqa: E402 - the same log parsing and /proc CPU reading
+from bench.fanout import SUCCEEDED, CpuSnapshot, _pids  # noqa: E402 - the same log parsing and /proc CPU reading
 from tests import servers  # noqa: E402
 from tests.workers import brain_env, worker  # noqa: E402
 
@@ -88,16 +92,17 @@ def run(n: int, k: int, models: list[str], days: int, workers: int) -> None:
         with worker(env, name="replay", queues="collect,train,analysis", concurrency=workers, log_dir=home) as proc:
             group(app.signature("brain_tasks.ping", args=[i], queue="collect") for i in range(4 * workers)) \
                 .apply_async().get(timeout=300)
+            redis_pid, postmaster = _pids(redis_url, pg)
             walls, texts, cpus, handles, loads, pooled = [], [], [], [], [], []
             for _ in range(2):
                 offset = log.stat().st_size
-                cpu0 = _cpu(proc.pid)
+                cpu0 = CpuSnapshot.take(proc.pid, redis_pid, postmaster)
                 t0 = time.perf_counter()
                 handle = client.replay(symbols, models, start, end)
                 status = client.wait(handle, timeout=6 * 3600, poll=0.2)
                 walls.append(time.perf_counter() - t0)
                 loads.append(os.getloadavg()[0])
-                cpus.append(_cpu(proc.pid) - cpu0)
+                cpus.append(CpuSnapshot.take(proc.pid, redis_pid, postmaster).minus(cpu0))
                 # The enqueued task was replaced by the fan-out; its id now carries replay_pool's result.
                 pooled.append(app.AsyncResult(handle.attempt_id).get(timeout=300))
                 time.sleep(0.5)
@@ -121,9 +126,13 @@ def run(n: int, k: int, models: list[str], days: int, workers: int) -> None:
     print(f"  re-run wall           {walls[1]:8.1f} s   = {walls[1] / walls[0]:.1%} of the first (goal <= 10%); "
           f"its {len(again.get('replay_train', []))} training tasks found their versions in "
           f"{sum(again.get('replay_train', [])):.1f} s")
-    print(f"  task runtime (sum)    {compute:8.1f} s   pool processes' CPU {cpus[0]:.1f} s; machine load average "
-          f"{loads[0]:.1f} on {os.cpu_count()} cores")
-    print(f"  efficiency (CPU)      {cpus[0] / (workers * walls[0]):8.2f}     = pool CPU / ({workers} x wall) (goal >= 0.9); "
+    cpu = cpus[0]
+    pool, job = cpu["pool"], cpu["pool"] + cpu["worker_main"] + cpu["postgres"] + cpu["redis"]
+    print(f"  task runtime (sum)    {compute:8.1f} s   pool processes' CPU {pool:.1f} s, worker main {cpu['worker_main']:.1f} s, "
+          f"PostgreSQL {cpu['postgres']:.1f} s, Redis {cpu['redis']:.1f} s; machine load average {loads[0]:.1f} "
+          f"on {os.cpu_count()} cores")
+    print(f"  efficiency (CPU)      {pool / (workers * walls[0]):8.2f}     = pool CPU / ({workers} x wall) (goal >= 0.9); "
+          f"with the database's and broker's share of the work {job / (workers * walls[0]):.2f}; "
           f"by runtime {compute / (workers * walls[0]):.2f} (runtime includes waiting for a core)")
     print(f"  decision phase (CPU)  {walk_cpu[0]:8.1f} s   = {walk_cpu[0] / max(train_cpu[0], 1e-9):.1%} of the trainings' "
           f"{train_cpu[0]:.1f} s CPU over {n_trained[0]} trainings (goal <= 10%); by runtime {walk_rt:.1f} s = {walk_rt / train_rt:.1%} of {train_rt:.1f} s")
@@ -136,10 +145,10 @@ def run(n: int, k: int, models: list[str], days: int, workers: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    p.add_argument("--symbols", type=int, default=4)
+    p.add_argument("--symbols", type=int, default=10)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--models", default="baseline,lightgbm")
-    p.add_argument("--days", type=int, default=12, help="days of 5m history stored (the replay ends 2 days before)")
+    p.add_argument("--days", type=int, default=48, help="days of 5m history stored (the replay ends 2 days before)")
     p.add_argument("--workers", type=int, default=2)
     a = p.parse_args(argv)
     if a.days - 2 - a.steps < 4:

@@ -257,3 +257,28 @@ def replay_walk_state(plan):  # noqa: ANN001, ANN201
     from brain_tasks.service.chain import ChainState
 
     return ChainState.start(SYMBOL, plan.end)
+
+
+def test_the_brain_policy_falls_back_as_serving_does(market):
+    """Where a regime has no choice yet or the bar's regime is unknown, serving trades the champion unless
+    its walk-forward result loses to flat (`ml.metrics.loses_to_flat`); the `brain` policy must trade the
+    same.  Checked on every stored brain decision against the champion's metrics in the registry."""
+    from brain_tasks.ml.metrics import loses_to_flat
+
+    engine, settings = market
+    plan, first, _ = run_replay(engine, settings, [SYMBOL], ["baseline"], *WINDOW)
+    assert first["state"] == Status.OK
+    seen = []
+    for d in replays.decisions(engine, plan.replay_id, SYMBOL, "brain"):
+        champion = d["details"].get("champion")  # "baseline v2"
+        fallback = d["choices"][replays.OTHERWISE]
+        if champion is None:
+            assert fallback["model_type"] == "flat", d
+            continue
+        model_type, version = champion.split(" v")
+        loses = loses_to_flat(registry.metrics_of(engine, SYMBOL, model_type, int(version))["all"])
+        expected = {"model_type": "flat", "version": None} if loses else {"model_type": model_type,
+                                                                          "version": int(version)}
+        assert fallback == expected, (d, loses)
+        seen.append(loses)
+    assert seen, "no step had a champion"

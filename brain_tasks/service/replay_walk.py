@@ -14,7 +14,7 @@ The `brain` policy applies the decision code the chain's steps call, to a champi
 (`ml.regimes.select_per_regime` with the previous choice, i.e. its hysteresis).  It trades what serving
 (`service.serving`) would trade: the regime's chosen model, flat where the choice is flat *or
 buy-and-hold* (serving has no version to trade for buy-and-hold and stays flat), and the champion in a
-bar whose regime is unknown.  The walk never writes champion, regime_choices, champion_history,
+bar whose regime is unknown or has no choice yet, unless the champion loses to flat (then flat).  The walk never writes champion, regime_choices, champion_history,
 rollback_logs or signals.
 """
 
@@ -104,6 +104,14 @@ class Walk:
 
     def oos(self, version: ModelManifest) -> pd.DataFrame:
         return self.reads.oos(version)
+
+    def loses_to_flat(self, version: ModelManifest) -> bool:
+        """Serving's test of a champion it would fall back to (`Server.loses_to_flat`): its walk-forward
+        result, written with the version and never again, so known at any step that knows the version."""
+        from brain_tasks.ml.metrics import loses_to_flat
+
+        return self.cached(("loses_to_flat", _key(version)), lambda: loses_to_flat(
+            registry.metrics_of(self.engine, self.symbol, version.model_type, int(version.version)).get("all", {})))
 
     def n_configs(self, k: int) -> int:
         """Configurations tried for the symbol up to this step (the deflated Sharpe ratio's trials, as the
@@ -247,23 +255,30 @@ def brain_decisions(walk: Walk, settings: Settings) -> list[StepDecision]:
                 chosen_versions = {v.model_type: v for v in candidates}
         trade: dict[str, str] = {}
         names: dict[str, ModelManifest | None] = {}
+        # Serving's fallback where a regime has no choice (before the first selection) or the bar's regime
+        # is unknown: the champion, unless it loses to flat (then flat, as the chooser treats such a model).
+        fallback = FLAT
+        if champion is not None and not walk.loses_to_flat(champion):
+            fallback = CHAMPION
+            names[CHAMPION] = champion
+        elif champion is not None:
+            details["champion_loses_to_flat"] = True
         for regime in SCOPES:
             if regime == "all":
                 continue
             entry = choice.get(regime)
-            model = entry["model"] if entry else FLAT
+            if entry is None:
+                trade[regime] = fallback
+                continue
+            model = entry["model"]
             # Serving: flat for flat, for buy-and-hold (no version to trade) and for a choice not tradeable.
-            if model in (FLAT, BUY_AND_HOLD) or not (entry or {}).get("tradeable", False) or model not in chosen_versions:
+            if model in (FLAT, BUY_AND_HOLD) or not entry.get("tradeable", False) or model not in chosen_versions:
                 trade[regime] = FLAT
                 details.setdefault("chosen", {})[regime] = model
             else:
                 trade[regime] = model
                 names[model] = chosen_versions[model]
-        if champion is not None:
-            trade[OTHERWISE] = CHAMPION
-            names[CHAMPION] = champion
-        else:
-            trade[OTHERWISE] = FLAT
+        trade[OTHERWISE] = fallback
         details["champion"] = label(champion) if champion else None
         details["selection"] = {r: c["model"] for r, c in choice.items()}
         out.append(StepDecision(trade, names, str(action), "; ".join(notes + [reason]), details))
