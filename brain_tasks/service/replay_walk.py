@@ -253,6 +253,9 @@ def brain_decisions(walk: Walk, settings: Settings) -> list[StepDecision]:
                 choice = choose_per_regime(walk.engine, settings, candidates, walk.n_configs(k),
                                            {r: c["model"] for r, c in choice.items()}, oos=walk.oos)
                 chosen_versions = {v.model_type: v for v in candidates}
+            else:  # every candidate set aside and none stands in: the chain's select_model records flat
+                choice = {r: {"model": FLAT, "confidence": None, "tradeable": False} for r in SCOPES}
+                chosen_versions = {}
         trade: dict[str, str] = {}
         names: dict[str, ModelManifest | None] = {}
         # Serving's fallback where a regime has no choice (before the first selection) or the bar's regime
