@@ -31,19 +31,12 @@ import pandas as pd  # noqa: E402
 from brain_tasks.ml.metrics import bars_per_year  # noqa: E402
 from brain_tasks.ml.pipeline import TrainConfig, train_and_evaluate  # noqa: E402
 from brain_tasks.ml.regimes import REGIMES, select_per_regime, volatility_regimes  # noqa: E402
+from bench.markdown import table  # noqa: E402
 from tests import planted  # noqa: E402
 
 MODELS = ("baseline", "lightgbm")
 DAYS = 55
 PPY = bars_per_year("5m")
-
-
-def _table(title: str, head: list[str], rows: list[list[str]]) -> None:
-    print(f"\n### {title}\n")
-    print("| " + " | ".join(head) + " |")
-    print("|" + "|".join("---" for _ in head) + "|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
 
 
 def walk_forward(seeds: list[int]) -> None:
@@ -58,7 +51,7 @@ def walk_forward(seeds: list[int]) -> None:
         choice = select_per_regime(oos, periods_per_year=PPY)
         rows.append([str(seed)] + [" / ".join(f"{per_regime[m][r]['sharpe']:.0f}" for m in MODELS) for r in REGIMES]
                     + [" ".join(f"{choice[r]['model']} ({choice[r]['confidence']:.2f})" for r in ("low", "normal", "high"))])
-    _table(f"Walk-forward out-of-sample Sharpe per regime, {DAYS} days (baseline / lightgbm), and the choice (DSR)",
+    table(f"Walk-forward out-of-sample Sharpe per regime, {DAYS} days (baseline / lightgbm), and the choice (DSR)",
            ["seed", *REGIMES, "chosen in low, normal, high (DSR)"], rows)
 
 
@@ -81,7 +74,7 @@ def replay() -> None:
             regimes[s] = volatility_regimes(frame, window=48, lookback=2016)
         plan, _, _ = run_replay(engine, settings, symbols, list(MODELS), "2024-02-19", "2024-02-24")
         pooled = replays.get_replay(engine, plan.replay_id)["summary"]["pooled"]["policies"]
-        _table("Replay of test_a: pooled policies (6 symbols x 6 daily steps, 2024-02-19..24)",
+        table("Replay of test_a: pooled policies (6 symbols x 6 daily steps, 2024-02-19..24)",
                ["policy", "Sharpe", "HAC p vs brain (two-sided)", "p (brain higher)", "time in market"],
                [[p, f"{m['sharpe']:.1f}", f"{m['p_value']:.2g}" if m.get("p_value") is not None else "-",
                  f"{m['p_greater']:.2g}" if m.get("p_greater") is not None else "-", f"{m['time_in_market']:.2f}"]
@@ -89,7 +82,7 @@ def replay() -> None:
         decided = replays.decisions(engine, plan.replay_id, policy="brain")
         chosen = Counter((r, d["choices"][r]["model_type"]) for d in decided for r in REGIMES)
         names = sorted({m for _, m in chosen})
-        _table(f"brain's choice per regime over {len(decided)} (symbol, step) pairs", ["regime", *names],
+        table(f"brain's choice per regime over {len(decided)} (symbol, step) pairs", ["regime", *names],
                [[r, *(str(chosen[(r, m)]) for m in names)] for r in REGIMES])
         sums: dict[tuple[str, str], float] = Counter()
         for s in symbols:
@@ -100,7 +93,7 @@ def replay() -> None:
                 for regime in REGIMES:
                     sums[(p, regime)] += float(r[label == regime].sum()) / len(symbols)
         policies = ["brain", "newest:baseline", "newest:lightgbm", "best_composite"]
-        _table("Pooled (equal-weight) sum of net returns per regime", ["regime", *policies],
+        table("Pooled (equal-weight) sum of net returns per regime", ["regime", *policies],
                [[regime, *(f"{sums[(p, regime)]:+.3f}" for p in policies)] for regime in REGIMES])
 
 

@@ -15,24 +15,22 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import signal, stats
 
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # for `bench.markdown` when run as a script
+
+from bench.markdown import table  # noqa: E402
 from brain_tasks.ml import replay
 from brain_tasks.ml.regimes import REGIMES
 
 PPY_5M = 105_120.0
-
-
-def _table(title: str, head: list[str], rows: list[list[str]]) -> None:
-    print(f"\n### {title}\n")
-    print("| " + " | ".join(head) + " |")
-    print("|" + "|".join("---" for _ in head) + "|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
 
 
 def _rate(hits: int, reps: int) -> str:
@@ -83,7 +81,7 @@ def sharpe_test_size(reps: int) -> None:
             rows.append([label, str(n), str(reps)]
                         + [_rate(int((p_hac_a < lv).sum()), reps) for lv in (0.01, 0.05, 0.10)]
                         + [f"{(p_iid < 0.05).mean():.3f}"])
-    _table("Sharpe-difference test: size under the null (equal true Sharpe)",
+    table("Sharpe-difference test: size under the null (equal true Sharpe)",
            ["returns", "bars", "reps", "HAC at 1%", "HAC at 5%", "HAC at 10%", "iid covariance at 5%"], rows)
 
 
@@ -105,7 +103,7 @@ def sharpe_test_power(reps: int) -> None:
         # Asymptotic power: each Sharpe estimate's variance is about (1 + phi) / (1 - phi) / n at a small Sharpe.
         se = math.sqrt(2 * (1 + 0.3) / (1 - 0.3) / n)
         rows.append([str(n), "theory", *(f"{stats.norm.sf(1.96 - d / se):.3f}" for d in (0.01, 0.03, 0.05, 0.1))])
-    _table("Sharpe-difference test: power (AR(1) 0.3, t(4), independent policies)",
+    table("Sharpe-difference test: power (AR(1) 0.3, t(4), independent policies)",
            ["bars", "reps", "delta 0.01/bar", "0.03", "0.05", "0.1"], rows)
 
 
@@ -116,7 +114,7 @@ def _pbo_noise(rng: np.random.Generator, t: int, n: int, common: float) -> np.nd
     return 0.01 * (math.sqrt(common) * shared + math.sqrt(1 - common) * rng.standard_normal((t, n)))
 
 
-def pbo_table(reps: int) -> None:
+def pbotable(reps: int) -> None:
     t = 8640  # 30 days of 5m bars: 540 bars per block at S = 16
     rows = []
     for n, common in ((8, 0.0), (8, 0.7), (40, 0.0)):
@@ -137,7 +135,7 @@ def pbo_table(reps: int) -> None:
                      f"{p.mean():.3f}", f"{p.std(ddof=1):.3f}", f"{np.mean((p >= 0.3) & (p <= 0.7)):.2f}",
                      f"{np.quantile(p, 0.05):.3f} / {np.quantile(p, 0.95):.3f}"])
     info = replay.pbo_cscv(np.zeros((t, 2)) + np.arange(2))
-    _table(f"PBO by CSCV, T = {t} bars, S = 16 blocks of {info['bars_per_block']} bars, "
+    table(f"PBO by CSCV, T = {t} bars, S = 16 blocks of {info['bars_per_block']} bars, "
            f"{info['n_combinations']} combinations",
            ["matrix", "matrices", "mean PBO", "sd", "share in [0.3, 0.7]", "5% / 95% quantile"], rows)
 
@@ -153,7 +151,7 @@ def _year_of_policies(rng: np.random.Generator, n: int) -> dict[str, pd.Series]:
     return {k: pd.Series(v, index=idx) for k, v in out.items()}
 
 
-def storage_table() -> None:
+def storagetable() -> None:
     n = 105_120  # a year of 5m bars
     rng = np.random.default_rng(5)
     rows, per_bar = [], {}
@@ -167,7 +165,7 @@ def storage_table() -> None:
         per_bar[name] = len(data) / n
         share = float((series != 0).mean())
         rows.append([name, f"{share:.2f}", f"{len(data):,}", f"{len(data) / n:.3f}", f"{pack_ms:.1f}", f"{unpack_ms:.1f}"])
-    _table(f"pack_returns: one year of 5m bars ({n:,} bars), float32 + byte shuffle + zlib",
+    table(f"pack_returns: one year of 5m bars ({n:,} bars), float32 + byte shuffle + zlib",
            ["series", "share of non-zero bars", "bytes", "bytes per bar", "pack ms", "unpack ms"], rows)
     dense = max(per_bar.values())
     cells = 1000 * n
@@ -207,8 +205,8 @@ def main() -> None:
     t0 = time.perf_counter()
     sharpe_test_size(int(2000 * scale))
     sharpe_test_power(int(400 * scale))
-    pbo_table(int(100 * scale))
-    storage_table()
+    pbotable(int(100 * scale))
+    storagetable()
     trade_policy_speed()
     print(f"\n(took {time.perf_counter() - t0:.0f} s)")
 

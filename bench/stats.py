@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +19,10 @@ import numpy as np
 import pandas as pd
 from scipy import signal, stats
 
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # for `bench.markdown` when run as a script
+
+from bench.markdown import table  # noqa: E402
 from brain_tasks.ml.drift import drift_windows, feature_drift, ks_statistic
 from brain_tasks.ml.features import CANDLE_FEATURES, make_features
 from brain_tasks.ml.metrics import probabilistic_sharpe_ratio
@@ -46,21 +51,13 @@ def _sd(rate: float, reps: int) -> str:
     return f"{rate:.3f} ({round(rate * reps)}/{reps}, sd {math.sqrt(rate * (1 - rate) / reps):.3f})"
 
 
-def _table(title: str, head: list[str], rows: list[list[str]]) -> None:
-    print(f"\n### {title}\n")
-    print("| " + " | ".join(head) + " |")
-    print("|" + "|".join("---" for _ in head) + "|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-
-
 def _iid_ks_alarm(ref: np.ndarray, cur: np.ndarray, level: float) -> bool:
     d = ks_statistic(ref, cur)
     en = math.sqrt(ref.size * cur.size / (ref.size + cur.size))
     return bool(stats.kstwobign.sf((en + 0.12 + 0.11 / en) * d) <= level)
 
 
-def drift_table(scale: float) -> None:
+def drifttable(scale: float) -> None:
     rows = []
     reps = int(300 * scale)
     for t3 in (False, True):
@@ -94,7 +91,7 @@ def drift_table(scale: float) -> None:
         rows.append([f"power: {shift:g} sd mean shift" + (", 1 of 20 features" if p > 1 else ""), f"{phi:g}",
                      "normal", str(n_rep), _sd(float(np.mean(hits)), n_rep), ""])
     rows.extend(_package_features(scale))
-    _table(f"Feature drift: effective-sample-size KS + Holm, alpha 0.05, {N_REF} vs {N_CUR} rows "
+    table(f"Feature drift: effective-sample-size KS + Holm, alpha 0.05, {N_REF} vs {N_CUR} rows "
            "(last column: the same KS counting every row as independent)",
            ["case", "phi", "tails", "runs", "our rate (count, sd)", "iid KS rate"], rows)
 
@@ -135,7 +132,7 @@ def _package_features(scale: float) -> list[list[str]]:
              f"{np.mean(any_iid):.3f}"]]
 
 
-def psr_table(scale: float) -> None:
+def psrtable(scale: float) -> None:
     reps, n = int(2000 * scale), 500
     rows = []
     for t3 in (False, True):
@@ -152,11 +149,11 @@ def psr_table(scale: float) -> None:
         iid = np.mean([probabilistic_sharpe_ratio(r, method="iid") > 0.95 for r in x])
         rows.append(["power: PSR > 0.95 at per-bar Sharpe 0.1", f"{phi:g}", "normal", str(reps), _sd(hac, reps),
                      f"{iid:.3f}"])
-    _table(f"Probabilistic Sharpe Ratio (HAC standard error), {n} bars (last column: iid formula)",
+    table(f"Probabilistic Sharpe Ratio (HAC standard error), {n} bars (last column: iid formula)",
            ["case", "phi", "tails", "runs", "our rate (count, sd)", "iid rate"], rows)
 
 
-def rollback_table(scale: float) -> None:
+def rollbacktable(scale: float) -> None:
     reps, n = int(2000 * scale), 500
     rows = []
     for t3 in (False, True):
@@ -179,7 +176,7 @@ def rollback_table(scale: float) -> None:
         iid = np.mean(stats.ttest_1samp(d, 0.0, axis=1, alternative="greater").pvalue <= 0.05)
         rows.append(["power: shortfall 0.15 sd per bar", f"{phi:g}", "normal", str(reps), _sd(ours, reps),
                      f"{iid:.3f}"])
-    _table(f"Rollback / promotion test (paired HAC, one-sided alpha 0.05), {n} paired bars "
+    table(f"Rollback / promotion test (paired HAC, one-sided alpha 0.05), {n} paired bars "
            "(last column: iid paired t-test)", ["case", "phi", "tails", "runs", "our rate (count, sd)", "iid rate"], rows)
 
 
@@ -201,7 +198,7 @@ def _symbol(rng: np.random.Generator, n: int, planted: float = 0.0) -> dict[str,
     return out
 
 
-def selection_table(scale: float) -> None:
+def selectiontable(scale: float) -> None:
     rows = []
     rng = np.random.default_rng(31)
     reps = int(300 * scale)
@@ -216,11 +213,11 @@ def selection_table(scale: float) -> None:
             right.append(choice["all"]["model"] == "lightgbm")
         rows.append([f"planted signal ({planted:.0%} of signs known): lightgbm chosen overall", str(n_rep),
                      _sd(float(np.mean(right)), n_rep)])
-    _table("Per-regime selection (standardised DSR >= 0.95 over 3 models + buy-and-hold x 5 scopes, 3000 bars)",
+    table("Per-regime selection (standardised DSR >= 0.95 over 3 models + buy-and-hold x 5 scopes, 3000 bars)",
            ["case", "symbols", "rate (count, sd)"], rows)
 
 
-def importance_table() -> None:
+def importancetable() -> None:
     eth = pd.read_feather(ROOT / "sample" / "freqtrade-testdata" / "ETH_BTC-5m.feather").rename(columns={"date": "ts"})
     synthetic = _garch_candles(np.random.default_rng(5), 30_000)
     rows = []
@@ -233,7 +230,7 @@ def importance_table() -> None:
             train_and_evaluate(candles, model_type, TrainConfig(), with_importance=True)
             imp = time.process_time() - t0 - train
             rows.append([name, model_type, f"{train:.2f}", f"{imp:.2f}", f"{imp / train:.2f}"])
-    _table("Out-of-sample importance cost (default TrainConfig: 5 folds, 1000 sampled test rows in all)",
+    table("Out-of-sample importance cost (default TrainConfig: 5 folds, 1000 sampled test rows in all)",
            ["data", "model", "training CPU s", "importance CPU s", "ratio"], rows)
 
 
@@ -245,7 +242,7 @@ def main() -> None:
     start = time.perf_counter()
     for section in (drift_table, psr_table, rollback_table, selection_table):
         section(scale)
-    importance_table()
+    importancetable()
     print(f"\n({time.perf_counter() - start:.0f} s)")
 
 
