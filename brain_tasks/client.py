@@ -385,12 +385,10 @@ class BrainClient:
         regime = str(regimes.iloc[-1]) if len(regimes) else "normal"
         chosen = registry.regime_choice(self.engine, symbol).get(regime)
         if chosen is None:
-            from brain_tasks.ml.metrics import loses_to_flat
             from brain_tasks.vocabulary import LOSES_TO_FLAT
 
             # The champion trades as the fallback unless its own out-of-sample result is worse than flat.
-            overall = registry.metrics_of(self.engine, symbol, champion.model_type, champion.version).get("all", {})
-            losing = loses_to_flat(overall)
+            losing = registry.loses_to_flat(self.engine, champion)
             out = {"symbol": symbol, "regime": regime, "as_of_bar": last.isoformat(),
                    "model_type": champion.model_type, "version": champion.version, "confidence": None,
                    "trade": not losing, "reason": "champion (no per-regime choice for this regime)"

@@ -256,8 +256,14 @@ def _selection(engine: sa.Engine, symbol: str, rows: Sequence[Any],
     if not chosen_by_regime:
         return []
     by_key = {(r.model_type, r.version): r for r in rows}
-    fallback = {"reason": "champion (no per-regime choice for this regime)" if champion is not None
-                else "no model chosen and no champion"}
+    if champion is None:
+        fallback = {"reason": "no model chosen and no champion"}
+    else:
+        from brain_tasks.vocabulary import LOSES_TO_FLAT
+
+        losing = registry.loses_to_flat(engine, champion)  # served flat then, as serving falls back
+        fallback = {"reason": "champion (no per-regime choice for this regime)"
+                    + (f": {LOSES_TO_FLAT}, served flat" if losing else "")}
     order = {r: i for i, r in enumerate(REGIMES)}
     regimes = sorted(set(REGIMES) | set(chosen_by_regime), key=lambda r: (order.get(r, len(order)), r))
     out = []

@@ -247,6 +247,16 @@ def metrics_of(engine: sa.Engine, symbol: str, model_type: str, version: int,
     return out
 
 
+def loses_to_flat(engine: sa.Engine, version: Any) -> bool:
+    """Whether a version's walk-forward result over every bar (regime 'all') is worse than never trading
+    (`ml.metrics.loses_to_flat`).  The rule every fallback to the champion applies (serving, the replay's
+    brain policy, `current_choice`, the report): such a champion is served flat.  Those metrics are
+    written with the version and never again, so callers may cache the answer."""
+    from brain_tasks.ml.metrics import loses_to_flat as worse_than_flat
+
+    return worse_than_flat(metrics_of(engine, version.symbol, version.model_type, int(version.version)).get("all", {}))
+
+
 def write_metrics(engine: sa.Engine, symbol: str, model_type: str, version: int, evaluation: str,
                   as_of: dt.date, metrics: Mapping[str, Mapping[str, Any]]) -> None:
     """Upsert {regime: {metric: value}} of one version under `evaluation` (e.g. 'live')."""

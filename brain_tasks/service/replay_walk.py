@@ -108,10 +108,7 @@ class Walk:
     def loses_to_flat(self, version: ModelManifest) -> bool:
         """Serving's test of a champion it would fall back to (`Server.loses_to_flat`): its walk-forward
         result, written with the version and never again, so known at any step that knows the version."""
-        from brain_tasks.ml.metrics import loses_to_flat
-
-        return self.cached(("loses_to_flat", _key(version)), lambda: loses_to_flat(
-            registry.metrics_of(self.engine, self.symbol, version.model_type, int(version.version)).get("all", {})))
+        return self.cached(("loses_to_flat", _key(version)), lambda: registry.loses_to_flat(self.engine, version))
 
     def n_configs(self, k: int) -> int:
         """Configurations tried for the symbol up to this step (the deflated Sharpe ratio's trials, as the

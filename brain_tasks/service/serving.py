@@ -248,13 +248,10 @@ class Server:
     def loses_to_flat(self, version: Any) -> bool:
         """Whether a version's walk-forward result (regime 'all') is worse than never trading
         (`ml.metrics.loses_to_flat`), read once: those metrics are written with the version and never again."""
-        from brain_tasks.ml.metrics import loses_to_flat
-
         key = (version.symbol, version.model_type, int(version.version))
         found = self.verdicts.get(key)
         if found is None:
-            metrics = registry.metrics_of(self.engine, *key).get("all", {})
-            found = self.verdicts.setdefault(key, loses_to_flat(metrics))
+            found = self.verdicts.setdefault(key, registry.loses_to_flat(self.engine, version))
         return found
 
     def load_model(self, digest: str) -> Any:
