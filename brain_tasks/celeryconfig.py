@@ -135,7 +135,10 @@ if _s.embedded:
     beat_scheduler = "celery.beat:PersistentScheduler"
     beat_schedule_filename = str((_s.home / "celerybeat-schedule").resolve())
 else:
-    broker_transport_options = {"visibility_timeout": _s.visibility_timeout}
+    # kombu scans for deliveries older than the visibility timeout every 10 s but, by default, acts on
+    # every tenth scan only: a killed worker's task came back up to 100 s after the timeout.  Every scan
+    # acts now (one ZRANGE under a Redis mutex per worker every 10 s).
+    broker_transport_options = {"visibility_timeout": _s.visibility_timeout, "unacked_restore_throttle": 1}
     result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout}
     # One beat at a time: RedBeat holds a lock in Redis, a second beat waits for it.
     beat_scheduler = "brain_tasks.beat:FailoverRedBeatScheduler"
