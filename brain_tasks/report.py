@@ -278,6 +278,17 @@ def _selection(engine: sa.Engine, symbol: str, rows: Sequence[Any],
 
 # --- plots ---------------------------------------------------------------------------------------
 
+def _equity_axes(ax: Any, title: str) -> None:
+    """What every equity chart shares: the start line at 1, a UTC time axis, labels, grid and legend."""
+    ax.axhline(1.0, color="#888", linewidth=0.6, linestyle=":")
+    _time_axis(ax)
+    ax.set_ylabel("equity (start = 1)")
+    ax.set_xlabel("UTC")
+    ax.set_title(_mpl(title), fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, **_LEGEND_RIGHT)
+
+
 def _mpl(text: object) -> str:
     """Text safe for matplotlib: a `$` from the database must not start mathtext."""
     return str(text).replace("$", r"\$")
@@ -337,14 +348,8 @@ def equity_plot(view: SymbolView) -> str:
     if focus is not None and focus.bar_return is not None:
         ax.plot(_naive_utc(focus.ts), equity_curve(focus.bar_return).to_numpy(), label="buy & hold (same bars)",
                 color="#6e7781", linewidth=1.2, linestyle="--", zorder=1)
-    ax.axhline(1.0, color="#888", linewidth=0.6, linestyle=":")
     ax.set_xlim(*_time_range(view))
-    _time_axis(ax)
-    ax.set_ylabel("equity (start = 1)")
-    ax.set_xlabel("UTC")
-    ax.set_title(_mpl(f"{view.symbol}: out-of-sample equity, walk-forward folds"), fontsize=11)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, **_LEGEND_RIGHT)
+    _equity_axes(ax, f"{view.symbol}: out-of-sample equity, walk-forward folds")
     return _png(fig, f"{view.symbol} out-of-sample equity curves")
 
 
@@ -652,13 +657,7 @@ def replay_equity_plot(detail: dict[str, Any]) -> str:
         ax.plot(_naive_utc(ts), np.array(curve["equity"], dtype="float64"), label=_mpl(name),
                 linewidth=2.4 if brain else 1.1, color="#1f2328" if brain else None, zorder=3 if brain else 2,
                 linestyle="--" if name.startswith(replay_view.BRAIN + "[") else "-")
-    ax.axhline(1.0, color="#888", linewidth=0.6, linestyle=":")
-    _time_axis(ax)
-    ax.set_ylabel("equity (start = 1)")
-    ax.set_xlabel("UTC")
-    ax.set_title(_mpl(f"Replay {detail['replay']['replay_id']}: pooled equity per policy"), fontsize=11)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, **_LEGEND_RIGHT)
+    _equity_axes(ax, f"Replay {detail['replay']['replay_id']}: pooled equity per policy")
     return _png(fig, f"replay {detail['replay']['replay_id']} pooled equity per policy")
 
 

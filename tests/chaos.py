@@ -1,5 +1,5 @@
 """Helpers of the fault tests: a run sent by an "Engine" process, "same rows as an undisturbed run",
-and copies of one call released at once (`at_once`).
+beat's reconcile loop stood in for (`reconciling`), and copies of one call released at once (`at_once`).
 
 A fault test runs the same retrain twice, once undisturbed and once under a fault, on two fresh
 databases, and then requires every Brain table to hold the same rows (wall-clock columns aside).
@@ -7,12 +7,13 @@ databases, and then requires every Brain table to hold the same rows (wall-clock
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,33 @@ result = app.send_task("brain_tasks.daily_retrain", queue="analysis",
                        kwargs={{"symbols": {symbols!r}, "models": {models!r}, "as_of": {as_of!r}}})
 print(json.dumps(result.get(timeout={timeout!r})))
 """
+
+
+# Beat's stand-in: reconcile_runs every BRAIN_RECONCILE_INTERVAL seconds, surviving the broker's absence.
+RECONCILER = """
+import time
+from brain_tasks.settings import get_settings
+from brain_tasks.tasks import reconcile_runs
+while True:
+    try:
+        print(reconcile_runs.apply().get(), flush=True)
+    except Exception as exc:
+        print("reconcile failed:", repr(exc), flush=True)
+    time.sleep(get_settings().reconcile_interval)
+"""
+
+
+@contextlib.contextmanager
+def reconciling(env: Mapping[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    """`RECONCILER` running in its own process with `env` (output to `log`) while the block runs."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", RECONCILER], env=dict(env), cwd=REPO, stdout=out,
+                                stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def fresh_brain(server_url: str) -> str:

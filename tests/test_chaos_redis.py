@@ -11,18 +11,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from brain_tasks.brain import runs
 from brain_tasks.brain.db import dispose_engine, make_engine
-from brain_tasks.brain.migrate import upgrade
-from tests import servers
+from tests import chaos, servers
 from tests.test_jobs import _comparable
-from tests.workers import REPO, brain_env, run_python, wait_for, worker
+from tests.workers import brain_env, run_python, wait_for, worker
 from tests import snapshots
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
@@ -43,26 +40,6 @@ h = BrainClient().retrain({symbols!r}, models={models!r}, as_of={as_of!r})
 print(json.dumps([h.run_id, h.attempt_id]))
 """
 
-# Beat's stand-in: reconcile_runs every BRAIN_RECONCILE_INTERVAL seconds, surviving the broker's absence.
-RECONCILER = """
-import time
-from brain_tasks.settings import get_settings
-from brain_tasks.tasks import reconcile_runs
-while True:
-    try:
-        print(reconcile_runs.apply().get(), flush=True)
-    except Exception as exc:
-        print("reconcile failed:", repr(exc), flush=True)
-    time.sleep(get_settings().reconcile_interval)
-"""
-
-
-def _fresh(pg_url: str) -> str:
-    url = servers.create_database(pg_url)
-    upgrade(url)
-    return url
-
-
 def _enqueue(env: dict) -> tuple[str, str]:
     out = run_python(ENQUEUE.format(symbols=SYMBOLS, models=MODELS, as_of=AS_OF), env)
     run_id, attempt_id = json.loads(out.strip().splitlines()[-1])
@@ -82,7 +59,7 @@ def _training(url: str, run_id: str, attempt_id: str) -> bool:
 def reference(tmp_path_factory, pg_url, redis_url):  # noqa: ANN001
     """The database an undisturbed run leaves (computed once for every variant)."""
     tmp = tmp_path_factory.mktemp("ref")
-    url = _fresh(pg_url)
+    url = chaos.fresh_brain(pg_url)
     env = brain_env(url, redis_url.rsplit("/", 1)[0] + "/6", tmp, **LIMITS)
     with worker(env, name="ref", concurrency=2, log_dir=tmp):
         run_id, attempt_id = _enqueue(env)
@@ -98,12 +75,9 @@ def test_a_redis_restart_mid_run_loses_nothing(tmp_path, pg_url, reference, sig)
     empty (a restart without persistence): no message, no unacked delivery and no chord counter is left
     to redeliver, so only reconcile_runs (re-driving both chains) can finish the attempt."""
     with servers.restartable_redis_server() as redis:
-        url = _fresh(pg_url)
+        url = chaos.fresh_brain(pg_url)
         env = brain_env(url, redis.url, tmp_path, **LIMITS)
-        reconciler_log = open(tmp_path / "reconciler.log", "wb")
-        reconciler = subprocess.Popen([sys.executable, "-c", RECONCILER], env=env, cwd=REPO, stdout=reconciler_log,
-                                      stderr=subprocess.STDOUT)
-        try:
+        with chaos.reconciling(env, tmp_path / "reconciler.log"):
             with worker(env, name="w", concurrency=2, log_dir=tmp_path) as victim:
                 run_id, attempt_id = _enqueue(env)
                 wait_for(lambda: _training(url, run_id, attempt_id), 300, interval=0.02, what="a train_symbol task")
@@ -126,10 +100,6 @@ def test_a_redis_restart_mid_run_loses_nothing(tmp_path, pg_url, reference, sig)
                     wait_for(lambda: _finished(url, run_id, attempt_id), 600, interval=0.5,
                              what="the re-driven run to finish")
                     recovered = time.monotonic() - faulted
-        finally:
-            reconciler.terminate()
-            reconciler.wait(timeout=30)
-            reconciler_log.close()
         engine = make_engine(url)
         status = runs.run_status(engine, run_id, attempt_id)
         print(f"{getattr(sig, 'name', sig)}: {status['state']} {recovered:.0f} s after the fault; "

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pandas as pd
@@ -20,10 +18,9 @@ import pytest
 from brain_tasks.brain import runs
 from brain_tasks.brain.db import dispose_engine, make_engine
 from brain_tasks.vocabulary import OPEN, Status
-from tests import servers, snapshots
-from tests.test_chaos_redis import RECONCILER, _fresh
+from tests import chaos, servers, snapshots
 from tests.test_jobs import _load
-from tests.workers import REPO, brain_env, run_python, wait_for, worker
+from tests.workers import brain_env, run_python, wait_for, worker
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 
@@ -55,7 +52,7 @@ def _enqueue(env: dict) -> tuple[str, str]:
 
 def _brain(pg_url: str) -> str:
     """A fresh Brain holding the sample's candles of SYMBOLS (a replay collects nothing)."""
-    url = _fresh(pg_url)
+    url = chaos.fresh_brain(pg_url)
     for symbol in SYMBOLS:
         _load(make_engine(url), symbol)
     return url
@@ -109,10 +106,7 @@ def test_a_replay_survives_a_killed_worker_and_a_redis_crash(tmp_path, pg_url, r
     with servers.restartable_redis_server() as redis:
         url = _brain(pg_url)
         env = brain_env(url, redis.url, tmp_path, **LIMITS)
-        reconciler_log = open(tmp_path / "reconciler.log", "wb")
-        reconciler = subprocess.Popen([sys.executable, "-c", RECONCILER], env=env, cwd=REPO, stdout=reconciler_log,
-                                      stderr=subprocess.STDOUT)
-        try:
+        with chaos.reconciling(env, tmp_path / "reconciler.log"):
             with worker(env, name="w", concurrency=2, log_dir=tmp_path) as victim:
                 run_id, attempt_id = _enqueue(env)
                 wait_for(lambda: _training(url, run_id, attempt_id), 300, interval=0.02, what="a replay training")
@@ -141,8 +135,4 @@ def test_a_replay_survives_a_killed_worker_and_a_redis_crash(tmp_path, pg_url, r
                          what="the re-sent replay to finish")
                 assert _state(url, again_run, again_attempt)["state"] == Status.OK
                 snapshots.assert_same_database(disturbed, _rows(url))
-        finally:
-            reconciler.terminate()
-            reconciler.wait(timeout=30)
-            reconciler_log.close()
     dispose_engine(url)
